@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs everything a fresh machine needs. Idempotent: re-running is fast.
+#   scripts/setup.sh            python packages (runtime + dev) — enough for the embedded default
+#   scripts/setup.sh --services also PostgreSQL and Redis from Debian's packages (tests, CI)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_services=0
+[ "${1:-}" = "--services" ] && want_services=1
+
+PY=${PYTHON:-python3}
+
+if [ "$want_services" = 1 ]; then
+  if ! command -v redis-server >/dev/null || [ ! -x /usr/lib/postgresql/15/bin/initdb ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    echo "==> apt-get install postgresql redis-server"
+    export DEBIAN_FRONTEND=noninteractive
+    SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq postgresql redis-server >/dev/null
+  fi
+fi
+
+stamp=var/.setup-$(sha1sum pyproject.toml | cut -c1-12)
+mkdir -p var
+if [ ! -f "$stamp" ]; then
+  echo "==> pip install (CPU torch pinned; the project's own range stays open for CUDA users)"
+  # The CPU wheel of torch 2.13.0 is on this platform's local index; an open range would pull CUDA.
+  $PY -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | grep -v "^WARNING: Location" || true
+  $PY -m pip install -q --disable-pip-version-check -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+  $PY -c "import django, rest_framework, celery, torch, transformers, peft, boto3, moto, pytest" \
+    || { echo "setup: python packages failed to install" >&2; exit 1; }
+  rm -f var/.setup-*; touch "$stamp"
+fi
+echo "==> setup done"

@@ -1,0 +1,66 @@
+"""The Celery app, configured from Django settings.
+
+Queues:
+  cpu            scrubbing, validation, tokenizing
+  gpu            shared training pool
+  gpu.<org-slug> an organization's dedicated training capacity
+  inference      starting/stopping serving replicas
+
+Reliability: a task is acknowledged only after it finishes (acks_late) and is re-queued if
+its worker dies (reject_on_worker_lost); each worker takes one task at a time (prefetch 1)
+so a long training job never hides a queued one behind it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parents[1]
+for _p in (str(_ROOT / "platform"), str(_ROOT)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "longtune.settings")
+
+import django  # noqa: E402
+from celery import Celery  # noqa: E402
+from kombu import Queue  # noqa: E402
+
+django.setup()
+
+from django.conf import settings  # noqa: E402
+
+STATIC_QUEUES = ("cpu", "gpu", "inference")
+
+
+def dedicated_gpu_queue(org_slug: str) -> str:
+    """Queue name for an organization's dedicated GPU instance."""
+    return f"gpu.{org_slug}"
+
+
+app = Celery("longtune")
+app.conf.update(
+    broker_url=settings.CELERY_BROKER_URL,
+    result_backend=settings.CELERY_RESULT_BACKEND,
+    broker_transport_options={
+        "visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT,
+        **getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}),
+    },
+    result_backend_transport_options={"visibility_timeout": settings.CELERY_VISIBILITY_TIMEOUT},
+    broker_connection_retry_on_startup=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_default_queue="cpu",
+    task_queues=[Queue(name) for name in STATIC_QUEUES],
+    task_create_missing_queues=True,  # gpu.<org-slug> queues appear with their first job
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    task_track_started=True,
+    task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
+    result_expires=7 * 24 * 3600,
+    worker_hijack_root_logger=False,
+    include=["workers.tasks"],
+)

@@ -1,0 +1,14 @@
+"""Celery tasks. Thin: load state from the DB, call gpu_runtime or a pure module, write back."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from workers.celery_app import app
+
+
+@app.task(name="longtune.ping", queue="cpu")
+def ping(payload: str = "pong") -> dict:
+    """Round-trip check used by health checks and the broker integration test."""
+    return {"payload": payload, "hostname": socket.gethostname(), "pid": os.getpid()}
