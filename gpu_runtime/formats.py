@@ -100,15 +100,19 @@ def _chat_text_and_spans(
     for i, message in enumerate(messages):
         if message["role"] != "assistant" or message.get("weight", 1) == 0:
             continue
-        prompt = _render_chat(tokenizer, messages[:i], add_generation_prompt=True) if i else ""
         upto = _render_chat(tokenizer, messages[: i + 1])
-        if not (text.startswith(upto) and upto.startswith(prompt)):
+        if i:
+            prompt = _render_chat(tokenizer, messages[:i], add_generation_prompt=True)
+            start = len(prompt) if upto.startswith(prompt) else -1
+        else:  # templates refuse an empty conversation: find the reply text instead
+            start = upto.rfind(message["content"]) if message["content"] else -1
+        if start < 0 or not text.startswith(upto):
             raise ExampleFormatError(
                 "the tokenizer's chat template does not render conversations prefix-stably; "
                 "cannot locate assistant turns",
-                field="messages",
+                field=f"messages[{i}]",
             )
-        spans.append((len(prompt), len(upto)))
+        spans.append((start, len(upto)))
     return text, spans
 
 
@@ -147,9 +151,7 @@ def tokenize_example(
         spans = [(0, len(text))]
         last_trained = True
 
-    encoding = tokenizer(
-        text, add_special_tokens=add_special_tokens, return_offsets_mapping=True
-    )
+    encoding = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=True)
     input_ids = list(encoding["input_ids"])
     labels = _labels_for_spans(input_ids, list(encoding["offset_mapping"]), spans)
 

@@ -1,0 +1,562 @@
+"""The training loop: packed long sequences → decoder → chunked loss → AdamW, resumably.
+
+`train(config, data, callbacks)` reads top to bottom as the recipe:
+    1. join the process group (torchrun) or run alone          distributed.py
+    2. tokenize + pack the data, plan each rank's rows          data.py
+    3. load the base model RoPE-extended, attach LoRA or not    registry.py / rope.py / peft
+    4. wrap it (DDP for LoRA, FSDP2 for full), AdamW + schedule
+    5. resume from the newest checkpoint if there is one        checkpoint.py
+    6. per step: micro-batches → hidden states → chunked loss → backward → clip → step
+    7. callbacks (metrics, cancellation), periodic checkpoints
+    8. write the artifact and summary                           output.py
+
+The forward never calls `model(labels=...)`: that would build [tokens × vocab] logits, which at
+long context outweigh everything else (../shared/notes/train-memory.md). The decoder returns
+hidden states and `chunked_causal_lm_loss` streams them through the LM head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import resource
+import time
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+
+from gpu_runtime.callbacks import CallbackList, StepMetrics
+from gpu_runtime.checkpoint import (
+    DataCursor,
+    TrainerState,
+    capture_rng_state,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from gpu_runtime.config import ALL_LINEAR, TrainConfig
+from gpu_runtime.data import Batch, BatchPlan, collate, load_examples, pack_dataset
+from gpu_runtime.distributed import (
+    DistContext,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    gather_objects,
+    gradient_sync,
+    init_distributed,
+    shutdown,
+    wrap_for_training,
+)
+from gpu_runtime.loss import IGNORE_INDEX, chunked_causal_lm_loss, shift_labels
+from gpu_runtime.output import (
+    ARTIFACT_DIR,
+    METRICS_FILE,
+    SUMMARY_FILE,
+    MetricsCSV,
+    save_artifact,
+    write_json_atomic,
+)
+from gpu_runtime.registry import load_model, load_tokenizer
+
+COMPLETED = "completed"
+STOPPED = "stopped"
+
+
+@dataclass
+class TrainResult:
+    status: str  # "completed" | "stopped"
+    steps: int  # optimizer steps done in total (across resumes)
+    total_steps: int
+    tokens_seen: int  # tokens fed to the model, all ranks, padding included
+    final_loss: float | None
+    wall_time_s: float  # across resumes
+    output_dir: Path
+    artifact_dir: Path | None  # None when stopped
+    checkpoint_dir: Path | None  # newest checkpoint, if any
+    stop_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("output_dir", "artifact_dir", "checkpoint_dir"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return data
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """Compute dtype: "auto" is bf16 on CUDA (tensor cores, no loss scaling) and fp32 on CPU."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)  # CPU and every CUDA device
+    with contextlib.suppress(ImportError):
+        import numpy as np
+
+        np.random.seed(seed)
+
+
+def build_model(config: TrainConfig, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
+    """Base model RoPE-extended to config.context_length, with LoRA attached for method "lora".
+
+    LoRA keeps the frozen base in the compute dtype (peft keeps adapters in fp32); full
+    fine-tuning keeps fp32 master weights and computes in `compute_dtype` (autocast/FSDP).
+    """
+    model = load_model(
+        config.base_model,
+        dtype=compute_dtype if config.method == "lora" else torch.float32,
+        attn_implementation=config.attn_implementation,
+        rope_method=config.rope_method,
+        target_context=config.context_length,
+    )
+    if config.activation_checkpointing:
+        enable_activation_checkpointing(model)
+    if config.method == "lora":
+        model = attach_lora(model, config)
+    return model.to(device)
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute each decoder layer in backward; non-reentrant, so frozen inputs (LoRA) work."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x spelling
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def attach_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    targets = config.lora_target_modules
+    lora_config = LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else list(targets),
+        modules_to_save=embedding_and_norm_names(model) if config.lora_train_embeddings_and_norms else None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora_config)
+
+
+def embedding_and_norm_names(model: nn.Module) -> list[str]:
+    """Leaf names of the input embedding and every norm layer (LongLoRA's trainable extras)."""
+    embedding = model.get_input_embeddings()
+    names = set()
+    for name, module in model.named_modules():
+        is_norm = type(module).__name__.lower().endswith(("rmsnorm", "layernorm"))
+        if module is embedding or is_norm:
+            names.add(name.rsplit(".", 1)[-1])
+    return sorted(names)
+
+
+def causal_lm_of(model: nn.Module) -> nn.Module:
+    """The transformers *ForCausalLM inside a PeftModel (LoRA layers already injected)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class CausalLMObjective(nn.Module):
+    """decoder → final hidden states → chunked LM loss, as ONE module.
+
+    DDP and FSDP hook into a module's forward, so the whole objective (not just the decoder)
+    is what they wrap. Returns the SUM of token losses so the caller can normalise by the
+    number of target tokens over every micro-batch and rank (an exact token-weighted mean).
+    """
+
+    def __init__(self, causal_lm: nn.Module, chunk_size: int) -> None:
+        super().__init__()
+        self.causal_lm = causal_lm
+        self.chunk_size = chunk_size
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # [B, L]
+        position_ids: torch.Tensor,  # [B, L], restarting at 0 per document
+        labels: torch.Tensor,  # [B, L], aligned with inputs
+    ) -> torch.Tensor:  # scalar: summed loss over counted tokens
+        decoder = self.causal_lm.get_decoder()
+        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state  # [B, L, H]
+        head = self.causal_lm.get_output_embeddings()
+        mean, counted = chunked_causal_lm_loss(
+            hidden, head.weight, labels, chunk_size=self.chunk_size, lm_head_bias=head.bias
+        )
+        return mean * counted
+
+
+def build_optimizer(module: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        params,
+        lr=config.learning_rate,
+        betas=(config.adam_beta1, config.adam_beta2),
+        weight_decay=config.weight_decay,
+    )
+
+
+def lr_multiplier(step: int, *, warmup: int, total: int, schedule: str) -> float:
+    """Factor on the base LR for 0-based optimizer step `step`: linear warmup, then decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    def multiplier(step: int) -> float:
+        return lr_multiplier(step, warmup=config.warmup_steps, total=total_steps, schedule=config.lr_schedule)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+def count_targets(labels: torch.Tensor) -> int:
+    """Tokens that contribute to the loss after the next-token shift (as the loss counts them)."""
+    return int((shift_labels(labels) != IGNORE_INDEX).sum())
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux: KiB
+
+
+# --------------------------------------------------------------------------- one step
+
+
+@dataclass
+class StepOutcome:
+    loss: float
+    grad_norm: float
+    tokens: int  # fed this step, all ranks
+
+
+def forward_context(config: TrainConfig, ctx: DistContext, compute_dtype: torch.dtype):
+    """Autocast on CUDA for low-precision compute (FSDP2 casts itself), and optional
+    offload of saved activations to (pinned) CPU memory."""
+    stack = contextlib.ExitStack()
+    fsdp_handles_precision = ctx.distributed and config.method == "full"
+    if ctx.device.type == "cuda" and compute_dtype != torch.float32 and not fsdp_handles_precision:
+        stack.enter_context(torch.autocast("cuda", dtype=compute_dtype))
+    if config.offload_activations:
+        stack.enter_context(torch.autograd.graph.save_on_cpu(pin_memory=ctx.device.type == "cuda"))
+    return stack
+
+
+def train_step(
+    engine: nn.Module,
+    micro_batches: list[Batch],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    ctx: DistContext,
+    compute_dtype: torch.dtype,
+) -> StepOutcome:
+    """Accumulate over micro-batches, then clip and step. The loss is normalised by the
+    number of target tokens over ALL micro-batches and ranks, so the update equals one big
+    batch's token-mean gradient however the rows are split (DDP/FSDP average over ranks,
+    hence the × world_size)."""
+    local_targets = sum(count_targets(b["labels"]) for b in micro_batches)
+    global_targets = int(all_reduce_sum(torch.tensor(local_targets, device=ctx.device), ctx).item())
+    scale = ctx.world_size / max(global_targets, 1)
+    loss_sum = torch.zeros((), device=ctx.device)
+    for index, batch in enumerate(micro_batches):
+        batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+        with gradient_sync(engine, enabled=index == len(micro_batches) - 1):
+            with forward_context(config, ctx, compute_dtype):
+                summed = engine(batch["input_ids"], batch["position_ids"], batch["labels"])
+            (summed * scale).backward()
+        loss_sum += summed.detach().float()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP2 returns a DTensor
+        grad_norm = grad_norm.full_tensor()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    total_loss = all_reduce_sum(loss_sum, ctx).item()
+    tokens = sum(b["input_ids"].numel() for b in micro_batches) * ctx.world_size
+    return StepOutcome(
+        loss=total_loss / max(global_targets, 1), grad_norm=float(grad_norm), tokens=tokens
+    )
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+_STATE_OPTIONS = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+
+
+def write_checkpoint(
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: TrainerState,
+    config: TrainConfig,
+    ctx: DistContext,
+) -> Path | None:
+    """Collective: every rank contributes (FSDP gathers shards, RNGs are per rank); rank 0 writes."""
+    weights = get_model_state_dict(objective, options=_STATE_OPTIONS)
+    optim_state = get_optimizer_state_dict(objective, optimizer, options=_STATE_OPTIONS)
+    rng_states = gather_objects(capture_rng_state(), ctx)
+    path = None
+    if ctx.is_main:
+        path = save_checkpoint(
+            config.checkpoints_dir,
+            state,
+            weights=weights,
+            optimizer=optim_state,
+            scheduler=scheduler.state_dict(),
+            rng_states=rng_states,
+            keep=config.keep_checkpoints,
+        )
+    barrier(ctx)
+    return path
+
+
+def find_resume_checkpoint(config: TrainConfig) -> Path | None:
+    if config.resume_from:
+        return Path(config.resume_from)
+    if config.auto_resume:
+        return latest_checkpoint(config.checkpoints_dir)
+    return None
+
+
+def restore_checkpoint(
+    path: Path,
+    objective: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    config: TrainConfig,
+    ctx: DistContext,
+) -> TrainerState:
+    """Weights, optimizer, scheduler, then RNG last (model building consumed random numbers)."""
+    checkpoint = load_checkpoint(path)
+    saved = checkpoint.state.extra.get("config", {})
+    for field_name in ("method", "context_length", "base_model"):
+        if field_name in saved and saved[field_name] != getattr(config, field_name):
+            raise ValueError(
+                f"{field_name}: checkpoint {checkpoint.path} was trained with "
+                f"{saved[field_name]!r}, this run asks for {getattr(config, field_name)!r}"
+            )
+    load_options = StateDictOptions(full_state_dict=True, strict=False)
+    set_model_state_dict(objective, checkpoint.weights, options=load_options)
+    set_optimizer_state_dict(objective, optimizer, checkpoint.optimizer, options=load_options)
+    scheduler.load_state_dict(checkpoint.scheduler)
+    if ctx.rank < len(checkpoint.rng_states):
+        restore_rng_state(checkpoint.rng_states[ctx.rank])
+    else:  # more ranks than when saved: a fresh but deterministic stream
+        seed_everything(config.seed + ctx.rank)
+    return checkpoint.state
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(
+    config: TrainConfig,
+    data: str | Path | Iterable[dict[str, Any]],
+    callbacks: Iterable[Any] = (),
+) -> TrainResult:
+    """Fine-tune `config.base_model` on `data` (a JSONL path or example dicts).
+
+    Works alone or under torchrun. Callbacks: see callbacks.py (rank 0 only; on_step may stop
+    the run, which then returns status "stopped" after writing a checkpoint).
+    """
+    ctx = init_distributed()
+    try:
+        return _run(config, data, CallbackList(callbacks, enabled=ctx.is_main), ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) -> TrainResult:
+    attempt_started = time.perf_counter()
+    output_dir = Path(config.output_dir)
+    if ctx.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    seed_everything(config.seed)
+    compute_dtype = resolve_dtype(config.dtype, ctx.device)
+
+    tokenizer = load_tokenizer(config.base_model)
+    rows, packing = pack_dataset(
+        load_examples(data), tokenizer, config.context_length, train_on_inputs=config.train_on_inputs
+    )
+    plan = BatchPlan(
+        num_rows=len(rows),
+        micro_batch_size=config.micro_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        world_size=ctx.world_size,
+        rank=ctx.rank,
+        seed=config.seed,
+    )
+    total_steps = config.max_steps or plan.steps_per_epoch * config.num_epochs
+    hooks.event(
+        "data_packed",
+        **asdict(packing),
+        steps_per_epoch=plan.steps_per_epoch,
+        total_steps=total_steps,
+    )
+
+    model = build_model(config, ctx.device, compute_dtype)
+    causal_lm = causal_lm_of(model)
+    objective = CausalLMObjective(causal_lm, config.loss_chunk_size)
+    engine = wrap_for_training(objective, ctx, method=config.method, compute_dtype=compute_dtype)
+    optimizer = build_optimizer(objective, config)
+    scheduler = build_scheduler(optimizer, config, total_steps)
+    trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
+    hooks.event(
+        "model_ready",
+        method=config.method,
+        trainable_parameters=trainable,
+        rope=getattr(causal_lm.config, "longtune_rope", None),
+        attn_implementation=causal_lm.config._attn_implementation,
+        world_size=ctx.world_size,
+    )
+
+    state = TrainerState(step=0, cursor=DataCursor(), world_size=ctx.world_size)
+    resume_path = find_resume_checkpoint(config)
+    if resume_path is not None:
+        state = restore_checkpoint(resume_path, objective, optimizer, scheduler, config, ctx)
+        hooks.event("resumed", path=str(resume_path), step=state.step, epoch=state.cursor.epoch)
+    state.world_size = ctx.world_size
+    state.extra["config"] = config.to_dict()
+    metrics_csv = MetricsCSV(output_dir / METRICS_FILE, resume_step=state.step) if ctx.is_main else None
+    wall_before = state.wall_time_s
+
+    def wall_time() -> float:
+        return wall_before + time.perf_counter() - attempt_started
+
+    hooks.event("training_started", step=state.step, total_steps=total_steps)
+    engine.train()
+    last_loss: float | None = None
+    stop_reason: str | None = None
+    checkpoint_path: Path | None = None
+    while state.step < total_steps:
+        step_started = time.perf_counter()
+        row_indices, next_cursor = plan.step_rows(state.cursor)
+        micro_batches = [collate([rows[i] for i in indices]) for indices in row_indices]
+        lr = scheduler.get_last_lr()[0]
+        outcome = train_step(engine, micro_batches, optimizer, config, ctx, compute_dtype)
+        scheduler.step()
+        state.step += 1
+        state.cursor = next_cursor
+        state.tokens_seen += outcome.tokens
+        last_loss = outcome.loss
+        elapsed = time.perf_counter() - step_started
+        metrics = StepMetrics(
+            step=state.step,
+            total_steps=total_steps,
+            loss=outcome.loss,
+            lr=lr,
+            grad_norm=outcome.grad_norm,
+            tokens_per_second=outcome.tokens / elapsed if elapsed > 0 else 0.0,
+            peak_memory_bytes=peak_memory_bytes(ctx.device),
+            epoch=next_cursor.epoch,
+        )
+        if metrics_csv is not None:
+            metrics_csv.append(metrics.to_dict())
+        stop_reason = broadcast_object(hooks.step(metrics), ctx)
+        periodic = config.checkpoint_every_steps and state.step % config.checkpoint_every_steps == 0
+        if stop_reason or (periodic and state.step < total_steps):
+            state.wall_time_s = wall_time()
+            checkpoint_path = write_checkpoint(objective, optimizer, scheduler, state, config, ctx)
+            if checkpoint_path is not None:
+                hooks.checkpoint(state.step, checkpoint_path)
+        if stop_reason:
+            break
+
+    state.wall_time_s = wall_time()
+    status = STOPPED if stop_reason else COMPLETED
+    artifact_dir = None
+    if status == COMPLETED:
+        artifact_dir = write_artifact(model, objective, tokenizer, config, ctx, compute_dtype)
+    summary = {
+        "status": status,
+        "stop_reason": stop_reason,
+        "steps": state.step,
+        "total_steps": total_steps,
+        "tokens_seen": state.tokens_seen,
+        "final_loss": last_loss,
+        "wall_time_s": state.wall_time_s,
+        "packing": asdict(packing),
+        "trainable_parameters": trainable,
+        "world_size": ctx.world_size,
+        "rope": getattr(causal_lm.config, "longtune_rope", None),
+        "config": config.to_dict(),
+    }
+    if ctx.is_main:
+        write_summary(output_dir, artifact_dir, summary)
+    barrier(ctx)
+    hooks.event(status, **{k: summary[k] for k in ("steps", "final_loss", "stop_reason")})
+    return TrainResult(
+        status=status,
+        steps=state.step,
+        total_steps=total_steps,
+        tokens_seen=state.tokens_seen,
+        final_loss=last_loss,
+        wall_time_s=state.wall_time_s,
+        output_dir=output_dir,
+        artifact_dir=artifact_dir,
+        checkpoint_dir=checkpoint_path or latest_checkpoint(config.checkpoints_dir),
+        stop_reason=stop_reason,
+    )
+
+
+def write_artifact(
+    model: nn.Module,
+    objective: nn.Module,
+    tokenizer: Any,
+    config: TrainConfig,
+    ctx: DistContext,
+    compute_dtype: torch.dtype,
+) -> Path:
+    """Rank 0 writes `final/`; under FSDP every rank first helps gather the full weights."""
+    full_state = None
+    if config.method == "full" and ctx.distributed:
+        gathered = get_model_state_dict(
+            objective, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        prefix = "causal_lm."
+        full_state = {k.removeprefix(prefix): v for k, v in gathered.items()}
+    artifact_dir = Path(config.output_dir) / ARTIFACT_DIR
+    if ctx.is_main:
+        save_artifact(
+            model,
+            tokenizer,
+            artifact_dir,
+            method=config.method,
+            base_model=config.base_model,
+            state_dict=full_state,
+            save_dtype=compute_dtype if config.method == "full" else None,
+        )
+    barrier(ctx)
+    return artifact_dir
+
+
+def write_summary(output_dir: Path, artifact_dir: Path | None, summary: dict[str, Any]) -> None:
+    write_json_atomic(output_dir / SUMMARY_FILE, summary)
+    if artifact_dir is not None:
+        write_json_atomic(artifact_dir / SUMMARY_FILE, summary)
+        (artifact_dir / METRICS_FILE).write_bytes((output_dir / METRICS_FILE).read_bytes())

@@ -1,0 +1,1 @@
+"""Shared REST pieces every /v1/ app builds on: public ids, errors, pagination, base viewset."""

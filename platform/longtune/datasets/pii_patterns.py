@@ -1,0 +1,429 @@
+"""Regexes, cheap gates and checksum validators for each PII entity type.
+
+Why this shape (speed): every detector has a *gate* — a substring test or one
+short regex that runs at C speed — so most strings never reach the real
+patterns; the patterns themselves are anchored by look-behinds so the regex
+engine does not retry inside words; and the expensive checks (Luhn, mod-97,
+ipaddress, Shannon entropy) run only on the few candidates that match.
+A detector's `accept` turns a match into (start, end, normalised key) or None.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# (start, end, entity, normalised key) of one accepted detection.
+Span = tuple[int, int, str, str]
+Accept = Callable[[re.Match[str], str], "Span | None"]
+
+
+@dataclass(frozen=True)
+class Detector:
+    entities: frozenset[str]  # what accept() may emit; skipped when none is enabled
+    gate: Callable[[str], bool]
+    pattern: re.Pattern[str]
+    accept: Accept
+    priority: int  # lower wins when two detections start at the same offset
+
+
+# ---------------------------------------------------------------- checksums
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if position % 2:
+            value *= 2
+            if value > 9:
+                value -= 9
+        total += value
+    return total % 10 == 0
+
+
+# ISO 13616 IBAN lengths per country (the mod-97 check alone accepts 1 in 97 random strings).
+IBAN_LENGTHS = {
+    "AD": 24,
+    "AE": 23,
+    "AL": 28,
+    "AT": 20,
+    "AZ": 28,
+    "BA": 20,
+    "BE": 16,
+    "BG": 22,
+    "BH": 22,
+    "BR": 29,
+    "BY": 28,
+    "CH": 21,
+    "CR": 22,
+    "CY": 28,
+    "CZ": 24,
+    "DE": 22,
+    "DK": 18,
+    "DO": 28,
+    "EE": 20,
+    "EG": 29,
+    "ES": 24,
+    "FI": 18,
+    "FO": 18,
+    "FR": 27,
+    "GB": 22,
+    "GE": 22,
+    "GI": 23,
+    "GL": 18,
+    "GR": 27,
+    "GT": 28,
+    "HR": 21,
+    "HU": 28,
+    "IE": 22,
+    "IL": 23,
+    "IQ": 23,
+    "IS": 26,
+    "IT": 27,
+    "JO": 30,
+    "KW": 30,
+    "KZ": 20,
+    "LB": 28,
+    "LC": 32,
+    "LI": 21,
+    "LT": 20,
+    "LU": 20,
+    "LV": 21,
+    "MC": 27,
+    "MD": 24,
+    "ME": 22,
+    "MK": 19,
+    "MR": 27,
+    "MT": 31,
+    "MU": 30,
+    "NL": 18,
+    "NO": 15,
+    "PK": 24,
+    "PL": 28,
+    "PS": 29,
+    "PT": 25,
+    "QA": 29,
+    "RO": 24,
+    "RS": 22,
+    "SA": 24,
+    "SC": 31,
+    "SE": 24,
+    "SI": 19,
+    "SK": 24,
+    "SM": 27,
+    "ST": 25,
+    "SV": 28,
+    "TL": 23,
+    "TN": 24,
+    "TR": 26,
+    "UA": 29,
+    "VA": 22,
+    "VG": 24,
+    "XK": 20,
+}
+
+
+def iban_valid(iban: str) -> bool:
+    """ISO 7064 mod-97-10 over the rearranged IBAN, plus the country's length."""
+    if IBAN_LENGTHS.get(iban[:2]) != len(iban):
+        return False
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def shannon_entropy(text: str) -> float:
+    length = len(text)
+    return -sum(n / length * math.log2(n / length) for n in Counter(text).values())
+
+
+# ---------------------------------------------------------------- gates
+
+_NUMERIC_RUN = re.compile(r"\d[\d ().+-]{5,}\d")
+
+
+def has_numeric_run(text: str) -> bool:
+    """Seven-plus chars of digits and separators: needed by every numeric entity."""
+    return _NUMERIC_RUN.search(text) is not None
+
+
+def _contains(*needles: str) -> Callable[[str], bool]:
+    def gate(text: str) -> bool:
+        return any(needle in text for needle in needles)
+
+    return gate
+
+
+# ---------------------------------------------------------------- detectors
+
+EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+)
+
+
+def accept_email(match: re.Match[str], text: str) -> Span | None:
+    return match.start(), match.end(), "EMAIL", match.group().lower()
+
+
+URL_CREDENTIALS_RE = re.compile(
+    r"\b[A-Za-z][A-Za-z0-9+.-]{1,15}://([^\s:/@\"'<>]+:[^\s/@\"'<>]+)@[^\s/?#\"'<>]+"
+)
+
+
+def accept_url_credentials(match: re.Match[str], text: str) -> Span | None:
+    # Only the user:password part is replaced; scheme and host stay readable.
+    return match.start(1), match.end(1), "URL_CREDENTIALS", match.group(1)
+
+
+CARD_RE = re.compile(r"(?<![\d.-])\d(?:[ -]?\d){12,18}(?![\d]|[.-]\d)")
+_CARD_PREFIX = re.compile(
+    r"4|5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)|3[47]|3(?:0[0-5]|[68])|35|6(?:011|5|4[4-9]|2)"
+)
+
+
+def accept_card(match: re.Match[str], text: str) -> Span | None:
+    raw = match.group()
+    separators = {c for c in raw if c in " -"}
+    if len(separators) > 1:
+        return None
+    digits = raw.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits) or not luhn_valid(digits):
+        return None
+    return match.start(), match.end(), "CREDIT_CARD", digits
+
+
+IBAN_RE = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})\d{2} ?[A-Z0-9]{4}")
+
+
+def accept_iban(match: re.Match[str], text: str) -> Span | None:
+    """Walk exactly the country's IBAN length (single spaces allowed), then check mod-97."""
+    length = IBAN_LENGTHS.get(match.group(1))
+    if length is None:
+        return None
+    chars: list[str] = []
+    position, end = match.start(), len(text)
+    while position < end and len(chars) < length:
+        char = text[position]
+        if char == " " and chars and position + 1 < end and text[position + 1] != " ":
+            position += 1
+            continue
+        if not ("A" <= char <= "Z" or "0" <= char <= "9"):
+            break
+        chars.append(char)
+        position += 1
+    if len(chars) != length or (position < end and text[position].isalnum()):
+        return None
+    iban = "".join(chars)
+    return (match.start(), position, "IBAN", iban) if iban_valid(iban) else None
+
+
+SSN_RE = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d]|-\d)")
+
+
+def accept_ssn(match: re.Match[str], text: str) -> Span | None:
+    area, _, group, serial = match.groups()
+    if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+        return None
+    return match.start(), match.end(), "US_SSN", area + group + serial
+
+
+IPV4_RE = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\d|\.\d)")
+
+
+def accept_ipv4(match: re.Match[str], text: str) -> Span | None:
+    octets = match.group().split(".")
+    if any(int(o) > 255 or (len(o) > 1 and o[0] == "0") for o in octets):
+        return None
+    return match.start(), match.end(), "IP_ADDRESS", match.group()
+
+
+IPV6_RE = re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:.])")
+
+
+def _ipv6_gate(text: str) -> bool:
+    return "::" in text or text.count(":") >= 7
+
+
+def accept_ipv6(match: re.Match[str], text: str) -> Span | None:
+    raw = match.group()
+    if sum(1 for group in raw.split(":") if group) < 3:
+        return None  # "a::b", "std::vector"-like noise
+    try:
+        address = ipaddress.IPv6Address(raw)
+    except ValueError:
+        return None
+    return match.start(), match.end(), "IP_ADDRESS", address.compressed
+
+
+# Phone shapes: +country..., (area) xxx-xxxx, NANP xxx-xxx-xxxx, trunk-0 national.
+PHONE_RE = re.compile(
+    r"(?<![\w+.-])(?:"
+    r"\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d{1,5}){1,5}"
+    r"|(?:1[ .-]?)?\(\d{3}\)[ .-]?\d{3}[ .-]?\d{4}"
+    r"|(?:1[.-])?\d{3}[.-]\d{3}[.-]\d{4}"
+    r"|0\d{1,4}[ -]\d{3,4}[ -]?\d{3,4}"
+    r")(?![\w]|[.-]\d)"
+)
+
+
+def accept_phone(match: re.Match[str], text: str) -> Span | None:
+    raw = match.group()
+    digits = "".join(c for c in raw if c.isdigit())
+    if raw[0] == "+":
+        ok = 8 <= len(digits) <= 15
+    elif raw[0] == "0":
+        ok = 10 <= len(digits) <= 11
+    else:
+        ok = len(digits) in (10, 11)
+    if not ok:
+        return None
+    if len(digits) == 11 and digits[0] == "1" and raw.lstrip("+")[0] == "1":
+        digits = digits[1:]  # +1 415 555 2671 and (415) 555-2671 are the same line
+    return match.start(), match.end(), "PHONE", digits
+
+
+PRIVATE_KEY_RE = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----",
+    re.DOTALL,
+)
+
+
+def accept_whole_as(entity: str) -> Accept:
+    def accept(match: re.Match[str], text: str) -> Span | None:
+        return match.start(), match.end(), entity, match.group()
+
+    return accept
+
+
+JWT_RE = re.compile(r"(?<![\w-])eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
+
+_TOKEN_PREFIXES = (
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "sk-",
+    "sk_live_",
+    "sk_test_",
+    "rk_live_",
+    "xoxa-",
+    "xoxb-",
+    "xoxp-",
+    "xoxo-",
+    "xoxr-",
+    "xoxs-",
+    "glpat-",
+    "AIza",
+    "hf_",
+    "npm_",
+    "pypi-",
+)
+API_TOKEN_RE = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:gh[pousr]_[A-Za-z0-9]{30,255}|github_pat_[A-Za-z0-9_]{22,255}"
+    r"|sk-(?:proj-|ant-(?:api\d\d-)?)?[A-Za-z0-9_-]{20,}|[sr]k_(?:live|test)_[A-Za-z0-9]{16,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35}"
+    r"|hf_[A-Za-z0-9]{30,}|npm_[A-Za-z0-9]{36}|pypi-[A-Za-z0-9_-]{50,})"
+)
+
+AWS_ACCESS_KEY_RE = re.compile(
+    r"(?<![A-Za-z0-9])(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?![A-Za-z0-9])"
+)
+
+# Any long base64/base64url/hex run; classified by charset and entropy in accept.
+_TOKEN_CHARS = "A-Za-z0-9+/=_-"
+LONG_TOKEN_RE = re.compile(rf"(?<![{_TOKEN_CHARS}])[{_TOKEN_CHARS}]{{32,}}")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+_UUID_RE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
+def classify_long_token(token: str) -> str | None:
+    """HIGH_ENTROPY_SECRET / AWS_SECRET_KEY / None for a 32+ char token run."""
+    if _UUID_RE.fullmatch(token):
+        return None
+    if _HEX_RE.fullmatch(token):
+        has_digit = any(c.isdigit() for c in token)
+        has_letter = any(c.isalpha() for c in token)
+        if has_digit and has_letter and shannon_entropy(token) >= 3.0:
+            return "HIGH_ENTROPY_SECRET"
+        return None
+    body = token.rstrip("=")
+    if not (
+        any(c.islower() for c in body)
+        and any(c.isupper() for c in body)
+        and any(c.isdigit() for c in body)
+    ):
+        return None  # identifiers, paths and words rarely mix all three classes
+    if "/" in body and max(len(part) for part in body.split("/")) < 16:
+        return None  # a URL path, not a key
+    if shannon_entropy(body) < 4.0:
+        return None
+    if len(token) == 40 and "_" not in token and "-" not in token:
+        return "AWS_SECRET_KEY"
+    return "HIGH_ENTROPY_SECRET"
+
+
+def accept_long_token(match: re.Match[str], text: str) -> Span | None:
+    token = match.group()
+    entity = classify_long_token(token)
+    return (match.start(), match.end(), entity, token) if entity else None
+
+
+def _min_len_32(text: str) -> bool:
+    return len(text) >= 32
+
+
+def build_detectors() -> list[Detector]:
+    """All pattern detectors, highest priority first (structured secrets before generic ones)."""
+
+    def one(entity: str) -> frozenset[str]:
+        return frozenset({entity})
+
+    return [
+        Detector(
+            one("PRIVATE_KEY"),
+            _contains("-----BEGIN"),
+            PRIVATE_KEY_RE,
+            accept_whole_as("PRIVATE_KEY"),
+            0,
+        ),
+        Detector(
+            one("URL_CREDENTIALS"), _contains("://"), URL_CREDENTIALS_RE, accept_url_credentials, 1
+        ),
+        Detector(one("JWT"), _contains("eyJ"), JWT_RE, accept_whole_as("JWT"), 2),
+        Detector(
+            one("API_TOKEN"),
+            _contains(*_TOKEN_PREFIXES),
+            API_TOKEN_RE,
+            accept_whole_as("API_TOKEN"),
+            3,
+        ),
+        Detector(
+            one("AWS_ACCESS_KEY"),
+            _contains("AKIA", "ASIA", "ABIA", "ACCA"),
+            AWS_ACCESS_KEY_RE,
+            accept_whole_as("AWS_ACCESS_KEY"),
+            4,
+        ),
+        Detector(one("EMAIL"), _contains("@"), EMAIL_RE, accept_email, 5),
+        Detector(one("IBAN"), has_numeric_run, IBAN_RE, accept_iban, 6),
+        Detector(one("CREDIT_CARD"), has_numeric_run, CARD_RE, accept_card, 7),
+        Detector(one("US_SSN"), has_numeric_run, SSN_RE, accept_ssn, 8),
+        Detector(one("IP_ADDRESS"), has_numeric_run, IPV4_RE, accept_ipv4, 9),
+        Detector(one("IP_ADDRESS"), _ipv6_gate, IPV6_RE, accept_ipv6, 10),
+        Detector(one("PHONE"), has_numeric_run, PHONE_RE, accept_phone, 11),
+        Detector(
+            frozenset({"AWS_SECRET_KEY", "HIGH_ENTROPY_SECRET"}),
+            _min_len_32,
+            LONG_TOKEN_RE,
+            accept_long_token,
+            12,
+        ),
+    ]

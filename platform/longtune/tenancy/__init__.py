@@ -1,0 +1,1 @@
+"""Tenancy: organizations, users, memberships and roles, API keys, invitations, quotas, audit log."""

@@ -1,0 +1,82 @@
+"""Append-only audit log.
+
+Rows can be inserted, never changed or removed through the ORM: ``save()`` on an existing row,
+``delete()``, and queryset ``update()``/``delete()`` raise ``AuditLogIsAppendOnly``. The
+foreign keys PROTECT, so deleting an organization, user or key that appears in the log fails
+too (deactivate/revoke instead). Write entries with ``tenancy.audit.record``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+from longtune.api.ids import PublicIdField
+from longtune.tenancy.models.api_keys import ApiKey
+from longtune.tenancy.models.organizations import Organization
+from longtune.tenancy.scoping import OrgScopedQuerySet
+
+
+class AuditLogIsAppendOnly(Exception):
+    pass
+
+
+class AuditAction(models.TextChoices):
+    ORGANIZATION_CREATED = "organization.created"
+    API_KEY_CREATED = "api_key.created"
+    API_KEY_REVOKED = "api_key.revoked"
+    MEMBER_ADDED = "member.added"
+    MEMBER_REMOVED = "member.removed"
+    MEMBER_ROLE_CHANGED = "member.role_changed"
+    INVITATION_CREATED = "invitation.created"
+    INVITATION_ACCEPTED = "invitation.accepted"
+    INVITATION_REVOKED = "invitation.revoked"
+    QUOTA_CHANGED = "quota.changed"
+
+
+class AppendOnlyQuerySet(OrgScopedQuerySet):
+    def update(self, **kwargs: Any) -> int:
+        raise AuditLogIsAppendOnly("audit log entries cannot be updated")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly("audit log entries cannot be deleted")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> int:
+        raise AuditLogIsAppendOnly("audit log entries cannot be updated")
+
+
+class AuditLogEntry(models.Model):
+    public_id = PublicIdField(prefix="audit_")
+    org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="audit_log")
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_api_key = models.ForeignKey(
+        ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    action = models.CharField(max_length=64, choices=AuditAction.choices, db_index=True)
+    target_type = models.CharField(max_length=64, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    ip_address = models.GenericIPAddressField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = models.Manager.from_queryset(AppendOnlyQuerySet)()
+
+    class Meta:
+        ordering = ["pk"]
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.target_type}:{self.target_id}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None or not self._state.adding:
+            raise AuditLogIsAppendOnly("audit log entries cannot be changed")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise AuditLogIsAppendOnly("audit log entries cannot be deleted")

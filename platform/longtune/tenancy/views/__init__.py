@@ -1,0 +1,1 @@
+"""HTTP views of the tenancy endpoints (thin: validate, call services, serialize)."""
