@@ -41,6 +41,7 @@ PLAIN, LONGTUNE = "plain", "longtune"
 ARMS: tuple[str, ...] = (PLAIN, LONGTUNE)
 MB = 1024 * 1024
 RESULT_PREFIX = "TRAIN_MEMORY_RESULT "
+LOSS_TOLERANCE = 1e-3  # fp32 on CPU, different reduction orders (chunks, per-document SDPA)
 
 
 # --------------------------------------------------------------------------- configuration
@@ -347,6 +348,10 @@ def fmt_mb(value: float | None) -> str:
     return "—" if value is None else f"{value:,.0f} MB"
 
 
+def fmt_loss(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
+
+
 def fmt_s(value: float | None) -> str:
     return "—" if value is None else f"{value:.1f} s"
 
@@ -378,8 +383,9 @@ def linearity(results: Sequence[Measurement], config: BenchmarkConfig) -> float 
 def results_table(results: Sequence[Measurement], config: BenchmarkConfig) -> str:
     rows = [
         "| tokens | plain peak | plain delta | plain step | LongTune peak | LongTune delta "
-        "| LongTune delta / 1K tokens | LongTune step | plain / LongTune (peak) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| LongTune delta / 1K tokens | LongTune step | plain / LongTune (peak) "
+        "| loss plain / LongTune |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for tokens in config.lengths:
         plain, tuned = lookup(results, PLAIN, tokens), lookup(results, LONGTUNE, tokens)
@@ -389,13 +395,40 @@ def results_table(results: Sequence[Measurement], config: BenchmarkConfig) -> st
             f"| {tokens:,} | {plain.skipped or fmt_mb(plain.peak_mb)} | {fmt_mb(plain.delta_mb)} "
             f"| {fmt_s(plain.seconds)} | {tuned.skipped or fmt_mb(tuned.peak_mb)} "
             f"| {fmt_mb(tuned.delta_mb)} | {fmt_mb(per_k)} | {fmt_s(tuned.seconds)} "
-            f"| {'—' if ratio is None else f'{ratio:.1f}×'} |"
+            f"| {'—' if ratio is None else f'{ratio:.1f}×'} "
+            f"| {fmt_loss(plain.loss)} / {fmt_loss(tuned.loss)} |"
         )
     return "\n".join(rows)
 
 
+def max_loss_gap(results: Sequence[Measurement]) -> float | None:
+    """Largest |plain − LongTune| loss over lengths where both ran. LoRA's B starts at zero, so
+    both arms compute the base model's loss on the same tokens: a gap means a different
+    objective (wrong shift, wrong positions, attention leaking), not just different memory."""
+    gaps = [
+        abs(plain.loss - tuned.loss)
+        for plain in results
+        if plain.arm == PLAIN and plain.loss is not None
+        for tuned in results
+        if tuned.arm == LONGTUNE and tuned.tokens == plain.tokens and tuned.loss is not None
+    ]
+    return max(gaps) if gaps else None
+
+
 def verdict_lines(results: Sequence[Measurement], config: BenchmarkConfig) -> list[str]:
     lines = []
+    gap = max_loss_gap(results)
+    if gap is not None:
+        same = "same objective" if gap < LOSS_TOLERANCE else "DIFFERENT objective"
+        lines.append(f"- Loss check: max |plain − LongTune| = {gap:.2e} → {same}")
+    tuned = [m for m in results if m.arm == LONGTUNE and m.attn_implementation]
+    if tuned:
+        attn = sorted({m.attn_implementation for m in tuned})
+        checkpointed = all(m.activation_checkpointing for m in tuned)
+        lines.append(
+            f"- LongTune runs used attention {', '.join(attn)}; activation checkpointing "
+            f"{'on' if checkpointed else 'OFF in some runs'}"
+        )
     ratio = peak_ratio(results, config.target_ratio_at)
     if ratio is None:
         lines.append(

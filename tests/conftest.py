@@ -6,10 +6,27 @@ role/scope; ``org_a``/``org_b`` are two ready tenants for isolation tests.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import pytest
+
+# --- database ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """SQLite: a test database FILE instead of Django's shared in-memory one, so tests that
+    use several connections (threads racing for a row lock, a worker process) see real
+    locking. PostgreSQL (DATABASE_URL) is left alone."""
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        database.setdefault("TEST", {})["NAME"] = str(settings.VAR_DIR / f"test-{worker}.sqlite3")
+
 
 # --- speed and hygiene ------------------------------------------------------------------------
 

@@ -54,6 +54,7 @@ def owner_of(org):
 
 # --- tenancy models ------------------------------------------------------------------------------
 
+
 @org_object_factory(ApiKey)
 def make_api_key(org):
     from longtune.tenancy.services.api_keys import issue_api_key
@@ -65,7 +66,9 @@ def make_api_key(org):
 @org_object_factory(Membership)
 def make_membership(org):
     count = User.objects.count()
-    user = User.objects.create_user(email=f"factory-member-{count}-{org.slug}@example.com", password=None)
+    user = User.objects.create_user(
+        email=f"factory-member-{count}-{org.slug}@example.com", password=None
+    )
     return Membership.objects.create(org=org, user=user, role="member")
 
 

@@ -13,11 +13,15 @@ from longtune.datasets.validation import ProcessingReport, validate_and_scrub
 
 
 def chat(user: str = "Hello there", assistant: str = "Hi, how can I help?") -> dict:
-    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]}
+    return {
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+    }
 
 
 def jsonl(*objects) -> bytes:
-    return b"".join((o if isinstance(o, bytes) else json.dumps(o).encode()) + b"\n" for o in objects)
+    return b"".join(
+        (o if isinstance(o, bytes) else json.dumps(o).encode()) + b"\n" for o in objects
+    )
 
 
 def process(data: bytes, **limit_overrides) -> tuple[ProcessingReport, bytes]:

@@ -7,11 +7,11 @@ import json
 import tracemalloc
 
 import pytest
-from tests.datasets.dataset_helpers import chat, jsonl, process
 
 from longtune.datasets.formats import DatasetFormat
 from longtune.datasets.limits import MIB, DatasetLimits
 from longtune.datasets.validation import validate_and_scrub
+from tests.datasets.dataset_helpers import chat, jsonl, process
 
 
 def codes(report) -> list[str]:
@@ -54,15 +54,27 @@ def test_blank_lines_crlf_and_bom_are_tolerated():
         (b'{"messages": ["hi"]}', "invalid_type", "messages[0]"),
         (b'{"messages": [{"role": "bot", "content": "x"}]}', "unknown_role", "messages[0].role"),
         (b'{"messages": [{"role": "user", "content": 5}]}', "invalid_type", "messages[0].content"),
-        (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}',
-         "empty_content", "messages[1].content"),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}',
+            "empty_content",
+            "messages[1].content",
+        ),
         (b'{"messages": [{"role": "user", "content": "hi"}]}', "no_assistant_message", "messages"),
-        (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": 2}]}',
-         "invalid_weight", "messages[1].weight"),
-        (b'{"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "a"}]}',
-         "invalid_weight", "messages[0].weight"),
-        (b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": 0}]}',
-         "no_trainable_message", "messages"),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": 2}]}',
+            "invalid_weight",
+            "messages[1].weight",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi", "weight": 1}, {"role": "assistant", "content": "a"}]}',
+            "invalid_weight",
+            "messages[0].weight",
+        ),
+        (
+            b'{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "a", "weight": 0}]}',
+            "no_trainable_message",
+            "messages",
+        ),
     ],
 )
 def test_line_errors_carry_code_line_and_param(line, code, param):
@@ -75,7 +87,9 @@ def test_line_errors_carry_code_line_and_param(line, code, param):
 
 
 def test_instruction_errors():
-    report, _ = process(jsonl({"prompt": "p", "completion": "c"}, {"prompt": "p"}, {"prompt": 3, "completion": "c"}))
+    report, _ = process(
+        jsonl({"prompt": "p", "completion": "c"}, {"prompt": "p"}, {"prompt": 3, "completion": "c"})
+    )
     assert [(e.line, e.code, e.param) for e in report.errors] == [
         (2, "missing_field", "completion"),
         (3, "invalid_type", "prompt"),
@@ -103,7 +117,9 @@ def test_json_array_in_one_over_long_line_is_still_named():
 def test_ten_megabyte_single_line_is_line_too_long_and_processing_continues():
     huge = b'{"text": "' + b"a" * (10 * 1000 * 1000) + b'"}'
     report, out = process(jsonl({"text": "first"}, huge, {"text": "after"}))
-    assert [(e.line, e.code, e.param) for e in report.errors] == [(2, "line_too_long", "max_line_bytes")]
+    assert [(e.line, e.code, e.param) for e in report.errors] == [
+        (2, "line_too_long", "max_line_bytes")
+    ]
     assert report.examples == 2 and report.lines == 3
     assert out.splitlines()[1] == b'{"text": "after"}'
 
@@ -112,9 +128,11 @@ class _LazyHugeLine(io.RawIOBase):
     """Yields a 64 MiB line without ever holding it, so tracemalloc sees only our reader."""
 
     def __init__(self, size: int):
-        self.parts = [b'{"text": "first"}\n', b'{"text": "'] + [b"x" * MIB] * (size // MIB) + [
-            b'"}\n{"text": "after"}\n'
-        ]
+        self.parts = (
+            [b'{"text": "first"}\n', b'{"text": "']
+            + [b"x" * MIB] * (size // MIB)
+            + [b'"}\n{"text": "after"}\n']
+        )
 
     def readable(self) -> bool:
         return True
@@ -149,7 +167,7 @@ def test_line_of_exactly_max_bytes_is_accepted():
     report, _ = process(line + b"\n", max_line_bytes=len(line))
     assert report.valid
     report, _ = process(line + b"\n", max_line_bytes=len(line) - 1)
-    assert codes(report) == ["line_too_long"]
+    assert codes(report) == ["line_too_long", "too_few_examples"]
 
 
 def test_too_many_lines_stops_processing():
@@ -177,10 +195,21 @@ def test_only_first_n_errors_listed_but_all_counted():
 
 
 def test_token_stats_are_collected_on_scrubbed_text():
-    data = jsonl(chat("mail bob@example.com now", "ok"), {"messages": [
-        {"role": "user", "content": "one two three four five"}, {"role": "assistant", "content": "six"}]})
-    report = validate_and_scrub(io.BytesIO(data), io.BytesIO(), count_tokens=lambda t: len(t.split()),
-                                limits=DatasetLimits(min_examples=1))
+    data = jsonl(
+        chat("mail bob@example.com now", "ok"),
+        {
+            "messages": [
+                {"role": "user", "content": "one two three four five"},
+                {"role": "assistant", "content": "six"},
+            ]
+        },
+    )
+    report = validate_and_scrub(
+        io.BytesIO(data),
+        io.BytesIO(),
+        count_tokens=lambda t: len(t.split()),
+        limits=DatasetLimits(min_examples=1),
+    )
     stats = report.token_stats
     # "mail [EMAIL_1] now\nok" -> 4 words; "one..five\nsix" -> 6 words
     assert (stats.examples, stats.tokens, stats.max_tokens) == (2, 10, 6)

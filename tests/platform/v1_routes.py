@@ -59,7 +59,11 @@ def _methods(callback, view_class: type) -> tuple[str, ...]:
     if actions:  # a DRF viewset route: {"get": "list", "post": "create"}
         return tuple(sorted(actions))
     return tuple(
-        sorted(m for m in view_class.http_method_names if m not in ("options", "head") and hasattr(view_class, m))
+        sorted(
+            m
+            for m in view_class.http_method_names
+            if m not in ("options", "head") and hasattr(view_class, m)
+        )
     )
 
 
@@ -71,7 +75,9 @@ def v1_routes() -> list[Route]:
         callback = pattern.callback
         view_class = getattr(callback, "cls", None) or getattr(callback, "view_class", None)
         if view_class is None:
-            raise AssertionError(f"/v1/ route {template!r} is a function view; use a DRF view class")
+            raise AssertionError(
+                f"/v1/ route {template!r} is a function view; use a DRF view class"
+            )
         if not name:
             raise AssertionError(f"/v1/ route {template!r} has no name; name every route")
         routes.append(

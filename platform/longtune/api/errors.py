@@ -87,7 +87,11 @@ class ApiError(drf_exceptions.APIException):
 
     def body(self) -> dict[str, Any]:
         return error_body(
-            code=self.code, message=self.message, param=self.param, type=self.type, status=self.status_code
+            code=self.code,
+            message=self.message,
+            param=self.param,
+            type=self.type,
+            status=self.status_code,
         )
 
 
@@ -103,7 +107,9 @@ def error_response(
 # --- validation errors ----------------------------------------------------------------------
 
 
-def flatten_validation_errors(detail: Any, path: tuple[str, ...] = ()) -> list[tuple[str | None, str, str]]:
+def flatten_validation_errors(
+    detail: Any, path: tuple[str, ...] = ()
+) -> list[tuple[str | None, str, str]]:
     """DRF's nested error detail -> [(param path like "messages.0.role", code, message)]."""
     if isinstance(detail, dict):
         found: list[tuple[str | None, str, str]] = []
@@ -179,7 +185,9 @@ def as_api_exception(exc: Exception) -> drf_exceptions.APIException | None:
     if isinstance(exc, DjangoPermissionDenied):
         return drf_exceptions.PermissionDenied()
     if isinstance(exc, RequestDataTooBig):
-        return ApiError(status=413, code="request_too_large", message="The request body is too large.")
+        return ApiError(
+            status=413, code="request_too_large", message="The request body is too large."
+        )
     if isinstance(exc, SuspiciousOperation):
         return ApiError(status=400, code="bad_request", message="The request is malformed.")
     return None

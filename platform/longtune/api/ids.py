@@ -47,7 +47,9 @@ class PublicIdField(models.CharField):
 
     def __init__(self, *args: Any, prefix: str, **kwargs: Any) -> None:
         if not re.match(r"^[A-Za-z0-9]{1,16}[_-]$", prefix):
-            raise ValueError(f"public id prefix must be letters/digits ending in '_' or '-': {prefix!r}")
+            raise ValueError(
+                f"public id prefix must be letters/digits ending in '_' or '-': {prefix!r}"
+            )
         self.prefix = prefix
         kwargs.setdefault("max_length", PUBLIC_ID_MAX_LENGTH)
         kwargs.setdefault("unique", True)
@@ -57,7 +59,11 @@ class PublicIdField(models.CharField):
     def deconstruct(self) -> tuple[str, str, list[Any], dict[str, Any]]:
         name, path, args, kwargs = super().deconstruct()
         kwargs["prefix"] = self.prefix
-        for key, default in (("max_length", PUBLIC_ID_MAX_LENGTH), ("unique", True), ("editable", False)):
+        for key, default in (
+            ("max_length", PUBLIC_ID_MAX_LENGTH),
+            ("unique", True),
+            ("editable", False),
+        ):
             if kwargs.get(key) == default:
                 kwargs.pop(key)
         return name, path, args, kwargs

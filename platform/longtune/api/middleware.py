@@ -4,6 +4,7 @@ DRF views already answer handled errors with the envelope (``api.errors.exceptio
 This catches what escapes them and what never reached DRF:
 - JSON bodies that a non-DRF view failed to decode -> 400 ``invalid_json``;
 - Django's own 4xx exceptions (Http404, PermissionDenied, SuspiciousOperation) -> their envelope;
+- an unknown /v1/ URL -> 404 ``not_found`` (also with DEBUG=True);
 - any other exception -> logged with its traceback, answered with a 500 ``internal_error``
   envelope. That branch should never run: a client-caused 500 is a bug.
 """
@@ -21,6 +22,7 @@ from longtune.api.errors import (
     ApiError,
     as_api_exception,
     error_response,
+    handler404,
     internal_error_response,
     is_api_path,
 )
@@ -33,7 +35,16 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        return self.get_response(request)
+        response = self.get_response(request)
+        if (
+            is_api_path(request)
+            and response.status_code == 404
+            and response.get("Content-Type", "").startswith("text/html")
+        ):
+            # With DEBUG=True Django answers an unknown URL with its HTML debug page instead
+            # of calling handler404; keep /v1/ JSON either way.
+            return handler404(request)
+        return response
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
         if not is_api_path(request):
@@ -55,7 +66,9 @@ class ApiErrorMiddleware:
             )
         if isinstance(api_exc, APIException):
             return error_response(
-                status=api_exc.status_code, code=str(api_exc.default_code), message=str(api_exc.detail)
+                status=api_exc.status_code,
+                code=str(api_exc.default_code),
+                message=str(api_exc.detail),
             )
         logger.exception("Unhandled exception on %s %s", request.method, request.path)
         return internal_error_response()

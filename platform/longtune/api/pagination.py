@@ -42,12 +42,16 @@ class OpenAICursorPagination(BasePagination):
     ordering_field = "pk"
     id_field = "public_id"
 
-    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list[Any]:
+    def paginate_queryset(
+        self, queryset: QuerySet, request: Request, view: Any = None
+    ) -> list[Any]:
         limit = parse_limit(request.query_params.get("limit"))
         after = request.query_params.get("after")
         queryset = queryset.order_by(f"-{self.ordering_field}")
         if after:
-            queryset = queryset.filter(**{f"{self.ordering_field}__lt": self._cursor_key(queryset, after)})
+            queryset = queryset.filter(
+                **{f"{self.ordering_field}__lt": self._cursor_key(queryset, after)}
+            )
         rows = list(queryset[: limit + 1])
         self.has_more = len(rows) > limit
         self.page = rows[:limit]
@@ -55,7 +59,9 @@ class OpenAICursorPagination(BasePagination):
 
     def _cursor_key(self, queryset: QuerySet, after: str) -> Any:
         found = (
-            queryset.filter(**{self.id_field: after}).values_list(self.ordering_field, flat=True).first()
+            queryset.filter(**{self.id_field: after})
+            .values_list(self.ordering_field, flat=True)
+            .first()
             if looks_like_public_id(after)
             else None
         )

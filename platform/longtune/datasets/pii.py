@@ -148,26 +148,37 @@ class PiiScrubber:
 
     def detect(self, text: str) -> list[Span]:
         """Non-overlapping (start, end, entity, key) detections, in text order."""
-        if len(text) < _MIN_CANDIDATE_LEN:
+        if len(text) < _MIN_CANDIDATE_LEN or (self._name_detector is None and text.isalpha()):
             return []
-        spans: list[tuple[int, int, Span]] = []
-        gates: dict[Callable[[str], bool], bool] = {}
+        found: dict[tuple[int, int], tuple[int, int, Span]] = {}
+        anchors: dict[re.Pattern[str], list[tuple[int, int]]] = {}
+        enabled = self._enabled
+        length = len(text)
         for detector in self._detectors:
-            passed = gates.get(detector.gate)
-            if passed is None:
-                passed = gates[detector.gate] = detector.gate(text)
-            if not passed:
+            if detector.gate is not None and not detector.gate(text):
                 continue
-            for match in detector.pattern.finditer(text):
-                span = detector.accept(match, text)
-                if span is not None and span[2] in self._enabled:
-                    spans.append((span[0], detector.priority, span))
+            if detector.anchor is None:
+                windows: Iterable[tuple[int, int]] = ((0, length),)
+            else:
+                windows = anchors.get(detector.anchor)
+                if windows is None:
+                    windows = anchors[detector.anchor] = [
+                        m.span() for m in detector.anchor.finditer(text)
+                    ]
+            for start, end in windows:
+                pos, endpos = max(0, start - detector.back), min(length, end + detector.ahead)
+                for match in detector.pattern.finditer(text, pos, endpos):
+                    span = detector.accept(match, text)
+                    if span is not None and span[2] in enabled:
+                        found.setdefault((span[0], span[1]), (span[0], detector.priority, span))
         if self._name_detector is not None:
             for start, end in self._name_detector(text):
-                spans.append((start, 99, (start, end, PERSON, text[start:end].casefold())))
-        if not spans:
+                found.setdefault(
+                    (start, end), (start, 99, (start, end, PERSON, text[start:end].casefold()))
+                )
+        if not found:
             return []
-        return _resolve_overlaps(spans)
+        return _resolve_overlaps(list(found.values()))
 
     def _is_allowed(self, raw: str, key: str) -> bool:
         if self._allow_values and (

@@ -9,7 +9,15 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
-from longtune.tenancy.models import ApiKey, AuditLogEntry, Invitation, Membership, OrgQuota, Organization, User
+from longtune.tenancy.models import (
+    ApiKey,
+    AuditLogEntry,
+    Invitation,
+    Membership,
+    Organization,
+    OrgQuota,
+    User,
+)
 from longtune.tenancy.services.api_keys import revoke_api_key
 
 
@@ -36,7 +44,10 @@ class UserAdmin(DjangoUserAdmin):
     fieldsets = (
         (None, {"fields": ("public_id", "email", "password")}),
         ("Profile", {"fields": ("name",)}),
-        ("Permissions", {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")}),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
         ("Dates", {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
@@ -80,7 +91,16 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdmin):
-    list_display = ["public_id", "name", "org", "role", "redacted_value", "created_by", "revoked_at", "last_used_at"]
+    list_display = [
+        "public_id",
+        "name",
+        "org",
+        "role",
+        "redacted_value",
+        "created_by",
+        "revoked_at",
+        "last_used_at",
+    ]
     list_filter = ["role", "revoked_at"]
     search_fields = ["public_id", "name", "org__slug", "created_by__email", "last_four"]
     readonly_fields = [f.name for f in ApiKey._meta.fields]
@@ -111,7 +131,15 @@ class InvitationAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditLogEntry)
 class AuditLogEntryAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "org", "action", "target_type", "target_id", "actor_user", "ip_address"]
+    list_display = [
+        "created_at",
+        "org",
+        "action",
+        "target_type",
+        "target_id",
+        "actor_user",
+        "ip_address",
+    ]
     list_filter = ["action"]
     search_fields = ["org__slug", "target_id", "actor_user__email"]
     readonly_fields = [f.name for f in AuditLogEntry._meta.fields]

@@ -62,9 +62,13 @@ class ApiKeyAuthentication(BaseAuthentication):
             raise _invalid()
         now = timezone.now()
         if key.revoked_at is not None:
-            raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+            raise exceptions.AuthenticationFailed(
+                "This API key has been revoked.", code="api_key_revoked"
+            )
         if key.is_expired(now):
-            raise exceptions.AuthenticationFailed("This API key has expired.", code="api_key_expired")
+            raise exceptions.AuthenticationFailed(
+                "This API key has expired.", code="api_key_expired"
+            )
         if not key.created_by.is_active:
             raise _invalid("The user who created this API key is deactivated.")
         key.touch_last_used(now)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, fields
 from django.db import transaction
 
 from longtune.api.errors import ApiError
-from longtune.tenancy.models import OrgQuota, Organization, Plan
+from longtune.tenancy.models import Organization, OrgQuota, Plan
 
 GIB = 1024**3
 

@@ -13,7 +13,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from longtune.api.fields import ObjectTypeField, UnixTimestampField, public_id_field
-from longtune.tenancy.models import ApiKey, AuditLogEntry, Invitation, Membership, Organization, User
+from longtune.tenancy.models import (
+    ApiKey,
+    AuditLogEntry,
+    Invitation,
+    Membership,
+    Organization,
+    User,
+)
 from longtune.tenancy.quotas import QUOTA_NAMES, current_usage, effective_quota
 from longtune.tenancy.roles import Role, Scope
 
@@ -29,7 +36,10 @@ class StrictInputSerializer(serializers.Serializer):
             unknown = sorted(set(data.keys()) - set(self.fields))
             if unknown:
                 raise serializers.ValidationError(
-                    {name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")] for name in unknown}
+                    {
+                        name: [serializers.ErrorDetail("Unknown field.", code="unknown_field")]
+                        for name in unknown
+                    }
                 )
         return super().to_internal_value(data)
 
@@ -48,9 +58,13 @@ class UsageSerializer(serializers.Serializer):
     """Current usage per quota; null where the owning app does not report it yet."""
 
     max_concurrent_jobs = serializers.IntegerField(allow_null=True, help_text="Jobs running now.")
-    monthly_training_tokens = serializers.IntegerField(allow_null=True, help_text="Tokens trained this month.")
+    monthly_training_tokens = serializers.IntegerField(
+        allow_null=True, help_text="Tokens trained this month."
+    )
     storage_bytes = serializers.IntegerField(allow_null=True, help_text="Bytes stored.")
-    requests_per_minute = serializers.IntegerField(allow_null=True, help_text="Requests this minute.")
+    requests_per_minute = serializers.IntegerField(
+        allow_null=True, help_text="Requests this minute."
+    )
 
 
 class OrganizationSerializer(serializers.ModelSerializer):
@@ -90,8 +104,12 @@ class UserSummarySerializer(serializers.ModelSerializer):
 class ApiKeySerializer(serializers.ModelSerializer):
     object = ObjectTypeField("api_key")
     id = public_id_field()
-    redacted_value = serializers.CharField(read_only=True, help_text="lt_...last4; the secret is never shown again.")
-    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), read_only=True)
+    redacted_value = serializers.CharField(
+        read_only=True, help_text="lt_...last4; the secret is never shown again."
+    )
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=Scope.choices), read_only=True
+    )
     created_by = public_id_field("created_by.public_id")
     created_at = UnixTimestampField()
     expires_at = UnixTimestampField(allow_null=True)
@@ -116,7 +134,9 @@ class ApiKeySerializer(serializers.ModelSerializer):
 
 
 class ApiKeyCreatedSerializer(ApiKeySerializer):
-    secret = serializers.CharField(read_only=True, help_text="The full key. Shown once; store it now.")
+    secret = serializers.CharField(
+        read_only=True, help_text="The full key. Shown once; store it now."
+    )
 
     class Meta(ApiKeySerializer.Meta):
         fields = [*ApiKeySerializer.Meta.fields, "secret"]
@@ -124,7 +144,9 @@ class ApiKeyCreatedSerializer(ApiKeySerializer):
 
 class ApiKeyCreateSerializer(StrictInputSerializer):
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
-    role = serializers.ChoiceField(choices=Role.choices, required=False, help_text="Default: the caller's role.")
+    role = serializers.ChoiceField(
+        choices=Role.choices, required=False, help_text="Default: the caller's role."
+    )
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=Scope.choices),
         min_length=1,
@@ -132,7 +154,9 @@ class ApiKeyCreateSerializer(StrictInputSerializer):
         required=False,
         help_text="Default: the caller's scopes.",
     )
-    expires_in_days = serializers.IntegerField(min_value=1, max_value=3650, required=False, allow_null=True)
+    expires_in_days = serializers.IntegerField(
+        min_value=1, max_value=3650, required=False, allow_null=True
+    )
 
 
 # --- members ------------------------------------------------------------------------------------
@@ -197,7 +221,9 @@ class InvitationCreateSerializer(StrictInputSerializer):
 class InvitationAcceptSerializer(StrictInputSerializer):
     token = serializers.CharField(max_length=MAX_TOKEN_LENGTH)
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(max_length=MAX_PASSWORD_LENGTH, write_only=True, trim_whitespace=False)
+    password = serializers.CharField(
+        max_length=MAX_PASSWORD_LENGTH, write_only=True, trim_whitespace=False
+    )
     name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
@@ -217,7 +243,9 @@ class InvitationAcceptedSerializer(serializers.Serializer):
 
 class SignupSerializer(StrictInputSerializer):
     email = serializers.EmailField(max_length=254)
-    password = serializers.CharField(max_length=MAX_PASSWORD_LENGTH, write_only=True, trim_whitespace=False)
+    password = serializers.CharField(
+        max_length=MAX_PASSWORD_LENGTH, write_only=True, trim_whitespace=False
+    )
     organization_name = serializers.CharField(max_length=200)
 
 
@@ -260,7 +288,16 @@ class AuditLogEntrySerializer(serializers.ModelSerializer):
 
     class Meta:
         model = AuditLogEntry
-        fields = ["object", "id", "action", "actor", "target", "metadata", "ip_address", "created_at"]
+        fields = [
+            "object",
+            "id",
+            "action",
+            "actor",
+            "target",
+            "metadata",
+            "ip_address",
+            "created_at",
+        ]
 
     @extend_schema_field(AuditActorSerializer)
     def get_actor(self, entry: AuditLogEntry) -> dict[str, Any]:

@@ -59,6 +59,8 @@ class ApiKey(models.Model):
         now = now or timezone.now()
         if self.last_used_at is not None and now - self.last_used_at < LAST_USED_RESOLUTION:
             return
-        stale = models.Q(last_used_at__isnull=True) | models.Q(last_used_at__lt=now - LAST_USED_RESOLUTION)
+        stale = models.Q(last_used_at__isnull=True) | models.Q(
+            last_used_at__lt=now - LAST_USED_RESOLUTION
+        )
         ApiKey.objects.filter(stale, pk=self.pk).update(last_used_at=now)
         self.last_used_at = now

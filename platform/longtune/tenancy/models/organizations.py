@@ -21,7 +21,9 @@ class Organization(models.Model):
 
     public_id = PublicIdField(prefix="org_")
     name = models.CharField(max_length=200)
-    slug = models.SlugField(max_length=60, unique=True, help_text="Also names its dedicated GPU queue.")
+    slug = models.SlugField(
+        max_length=60, unique=True, help_text="Also names its dedicated GPU queue."
+    )
     plan = models.CharField(max_length=20, choices=Plan.choices, default=Plan.FREE)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -35,7 +37,9 @@ class Organization(models.Model):
 class Membership(models.Model):
     public_id = PublicIdField(prefix="mem_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
     role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -44,7 +48,9 @@ class Membership(models.Model):
 
     class Meta:
         ordering = ["pk"]
-        constraints = [models.UniqueConstraint(fields=["org", "user"], name="one_membership_per_org_user")]
+        constraints = [
+            models.UniqueConstraint(fields=["org", "user"], name="one_membership_per_org_user")
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.org.slug} as {self.role}"

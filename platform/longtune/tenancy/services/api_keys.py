@@ -21,16 +21,22 @@ def default_scopes_for_role(role: str) -> list[str]:
     return [Scope.READ.value] if role == Role.VIEWER else list(ALL_SCOPES)
 
 
-def check_grant(*, granted_role: str, granted_scopes: Iterable[str], by_role: str, by_scopes: Iterable[str]) -> None:
+def check_grant(
+    *, granted_role: str, granted_scopes: Iterable[str], by_role: str, by_scopes: Iterable[str]
+) -> None:
     """Nobody hands out more than they hold."""
     if not role_at_least(by_role, granted_role):
         raise forbidden(
-            "role_exceeds_creator", f"A '{by_role}' key cannot create a '{granted_role}' key.", "role"
+            "role_exceeds_creator",
+            f"A '{by_role}' key cannot create a '{granted_role}' key.",
+            "role",
         )
     missing = sorted(set(granted_scopes) - set(by_scopes))
     if missing:
         raise forbidden(
-            "scope_exceeds_creator", f"This key lacks the scope(s) it tries to grant: {missing}.", "scopes"
+            "scope_exceeds_creator",
+            f"This key lacks the scope(s) it tries to grant: {missing}.",
+            "scopes",
         )
 
 
@@ -69,7 +75,9 @@ def issue_api_key(
 
 
 @transaction.atomic
-def revoke_api_key(key: ApiKey, *, request: HttpRequest | None = None, reason: str = "revoked") -> ApiKey:
+def revoke_api_key(
+    key: ApiKey, *, request: HttpRequest | None = None, reason: str = "revoked"
+) -> ApiKey:
     """Idempotent: revoking a revoked key changes nothing and logs nothing."""
     locked = ApiKey.objects.select_for_update().get(pk=key.pk)
     if locked.revoked_at is None:

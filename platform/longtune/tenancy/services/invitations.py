@@ -29,7 +29,13 @@ from longtune.tenancy.tokens import generate_invitation_token, hash_secret
 
 @transaction.atomic
 def create_invitation(
-    *, org: Organization, email: str, role: str, invited_by: User, actor_role: str, request: HttpRequest | None = None
+    *,
+    org: Organization,
+    email: str,
+    role: str,
+    invited_by: User,
+    actor_role: str,
+    request: HttpRequest | None = None,
 ) -> tuple[Invitation, str]:
     """Returns the invitation and its token (shown once; deliver it to the invitee)."""
     email = normalize_email_address(email)
@@ -41,10 +47,17 @@ def create_invitation(
     if Membership.objects.for_org(org).filter(user__email=email).exists():
         raise conflict("already_member", f"{email} is already a member.", "email")
     pending = Invitation.objects.for_org(org).filter(
-        email=email, accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now()
+        email=email,
+        accepted_at__isnull=True,
+        revoked_at__isnull=True,
+        expires_at__gt=timezone.now(),
     )
     if pending.exists():
-        raise conflict("invitation_exists", f"{email} already has a pending invitation; revoke it first.", "email")
+        raise conflict(
+            "invitation_exists",
+            f"{email} already has a pending invitation; revoke it first.",
+            "email",
+        )
     token = generate_invitation_token()
     invitation = Invitation.objects.create(
         org=org, email=email, role=role, token_hash=token.digest, invited_by=invited_by
@@ -63,7 +76,9 @@ def create_invitation(
 def revoke_invitation(invitation: Invitation, *, request: HttpRequest | None = None) -> Invitation:
     locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
     if locked.accepted_at is not None:
-        raise conflict("invitation_accepted", "An accepted invitation cannot be revoked; remove the member.")
+        raise conflict(
+            "invitation_accepted", "An accepted invitation cannot be revoked; remove the member."
+        )
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
@@ -86,7 +101,11 @@ class AcceptedInvitation:
 
 def _invalid_invitation() -> ApiError:
     # One answer for "no such token" and "token for another email": no probing for invitations.
-    return ApiError(status=404, code="invalid_invitation", message="No pending invitation matches this token and email.")
+    return ApiError(
+        status=404,
+        code="invalid_invitation",
+        message="No pending invitation matches this token and email.",
+    )
 
 
 @transaction.atomic
@@ -111,7 +130,10 @@ def accept_invitation(
         user = User.objects.create_user(email=email, password=password, name=name)
     elif not user.check_password(password):
         raise ApiError(
-            status=401, code="invalid_credentials", message="Wrong password for the existing account.", param="password"
+            status=401,
+            code="invalid_credentials",
+            message="Wrong password for the existing account.",
+            param="password",
         )
     org = invitation.org
     if Membership.objects.for_org(org).filter(user=user).exists():
@@ -120,7 +142,13 @@ def accept_invitation(
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
-    audit.record(org=org, action=AuditAction.INVITATION_ACCEPTED, target=invitation, actor_user=user, request=request)
+    audit.record(
+        org=org,
+        action=AuditAction.INVITATION_ACCEPTED,
+        target=invitation,
+        actor_user=user,
+        request=request,
+    )
     audit.record(
         org=org,
         action=AuditAction.MEMBER_ADDED,
@@ -130,7 +158,10 @@ def accept_invitation(
         metadata={"email": email, "role": membership.role, "via": invitation.public_id},
     )
     key, secret = issue_api_key(
-        org=org, created_by=user, role=membership.role, scopes=default_scopes_for_role(membership.role),
+        org=org,
+        created_by=user,
+        role=membership.role,
+        scopes=default_scopes_for_role(membership.role),
         name="default",
         request=request,
     )

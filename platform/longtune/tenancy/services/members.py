@@ -21,7 +21,9 @@ from longtune.tenancy.services.errors import conflict, forbidden
 
 def _lock(membership: Membership) -> Membership:
     Organization.objects.select_for_update().get(pk=membership.org_id)
-    return Membership.objects.select_for_update().select_related("org", "user").get(pk=membership.pk)
+    return (
+        Membership.objects.select_for_update().select_related("org", "user").get(pk=membership.pk)
+    )
 
 
 def _owner_count(org_id: int) -> int:
@@ -31,9 +33,13 @@ def _owner_count(org_id: int) -> int:
 def _check_may_touch(target: Membership, *, actor_role: str, new_role: str | None = None) -> None:
     touches_owner = target.role == Role.OWNER or new_role == Role.OWNER
     if touches_owner and not role_allows(actor_role, "owners.manage"):
-        raise forbidden("owner_protected", "Only owners can change or remove an owner, or grant the owner role.")
+        raise forbidden(
+            "owner_protected", "Only owners can change or remove an owner, or grant the owner role."
+        )
     if new_role is not None and not role_at_least(actor_role, new_role):
-        raise forbidden("role_exceeds_actor", f"A '{actor_role}' cannot grant the '{new_role}' role.", "role")
+        raise forbidden(
+            "role_exceeds_actor", f"A '{actor_role}' cannot grant the '{new_role}' role.", "role"
+        )
 
 
 def _check_not_last_owner(target: Membership) -> None:
@@ -60,18 +66,27 @@ def change_role(
         action=AuditAction.MEMBER_ROLE_CHANGED,
         target=target,
         request=request,
-        metadata={"email": target.user.email, "from": old_role, "to": new_role, "keys_clamped": clamped},
+        metadata={
+            "email": target.user.email,
+            "from": old_role,
+            "to": new_role,
+            "keys_clamped": clamped,
+        },
     )
     return target
 
 
 @transaction.atomic
-def remove_member(membership: Membership, *, actor_role: str, request: HttpRequest | None = None) -> None:
+def remove_member(
+    membership: Membership, *, actor_role: str, request: HttpRequest | None = None
+) -> None:
     """Delete the membership and revoke every key the user created in this org."""
     target = _lock(membership)
     _check_may_touch(target, actor_role=actor_role)
     _check_not_last_owner(target)
-    keys = ApiKey.objects.for_org(target.org).filter(created_by=target.user, revoked_at__isnull=True)
+    keys = ApiKey.objects.for_org(target.org).filter(
+        created_by=target.user, revoked_at__isnull=True
+    )
     for key in keys:
         revoke_api_key(key, request=request, reason="member_removed")
     audit.record(

@@ -41,7 +41,9 @@ def unique_slug(name: str) -> str:
     base = slugify(name)[:SLUG_MAX].strip("-") or "org"
     slug = base
     while Organization.objects.filter(slug=slug).exists():
-        slug = f"{base[: SLUG_MAX - 7]}-{get_random_string(6, 'abcdefghijklmnopqrstuvwxyz0123456789')}"
+        slug = (
+            f"{base[: SLUG_MAX - 7]}-{get_random_string(6, 'abcdefghijklmnopqrstuvwxyz0123456789')}"
+        )
     return slug
 
 
@@ -73,13 +75,21 @@ def create_organization_with_owner(
         if not existing_user_ok:
             raise conflict("email_taken", "An account with this email already exists.", "email")
         if not user.check_password(password):
-            raise bad_request("invalid_credentials", "Wrong password for the existing user.", "password")
+            raise bad_request(
+                "invalid_credentials", "Wrong password for the existing user.", "password"
+            )
     else:
         check_password_strength(password, User(email=email))
         user = User.objects.create_user(email=email, password=password)
     org = Organization.objects.create(name=org_name.strip(), slug=unique_slug(org_name), plan=plan)
     membership = Membership.objects.create(org=org, user=user, role=Role.OWNER)
-    audit.record(org=org, action=AuditAction.ORGANIZATION_CREATED, target=org, actor_user=user, request=request)
+    audit.record(
+        org=org,
+        action=AuditAction.ORGANIZATION_CREATED,
+        target=org,
+        actor_user=user,
+        request=request,
+    )
     audit.record(
         org=org,
         action=AuditAction.MEMBER_ADDED,
@@ -88,5 +98,7 @@ def create_organization_with_owner(
         request=request,
         metadata={"email": user.email, "role": Role.OWNER},
     )
-    key, secret = issue_api_key(org=org, created_by=user, role=Role.OWNER, name="default", request=request)
+    key, secret = issue_api_key(
+        org=org, created_by=user, role=Role.OWNER, name="default", request=request
+    )
     return NewOrganization(user=user, org=org, membership=membership, api_key=key, secret=secret)

@@ -42,7 +42,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
         caller = request.api_key
         role = body.validated_data.get("role") or caller.role
         scopes = body.validated_data.get("scopes") or list(caller.scopes)
-        check_grant(granted_role=role, granted_scopes=scopes, by_role=caller.role, by_scopes=caller.scopes)
+        check_grant(
+            granted_role=role, granted_scopes=scopes, by_role=caller.role, by_scopes=caller.scopes
+        )
         days = body.validated_data.get("expires_in_days")
         key, secret = issue_api_key(
             org=request.org,
@@ -55,7 +57,9 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
         )
         return Response(api_key_with_secret(key, secret), status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=ApiKeySerializer, description="Revoke the key (idempotent).")
+    @extend_schema(
+        request=None, responses=ApiKeySerializer, description="Revoke the key (idempotent)."
+    )
     def destroy(self, request: Request, id: str) -> Response:
         key = revoke_api_key(self.get_object(), request=request)
         return Response(ApiKeySerializer(key).data)

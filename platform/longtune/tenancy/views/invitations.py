@@ -46,6 +46,10 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
         data = {**InvitationSerializer(invitation).data, "token": token}
         return Response(data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=None, responses=InvitationSerializer, description="Revoke the invitation.")
+    @extend_schema(
+        request=None, responses=InvitationSerializer, description="Revoke the invitation."
+    )
     def destroy(self, request: Request, id: str) -> Response:
-        return Response(InvitationSerializer(revoke_invitation(self.get_object(), request=request)).data)
+        return Response(
+            InvitationSerializer(revoke_invitation(self.get_object(), request=request)).data
+        )

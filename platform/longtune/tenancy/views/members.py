@@ -32,7 +32,9 @@ class MemberViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
         membership = self.get_object()
         body = MemberUpdateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        updated = change_role(membership, body.validated_data["role"], actor_role=request.role, request=request)
+        updated = change_role(
+            membership, body.validated_data["role"], actor_role=request.role, request=request
+        )
         return Response(MemberSerializer(updated).data)
 
     @extend_schema(request=None, responses={204: None})

@@ -45,7 +45,9 @@ class SignupView(PublicView):
 class AcceptInvitationView(PublicView):
     """Accept with the token from the invitation; creates the user if needed and returns a key."""
 
-    @extend_schema(auth=[], request=InvitationAcceptSerializer, responses={201: InvitationAcceptedSerializer})
+    @extend_schema(
+        auth=[], request=InvitationAcceptSerializer, responses={201: InvitationAcceptedSerializer}
+    )
     def post(self, request: Request) -> Response:
         body = InvitationAcceptSerializer(data=request.data)
         body.is_valid(raise_exception=True)

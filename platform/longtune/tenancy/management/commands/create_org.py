@@ -38,13 +38,19 @@ class Command(BaseCommand):
         owned = (
             Membership.objects.unscoped_across_orgs()
             .select_related("org", "user")
-            .filter(user__email=normalize_email_address(email), role=Role.OWNER, org__name=org_name.strip())
+            .filter(
+                user__email=normalize_email_address(email),
+                role=Role.OWNER,
+                org__name=org_name.strip(),
+            )
             .first()
         )
         if owned is not None:
             if not owned.user.check_password(password):
                 raise CommandError("invalid_credentials: wrong password for the existing user")
-            _, secret = issue_api_key(org=owned.org, created_by=owned.user, role=Role.OWNER, name="create_org")
+            _, secret = issue_api_key(
+                org=owned.org, created_by=owned.user, role=Role.OWNER, name="create_org"
+            )
             self.stderr.write(f"Organization {owned.org.public_id} exists; issued a new owner key.")
             return secret
         created = create_organization_with_owner(
