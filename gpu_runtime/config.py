@@ -149,45 +149,100 @@ def _validation_errors(c: TrainConfig) -> list[str]:
     def is_number(value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
-    check(isinstance(c.base_model, str) and bool(c.base_model), "base_model", "must be a non-empty path or s3:// URL")
-    check(isinstance(c.output_dir, str) and bool(c.output_dir), "output_dir", "must be a non-empty path")
-    check(is_int(c.context_length) and c.context_length >= 2, "context_length", "must be an integer >= 2")
+    check(
+        isinstance(c.base_model, str) and bool(c.base_model),
+        "base_model",
+        "must be a non-empty path or s3:// URL",
+    )
+    check(
+        isinstance(c.output_dir, str) and bool(c.output_dir),
+        "output_dir",
+        "must be a non-empty path",
+    )
+    check(
+        is_int(c.context_length) and c.context_length >= 2,
+        "context_length",
+        "must be an integer >= 2",
+    )
     check(c.method in METHODS, "method", f"must be one of {METHODS}, got {c.method!r}")
     check(is_int(c.lora_r) and c.lora_r >= 1, "lora_r", "must be an integer >= 1")
     check(is_number(c.lora_alpha) and c.lora_alpha > 0, "lora_alpha", "must be > 0")
-    check(is_number(c.lora_dropout) and 0.0 <= c.lora_dropout < 1.0, "lora_dropout", "must be in [0, 1)")
     check(
-        bool(c.lora_target_modules) and all(isinstance(m, str) and m for m in c.lora_target_modules),
+        is_number(c.lora_dropout) and 0.0 <= c.lora_dropout < 1.0,
+        "lora_dropout",
+        "must be in [0, 1)",
+    )
+    check(
+        bool(c.lora_target_modules)
+        and all(isinstance(m, str) and m for m in c.lora_target_modules),
         "lora_target_modules",
         f"must be a non-empty list of module names (or [{ALL_LINEAR!r}])",
     )
-    check(c.rope_method in ROPE_METHODS, "rope_method", f"must be one of {ROPE_METHODS}, got {c.rope_method!r}")
+    check(
+        c.rope_method in ROPE_METHODS,
+        "rope_method",
+        f"must be one of {ROPE_METHODS}, got {c.rope_method!r}",
+    )
     check(is_number(c.learning_rate) and c.learning_rate > 0, "learning_rate", "must be > 0")
-    check(c.lr_schedule in LR_SCHEDULES, "lr_schedule", f"must be one of {LR_SCHEDULES}, got {c.lr_schedule!r}")
+    check(
+        c.lr_schedule in LR_SCHEDULES,
+        "lr_schedule",
+        f"must be one of {LR_SCHEDULES}, got {c.lr_schedule!r}",
+    )
     check(is_int(c.warmup_steps) and c.warmup_steps >= 0, "warmup_steps", "must be an integer >= 0")
     check(is_number(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be >= 0")
     check(is_number(c.adam_beta1) and 0 <= c.adam_beta1 < 1, "adam_beta1", "must be in [0, 1)")
     check(is_number(c.adam_beta2) and 0 <= c.adam_beta2 < 1, "adam_beta2", "must be in [0, 1)")
     check(is_number(c.max_grad_norm) and c.max_grad_norm > 0, "max_grad_norm", "must be > 0")
     check(is_int(c.num_epochs) and c.num_epochs >= 1, "num_epochs", "must be an integer >= 1")
-    check(c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1), "max_steps", "must be null or an integer >= 1")
-    check(is_int(c.micro_batch_size) and c.micro_batch_size >= 1, "micro_batch_size", "must be an integer >= 1")
+    check(
+        c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1),
+        "max_steps",
+        "must be null or an integer >= 1",
+    )
+    check(
+        is_int(c.micro_batch_size) and c.micro_batch_size >= 1,
+        "micro_batch_size",
+        "must be an integer >= 1",
+    )
     check(
         is_int(c.gradient_accumulation_steps) and c.gradient_accumulation_steps >= 1,
         "gradient_accumulation_steps",
         "must be an integer >= 1",
     )
     check(is_int(c.seed) and c.seed >= 0, "seed", "must be an integer >= 0")
-    check(is_int(c.checkpoint_every_steps) and c.checkpoint_every_steps >= 0, "checkpoint_every_steps", "must be an integer >= 0 (0 disables)")
-    check(is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1, "keep_checkpoints", "must be an integer >= 1")
-    check(c.resume_from is None or (isinstance(c.resume_from, str) and bool(c.resume_from)), "resume_from", "must be null or a path")
+    check(
+        is_int(c.checkpoint_every_steps) and c.checkpoint_every_steps >= 0,
+        "checkpoint_every_steps",
+        "must be an integer >= 0 (0 disables)",
+    )
+    check(
+        is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1,
+        "keep_checkpoints",
+        "must be an integer >= 1",
+    )
+    check(
+        c.resume_from is None or (isinstance(c.resume_from, str) and bool(c.resume_from)),
+        "resume_from",
+        "must be null or a path",
+    )
     check(
         c.attn_implementation in ATTENTION_IMPLEMENTATIONS,
         "attn_implementation",
         f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {c.attn_implementation!r}",
     )
-    check(is_int(c.loss_chunk_size) and c.loss_chunk_size >= 1, "loss_chunk_size", "must be an integer >= 1")
+    check(
+        is_int(c.loss_chunk_size) and c.loss_chunk_size >= 1,
+        "loss_chunk_size",
+        "must be an integer >= 1",
+    )
     check(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
-    for name in ("lora_train_embeddings_and_norms", "auto_resume", "activation_checkpointing", "offload_activations", "train_on_inputs"):
+    for name in (
+        "lora_train_embeddings_and_norms",
+        "auto_resume",
+        "activation_checkpointing",
+        "offload_activations",
+        "train_on_inputs",
+    ):
         check(isinstance(getattr(c, name), bool), name, "must be true or false")
     return errors

@@ -33,7 +33,9 @@ def load_examples(data: str | Path | Iterable[dict[str, Any]]) -> list[dict[str,
     examples = list(data)
     for number, example in enumerate(examples, start=1):
         if not isinstance(example, dict):
-            raise ValueError(f"example {number}: expected a JSON object, got {type(example).__name__}")
+            raise ValueError(
+                f"example {number}: expected a JSON object, got {type(example).__name__}"
+            )
     return examples
 
 
@@ -58,7 +60,9 @@ def pack_dataset(
     *,
     train_on_inputs: bool = False,
 ) -> tuple[list[PackedSequence], PackingStats]:
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
     tokenized = (
         _tokenize_numbered(number, example, tokenizer, train_on_inputs)
         for number, example in enumerate(examples, start=1)

@@ -104,7 +104,9 @@ def save_artifact(
     else:
         weights = dict(state_dict) if state_dict is not None else model.state_dict()
         if save_dtype is not None:
-            weights = {k: v.to(save_dtype) if v.is_floating_point() else v for k, v in weights.items()}
+            weights = {
+                k: v.to(save_dtype) if v.is_floating_point() else v for k, v in weights.items()
+            }
         model.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
     if out.exists():
@@ -138,7 +140,11 @@ def load_trained_model(
     artifact = Path(artifact_dir)
     tokenizer = AutoTokenizer.from_pretrained(artifact, local_files_only=True)
     config = AutoConfig.from_pretrained(artifact, local_files_only=True)
-    common = {"config": config, "attn_implementation": attn_implementation, "local_files_only": True}
+    common = {
+        "config": config,
+        "attn_implementation": attn_implementation,
+        "local_files_only": True,
+    }
     if dtype is not None:
         common["dtype"] = dtype
     if not is_lora_artifact(artifact):

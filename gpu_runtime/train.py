@@ -152,7 +152,9 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else list(targets),
-        modules_to_save=embedding_and_norm_names(model) if config.lora_train_embeddings_and_norms else None,
+        modules_to_save=embedding_and_norm_names(model)
+        if config.lora_train_embeddings_and_norms
+        else None,
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora_config)
@@ -194,7 +196,9 @@ class CausalLMObjective(nn.Module):
         labels: torch.Tensor,  # [B, L], aligned with inputs
     ) -> torch.Tensor:  # scalar: summed loss over counted tokens
         decoder = self.causal_lm.get_decoder()
-        hidden = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False).last_hidden_state  # [B, L, H]
+        hidden = decoder(
+            input_ids=input_ids, position_ids=position_ids, use_cache=False
+        ).last_hidden_state  # [B, L, H]
         head = self.causal_lm.get_output_embeddings()
         mean, counted = chunked_causal_lm_loss(
             hidden, head.weight, labels, chunk_size=self.chunk_size, lm_head_bias=head.bias
@@ -228,7 +232,9 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
     def multiplier(step: int) -> float:
-        return lr_multiplier(step, warmup=config.warmup_steps, total=total_steps, schedule=config.lr_schedule)
+        return lr_multiplier(
+            step, warmup=config.warmup_steps, total=total_steps, schedule=config.lr_schedule
+        )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
 
@@ -401,7 +407,10 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
 
     tokenizer = load_tokenizer(config.base_model)
     rows, packing = pack_dataset(
-        load_examples(data), tokenizer, config.context_length, train_on_inputs=config.train_on_inputs
+        load_examples(data),
+        tokenizer,
+        config.context_length,
+        train_on_inputs=config.train_on_inputs,
     )
     plan = BatchPlan(
         num_rows=len(rows),
@@ -442,7 +451,9 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
         hooks.event("resumed", path=str(resume_path), step=state.step, epoch=state.cursor.epoch)
     state.world_size = ctx.world_size
     state.extra["config"] = config.to_dict()
-    metrics_csv = MetricsCSV(output_dir / METRICS_FILE, resume_step=state.step) if ctx.is_main else None
+    metrics_csv = (
+        MetricsCSV(output_dir / METRICS_FILE, resume_step=state.step) if ctx.is_main else None
+    )
     wall_before = state.wall_time_s
 
     def wall_time() -> float:

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "longtune.tenancy",
+    "longtune.datasets.apps.DatasetsConfig",
 ]
 
 MIDDLEWARE = [

@@ -33,7 +33,9 @@ def _optimizer_state(seed: int) -> tuple[dict, dict]:
 
 def _save(root, step: int, seed: int = 0):
     weights, optimizer = _optimizer_state(seed)
-    state = TrainerState(step=step, cursor=DataCursor(epoch=1, index=4 * step), tokens_seen=100 * step)
+    state = TrainerState(
+        step=step, cursor=DataCursor(epoch=1, index=4 * step), tokens_seen=100 * step
+    )
     path = save_checkpoint(
         root,
         state,

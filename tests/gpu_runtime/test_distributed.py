@@ -61,7 +61,14 @@ def test_epochs_roll_over_and_reshuffle():
 
 def test_too_few_rows_for_the_world_is_an_error():
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
-        BatchPlan(num_rows=3, micro_batch_size=1, gradient_accumulation_steps=2, world_size=2, rank=0, seed=0)
+        BatchPlan(
+            num_rows=3,
+            micro_batch_size=1,
+            gradient_accumulation_steps=2,
+            world_size=2,
+            rank=0,
+            seed=0,
+        )
 
 
 # --------------------------------------------------------------------------- torchrun
@@ -73,7 +80,10 @@ def workspace(tmp_path_factory) -> Path:
     build_tiny_model_dir(root / "base", max_position_embeddings=64)
     with open(root / "data.jsonl", "w") as handle:
         for i in range(16):
-            handle.write(json.dumps({"text": f"The river {i} runs under the bridge and the light is warm."}) + "\n")
+            handle.write(
+                json.dumps({"text": f"The river {i} runs under the bridge and the light is warm."})
+                + "\n"
+            )
     return root
 
 
@@ -117,7 +127,10 @@ def _check_two_rank_run_matches_one_process(workspace: Path, method: str) -> Non
     )
     single = _run(
         [sys.executable]
-        + _train_cli(_write_config(workspace, method, f"{method}-single", gradient_accumulation_steps=2), data)
+        + _train_cli(
+            _write_config(workspace, method, f"{method}-single", gradient_accumulation_steps=2),
+            data,
+        )
     )
 
     results = [r for r in two_ranks if r["type"] == "result"]

@@ -122,7 +122,9 @@ def test_config_validation_names_the_field(field, value):
 
 def test_config_from_dict_rejects_unknown_and_missing_fields():
     with pytest.raises(ValueError, match="unknown train config field.*learning_rte"):
-        TrainConfig.from_dict({"base_model": "m", "output_dir": "o", "context_length": 8, "learning_rte": 1})
+        TrainConfig.from_dict(
+            {"base_model": "m", "output_dir": "o", "context_length": 8, "learning_rte": 1}
+        )
     with pytest.raises(ValueError, match="missing required.*context_length"):
         TrainConfig.from_dict({"base_model": "m", "output_dir": "o"})
 
@@ -191,7 +193,9 @@ def test_training_reads_jsonl_and_reports_bad_lines(base_model, tmp_path):
 
 
 def test_too_little_data_for_one_step_is_a_clear_error(base_model, tmp_path):
-    config = make_config(base_model, tmp_path / "run", micro_batch_size=4, gradient_accumulation_steps=4)
+    config = make_config(
+        base_model, tmp_path / "run", micro_batch_size=4, gradient_accumulation_steps=4
+    )
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
         train(config, repetitive_data(4))
 
@@ -228,7 +232,9 @@ def test_stop_then_resume_reproduces_the_uninterrupted_loss_curve(base_model, tm
     train(make_config(base_model, tmp_path / "a", **overrides), data, [uninterrupted])
 
     first = Recorder()
-    stopped = train(make_config(base_model, tmp_path / "b", **overrides), data, [first, StopAt(3, how)])
+    stopped = train(
+        make_config(base_model, tmp_path / "b", **overrides), data, [first, StopAt(3, how)]
+    )
     assert stopped.status == "stopped" and stopped.steps == 3 and stopped.artifact_dir is None
     assert stopped.checkpoint_dir is not None and stopped.checkpoint_dir.name == "step-000003"
     assert load_checkpoint(tmp_path / "b" / "checkpoints" / "latest").state.step == 3
@@ -239,7 +245,10 @@ def test_stop_then_resume_reproduces_the_uninterrupted_loss_curve(base_model, tm
 
     assert resumed.status == "completed" and resumed.steps == 8
     resumed_epoch = uninterrupted.steps[2].epoch
-    assert ("resumed", {"path": str(stopped.checkpoint_dir), "step": 3, "epoch": resumed_epoch}) in second.events
+    assert (
+        "resumed",
+        {"path": str(stopped.checkpoint_dir), "step": 3, "epoch": resumed_epoch},
+    ) in second.events
     assert [m.step for m in second.steps] == [4, 5, 6, 7, 8]
     assert [m.epoch for m in second.steps] == [m.epoch for m in uninterrupted.steps[3:]]
     assert len({m.epoch for m in second.steps}) >= 2  # epoch boundaries inside the resumed part
@@ -252,16 +261,25 @@ def test_stop_then_resume_reproduces_the_uninterrupted_loss_curve(base_model, tm
 
 def test_periodic_checkpoints_and_explicit_resume_from(base_model, tmp_path):
     recorder = Recorder()
-    config = make_config(base_model, tmp_path / "run", max_steps=6, checkpoint_every_steps=2, keep_checkpoints=2)
+    config = make_config(
+        base_model, tmp_path / "run", max_steps=6, checkpoint_every_steps=2, keep_checkpoints=2
+    )
     train(config, repetitive_data(), [recorder])
     assert [step for step, _ in recorder.checkpoints] == [2, 4]  # the last step saves the artifact
     assert latest_checkpoint(config.checkpoints_dir).name == "step-000004"
-    assert sorted(p.name for p in config.checkpoints_dir.iterdir()) == ["latest", "step-000002", "step-000004"]
+    assert sorted(p.name for p in config.checkpoints_dir.iterdir()) == [
+        "latest",
+        "step-000002",
+        "step-000004",
+    ]
 
     # resume_from an older checkpoint into a fresh output dir continues from there
     again = Recorder()
     config2 = make_config(
-        base_model, tmp_path / "other", max_steps=6, resume_from=str(config.checkpoints_dir / "step-000002")
+        base_model,
+        tmp_path / "other",
+        max_steps=6,
+        resume_from=str(config.checkpoints_dir / "step-000002"),
     )
     train(config2, repetitive_data(), [again])
     assert [m.step for m in again.steps] == [3, 4, 5, 6]
@@ -275,7 +293,9 @@ def test_stop_when_predicate(base_model, tmp_path):
         calls.append(1)
         return len(calls) >= 2
 
-    result = train(make_config(base_model, tmp_path / "run"), repetitive_data(), [StopWhen(cancelled)])
+    result = train(
+        make_config(base_model, tmp_path / "run"), repetitive_data(), [StopWhen(cancelled)]
+    )
     assert result.status == "stopped" and result.steps == 2 and result.stop_reason == "cancelled"
     summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
     assert summary["status"] == "stopped" and summary["steps"] == 2
@@ -285,7 +305,9 @@ def test_stop_when_predicate(base_model, tmp_path):
 
 
 def test_output_config_carries_rope_scaling_and_reload_honours_it(base_model, tmp_path):
-    config = make_config(base_model, tmp_path / "run", method="full", max_steps=2, rope_method="linear")
+    config = make_config(
+        base_model, tmp_path / "run", method="full", max_steps=2, rope_method="linear"
+    )
     result = train(config, repetitive_data())
 
     saved = json.loads((result.artifact_dir / "config.json").read_text())

@@ -1,0 +1,59 @@
+"""Uploaded files. The raw bytes sit in quarantine until the scrubber has replaced PII and
+validated every line; only the scrubbed object is ever read by training or downloads."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from longtune.api.ids import PublicIdField
+from longtune.tenancy.models import Organization
+from longtune.tenancy.scoping import OrgScopedManager
+
+
+class FilePurpose(models.TextChoices):
+    FINE_TUNE = "fine-tune", "fine-tune"
+    EVALUATION = "evaluation", "evaluation"  # decontamination reference sets
+
+
+class FileStatus(models.TextChoices):
+    UPLOADED = "uploaded", "uploaded"  # raw object in quarantine, scrub task queued
+    PROCESSING = "processing", "processing"  # scrubber running
+    PROCESSED = "processed", "processed"  # scrubbed object stored, raw deleted, report ready
+    ERROR = "error", "error"  # rejected (see `error`); raw deleted, nothing kept
+
+
+class File(models.Model):
+    public_id = PublicIdField(prefix="file-")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="files")
+    uploaded_by_key = models.ForeignKey(
+        "tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    uploaded_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    filename = models.CharField(max_length=255)
+    purpose = models.CharField(max_length=20, choices=FilePurpose.choices)
+    status = models.CharField(
+        max_length=20, choices=FileStatus.choices, default=FileStatus.UPLOADED, db_index=True
+    )
+    bytes = models.BigIntegerField(default=0, help_text="Size of the upload as sent.")
+    scrubbed_bytes = models.BigIntegerField(null=True, blank=True)
+    format = models.CharField(max_length=20, blank=True, help_text="chat | instruction | text")
+    num_examples = models.IntegerField(null=True, blank=True)
+    num_tokens = models.BigIntegerField(null=True, blank=True)
+    raw_key = models.CharField(max_length=512, blank=True, help_text="Quarantine object; '' once deleted.")
+    scrubbed_key = models.CharField(max_length=512, blank=True)
+    report = models.JSONField(default=dict, blank=True, help_text="Validation, PII and token report.")
+    error = models.JSONField(null=True, blank=True, help_text='{"code", "message", "line", "errors": [...]}')
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["org", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.filename} ({self.status})"
