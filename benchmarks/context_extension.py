@@ -564,7 +564,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         choices=sorted({a.method for a in ALL_ARMS} | {"extrapolation"}),
         help="subset of arms by method (default: all); 'extrapolation' = no-FT arm",
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch.set_num_threads; 1 by default: on a shared 2-core box two OpenMP threads "
+        "slow down ~4x whenever another process holds a core",
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     return parser.parse_args(argv)

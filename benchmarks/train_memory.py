@@ -5,6 +5,9 @@ so a naive `model(input_ids, labels=...)` step needs tens of GB for a model of 2
 LongTune's trainer never builds those logits (gpu_runtime.loss.chunked_causal_lm_loss on the
 decoder's hidden states), checkpoints activations per layer and attends per document
 (gpu_runtime.attention). This script measures what that buys, both arms in the same run.
+The LongTune arm IS the trainer: gpu_runtime.train.build_model + CausalLMObjective +
+train_step; the plain arm is what a user writes with transformers + peft. Both load the same
+saved model, extend RoPE the same way and attach the same LoRA, so their losses must agree.
 
 Each (arm, length) runs in a FRESH subprocess so its peak RSS belongs to that configuration
 alone. The child reports its process peak (getrusage ru_maxrss) and its resident memory once
@@ -516,12 +519,16 @@ def markdown_report(
             f"vocab {m.vocab}, fp32, LoRA r={m.lora_r} on all linear layers, batch 1. "
             "Each cell ran in a fresh process; peak = process peak RSS (ru_maxrss), "
             "delta = peak − RSS with the model loaded.",
-            "- plain: `peft_model(input_ids, labels=input_ids)` with SDPA, no checkpointing.",
-            "- LongTune: activation checkpointing (use_reentrant=False), attention "
-            "`select_attention_implementation('auto')` with packed position ids (one document "
-            "filling the row), `chunked_causal_lm_loss` on the decoder's hidden states "
-            f"(chunk {config.loss_chunk_size}). CPU offload of activations is a no-op on CPU "
-            "and is not part of this measurement.",
+            "Both arms load the same saved model, RoPE-extended to the step's length with the "
+            "default method, with the same LoRA, and end with an AdamW step on the LoRA weights.",
+            "- plain: `peft_model(input_ids, labels=input_ids).loss.backward()` with SDPA, "
+            "no checkpointing.",
+            "- LongTune: gpu_runtime.train's own `build_model` (activation checkpointing, "
+            "use_reentrant=False; attention `select_attention_implementation('auto')`) → "
+            "`CausalLMObjective` (decoder hidden states → `chunked_causal_lm_loss`, chunk "
+            f"{config.loss_chunk_size}) → `train_step`, on one packed row (position ids of one "
+            "document filling it). CPU offload of activations (`offload_activations`) is a "
+            "no-op on CPU and is off here.",
             "",
             results_table(results, config),
             "",

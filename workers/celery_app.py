@@ -62,5 +62,5 @@ app.conf.update(
     task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
     result_expires=7 * 24 * 3600,
     worker_hijack_root_logger=False,
-    include=["workers.tasks"],
+    include=["workers.tasks", "workers.datasets"],
 )

@@ -117,8 +117,12 @@ def test_base_cache_key_changes_with_every_base_hyperparameter() -> None:
     keys = {
         ce.cache_key(config),
         ce.cache_key(dataclasses.replace(config, base=dataclasses.replace(config.base, lr=1e-3))),
-        ce.cache_key(dataclasses.replace(config, model=dataclasses.replace(config.model, layers=2))),
-        ce.cache_key(dataclasses.replace(config, task=dataclasses.replace(config.task, num_digits=4))),
+        ce.cache_key(
+            dataclasses.replace(config, model=dataclasses.replace(config.model, layers=2))
+        ),
+        ce.cache_key(
+            dataclasses.replace(config, task=dataclasses.replace(config.task, num_digits=4))
+        ),
     }
     assert len(keys) == 4
     # the extension budget does not touch the base weights: same key

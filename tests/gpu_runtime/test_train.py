@@ -360,3 +360,14 @@ def test_lora_artifact_loads_and_generates_what_it_learned(base_model, tmp_path)
         out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0], skip_special_tokens=True)
     assert text.startswith("The quick river runs to the city"), text
+
+
+def test_cli_rejects_a_bad_config_naming_the_field(tmp_path, capsys):
+    from gpu_runtime.__main__ import main
+
+    path = tmp_path / "cfg.json"
+    path.write_text(
+        json.dumps({"base_model": "m", "output_dir": "o", "context_length": 64, "method": "qlora"})
+    )
+    assert main(["train", "--config", str(path), "--data", str(tmp_path / "d.jsonl")]) == 2
+    assert "method:" in capsys.readouterr().err

@@ -57,3 +57,49 @@ class File(models.Model):
 
     def __str__(self) -> str:
         return f"{self.public_id} {self.filename} ({self.status})"
+
+
+def default_pii_entities() -> list[str]:
+    from longtune.datasets.pii import ALL_ENTITIES
+
+    return sorted(ALL_ENTITIES)
+
+
+class OrgPiiPolicy(models.Model):
+    """What the scrubber replaces for one organization, and what it must leave alone.
+
+    One row per org, created on first edit; an org without a row gets the default policy
+    (every entity type, no allow-list). Validated by ``policies.validate_policy_fields`` both
+    here (admin) and in the API serializer, so a bad regex never reaches a worker.
+    """
+
+    org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="pii_policy")
+    entities = models.JSONField(
+        default=default_pii_entities, help_text="Entity types to scrub, e.g. EMAIL, PHONE."
+    )
+    allow_values = models.JSONField(
+        default=list, blank=True, help_text="Literal values kept as-is (case-insensitive)."
+    )
+    allow_patterns = models.JSONField(
+        default=list, blank=True, help_text="Regexes; a detected value that fully matches is kept."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        verbose_name = "PII policy"
+        verbose_name_plural = "PII policies"
+
+    def __str__(self) -> str:
+        return f"PII policy of {self.org}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from longtune.datasets.policies import PolicyError, validate_policy_fields
+
+        try:
+            validate_policy_fields(self.entities, self.allow_values, self.allow_patterns)
+        except PolicyError as exc:
+            raise ValidationError({exc.field: exc.message}) from exc

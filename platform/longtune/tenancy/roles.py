@@ -71,6 +71,10 @@ PERMISSION_MATRIX: dict[str, tuple[frozenset[str], str]] = {
         "Invite people (role at most the inviter's) and revoke invitations.",
     ),
     "audit_log.read": (frozenset({Role.OWNER, Role.ADMIN}), "Read the audit log."),
+    "pii_policy.manage": (
+        frozenset({Role.OWNER, Role.ADMIN}),
+        "Change the organization's PII scrubbing policy (entity types, allow-lists).",
+    ),
     "billing.manage": (frozenset({Role.OWNER}), "Change the plan and billing details."),
 }
 

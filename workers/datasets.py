@@ -1,0 +1,195 @@
+"""The scrub + validate task (``cpu`` queue): raw upload in quarantine -> scrubbed JSONL.
+
+One streaming pass (datasets.validation.validate_and_scrub) decompresses, validates every
+line, replaces PII and counts tokens, writing valid examples to a local temp file. Only when
+the whole file is valid is that file stored as ``orgs/<org>/files/<id>/scrubbed.jsonl``;
+otherwise nothing is kept and the File carries a coded error with line numbers.
+
+Retention of raw bytes is zero: the quarantine object is deleted in a ``finally`` whatever
+happened. The task is idempotent under redelivery (acks_late): a file already processed or
+rejected is left alone except for finishing that deletion.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from typing import Any
+
+from django.utils import timezone
+
+from longtune.datasets.models import File, FileStatus
+from longtune.datasets.policies import dataset_limits_for, pii_policy_for
+from longtune.datasets.services import scrubbed_key
+from longtune.datasets.validation import ProcessingReport, validate_and_scrub
+from longtune.storage import ObjectNotFound, get_storage
+from longtune.tenancy import audit
+from workers.celery_app import app
+
+logger = logging.getLogger("longtune.datasets")
+
+# The base model's tokenizer is unknown at upload time, so counts are an estimate: ~4 UTF-8
+# bytes per token is the usual ratio of BPE vocabularies on English text. Training recounts
+# exactly with the chosen model's tokenizer.
+BYTES_PER_TOKEN_ESTIMATE = 4
+TOKEN_COUNT_METHOD = (
+    f"estimate: ceil(utf8_bytes / {BYTES_PER_TOKEN_ESTIMATE}); the base model's tokenizer is "
+    "not known at upload, exact counts are computed when a fine-tuning job tokenizes the file"
+)
+# Codes this task adds to the dataset error codes (datasets.errors.ERROR_CODES) for failures
+# that are not the data's fault.
+UPLOAD_MISSING = "upload_missing"
+PROCESSING_FAILED = "processing_failed"
+TERMINAL = (FileStatus.PROCESSED, FileStatus.ERROR)
+
+
+def estimate_tokens(text: str) -> int:
+    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN_ESTIMATE)
+
+
+@app.task(name="longtune.datasets.scrub_file", queue="cpu", acks_late=True)
+def scrub_file(file_pk: int) -> dict[str, Any]:
+    """Celery entry point; see process_file."""
+    return process_file(file_pk)
+
+
+def process_file(file_pk: int) -> dict[str, Any]:
+    """Scrub and validate one uploaded file; returns {"file", "status"} for the task result."""
+    file = _claim(file_pk)
+    if file is None:
+        return {"file": file_pk, "status": "skipped"}
+    try:
+        if file.status in TERMINAL:  # redelivered after it finished: only retention is left
+            return {"file": file.public_id, "status": "skipped"}
+        return {"file": file.public_id, "status": _scrub(file)}
+    finally:
+        _delete_raw(file)
+
+
+def _claim(file_pk: int) -> File | None:
+    """Mark the row processing (unless terminal); None if the file was deleted meanwhile."""
+    rows = File.objects.unscoped_across_orgs()
+    rows.filter(pk=file_pk, status=FileStatus.UPLOADED).update(status=FileStatus.PROCESSING)
+    return rows.select_related("org", "uploaded_by_key__created_by").filter(pk=file_pk).first()
+
+
+def _scrub(file: File) -> str:
+    storage = get_storage()
+    try:
+        raw = storage.open(file.raw_key)
+    except ObjectNotFound:
+        return _reject(file, _single_error(UPLOAD_MISSING, "The uploaded bytes are missing."))
+    try:
+        with raw, tempfile.TemporaryFile() as scrubbed:
+            report = validate_and_scrub(
+                raw,
+                scrubbed,
+                pii_policy_for(file.org),
+                dataset_limits_for(file.org),
+                count_tokens=estimate_tokens,
+            )
+            if not report.valid:
+                return _reject(file, _error_from_report(report), report)
+            scrubbed.seek(0)
+            return _accept(file, scrubbed, report)
+    except Exception:
+        logger.exception("processing %s failed", file.public_id)
+        return _reject(
+            file,
+            _single_error(PROCESSING_FAILED, "Processing failed on our side; upload it again."),
+        )
+
+
+def _accept(file: File, scrubbed, report: ProcessingReport) -> str:
+    key = scrubbed_key(file.org, file.public_id)
+    size = get_storage().put(key, scrubbed)
+    body = _report_dict(report)
+    updated = (
+        File.objects.unscoped_across_orgs()
+        .filter(pk=file.pk, status=FileStatus.PROCESSING)
+        .update(
+            status=FileStatus.PROCESSED,
+            scrubbed_key=key,
+            scrubbed_bytes=size,
+            format=str(report.format),
+            num_examples=report.examples,
+            num_tokens=report.token_stats.tokens,
+            report=body,
+            error=None,
+            processed_at=timezone.now(),
+        )
+    )
+    if not updated:  # deleted (or finished by another delivery) while we worked
+        get_storage().delete(key)
+        return "skipped"
+    _audit(file, "file.scrubbed", {"examples": report.examples, "pii": body["pii"]["counts"]})
+    return FileStatus.PROCESSED
+
+
+def _reject(file: File, error: dict[str, Any], report: ProcessingReport | None = None) -> str:
+    updated = (
+        File.objects.unscoped_across_orgs()
+        .filter(pk=file.pk, status=FileStatus.PROCESSING)
+        .update(
+            status=FileStatus.ERROR,
+            error=error,
+            report=_report_dict(report) if report else {},
+            processed_at=timezone.now(),
+        )
+    )
+    if updated:
+        _audit(file, "file.rejected", {"code": error["code"], "line": error["line"]})
+    return FileStatus.ERROR if updated else "skipped"
+
+
+def _delete_raw(file: File) -> None:
+    """Retention 0: the quarantine object goes, whatever happened above."""
+    if not file.raw_key:
+        return
+    try:
+        get_storage().delete(file.raw_key)
+    except Exception:
+        # Leave raw_key set: a redelivery (or the sweeper) deletes it later.
+        logger.exception("could not delete the raw upload of %s", file.public_id)
+        raise
+    File.objects.unscoped_across_orgs().filter(pk=file.pk).update(raw_key="")
+
+
+# --- report shapes ----------------------------------------------------------------------------
+
+
+def _report_dict(report: ProcessingReport) -> dict[str, Any]:
+    body = report.to_dict()
+    if body.get("token_stats") is not None:
+        body["token_stats"]["method"] = TOKEN_COUNT_METHOD
+    return body
+
+
+def _error_from_report(report: ProcessingReport) -> dict[str, Any]:
+    """File.error: the error that decided (the fatal one, else the first), plus the list."""
+    first = report.fatal or report.errors[0]
+    return {
+        "code": first.code,
+        "message": first.message,
+        "line": first.line,
+        "param": first.param,
+        "errors": [e.to_dict() for e in report.errors],
+        "error_counts": dict(report.error_counts),
+    }
+
+
+def _single_error(code: str, message: str) -> dict[str, Any]:
+    error = {"code": code, "message": message, "line": None, "param": None}
+    return {**error, "errors": [error], "error_counts": {code: 1}}
+
+
+def _audit(file: File, action: str, metadata: dict[str, Any]) -> None:
+    audit.record(
+        org=file.org,
+        action=action,
+        target=file,
+        actor_api_key=file.uploaded_by_key,
+        metadata={"file": file.public_id, **metadata},
+    )
+
