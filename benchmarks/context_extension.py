@@ -421,6 +421,17 @@ def verdict_lines(
                 else f"it DISAGREES with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
             )
         )
+        if default is not None and not agrees:
+            trials = config.evaluation.trials_per_depth * len(config.evaluation.depths)
+            margin = best.long_after - default.long_after
+            error = math.sqrt(
+                sum(p * (1 - p) / trials for p in (best.long_after, default.long_after))
+            )
+            lines.append(
+                f"- Margin over `{DEFAULT_ROPE_METHOD}` at {ext.target}: {margin:.2f} with "
+                f"{trials} trials per arm = {margin / error if error else float('inf'):.1f} "
+                "standard errors of the difference (binomial)."
+            )
     return lines
 
 
@@ -494,7 +505,8 @@ def draw_charts(
     ax.set_yticks(range(len(results)), [r.arm.name for r in results])
     for y, row in enumerate(grid):
         for x, value in enumerate(row):
-            ax.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=8, color="w")
+            color = "black" if value > 0.6 else "white"  # readable on viridis' light end
+            ax.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=8, color=color)
     ax.set_xlabel("passkey depth")
     ax.set_title(f"Accuracy at {long} by depth (after FT; extrapolation: no FT)")
     fig.colorbar(image, ax=ax)
@@ -504,7 +516,7 @@ def draw_charts(
 
 
 def reproduce_command(argv: Sequence[str]) -> str:
-    return "python benchmarks/context_extension.py " + " ".join(shlex.quote(a) for a in argv)
+    return " ".join(["python benchmarks/context_extension.py", *(shlex.quote(a) for a in argv)])
 
 
 def markdown_report(

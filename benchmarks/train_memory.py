@@ -25,10 +25,13 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import resource
 import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +73,11 @@ class BenchmarkConfig:
     target_ratio: float = 6.0
     threads: int = 2
     seed: int = 0
+    # glibc's default raises its mmap threshold (up to 32 MB) each time a large block is freed,
+    # after which multi-MB activation buffers come from the heap and fragment it: measured
+    # here, LongTune's 8K peak was 2.7 GB that way and 1.1 GB with a fixed 128 KiB threshold.
+    # Both arms run with the same setting; 0 keeps glibc's default.
+    malloc_mmap_threshold: int = 128 * 1024
 
 
 def quick_config() -> BenchmarkConfig:
@@ -157,7 +165,8 @@ def plain_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_ids)
         "loss": loss.item(),
         "grads_present": grads_present,
         "attn_implementation": model.get_base_model().config._attn_implementation,
-        "activation_checkpointing": model.get_base_model().is_gradient_checkpointing,
+        "activation_checkpointing": model.get_base_model().is_gradient_checkpointing
+        and model.get_base_model().training,
     }
 
 
@@ -189,6 +198,7 @@ def longtune_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_i
     objective = trainer.CausalLMObjective(causal_lm, train_config.loss_chunk_size)
     engine = wrap_for_training(objective, ctx, method="lora", compute_dtype=torch.float32)
     optimizer = trainer.build_optimizer(objective, train_config)
+    engine.train()  # as trainer._run does: HF only checkpoints layers in training mode
     trainable = [p for p in objective.parameters() if p.requires_grad]
     batch = {
         "input_ids": input_ids,  # [1, N]
@@ -213,7 +223,8 @@ def longtune_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_i
         "loss": outcome.loss,
         "grads_present": len(grads_seen) == len(trainable),
         "attn_implementation": causal_lm.config._attn_implementation,
-        "activation_checkpointing": causal_lm.is_gradient_checkpointing,
+        # HF recomputes layers only in training mode: both must hold for checkpointing to act
+        "activation_checkpointing": causal_lm.is_gradient_checkpointing and causal_lm.training,
     }
 
 
@@ -273,31 +284,58 @@ def predict_peak_mb(measured: Sequence[Measurement], tokens: int) -> float | Non
     return b.peak_mb + slope * (tokens - b.tokens)
 
 
-def measure_in_subprocess(
-    arm: str, tokens: int, config: BenchmarkConfig, model_dir: Path
-) -> Measurement:
-    """Run one configuration in a fresh interpreter; kill it if its RSS passes the cap."""
+def watch_memory(process: subprocess.Popen, kill_above_mb: float) -> float | None:
+    """Poll the child's RSS until it exits; kill it above the cap and return that RSS (MB)."""
     import psutil
 
-    spec = json.dumps(dataclasses.asdict(config))
-    script = str(Path(__file__).resolve())
-    command = [sys.executable, script, "--child", arm, str(tokens), spec, str(model_dir)]
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
     watched = psutil.Process(process.pid)
-    killed_at = None
     while process.poll() is None:
         try:
             rss = watched.memory_info().rss / MB
         except psutil.NoSuchProcess:
-            break
-        if rss > config.kill_above_mb:
+            return None
+        if rss > kill_above_mb:
             process.kill()
-            killed_at = rss
-            break
+            process.wait()
+            return rss
         time.sleep(0.2)
-    stdout, stderr = process.communicate()
+    return None
+
+
+def child_environment(config: BenchmarkConfig) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if config.malloc_mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(config.malloc_mmap_threshold)
+    return env
+
+
+def measure_in_subprocess(
+    arm: str, tokens: int, config: BenchmarkConfig, model_dir: Path
+) -> Measurement:
+    """Run one configuration in a fresh interpreter; kill it if its RSS passes the cap."""
+    spec = json.dumps(dataclasses.asdict(config))
+    script = str(Path(__file__).resolve())
+    command = [sys.executable, script, "--child", arm, str(tokens), spec, str(model_dir)]
+    # stderr goes to a file: a chatty child must not block on a full pipe while we poll.
+    with tempfile.TemporaryFile(mode="w+") as stderr_file:
+        process = subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=child_environment(config),
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            text=True,
+        )
+        try:
+            killed_at = watch_memory(process, config.kill_above_mb)
+            stdout, _ = process.communicate()
+        finally:
+            if process.poll() is None:  # the parent is being stopped: take the child along
+                process.kill()
+                process.wait()
+        stderr_file.seek(0)
+        stderr = stderr_file.read()
     if killed_at is not None:
         return Measurement(arm, tokens, skipped=f"killed at {killed_at / 1024:.1f} GB RSS")
     lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
@@ -498,7 +536,7 @@ def draw_chart(results: Sequence[Measurement], config: BenchmarkConfig, path: Pa
 
 
 def reproduce_command(argv: Sequence[str]) -> str:
-    return "python benchmarks/train_memory.py " + " ".join(shlex.quote(a) for a in argv)
+    return " ".join(["python benchmarks/train_memory.py", *(shlex.quote(a) for a in argv)])
 
 
 def markdown_report(
@@ -519,7 +557,14 @@ def markdown_report(
             f"vocab {m.vocab}, fp32, LoRA r={m.lora_r} on all linear layers, batch 1. "
             "Each cell ran in a fresh process; peak = process peak RSS (ru_maxrss), "
             "delta = peak − RSS with the model loaded.",
-            "Both arms load the same saved model, RoPE-extended to the step's length with the "
+            "Allocator: glibc, "
+            + (
+                f"`MALLOC_MMAP_THRESHOLD_={config.malloc_mmap_threshold}` in both arms (a fixed "
+                "threshold; glibc's default one lets freed activation buffers fragment the heap)"
+                if config.malloc_mmap_threshold
+                else "default settings"
+            )
+            + ". Both arms load the same saved model, RoPE-extended to the step's length with the "
             "default method, with the same LoRA, and end with an AdamW step on the LoRA weights.",
             "- plain: `peft_model(input_ids, labels=input_ids).loss.backward()` with SDPA, "
             "no checkpointing.",
@@ -553,6 +598,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--lengths", type=int, nargs="+", help="token counts (default 4096 8192 16384 32768)"
     )
     parser.add_argument("--threads", type=int, help="torch threads per run (default 2)")
+    parser.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        help="glibc MALLOC_MMAP_THRESHOLD_ for both arms (default 131072; 0 = glibc default)",
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     return parser.parse_args(argv)
@@ -565,6 +615,8 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
         config = dataclasses.replace(config, lengths=tuple(sorted(args.lengths)))
     if args.threads:
         config = dataclasses.replace(config, threads=args.threads)
+    if args.malloc_mmap_threshold is not None:
+        config = dataclasses.replace(config, malloc_mmap_threshold=args.malloc_mmap_threshold)
     started = time.perf_counter()
     model_dir = ensure_base_model(config, args.cache_dir)
 
@@ -597,6 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
         return child_main(*argv[1:5])
+    # SIGTERM (kill PID) unwinds like Ctrl-C, so a running child is killed too, not orphaned.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run_benchmark(argv)
     return 0
 

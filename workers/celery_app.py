@@ -62,5 +62,11 @@ app.conf.update(
     task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
     result_expires=7 * 24 * 3600,
     worker_hijack_root_logger=False,
-    include=["workers.tasks", "workers.datasets"],
+    include=["workers.tasks", "workers.datasets", "workers.finetuning"],
+    beat_schedule={
+        "finetuning-watchdog": {
+            "task": "longtune.finetuning.watchdog",
+            "schedule": float(os.environ.get("FINETUNE_WATCHDOG_INTERVAL_SECONDS", "30")),
+        }
+    },
 )

@@ -48,7 +48,7 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN_ESTIMATE)
 
 
-@app.task(name="longtune.datasets.scrub_file", queue="cpu", acks_late=True)
+@app.task(name="longtune.datasets.scrub_file", acks_late=True)  # sent to "cpu"
 def scrub_file(file_pk: int) -> dict[str, Any]:
     """Celery entry point; see process_file."""
     return process_file(file_pk)
@@ -192,4 +192,3 @@ def _audit(file: File, action: str, metadata: dict[str, Any]) -> None:
         actor_api_key=file.uploaded_by_key,
         metadata={"file": file.public_id, **metadata},
     )
-

@@ -89,7 +89,9 @@ class SamplingParams:
                 "temperature must be in [0, 100]", code="invalid_temperature", field="temperature"
             )
         if not math.isfinite(self.top_p) or not 0.0 < self.top_p <= 1.0:
-            raise InvalidRequestError("top_p must be in (0, 1]", code="invalid_top_p", field="top_p")
+            raise InvalidRequestError(
+                "top_p must be in (0, 1]", code="invalid_top_p", field="top_p"
+            )
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
             raise InvalidRequestError(
                 "stop must be a sequence of non-empty strings", code="invalid_stop", field="stop"

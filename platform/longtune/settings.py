@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "longtune.tenancy",
     "longtune.datasets.apps.DatasetsConfig",
+    "longtune.finetuning.apps.FinetuningConfig",
 ]
 
 MIDDLEWARE = [

@@ -12,6 +12,8 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 
 V1_PATTERNS = [
     path("", include("longtune.tenancy.urls")),
+    path("", include("longtune.finetuning.urls")),
+    path("", include("longtune.datasets.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="v1:openapi-schema"), name="docs"),
 ]

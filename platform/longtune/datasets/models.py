@@ -42,10 +42,16 @@ class File(models.Model):
     format = models.CharField(max_length=20, blank=True, help_text="chat | instruction | text")
     num_examples = models.IntegerField(null=True, blank=True)
     num_tokens = models.BigIntegerField(null=True, blank=True)
-    raw_key = models.CharField(max_length=512, blank=True, help_text="Quarantine object; '' once deleted.")
+    raw_key = models.CharField(
+        max_length=512, blank=True, help_text="Quarantine object; '' once deleted."
+    )
     scrubbed_key = models.CharField(max_length=512, blank=True)
-    report = models.JSONField(default=dict, blank=True, help_text="Validation, PII and token report.")
-    error = models.JSONField(null=True, blank=True, help_text='{"code", "message", "line", "errors": [...]}')
+    report = models.JSONField(
+        default=dict, blank=True, help_text="Validation, PII and token report."
+    )
+    error = models.JSONField(
+        null=True, blank=True, help_text='{"code", "message", "line", "errors": [...]}'
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
@@ -102,4 +108,6 @@ class OrgPiiPolicy(models.Model):
         try:
             validate_policy_fields(self.entities, self.allow_values, self.allow_patterns)
         except PolicyError as exc:
-            raise ValidationError({exc.field: exc.message}) from exc
+            field, _, index = exc.field.partition(".")  # the admin form knows fields, not items
+            where = f"item {int(index) + 1}: " if index else ""
+            raise ValidationError({field: where + exc.message}) from exc

@@ -39,9 +39,7 @@ def _string_list(field: str, value: object, max_items: int, max_length: int) -> 
         if not item.strip():
             raise PolicyError(f"{field}.{index}", "blank", "Empty strings are not allowed.")
         if len(item) > max_length:
-            raise PolicyError(
-                f"{field}.{index}", "too_long", f"At most {max_length} characters."
-            )
+            raise PolicyError(f"{field}.{index}", "too_long", f"At most {max_length} characters.")
     return value
 
 

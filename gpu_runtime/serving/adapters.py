@@ -1,0 +1,220 @@
+"""Many LoRA adapters hot on shared bases, grouped by the RoPE scaling they were trained with.
+
+WHY groups: RoPE scaling is not in the adapter weights — it is in the base's rotary
+embedding. A LongTune LoRA artifact saves the *extended* config.json it was trained under
+(rope_parameters, max_position_embeddings). Serving it on a base with other scaling silently
+degrades long-context quality, so every distinct `rope_parameters` gets its own
+`ModelInstance`: the base weights loaded again from the same files with that config. Two
+instances share nothing but the weights file on disk (memory is paid per group); adapters
+inside one group share their instance's weights and are switched with peft's multi-adapter
+API (`load_adapter` / `set_adapter` / `delete_adapter`). An adapter directory without a
+config.json is served in the engine's default group.
+
+`AdapterPool` keeps at most `max_loaded` adapters resident (across all groups), evicting the
+least recently used one that no running request holds. A group instance other than the
+default is dropped once its last adapter is evicted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+
+from gpu_runtime.attention import select_attention_implementation
+
+logger = logging.getLogger(__name__)
+
+
+def rope_signature(config: PretrainedConfig) -> str:
+    """Canonical string of a config's RoPE scaling; equal strings ⇒ identical rotary embedding."""
+    params = getattr(config, "rope_parameters", None) or {}
+    normalized = {
+        key: (float(value) if isinstance(value, int | float) and key != "rope_type" else value)
+        for key, value in dict(params).items()
+        if value is not None
+    }
+    normalized.setdefault("rope_type", "default")
+    if normalized["rope_type"] == "dynamic":  # HF dynamic NTK also depends on this length
+        normalized["max_position_embeddings"] = int(config.max_position_embeddings)
+    return json.dumps(normalized, sort_keys=True)
+
+
+def resolve_adapter_dir(location: str) -> Path:
+    """Local directory of an adapter at a local path or an s3:// prefix (mirrored to a cache)."""
+    if location.startswith("s3://"):
+        from gpu_runtime.registry import download_s3_prefix
+
+        path = download_s3_prefix(location)
+    else:
+        path = Path(location.removeprefix("file://")).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{location!r} is not a peft adapter (no adapter_config.json)")
+    return path
+
+
+def adapter_config(adapter_dir: Path) -> PretrainedConfig | None:
+    """The config an adapter was trained under, or None when the artifact carries none."""
+    if not (adapter_dir / "config.json").is_file():
+        return None
+    return AutoConfig.from_pretrained(adapter_dir, local_files_only=True)
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """How to load a base: weights directory + the config (with RoPE scaling) to load it with."""
+
+    model_dir: Path
+    config: PretrainedConfig
+    dtype: torch.dtype | None
+    attn_implementation: str
+    device: torch.device
+
+
+class ModelInstance:
+    """One loaded copy of the base weights with one RoPE scaling, plus its peft adapters."""
+
+    def __init__(self, spec: InstanceSpec, model: torch.nn.Module | None = None) -> None:
+        self.spec = spec
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(
+                spec.model_dir,
+                config=spec.config,
+                dtype=spec.dtype if spec.dtype is not None else "auto",
+                attn_implementation=select_attention_implementation(spec.attn_implementation),
+                local_files_only=True,
+            )
+        self.base = model.to(spec.device).eval()
+        self.peft: Any | None = None  # PeftModel wrapping `base` once an adapter is loaded
+        self.signature = rope_signature(self.base.config)
+
+    @property
+    def max_context(self) -> int:
+        return int(self.base.config.max_position_embeddings)
+
+    @property
+    def adapters(self) -> list[str]:
+        return [] if self.peft is None else list(self.peft.peft_config)
+
+    def load_adapter(self, name: str, adapter_dir: Path) -> None:
+        from peft import PeftModel
+
+        if self.peft is None:
+            self.peft = PeftModel.from_pretrained(
+                self.base, adapter_dir, adapter_name=name, is_trainable=False
+            ).eval()
+        else:
+            self.peft.load_adapter(adapter_dir, adapter_name=name, is_trainable=False)
+        logger.info("loaded adapter %s into group %s", name, self.signature)
+
+    def unload_adapter(self, name: str) -> None:
+        assert self.peft is not None
+        if len(self.peft.peft_config) == 1:
+            # Last one: remove the LoRA layers entirely so base requests pay no peft overhead.
+            self.base = self.peft.unload().eval()
+            self.peft = None
+        else:
+            self.peft.delete_adapter(name)
+
+    @contextmanager
+    def activate(self, adapter: str | None) -> Iterator[torch.nn.Module]:
+        """The module to call for requests of `adapter` (None = the plain base)."""
+        if self.peft is None:
+            if adapter is not None:
+                raise KeyError(f"adapter {adapter!r} is not loaded")
+            yield self.base
+        elif adapter is None:
+            with self.peft.disable_adapter():
+                yield self.peft
+        else:
+            if self.peft.active_adapter != adapter:
+                self.peft.set_adapter(adapter)
+            yield self.peft
+
+
+@dataclass
+class _Resident:
+    signature: str
+    pins: int = 0
+
+
+class AdapterPool:
+    """LRU of resident adapters over the group instances (used from the scheduler thread only)."""
+
+    def __init__(self, default: ModelInstance, *, max_loaded: int) -> None:
+        if max_loaded < 1:
+            raise ValueError("max_loaded must be >= 1")
+        self.default = default
+        self.max_loaded = max_loaded
+        self.instances: dict[str, ModelInstance] = {default.signature: default}
+        self._resident: OrderedDict[str, _Resident] = OrderedDict()
+        self.evictions: list[str] = []  # history, for metrics and tests
+
+    @property
+    def resident(self) -> list[str]:
+        """Loaded adapter names, least recently used first."""
+        return list(self._resident)
+
+    def instance_for(self, adapter: str | None) -> ModelInstance:
+        if adapter is None:
+            return self.default
+        return self.instances[self._resident[adapter].signature]
+
+    def acquire(self, name: str, location: str) -> ModelInstance | None:
+        """Pin `name` (loading it, evicting the LRU unpinned adapter if needed) and return its
+        instance; None when the pool is full of adapters that running requests still use."""
+        if name in self._resident:
+            self._resident.move_to_end(name)
+            self._resident[name].pins += 1
+            return self.instances[self._resident[name].signature]
+        if len(self._resident) >= self.max_loaded and not self._evict_one():
+            return None
+        adapter_dir = resolve_adapter_dir(location)
+        instance = self._instance_for_config(adapter_config(adapter_dir))
+        instance.load_adapter(name, adapter_dir)
+        self._resident[name] = _Resident(signature=instance.signature, pins=1)
+        return instance
+
+    def release(self, name: str) -> None:
+        self._resident[name].pins -= 1
+
+    def unload_all(self) -> None:
+        """Drop every adapter and group instance: the default base is left as it was given."""
+        for name in list(self._resident):
+            signature = self._resident.pop(name).signature
+            self.instances[signature].unload_adapter(name)
+        self.instances = {self.default.signature: self.default}
+
+    def _evict_one(self) -> bool:
+        victim = next((n for n, r in self._resident.items() if r.pins == 0), None)
+        if victim is None:
+            return False
+        signature = self._resident.pop(victim).signature
+        instance = self.instances[signature]
+        instance.unload_adapter(victim)
+        self.evictions.append(victim)
+        if instance is not self.default and not instance.adapters:
+            del self.instances[signature]  # frees that group's copy of the base weights
+        return True
+
+    def _instance_for_config(self, config: PretrainedConfig | None) -> ModelInstance:
+        if config is None:
+            return self.default
+        signature = rope_signature(config)
+        if signature not in self.instances:
+            spec = self.default.spec
+            logger.info("loading a base instance for RoPE group %s", signature)
+            self.instances[signature] = ModelInstance(
+                InstanceSpec(
+                    spec.model_dir, config, spec.dtype, spec.attn_implementation, spec.device
+                )
+            )
+        return self.instances[signature]

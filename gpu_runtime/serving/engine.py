@@ -1,0 +1,518 @@
+"""The native serving engine: one scheduler thread, continuous batching, chunked prefill.
+
+Each iteration of the scheduler loop (`_step`):
+  1. admit queued requests (up to `max_batch_size` active): pin their adapter in the LRU
+     pool (loading it, or a base instance for a new RoPE group), check the context length;
+  2. prefill: run at most `prefill_chunk_size` prompt tokens, one chunk of one prompt at a
+     time (FIFO), into that request's own KV cache — a 16K prompt is 32 chunks of 512 that
+     each attend [512, cached + 512], never an [L, L] mask, and other requests keep decoding
+     between its chunks; the last chunk's logits give the first token (TTFT);
+  3. decode: for every (RoPE group, adapter) pair, one batched forward of the newest token of
+     all its running requests over a left-padded batched cache (kv_cache.py), then per-request
+     sampling, stop checks and streaming.
+Requests for different adapters are decoded in separate forwards of the same base (peft
+switches the active adapter); a request joins or leaves a batch between steps.
+
+Only the scheduler thread touches models and caches; `submit` / `cancel` only enqueue under a
+lock, which is what makes the public API thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from gpu_runtime.registry import load_model, load_tokenizer, resolve_model_dir
+from gpu_runtime.serving.adapters import AdapterPool, InstanceSpec, ModelInstance
+from gpu_runtime.serving.handle import RequestHandle
+from gpu_runtime.serving.kv_cache import BatchedCache, stack_caches, unstack_cache
+from gpu_runtime.serving.sampling import sample_next_token
+from gpu_runtime.serving.sequence import Sequence
+from gpu_runtime.serving.types import (
+    ContextLengthError,
+    EngineClosedError,
+    GenerationRequest,
+    GenerationResult,
+    InvalidRequestError,
+    RequestFailedError,
+    ServingError,
+    UnknownAdapterError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to load the base and how hard to batch.
+
+    rope_method / target_context: the scaling the *base* is served with (registry.load_model);
+    adapters trained with other scaling get their own instance (see adapters.py).
+    """
+
+    base_model: str  # local directory or s3:// prefix (registry)
+    rope_method: str | None = None
+    target_context: int | None = None
+    dtype: torch.dtype | None = None
+    attn_implementation: str = "auto"
+    device: str = "auto"  # "auto": cuda when available, else cpu
+    max_loaded_adapters: int = 8
+    max_batch_size: int = 16  # requests prefilling or decoding at once; the rest wait
+    prefill_chunk_size: int = 512  # prompt tokens per scheduler step
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+
+@dataclass
+class EngineStats:
+    """Counters for benchmarks and tests (read them after requests finished)."""
+
+    decode_steps: int = 0
+    max_decode_batch: int = 0
+    prefill_chunks: int = 0
+    finished: int = 0
+
+
+@dataclass(eq=False)
+class _DecodeBatch:
+    instance: ModelInstance
+    adapter: str | None
+    seqs: list[Sequence] = field(default_factory=list)
+    cache: BatchedCache | None = None
+
+
+class InferenceEngine:
+    """Thread-safe engine: `submit(request) -> RequestHandle`, `generate(request) -> result`."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        model: torch.nn.Module | None = None,
+        tokenizer=None,
+        autostart: bool = True,
+    ) -> None:
+        self.config = config
+        device = config.resolved_device()
+        if model is None:
+            model = load_model(
+                config.base_model,
+                dtype=config.dtype,
+                attn_implementation=config.attn_implementation,
+                rope_method=config.rope_method,
+                target_context=config.target_context,
+            )
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(config.base_model)
+        spec = InstanceSpec(
+            resolve_model_dir(config.base_model),
+            model.config,
+            config.dtype,
+            config.attn_implementation,
+            device,
+        )
+        self.pool = AdapterPool(ModelInstance(spec, model), max_loaded=config.max_loaded_adapters)
+        self.stats = EngineStats()
+        self._default_stop_ids = _eos_ids(model, self.tokenizer)
+
+        self._lock = threading.Condition()
+        self._adapters: dict[str, str] = {}  # name -> location
+        self._incoming: deque[Sequence] = deque()
+        self._cancelled: set[str] = set()
+        self._live_ids: set[str] = set()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._autostart = autostart
+        # Scheduler-thread state.
+        self._waiting: list[Sequence] = []
+        self._prefilling: list[Sequence] = []
+        self._batches: dict[tuple[str, str | None], _DecodeBatch] = {}
+        self._joining: list[Sequence] = []
+
+    # ------------------------------------------------------------------ public API
+    @property
+    def max_context(self) -> int:
+        """Context of the default (base) group."""
+        return self.pool.default.max_context
+
+    def register_adapter(self, name: str, location: str) -> None:
+        """Make `name` servable; it is loaded on first use (local dir or s3:// prefix)."""
+        if not name or not isinstance(name, str):
+            raise InvalidRequestError("adapter name must be a non-empty string", field="adapter")
+        with self._lock:
+            self._adapters[name] = location
+
+    def submit(self, request: GenerationRequest) -> RequestHandle:
+        """Validate and enqueue; returns at once. Raises InvalidRequestError subclasses."""
+        request.sampling.validate()
+        if request.adapter is not None and request.adapter not in self._adapters:
+            raise UnknownAdapterError(f"unknown adapter {request.adapter!r}", field="adapter")
+        prompt_ids = self._prompt_ids(request)
+        if request.adapter is None:  # other groups' contexts are known once their adapter loads
+            _check_context(len(prompt_ids), request.sampling.max_tokens, self.max_context)
+        handle = RequestHandle(request.request_id, self._cancel)
+        stop_ids = request.sampling.stop_token_ids
+        seq = Sequence(
+            request=request,
+            handle=handle,
+            prompt_ids=prompt_ids,
+            stop_token_ids=frozenset(self._default_stop_ids if stop_ids is None else stop_ids),
+            tokenizer=self.tokenizer,
+        )
+        with self._lock:
+            if self._closed:
+                raise EngineClosedError("the engine is shut down")
+            if request.request_id in self._live_ids:
+                raise InvalidRequestError(
+                    f"request id {request.request_id!r} is already running",
+                    code="duplicate_request_id",
+                    field="request_id",
+                )
+            self._live_ids.add(request.request_id)
+            self._incoming.append(seq)
+            self._lock.notify_all()
+        if self._autostart:
+            self.start()
+        return handle
+
+    def generate(
+        self, request: GenerationRequest, timeout: float | None = None
+    ) -> GenerationResult:
+        return self.submit(request).result(timeout)
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._run, name="longtune-serving-scheduler", daemon=True
+                )
+                self._thread.start()
+
+    def shutdown(self, timeout: float | None = 30.0) -> None:
+        """Stop accepting requests, cancel those still running, unload the adapters (the base
+        model object passed in is left without LoRA layers) and join the scheduler thread."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        else:
+            self._cancel_everything()
+
+    def __enter__(self) -> InferenceEngine:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ submission helpers
+    def _prompt_ids(self, request: GenerationRequest) -> list[int]:
+        if (request.prompt is None) == (request.prompt_token_ids is None):
+            raise InvalidRequestError(
+                "give exactly one of prompt and prompt_token_ids",
+                code="invalid_prompt",
+                field="prompt",
+            )
+        if request.prompt is not None:
+            ids = self.tokenizer(request.prompt).input_ids
+        else:
+            ids = list(request.prompt_token_ids)
+            vocab = self.pool.default.base.config.vocab_size
+            if any(not isinstance(t, int) or not 0 <= t < vocab for t in ids):
+                raise InvalidRequestError(
+                    f"prompt_token_ids must be ints in [0, {vocab})",
+                    code="invalid_prompt",
+                    field="prompt_token_ids",
+                )
+        if not ids:
+            raise InvalidRequestError("the prompt is empty", code="invalid_prompt", field="prompt")
+        return ids
+
+    def _cancel(self, request_id: str) -> None:
+        with self._lock:
+            if request_id in self._live_ids:
+                self._cancelled.add(request_id)
+                self._lock.notify_all()
+
+    # ------------------------------------------------------------------ scheduler loop
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._lock:
+                    while not self._closed and not self._has_work():
+                        self._lock.wait()
+                    if self._closed:
+                        break
+                self._step()
+        self._cancel_everything()
+
+    def _has_work(self) -> bool:  # caller holds the lock
+        return bool(
+            self._incoming
+            or self._cancelled
+            or self._prefilling
+            or self._joining
+            or any(b.seqs for b in self._batches.values())
+            or self._waiting
+        )
+
+    def _step(self) -> None:
+        with self._lock:
+            self._waiting.extend(self._incoming)
+            self._incoming.clear()
+            cancelled, self._cancelled = self._cancelled, set()
+        if cancelled:
+            self._apply_cancellations(cancelled)
+        self._admit()
+        self._prefill()
+        self._decode()
+
+    def _active_count(self) -> int:
+        return (
+            len(self._prefilling)
+            + len(self._joining)
+            + sum(len(b.seqs) for b in self._batches.values())
+        )
+
+    # ------------------------------------------------------------------ admission
+    def _admit(self) -> None:
+        still_waiting = []
+        for seq in self._waiting:
+            if self._active_count() >= self.config.max_batch_size:
+                still_waiting.append(seq)
+                continue
+            try:
+                instance = self._acquire_instance(seq)
+            except ServingError as error:
+                self._fail([seq], error)
+                continue
+            except Exception as error:  # adapter files unreadable, base reload failed, ...
+                logger.exception("could not load adapter %s", seq.adapter)
+                self._fail([seq], RequestFailedError(f"could not load adapter: {error}"))
+                continue
+            if instance is None:  # every resident adapter is in use: retry next step
+                still_waiting.append(seq)
+                continue
+            seq.instance = instance
+            seq.admit(instance.max_context)
+            self._prefilling.append(seq)
+        self._waiting = still_waiting
+
+    def _acquire_instance(self, seq: Sequence) -> ModelInstance | None:
+        if seq.adapter is None:
+            return self.pool.default
+        with self._lock:
+            location = self._adapters.get(seq.adapter)
+        if location is None:
+            raise UnknownAdapterError(f"unknown adapter {seq.adapter!r}", field="adapter")
+        instance = self.pool.acquire(seq.adapter, location)
+        if instance is not None:
+            try:
+                _check_context(
+                    len(seq.prompt_ids), seq.request.sampling.max_tokens, instance.max_context
+                )
+            except ContextLengthError:
+                self.pool.release(seq.adapter)
+                raise
+        return instance
+
+    # ------------------------------------------------------------------ prefill
+    def _prefill(self) -> None:
+        budget = self.config.prefill_chunk_size
+        while budget > 0 and self._prefilling:
+            seq = self._prefilling[0]
+            try:
+                budget -= self._prefill_chunk(seq, budget)
+            except Exception as error:
+                logger.exception("prefill failed for %s", seq.request_id)
+                self._prefilling.pop(0)
+                self._fail([seq], RequestFailedError(f"prefill failed: {error}"))
+                continue
+            if seq.prefill_done:
+                self._prefilling.pop(0)
+                if seq.finish_reason is not None:
+                    self._retire(seq)
+                else:
+                    self._joining.append(seq)
+
+    def _prefill_chunk(self, seq: Sequence, budget: int) -> int:
+        """Feed the next ≤ budget prompt tokens into seq.cache; sample the first token at the end."""
+        instance: ModelInstance = seq.instance
+        device = instance.spec.device
+        start = seq.prefilled
+        end = min(len(seq.prompt_ids), start + budget)
+        input_ids = torch.tensor([seq.prompt_ids[start:end]], device=device)  # [1, n]
+        position_ids = torch.arange(start, end, device=device)[None]  # [1, n]
+        if seq.cache is None:
+            seq.cache = DynamicCache(config=instance.base.config)
+        with instance.activate(seq.adapter) as model:
+            logits = model(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                past_key_values=seq.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits  # [1, 1, V]
+        seq.prefilled = end
+        seq.prefill_chunks += 1
+        self.stats.prefill_chunks += 1
+        if seq.prefill_done:
+            assert seq.generator is not None
+            seq.append_token(sample_next_token(logits[0, -1], seq.request.sampling, seq.generator))
+        return end - start
+
+    # ------------------------------------------------------------------ decode
+    def _decode(self) -> None:
+        self._regroup()
+        for key, batch in list(self._batches.items()):
+            if not batch.seqs:
+                del self._batches[key]
+                continue
+            try:
+                self._decode_batch(batch)
+            except Exception as error:
+                logger.exception("decode failed for adapter %s", batch.adapter)
+                self._fail(batch.seqs, RequestFailedError(f"decode failed: {error}"))
+                del self._batches[key]
+
+    def _regroup(self) -> None:
+        """Drop finished requests from their batches and add newly prefilled ones.
+
+        A batch whose membership changed is unstacked to per-request caches and restacked;
+        an unchanged batch keeps its batched cache (the common case: no copying)."""
+        joining: dict[tuple[str, str | None], list[Sequence]] = {}
+        for seq in self._joining:
+            key = (seq.instance.signature, seq.adapter)
+            joining.setdefault(key, []).append(seq)
+            if key not in self._batches:
+                self._batches[key] = _DecodeBatch(seq.instance, seq.adapter)
+        self._joining = []
+        for key, batch in self._batches.items():
+            staying = [s for s in batch.seqs if s.finish_reason is None]
+            new = joining.get(key, [])
+            if len(staying) == len(batch.seqs) and not new:
+                continue
+            if batch.cache is not None:
+                for seq, cache in zip(batch.seqs, unstack_cache(batch.cache), strict=True):
+                    seq.cache = cache
+            for seq in batch.seqs:
+                if seq.finish_reason is not None:
+                    seq.cache = None
+            batch.seqs = staying + new
+            batch.cache = stack_caches([s.cache for s in batch.seqs]) if batch.seqs else None
+            for seq in batch.seqs:
+                seq.cache = None  # the batch owns the rows now
+
+    def _decode_batch(self, batch: _DecodeBatch) -> None:
+        assert batch.cache is not None
+        device = batch.instance.spec.device
+        seqs = batch.seqs
+        input_ids = torch.tensor([[s.generated[-1]] for s in seqs], device=device)  # [B, 1]
+        position_ids = torch.tensor([[s.num_cached] for s in seqs], device=device)  # [B, 1]
+        attention_mask = batch.cache.extend_mask()  # [B, T + 1]
+        with batch.instance.activate(batch.adapter) as model:
+            logits = model(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=batch.cache.cache,
+                use_cache=True,
+            ).logits[:, -1, :]  # [B, V]
+        self.stats.decode_steps += 1
+        self.stats.max_decode_batch = max(self.stats.max_decode_batch, len(seqs))
+        for row, seq in enumerate(seqs):
+            assert seq.generator is not None
+            seq.append_token(sample_next_token(logits[row], seq.request.sampling, seq.generator))
+            if seq.finish_reason is not None:
+                self._retire(seq)
+
+    # ------------------------------------------------------------------ endings
+    def _all_active(self) -> Iterable[Sequence]:
+        yield from self._waiting
+        yield from self._prefilling
+        yield from self._joining
+        for batch in self._batches.values():
+            yield from (s for s in batch.seqs if s.finish_reason is None)
+
+    def _apply_cancellations(self, request_ids: set[str]) -> None:
+        for seq in [s for s in self._all_active() if s.request_id in request_ids]:
+            self._remove_pending(seq)
+            seq.finish("cancelled")
+            self._release(seq)
+        with self._lock:  # cancelled before the scheduler ever saw them
+            pending = [s for s in self._incoming if s.request_id in request_ids]
+        for seq in pending:
+            with self._lock:
+                self._incoming.remove(seq)
+            seq.finish("cancelled")
+            self._release(seq)
+
+    def _remove_pending(self, seq: Sequence) -> None:
+        """Take seq out of the pre-decode queues (batched seqs leave at the next regroup)."""
+        for queue in (self._waiting, self._prefilling, self._joining):
+            if seq in queue:
+                queue.remove(seq)
+                seq.cache = None
+
+    def _retire(self, seq: Sequence) -> None:
+        seq.finish()
+        self.stats.finished += 1
+        self._release(seq)
+
+    def _fail(self, seqs: list[Sequence], error: ServingError) -> None:
+        for seq in seqs:
+            if seq.finish_reason is None:
+                seq.finish_reason = "error"
+            seq.cache = None
+            seq.handle._fail(error)
+            self._release(seq)
+
+    def _release(self, seq: Sequence) -> None:
+        """Unpin the adapter (once) and forget the request id."""
+        if seq.instance is not None and seq.adapter is not None:
+            self.pool.release(seq.adapter)
+            seq.instance = None
+        with self._lock:
+            self._live_ids.discard(seq.request_id)
+
+    def _cancel_everything(self) -> None:
+        with self._lock:
+            self._waiting.extend(self._incoming)
+            self._incoming.clear()
+        for seq in list(self._all_active()):
+            self._remove_pending(seq)
+            seq.finish("cancelled")
+            self._release(seq)
+        self._batches.clear()
+        self.pool.unload_all()
+
+
+def _check_context(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
+    if prompt_tokens + max_tokens > max_context:
+        raise ContextLengthError(
+            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the served "
+            f"context of {max_context} tokens",
+            field="max_tokens" if prompt_tokens < max_context else "prompt",
+        )
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer) -> set[int]:
+    """What model.generate stops on: generation_config eos (int or list) and the tokenizer's."""
+    ids: set[int] = set()
+    generation_config = getattr(model, "generation_config", None)
+    eos = getattr(generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(model.config, "eos_token_id", None)
+    ids.update([eos] if isinstance(eos, int) else list(eos or []))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids

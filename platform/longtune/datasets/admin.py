@@ -1,0 +1,49 @@
+"""Django admin for staff: files are read-only records; PII policies are editable.
+
+Cross-org by nature, so querysets read through unscoped_across_orgs(). Raw bytes and scrubbed
+content never appear here, only metadata and the report (which holds masked samples only).
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from longtune.datasets.models import File, OrgPiiPolicy
+
+
+@admin.register(File)
+class FileAdmin(admin.ModelAdmin):
+    list_display = [
+        "public_id",
+        "org",
+        "filename",
+        "status",
+        "format",
+        "num_examples",
+        "created_at",
+    ]
+    list_filter = ["status", "purpose", "format"]
+    search_fields = ["public_id", "filename", "org__slug"]
+    readonly_fields = [f.name for f in File._meta.fields]
+
+    def get_queryset(self, request):
+        return File.objects.unscoped_across_orgs().select_related("org")
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False  # files arrive through the API, which scrubs them
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(OrgPiiPolicy)
+class OrgPiiPolicyAdmin(admin.ModelAdmin):
+    """Validated by OrgPiiPolicy.clean(): unknown entity types and bad regexes are refused."""
+
+    list_display = ["org", "updated_at"]
+    search_fields = ["org__slug", "org__name"]
+    raw_id_fields = ["org"]
+    readonly_fields = ["updated_at"]
+
+    def get_queryset(self, request):
+        return OrgPiiPolicy.objects.unscoped_across_orgs().select_related("org")

@@ -1,0 +1,274 @@
+"""Request bodies (validated with DRF, so a bad field answers 400 naming its path) and the
+OpenAI-shaped response objects (plain functions: explicit, and fast on list endpoints)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from gpu_runtime.rope import ROPE_METHODS
+from longtune.finetuning.models import (
+    BaseModel,
+    FineTunedModel,
+    FineTuningJob,
+    JobCheckpoint,
+    JobEvent,
+)
+
+AUTO = "auto"
+MIN_CONTEXT_LENGTH = 32
+HARD_MAX_CONTEXT_LENGTH = 1_048_576  # 1M tokens (sequence parallelism); a model's own max is lower
+MAX_SEED = 2**31 - 1
+# "none" is accepted by gpu_runtime for plain fine-tuning without extension.
+ROPE_TYPES: tuple[str, ...] = tuple(ROPE_METHODS)
+
+
+class AutoOr(serializers.Field):
+    """``"auto"`` or a value the child field accepts (OpenAI's hyperparameter spelling)."""
+
+    def __init__(self, child: serializers.Field, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.child = child
+
+    def bind(self, field_name: str, parent: Any) -> None:
+        super().bind(field_name, parent)
+        self.child.bind(field_name, self)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if data == AUTO:
+            return AUTO
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            raise serializers.ValidationError('Must be "auto" or a number.', code="invalid_type")
+        if isinstance(data, float) and not math.isfinite(data):
+            raise serializers.ValidationError("Must be a finite number.", code="invalid")
+        return self.child.run_validation(data)
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "enum": [AUTO]}, {"type": "integer"}]})
+class AutoOrInteger(AutoOr):
+    pass
+
+
+@extend_schema_field({"oneOf": [{"type": "string", "enum": [AUTO]}, {"type": "number"}]})
+class AutoOrNumber(AutoOr):
+    pass
+
+
+class HyperparametersSerializer(serializers.Serializer):
+    n_epochs = AutoOrInteger(serializers.IntegerField(min_value=1, max_value=50), required=False)
+    batch_size = AutoOrInteger(serializers.IntegerField(min_value=1, max_value=256), required=False)
+    learning_rate_multiplier = AutoOrNumber(
+        serializers.FloatField(min_value=1e-6, max_value=10.0), required=False
+    )
+
+
+class SupervisedSerializer(serializers.Serializer):
+    hyperparameters = HyperparametersSerializer(required=False)
+
+
+class MethodSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["supervised"])
+    supervised = SupervisedSerializer(required=False)
+
+
+class RopeScalingSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=list(ROPE_TYPES), required=False)
+    factor = serializers.FloatField(min_value=1.0, max_value=1024.0, required=False)
+
+
+class LoraSerializer(serializers.Serializer):
+    r = serializers.IntegerField(min_value=1, max_value=1024, required=False)
+    alpha = serializers.FloatField(min_value=1e-3, max_value=16384.0, required=False)
+    dropout = serializers.FloatField(min_value=0.0, max_value=0.99, required=False)
+    target_modules = serializers.ListField(
+        child=serializers.RegexField(r"^[A-Za-z0-9_.-]{1,100}$"),
+        min_length=1,
+        max_length=64,
+        required=False,
+    )
+
+
+class RecipeSourceSerializer(serializers.Serializer):
+    file = serializers.CharField(max_length=64)
+    weight = serializers.FloatField(min_value=1e-6, max_value=1e6)
+
+
+class RecipeSerializer(serializers.Serializer):
+    """Mix other processed files into the training data (datasets.recipes): the training
+    file is one source with ``training_file_weight``."""
+
+    sources = RecipeSourceSerializer(many=True, min_length=1, max_length=16)
+    training_file_weight = serializers.FloatField(min_value=0.0, max_value=1e6, default=1.0)
+    min_tokens = serializers.IntegerField(min_value=0, max_value=HARD_MAX_CONTEXT_LENGTH, default=0)
+    deduplicate = serializers.BooleanField(default=True)
+
+
+class JobCreateSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=300)
+    training_file = serializers.CharField(max_length=64)
+    validation_file = serializers.CharField(max_length=64, required=False, allow_null=True)
+    hyperparameters = HyperparametersSerializer(required=False)  # legacy top-level spelling
+    method = MethodSerializer(required=False)
+    suffix = serializers.RegexField(
+        r"^[A-Za-z0-9_-]{0,40}$", required=False, allow_null=True, allow_blank=True
+    )
+    seed = serializers.IntegerField(
+        min_value=0, max_value=MAX_SEED, required=False, allow_null=True
+    )
+    # LongTune extensions
+    context_length = serializers.IntegerField(
+        min_value=MIN_CONTEXT_LENGTH, max_value=HARD_MAX_CONTEXT_LENGTH, required=False
+    )
+    rope_scaling = RopeScalingSerializer(required=False)
+    lora = LoraSerializer(required=False)
+    full = serializers.BooleanField(required=False, default=False)
+    recipe = RecipeSerializer(required=False, allow_null=True)
+    train_on_inputs = serializers.BooleanField(required=False, default=False)
+
+    def to_internal_value(self, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(self.fields))
+            if unknown:
+                raise serializers.ValidationError(
+                    {unknown[0][:100]: ["Unrecognized request argument."]}, code="unknown_parameter"
+                )
+        return super().to_internal_value(data)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("full") and "lora" in attrs:
+            raise serializers.ValidationError(
+                {"full": ["Give either `lora` settings or `full: true`, not both."]},
+                code="conflicting_parameters",
+            )
+        return attrs
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def unix(dt: Any) -> int | None:
+    return int(dt.timestamp()) if dt is not None else None
+
+
+def hyperparameters_payload(job: FineTuningJob) -> dict[str, Any]:
+    hp = job.hyperparameters
+    return {
+        "n_epochs": hp.get("n_epochs"),
+        "batch_size": hp.get("batch_size"),
+        "learning_rate_multiplier": hp.get("learning_rate_multiplier"),
+    }
+
+
+def job_payload(job: FineTuningJob) -> dict[str, Any]:
+    """The OpenAI ``fine_tuning.job`` object plus LongTune's extensions."""
+    hyperparameters = hyperparameters_payload(job)
+    return {
+        "object": "fine_tuning.job",
+        "id": job.public_id,
+        "created_at": unix(job.created_at),
+        "finished_at": unix(job.finished_at),
+        "model": job.model_name,
+        "fine_tuned_model": job.fine_tuned_model,
+        "organization_id": job.org.public_id,
+        "status": job.status,
+        "training_file": job.training_file_ref,
+        "validation_file": job.validation_file_ref or None,
+        "result_files": [job.metrics_file.public_id] if job.metrics_file_id else [],
+        "hyperparameters": hyperparameters,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        "trained_tokens": job.trained_tokens,
+        "error": job.error,
+        "seed": job.seed,
+        "suffix": job.suffix or None,
+        "user_provided_suffix": job.suffix or None,
+        "estimated_finish": _estimated_finish(job),
+        "integrations": [],
+        "metadata": None,
+        # LongTune extensions
+        "context_length": job.context_length,
+        "rope_scaling": {"type": job.rope_method, "factor": job.rope_factor},
+        "lora": job.lora if job.method == "lora" else None,
+        "full": job.method == "full",
+        "recipe": job.recipe,
+        "train_on_inputs": job.train_on_inputs,
+        "estimated_tokens": job.estimated_tokens,
+        "progress": progress_payload(job),
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+    }
+
+
+def progress_payload(job: FineTuningJob) -> dict[str, Any]:
+    progress = job.progress or {}
+    return {
+        "step": progress.get("step", 0),
+        "total_steps": progress.get("total_steps"),
+        "loss": progress.get("loss"),
+        "tokens_per_second": progress.get("tokens_per_second"),
+        "eta_seconds": progress.get("eta_seconds"),
+    }
+
+
+def _estimated_finish(job: FineTuningJob) -> int | None:
+    eta = (job.progress or {}).get("eta_seconds")
+    updated = (job.progress or {}).get("updated_at")
+    if job.is_terminal or eta is None or updated is None:
+        return None
+    return int(updated + eta)
+
+
+def event_payload(event: JobEvent) -> dict[str, Any]:
+    return {
+        "object": "fine_tuning.job.event",
+        "id": event.public_id,
+        "created_at": unix(event.created_at),
+        "level": event.level,
+        "type": event.type,
+        "message": event.message,
+        "data": event.data,
+    }
+
+
+def checkpoint_payload(checkpoint: JobCheckpoint, job: FineTuningJob) -> dict[str, Any]:
+    base = (
+        job.fine_tuned_model or f"ft:{job.model_name}:{job.org.slug}:{job.suffix}:{job.public_id}"
+    )
+    return {
+        "object": "fine_tuning.job.checkpoint",
+        "id": checkpoint.public_id,
+        "created_at": unix(checkpoint.created_at),
+        "fine_tuned_model_checkpoint": f"{base}:ckpt-step-{checkpoint.step}",
+        "fine_tuning_job_id": job.public_id,
+        "step_number": checkpoint.step,
+        "metrics": {"step": checkpoint.step, **checkpoint.metrics},
+    }
+
+
+def base_model_payload(model: BaseModel) -> dict[str, Any]:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": unix(model.created_at),
+        "owned_by": "longtune",
+        "original_context_length": model.original_context_length,
+        "max_context_length": model.max_context_length,
+    }
+
+
+def fine_tuned_model_payload(model: FineTunedModel) -> dict[str, Any]:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": unix(model.created_at),
+        "owned_by": model.org.public_id,
+        "root": model.base_model.name,
+        "fine_tuning_job": model.job.public_id if model.job_id else None,
+        "context_length": model.context_length,
+        "method": model.method,
+    }

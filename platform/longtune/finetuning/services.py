@@ -1,0 +1,324 @@
+"""Creating and cancelling fine-tuning jobs (what the API views call).
+
+Creation is two phases: ``plan_job`` resolves and validates the request against the database
+(no locks: model, files, hyperparameters, context) and ``create_job`` then checks the quotas
+and inserts the job in ONE transaction holding the org row lock (tenancy.quotas), so 100
+simultaneous submissions against a limit of N admit exactly N.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from gpu_runtime.config import ALL_LINEAR
+from gpu_runtime.rope import DEFAULT_ROPE_METHOD
+from longtune.api.errors import ApiError
+from longtune.datasets.models import File, FilePurpose, FileStatus
+from longtune.finetuning.dispatch import default_queue_for, dispatch_new_job
+from longtune.finetuning.events import record_event
+from longtune.finetuning.models import BaseModel, FineTuningJob, JobStatus
+from longtune.finetuning.quotas import (
+    active_job_count,
+    storage_bytes_used,
+    training_tokens_this_month,
+)
+from longtune.finetuning.serializers import AUTO, MAX_SEED, JobCreateSerializer
+from longtune.finetuning.training import train_config_for
+from longtune.tenancy.models import ApiKey, Organization
+from longtune.tenancy.quotas import reserve_quota
+
+DEFAULT_LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": [ALL_LINEAR]}
+AUTO_BATCH_SIZE = 1  # packed long sequences: one per step already holds a full context
+AUTO_LEARNING_RATE_MULTIPLIER = 1.0
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+@dataclass
+class CreateOutcome:
+    job: FineTuningJob
+    created: bool  # False: an Idempotency-Key replay returned the existing job
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _file_for(org: Organization, file_id: str, param: str) -> File:
+    """A processed fine-tune file of this org; another org's id is simply not found."""
+    file = File.objects.for_org(org).filter(public_id=file_id).first()
+    if file is None:
+        raise ApiError(
+            status=404,
+            code="file_not_found",
+            message=f"No file with id {file_id[:64]!r} in this organization.",
+            param=param,
+        )
+    if file.purpose != FilePurpose.FINE_TUNE:
+        raise ApiError(
+            status=400,
+            code="invalid_file_purpose",
+            message=f"File {file.public_id} has purpose {file.purpose!r}; expected 'fine-tune'.",
+            param=param,
+        )
+    if file.status != FileStatus.PROCESSED:
+        detail = (
+            "failed validation" if file.status == FileStatus.ERROR else "is still being processed"
+        )
+        raise ApiError(
+            status=400,
+            code="file_not_ready",
+            message=f"File {file.public_id} {detail} (status {file.status!r}); "
+            "wait until it is 'processed'.",
+            param=param,
+        )
+    return file
+
+
+def _base_model_for(org: Organization, name: str) -> BaseModel:
+    model = BaseModel.objects.visible_to(org).filter(name=name).first()
+    if model is None:
+        raise ApiError(
+            status=404,
+            code="model_not_found",
+            message=f"The model {name[:100]!r} does not exist or you do not have access to it.",
+            param="model",
+        )
+    return model
+
+
+def _hyperparameters(data: dict[str, Any], file: File) -> dict[str, Any]:
+    legacy = data.get("hyperparameters")
+    method = data.get("method") or {}
+    nested = (method.get("supervised") or {}).get("hyperparameters")
+    if legacy is not None and nested is not None:
+        raise ApiError(
+            status=400,
+            code="conflicting_parameters",
+            message="Give hyperparameters either in method.supervised.hyperparameters or "
+            "at the top level (legacy), not both.",
+            param="hyperparameters",
+        )
+    given = nested if nested is not None else (legacy or {})
+
+    def pick(name: str, auto_value: Any) -> Any:
+        value = given.get(name, AUTO)
+        return auto_value if value == AUTO else value
+
+    # OpenAI-like "auto": small files get a few passes, big ones one.
+    auto_epochs = 3 if (file.num_tokens or 0) < 10_000_000 else 1
+    return {
+        "n_epochs": int(pick("n_epochs", auto_epochs)),
+        "batch_size": int(pick("batch_size", AUTO_BATCH_SIZE)),
+        "learning_rate_multiplier": float(
+            pick("learning_rate_multiplier", AUTO_LEARNING_RATE_MULTIPLIER)
+        ),
+    }
+
+
+def _context_and_rope(data: dict[str, Any], model: BaseModel) -> tuple[int, str, float]:
+    """(context_length, rope method, factor); factor = context / the model's original."""
+    rope = data.get("rope_scaling") or {}
+    method = rope.get("type", DEFAULT_ROPE_METHOD)
+    original = model.original_context_length
+    given_factor = rope.get("factor")
+    if "context_length" in data:
+        context = data["context_length"]
+    elif given_factor is not None:
+        context = round(original * given_factor)
+    else:
+        context = original
+    if context > model.max_context_length:
+        raise ApiError(
+            status=400,
+            code="context_length_too_large",
+            message=f"context_length {context} exceeds {model.name}'s maximum of "
+            f"{model.max_context_length}.",
+            param="context_length",
+        )
+    factor = max(1.0, context / original)
+    if given_factor is not None and not math.isclose(given_factor, factor, rel_tol=1e-3):
+        raise ApiError(
+            status=400,
+            code="rope_factor_mismatch",
+            message=f"rope_scaling.factor {given_factor} disagrees with context_length {context} / "
+            f"{model.name}'s original context {original} = {factor:g}; give one of the two.",
+            param="rope_scaling.factor",
+        )
+    return context, method, factor
+
+
+def _recipe(org: Organization, recipe: dict[str, Any] | None) -> tuple[dict | None, list[File]]:
+    if not recipe:
+        return None, []
+    files = [
+        _file_for(org, source["file"], f"recipe.sources.{index}.file")
+        for index, source in enumerate(recipe["sources"])
+    ]
+    stored = {
+        "sources": [
+            {"file": file.public_id, "weight": source["weight"]}
+            for file, source in zip(files, recipe["sources"], strict=True)
+        ],
+        "training_file_weight": recipe["training_file_weight"],
+        "min_tokens": recipe["min_tokens"],
+        "deduplicate": recipe["deduplicate"],
+    }
+    return stored, files
+
+
+def _file_tokens(file: File) -> int:
+    return int(
+        file.num_tokens if file.num_tokens is not None else (file.scrubbed_bytes or file.bytes) // 4
+    )
+
+
+def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
+    """An unsaved job with every "auto" resolved; raises coded ApiErrors (4xx)."""
+    base_model = _base_model_for(org, data["model"])
+    training_file = _file_for(org, data["training_file"], "training_file")
+    validation_file = (
+        _file_for(org, data["validation_file"], "validation_file")
+        if data.get("validation_file")
+        else None
+    )
+    hyperparameters = _hyperparameters(data, training_file)
+    context, rope_method, rope_factor = _context_and_rope(data, base_model)
+    recipe, recipe_files = _recipe(org, data.get("recipe"))
+    full = bool(data.get("full"))
+    lora = None if full else {**DEFAULT_LORA, **(data.get("lora") or {})}
+    seed = data.get("seed")
+    tokens_per_epoch = _file_tokens(training_file) + sum(_file_tokens(f) for f in recipe_files)
+    job = FineTuningJob(
+        org=org,
+        base_model=base_model,
+        model_name=base_model.name,
+        training_file=training_file,
+        training_file_ref=training_file.public_id,
+        validation_file=validation_file,
+        validation_file_ref=validation_file.public_id if validation_file else "",
+        method="full" if full else "lora",
+        hyperparameters=hyperparameters,
+        lora=lora,
+        context_length=context,
+        rope_method=rope_method,
+        rope_factor=rope_factor,
+        recipe=recipe,
+        train_on_inputs=bool(data.get("train_on_inputs")),
+        suffix=data.get("suffix") or "",
+        seed=seed if seed is not None else secrets.randbelow(MAX_SEED),
+        estimated_tokens=tokens_per_epoch * hyperparameters["n_epochs"],
+        queue=default_queue_for(org),
+    )
+    try:  # the exact dataclass the worker trains with: no surprise there
+        train_config_for(job, output_dir="validate-only", checkpoint_every_steps=1)
+    except ValueError as exc:
+        raise ApiError(
+            status=400, code="invalid_hyperparameters", message=str(exc), param=None
+        ) from exc
+    return job
+
+
+# --------------------------------------------------------------------------- creation
+
+
+def request_fingerprint(body: Any) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def check_idempotency_key(key: str | None) -> str:
+    if key is None:
+        return ""
+    if not (0 < len(key) <= MAX_IDEMPOTENCY_KEY_LENGTH and key.isascii() and key.isprintable()):
+        raise ApiError(
+            status=400,
+            code="invalid_idempotency_key",
+            message=f"{IDEMPOTENCY_KEY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} "
+            "printable ASCII characters.",
+            param=IDEMPOTENCY_KEY_HEADER,
+        )
+    return key
+
+
+def _replay(org: Organization, key: str, fingerprint: str) -> FineTuningJob | None:
+    existing = FineTuningJob.objects.for_org(org).filter(idempotency_key=key).first()
+    if existing is not None and existing.request_fingerprint != fingerprint:
+        raise ApiError(
+            status=409,
+            code="idempotency_conflict",
+            message=f"{IDEMPOTENCY_KEY_HEADER} {key[:64]!r} was already used with a different "
+            "request body.",
+            param=IDEMPOTENCY_KEY_HEADER,
+        )
+    return existing
+
+
+def create_job(
+    *, org: Organization, body: Any, api_key: ApiKey | None, idempotency_key: str | None
+) -> CreateOutcome:
+    key = check_idempotency_key(idempotency_key)
+    serializer = JobCreateSerializer(data=body)
+    serializer.is_valid(raise_exception=True)
+    fingerprint = request_fingerprint(body)
+    if key and (existing := _replay(org, key, fingerprint)) is not None:
+        return CreateOutcome(existing, created=False)  # fast path, no lock
+    job = plan_job(org, serializer.validated_data)
+    job.created_by_key = api_key
+    job.idempotency_key = key
+    job.request_fingerprint = fingerprint
+    with reserve_quota(org) as reservation:
+        if key and (existing := _replay(org, key, fingerprint)) is not None:
+            return CreateOutcome(existing, created=False)  # a concurrent twin won the race
+        reservation.check("max_concurrent_jobs", used=active_job_count(org), requested=1)
+        reservation.check(
+            "monthly_training_tokens",
+            used=training_tokens_this_month(org),
+            requested=job.estimated_tokens,
+        )
+        reservation.check("storage_bytes", used=storage_bytes_used(org), requested=0)
+        job.save()
+        record_event(
+            job,
+            f"Created fine-tuning job {job.public_id}: {job.model_name} at context "
+            f"{job.context_length} ({job.rope_method} ×{job.rope_factor:g}), {job.method}.",
+        )
+        transaction.on_commit(lambda: dispatch_new_job(job.pk))
+    return CreateOutcome(job, created=True)
+
+
+# --------------------------------------------------------------------------- cancellation
+
+
+def cancel_job(job: FineTuningJob) -> FineTuningJob:
+    """Not started yet: cancelled at once. Running: a flag the training loop polls at each
+    step boundary (it then checkpoints and the worker marks the job cancelled)."""
+    with transaction.atomic():
+        job = FineTuningJob.objects.select_for_update().get(pk=job.pk)
+        if job.is_terminal:
+            raise ApiError(
+                status=409,
+                code="job_not_cancellable",
+                message=f"Job {job.public_id} already {job.status}.",
+                param=None,
+            )
+        if job.status == JobStatus.RUNNING:
+            if not job.cancel_requested:
+                job.cancel_requested = True
+                job.save(update_fields=["cancel_requested"])
+                record_event(job, "Cancellation requested; stopping at the next step boundary.")
+        else:
+            job.status = JobStatus.CANCELLED
+            job.cancel_requested = True
+            job.finished_at = timezone.now()
+            job.trained_tokens = 0
+            job.save(update_fields=["status", "cancel_requested", "finished_at", "trained_tokens"])
+            record_event(job, "Job cancelled before training started.")
+    return job

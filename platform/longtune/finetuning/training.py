@@ -1,0 +1,44 @@
+"""Job row -> gpu_runtime.TrainConfig. Torch-free (gpu_runtime.config imports no ML stack), so
+the web tier validates a job with the exact dataclass the worker will train with."""
+
+from __future__ import annotations
+
+from gpu_runtime.config import TrainConfig
+from longtune.finetuning.models import FineTuningJob
+
+# AdamW base learning rates; OpenAI's learning_rate_multiplier scales them.
+BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
+
+
+def train_config_for(
+    job: FineTuningJob, *, output_dir: str, checkpoint_every_steps: int, keep_checkpoints: int = 2
+) -> TrainConfig:
+    """The run a job describes. ``batch_size`` is packed sequences per optimizer step, spent
+    as gradient accumulation over micro-batches of one sequence (long contexts fill memory)."""
+    hp = job.hyperparameters
+    lora = job.lora or {}
+    extra = {}
+    if job.method == "lora":
+        extra = {
+            "lora_r": lora["r"],
+            "lora_alpha": lora["alpha"],
+            "lora_dropout": lora["dropout"],
+            "lora_target_modules": list(lora["target_modules"]),
+        }
+    return TrainConfig(
+        base_model=job.base_model.location,
+        output_dir=output_dir,
+        context_length=job.context_length,
+        method=job.method,
+        rope_method=job.rope_method,
+        learning_rate=BASE_LEARNING_RATE[job.method] * float(hp["learning_rate_multiplier"]),
+        num_epochs=int(hp["n_epochs"]),
+        micro_batch_size=1,
+        gradient_accumulation_steps=int(hp["batch_size"]),
+        seed=int(job.seed),
+        train_on_inputs=job.train_on_inputs,
+        checkpoint_every_steps=checkpoint_every_steps,
+        keep_checkpoints=keep_checkpoints,
+        auto_resume=True,
+        **extra,
+    )

@@ -1,0 +1,11 @@
+"""Fine-tuning routes, mounted under /v1/ (namespace "v1") by longtune.urls."""
+
+from rest_framework.routers import SimpleRouter
+
+from longtune.finetuning.views import FineTuningJobViewSet, ModelViewSet
+
+router = SimpleRouter(trailing_slash=False)
+router.register("fine_tuning/jobs", FineTuningJobViewSet, basename="fine_tuning_job")
+router.register("models", ModelViewSet, basename="model")
+
+urlpatterns = router.urls

@@ -1,0 +1,133 @@
+"""/v1/fine_tuning/jobs and /v1/models, shaped like OpenAI's so its client works unchanged."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from longtune.api.errors import ApiError
+from longtune.api.pagination import OpenAICursorPagination, list_envelope
+from longtune.api.viewsets import OrgScopedViewSet
+from longtune.finetuning.models import BaseModel, FineTunedModel, FineTuningJob, JobEvent
+from longtune.finetuning.serializers import (
+    JobCreateSerializer,
+    base_model_payload,
+    checkpoint_payload,
+    event_payload,
+    fine_tuned_model_payload,
+    job_payload,
+)
+from longtune.finetuning.services import IDEMPOTENCY_KEY_HEADER, cancel_job, create_job
+
+IDEMPOTENCY_PARAMETER = OpenApiParameter(
+    IDEMPOTENCY_KEY_HEADER,
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    description="Same key + same body returns the same job; same key + another body is 409.",
+)
+
+
+class FineTuningJobViewSet(OrgScopedViewSet):
+    model = FineTuningJob
+
+    def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
+        return queryset.select_related("org", "metrics_file")
+
+    @extend_schema(operation_id="fine_tuning_jobs_list", responses={200: OpenApiTypes.OBJECT})
+    def list(self, request: Request) -> Response:
+        paginator = self.paginator
+        page = paginator.paginate_queryset(self.get_queryset(), request, view=self)
+        return paginator.get_paginated_response([job_payload(job) for job in page])
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def retrieve(self, request: Request, id: str) -> Response:
+        return Response(job_payload(self.get_object()))
+
+    @extend_schema(
+        request=JobCreateSerializer,
+        parameters=[IDEMPOTENCY_PARAMETER],
+        responses={200: OpenApiTypes.OBJECT, 201: OpenApiTypes.OBJECT},
+    )
+    def create(self, request: Request) -> Response:
+        outcome = create_job(
+            org=request.org,
+            body=request.data,
+            api_key=getattr(request, "api_key", None),
+            idempotency_key=request.headers.get(IDEMPOTENCY_KEY_HEADER),
+        )
+        code = status.HTTP_201_CREATED if outcome.created else status.HTTP_200_OK
+        return Response(job_payload(outcome.job), status=code)
+
+    @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, id: str) -> Response:
+        if request.data:  # parsing it also turns a malformed body into a 400
+            raise ApiError(
+                status=400,
+                code="unknown_parameter",
+                message="cancel takes no request body.",
+                param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
+            )
+        job = cancel_job(self.get_object())
+        return Response(job_payload(FineTuningJob.objects.select_related("org").get(pk=job.pk)))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, id: str) -> Response:
+        job = self.get_object()
+        events = JobEvent.objects.for_org(request.org).filter(job=job)
+        paginator = OpenAICursorPagination()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response([event_payload(event) for event in page])
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=True, methods=["get"])
+    def checkpoints(self, request: Request, id: str) -> Response:
+        job = self.get_object()
+        paginator = OpenAICursorPagination()
+        page = paginator.paginate_queryset(job.checkpoints.all(), request, view=self)
+        return paginator.get_paginated_response([checkpoint_payload(c, job) for c in page])
+
+
+class ModelViewSet(OrgScopedViewSet):
+    """Base models offered to the org plus its own fine-tuned models. Only fine-tuned models
+    are org-owned (the scoped queryset); another org's ``ft:...`` id is simply not found."""
+
+    model = FineTunedModel
+
+    def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
+        return queryset.select_related("org", "base_model", "job")
+
+    @extend_schema(operation_id="models_list", responses={200: OpenApiTypes.OBJECT})
+    def list(self, request: Request) -> Response:
+        data = [base_model_payload(m) for m in BaseModel.objects.visible_to(request.org)]
+        data += [fine_tuned_model_payload(m) for m in self.get_queryset().order_by("-pk")]
+        return Response(list_envelope(data))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def retrieve(self, request: Request, id: str) -> Response:
+        fine_tuned = self.get_queryset().filter(name=id).first()
+        if fine_tuned is not None:
+            return Response(fine_tuned_model_payload(fine_tuned))
+        base = BaseModel.objects.visible_to(request.org).filter(name=id).first()
+        if base is not None:
+            return Response(base_model_payload(base))
+        raise ApiError(
+            status=404,
+            code="not_found",
+            message=f"The model {id[:300]!r} does not exist or you do not have access to it.",
+            param="model",
+        )
+
+    @classmethod
+    def url_kwargs_for(cls, instance: FineTunedModel) -> dict[str, str]:
+        return {cls.lookup_url_kwarg: instance.name}
+
+
+# Model ids are names ("tiny-llama", "ft:tiny-llama:acme:bot:ftjob-…"), not prefixed ids.
+ModelViewSet.lookup_value_regex = r"[^/]{1,300}"

@@ -1,0 +1,29 @@
+"""benchmarks/inference.py at --quick sizes: the report is well formed and its verdicts follow
+the numbers (the numbers themselves mean nothing at this size)."""
+
+from __future__ import annotations
+
+from benchmarks import inference
+
+
+def test_quick_run_writes_a_report_with_tables_and_command(tmp_path):
+    out = tmp_path / "inference.md"
+    report = inference.main(["--quick", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert out.read_text() == report
+    assert "Reproduce: `python benchmarks/inference.py --quick`" in report
+    latency_rows = [
+        line
+        for line in report.splitlines()
+        if line.startswith("| 128 ") or line.startswith("| 512 ")
+    ]
+    assert len(latency_rows) == 2
+    assert "| engine, concurrency 4 (max decode batch 4) |" in report
+
+
+def test_verdicts_follow_the_numbers():
+    latency = [{"engine_ttft_s": 1.0, "generate_ttft_s": 1.0}]
+    fast = {"engine_concurrent_tps": 250.0, "generate_sequential_tps": 100.0}
+    assert inference.verdicts(latency, fast) == {"ttft": True, "throughput": True}
+    slow_ttft = [{"engine_ttft_s": 1.2, "generate_ttft_s": 1.0}]
+    slow = {"engine_concurrent_tps": 150.0, "generate_sequential_tps": 100.0}
+    assert inference.verdicts(slow_ttft, slow) == {"ttft": False, "throughput": False}

@@ -1,0 +1,455 @@
+"""Fine-tuning tasks: train one attempt of a job, and the watchdog that re-queues lost ones.
+
+The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch data and the
+newest checkpoint from object storage, build the TrainConfig, call gpu_runtime.train with
+callbacks that stream progress/events/checkpoints into the database, publish the artifact.
+
+Crash recovery: every checkpoint is uploaded to ``orgs/<org>/jobs/<job>/checkpoints/`` as it
+is written, so a NEW worker on another machine (empty local disk) resumes from it. torch is
+imported inside the task only: importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.db import close_old_connections, connection, transaction
+
+from longtune.finetuning import lifecycle
+from longtune.finetuning.conf import FinetuneConf, finetune_conf
+from longtune.finetuning.dispatch import TRAIN_TASK, WATCHDOG_TASK, send_training
+from longtune.finetuning.events import record_event
+from longtune.finetuning.models import EventLevel, FineTunedModel, FineTuningJob
+from longtune.finetuning.training import train_config_for
+from longtune.storage import ObjectStorage, get_storage
+from workers.celery_app import app
+
+logger = logging.getLogger("longtune.finetuning")
+
+CANCELLED = "cancelled"
+SUPERSEDED = "superseded"
+TMP_PREFIX = ".tmp-"  # gpu_runtime.checkpoint ignores (and cleans) directories named like this
+
+
+# --------------------------------------------------------------------------- storage layout
+
+
+def job_prefix(job: FineTuningJob) -> str:
+    return f"orgs/{job.org.public_id}/jobs/{job.public_id}/"
+
+
+def checkpoint_prefix(job: FineTuningJob, step_dir_name: str) -> str:
+    return f"{job_prefix(job)}checkpoints/{step_dir_name}/"
+
+
+def metrics_key(job: FineTuningJob) -> str:
+    return f"{job_prefix(job)}metrics.csv"
+
+
+def model_prefix(org_public_id: str, model_public_id: str) -> str:
+    return f"orgs/{org_public_id}/models/{model_public_id}/"
+
+
+def fine_tuned_model_name(job: FineTuningJob) -> str:
+    return f"ft:{job.model_name}:{job.org.slug}:{job.suffix}:{job.public_id}"
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# --------------------------------------------------------------------------- heartbeat
+
+
+class Heartbeat:
+    """Background thread: heartbeat every N seconds even while a long step runs (a step at
+    150K tokens can take minutes). Stops by itself once the attempt is superseded."""
+
+    def __init__(self, job_pk: int, attempt: int, every_seconds: float) -> None:
+        self.job_pk, self.attempt, self.every = job_pk, attempt, every_seconds
+        self._stop = threading.Event()
+        self.superseded = False
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_pk}", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                if not lifecycle.heartbeat(self.job_pk, self.attempt):
+                    self.superseded = True
+                    return
+        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the training thread
+            logger.exception("heartbeat thread for job %s failed", self.job_pk)
+        finally:
+            connection.close()  # this thread's own DB connection
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+class JobCallbacks:
+    """gpu_runtime callbacks → the job's progress, events and checkpoints in the DB/storage."""
+
+    def __init__(
+        self, job: FineTuningJob, attempt: int, storage: ObjectStorage, conf: FinetuneConf
+    ) -> None:
+        self.job, self.attempt, self.storage, self.conf = job, attempt, storage, conf
+        self.superseded = False
+        self.last_metrics_event = 0.0
+        self.step_seconds: float | None = None  # moving average of step wall time
+        self.last_step_at: float | None = None
+        self.last_progress: dict[str, Any] = {}
+
+    def on_step(self, metrics: Any) -> None:
+        from gpu_runtime.callbacks import StopTraining
+
+        now = time.monotonic()
+        if self.last_step_at is not None:
+            elapsed = now - self.last_step_at
+            self.step_seconds = (
+                elapsed if self.step_seconds is None else 0.7 * self.step_seconds + 0.3 * elapsed
+            )
+        self.last_step_at = now
+        remaining = metrics.total_steps - metrics.step
+        progress = {
+            "step": metrics.step,
+            "total_steps": metrics.total_steps,
+            "loss": round(float(metrics.loss), 6),
+            "tokens_per_second": round(float(metrics.tokens_per_second), 1),
+            "eta_seconds": round(remaining * self.step_seconds, 1)
+            if self.step_seconds is not None
+            else None,
+            "lr": metrics.lr,
+            "epoch": metrics.epoch,
+        }
+        self.last_progress = progress
+        control = lifecycle.record_progress(self.job.pk, self.attempt, progress)
+        if not control.owned:
+            self.superseded = True
+            raise StopTraining(SUPERSEDED)
+        last = metrics.step == metrics.total_steps
+        if last or now - self.last_metrics_event >= self.conf.metrics_event_seconds:
+            self.last_metrics_event = now
+            lifecycle.record_metrics_event(self.job, progress)
+        if control.cancel:
+            raise StopTraining(CANCELLED)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        if self.superseded:
+            return  # the attempt that replaced us owns the stored checkpoints now
+        prefix = checkpoint_prefix(self.job, path.name)
+        self.storage.upload_dir(path, prefix)
+        metrics_csv = path.parent.parent / "metrics.csv"
+        if metrics_csv.is_file():  # so a resume on another machine keeps the early rows
+            with metrics_csv.open("rb") as stream:
+                self.storage.put(metrics_key(self.job), stream)
+        metrics = {
+            k: self.last_progress.get(k)
+            for k in ("loss", "tokens_per_second")
+            if self.last_progress
+        }
+        if "loss" in metrics:
+            metrics["train_loss"] = metrics.pop("loss")
+        lifecycle.record_checkpoint(
+            self.job, step=step, metrics=metrics, storage_prefix=prefix, size=dir_size(path)
+        )
+        for old in lifecycle.forget_pruned_checkpoints(self.job, keep=2):
+            self.storage.delete_prefix(old)
+
+    def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
+        if name == "resumed":
+            record_event(
+                self.job,
+                f"Resumed from step {payload['step']} (checkpoint {Path(payload['path']).name}).",
+                data={"step": payload["step"], "attempt": self.attempt},
+            )
+        elif name == "data_packed":
+            record_event(
+                self.job,
+                f"Data packed into {payload.get('sequences', '?')} sequences of "
+                f"{self.job.context_length} tokens; {payload['total_steps']} steps.",
+                data=_json_safe(payload),
+            )
+        elif name == "model_ready":
+            record_event(self.job, "Model loaded.", data=_json_safe(payload))
+        elif name == "training_started":
+            record_event(
+                self.job,
+                f"Training from step {payload['step']} of {payload['total_steps']}.",
+                data=_json_safe(payload),
+            )
+
+
+def _json_safe(payload: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(payload), default=str))
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def fetch_training_data(job: FineTuningJob, work_dir: Path, storage: ObjectStorage) -> Path:
+    """The scrubbed training file (mixed with the recipe's sources when there is a recipe)."""
+    from longtune.datasets.models import File
+
+    target = work_dir / "train.jsonl"
+    files = {
+        f.public_id: f
+        for f in File.objects.for_org(job.org).filter(
+            public_id__in=[
+                job.training_file_ref,
+                *[s["file"] for s in (job.recipe or {}).get("sources", [])],
+            ]
+        )
+    }
+    training = files.get(job.training_file_ref)
+    if training is None or not training.scrubbed_key:
+        raise TrainingInputError(f"training file {job.training_file_ref} is no longer available")
+    _download(storage, training.scrubbed_key, target)
+    if job.recipe:
+        target = apply_recipe(job, target, files, storage, work_dir)
+    return target
+
+
+class TrainingInputError(RuntimeError):
+    """The job's inputs are gone or unusable (fail the job with code invalid_training_data)."""
+
+
+def _download(storage: ObjectStorage, key: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with storage.open(key) as src, target.open("wb") as out:
+        shutil.copyfileobj(src, out, 1024 * 1024)
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def apply_recipe(
+    job: FineTuningJob, training_path: Path, files: dict, storage: ObjectStorage, work_dir: Path
+) -> Path:
+    """datasets.recipes mixture of the training file and the recipe's sources, by weight."""
+    from longtune.datasets.recipes import Recipe, RecipeSource, run_recipe, whitespace_token_count
+
+    recipe = job.recipe
+    sources = []
+    if recipe["training_file_weight"] > 0:
+        sources.append(
+            RecipeSource(
+                job.training_file_ref, recipe["training_file_weight"], _read_jsonl(training_path)
+            )
+        )
+    for index, source in enumerate(recipe["sources"]):
+        file = files.get(source["file"])
+        if file is None or not file.scrubbed_key:
+            raise TrainingInputError(f"recipe source {source['file']} is no longer available")
+        path = work_dir / f"source-{index}.jsonl"
+        _download(storage, file.scrubbed_key, path)
+        sources.append(
+            RecipeSource(f"{source['file']}#{index}", source["weight"], _read_jsonl(path))
+        )
+    mixture = Recipe(
+        name=f"{job.public_id}-recipe",
+        sources=tuple(sources),
+        seed=int(job.seed),
+        min_tokens=recipe["min_tokens"],
+        deduplicate=recipe["deduplicate"],
+    )
+    examples, report = run_recipe(mixture, count_tokens=whitespace_token_count)
+    mixed = work_dir / "mixed.jsonl"
+    with mixed.open("w", encoding="utf-8") as out:
+        for example in examples:
+            out.write(json.dumps(example) + "\n")
+    record_event(job, f"Recipe mixed {report.kept} examples.", data=report.to_dict())
+    if report.kept == 0:
+        raise TrainingInputError("the recipe kept no examples")
+    return mixed
+
+
+def restore_checkpoint_from_storage(
+    job: FineTuningJob, checkpoints_dir: Path, storage: ObjectStorage
+) -> int | None:
+    """Download the newest stored checkpoint when the local disk has nothing as recent
+    (another machine, or a wiped disk). Returns the step downloaded, if any."""
+    from gpu_runtime.checkpoint import latest_checkpoint, step_dir_name
+
+    stored = lifecycle.latest_stored_checkpoint(job)
+    if stored is None:
+        return None
+    local = latest_checkpoint(checkpoints_dir)
+    local_step = int(local.name.split("-")[-1]) if local is not None else -1
+    if local_step >= stored.step:
+        return None
+    final = checkpoints_dir / step_dir_name(stored.step)
+    tmp = checkpoints_dir / f"{TMP_PREFIX}download-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    storage.download_dir(stored.storage_prefix, tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)  # appears complete or not at all, like gpu_runtime's own writes
+    metrics = checkpoints_dir.parent / "metrics.csv"
+    if storage.exists(metrics_key(job)):
+        _download(storage, metrics_key(job), metrics)
+    return stored.step
+
+
+# --------------------------------------------------------------------------- publishing
+
+
+def publish_model(
+    job: FineTuningJob, artifact_dir: Path, output_dir: Path, storage: ObjectStorage
+) -> tuple[str, Any]:
+    """Upload the artifact and the metrics CSV, then create the model and result-file rows."""
+    from longtune.api.ids import new_public_id
+    from longtune.datasets.models import File, FileStatus
+
+    model_public_id = new_public_id("ftm_")
+    prefix = model_prefix(job.org.public_id, model_public_id)
+    storage.upload_dir(artifact_dir, prefix)
+    summary_path = artifact_dir / "training_summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    metrics_bytes = (output_dir / "metrics.csv").read_bytes()
+    file_public_id = new_public_id("file-")
+    csv_key = f"orgs/{job.org.public_id}/files/{file_public_id}/step_metrics.csv"
+    storage.put_bytes(csv_key, metrics_bytes)
+    name = fine_tuned_model_name(job)
+    with transaction.atomic():
+        metrics_file = File.objects.create(
+            public_id=file_public_id,
+            org=job.org,
+            filename="step_metrics.csv",
+            purpose="fine-tune-results",
+            status=FileStatus.PROCESSED,
+            bytes=len(metrics_bytes),
+            scrubbed_bytes=len(metrics_bytes),
+            scrubbed_key=csv_key,
+            format="csv",
+        )
+        FineTunedModel.objects.create(
+            public_id=model_public_id,
+            org=job.org,
+            name=name,
+            job=job,
+            base_model=job.base_model,
+            method=job.method,
+            context_length=job.context_length,
+            rope=summary.get("rope") or {"type": job.rope_method, "factor": job.rope_factor},
+            artifact_prefix=prefix,
+            artifact_bytes=dir_size(artifact_dir),
+        )
+    return name, metrics_file
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, Any]:
+    job = lifecycle.claim(job_pk, attempt, worker)
+    if job is None:
+        logger.info("job %s attempt %s: stale or finished, skipping", job_pk, attempt)
+        return {"job": job_pk, "attempt": attempt, "skipped": True}
+    conf = finetune_conf()
+    storage = get_storage()
+    work_dir = conf.work_dir / job.public_id
+    output_dir = work_dir / "output"
+    callbacks = JobCallbacks(job, attempt, storage, conf)
+    with Heartbeat(job.pk, attempt, conf.heartbeat_seconds):
+        try:
+            result = _train(job, work_dir, output_dir, storage, conf, callbacks)
+        except TrainingInputError as exc:
+            lifecycle.finish_failed(job.pk, attempt, code="invalid_training_data", message=str(exc))
+            return {"job": job.public_id, "status": "failed"}
+        except Exception as exc:
+            logger.exception("job %s attempt %s failed", job.public_id, attempt)
+            lifecycle.finish_failed(
+                job.pk, attempt, code="training_failed", message=f"{type(exc).__name__}: {exc}"
+            )
+            return {"job": job.public_id, "status": "failed"}
+        return _record_outcome(job, attempt, result, output_dir, storage, work_dir)
+
+
+def _train(job, work_dir, output_dir, storage, conf, callbacks):
+    from gpu_runtime.train import train
+
+    data_path = fetch_training_data(job, work_dir, storage)
+    config = train_config_for(
+        job, output_dir=str(output_dir), checkpoint_every_steps=conf.checkpoint_every_steps
+    )
+    downloaded = restore_checkpoint_from_storage(job, config.checkpoints_dir, storage)
+    if downloaded is not None:
+        record_event(job, f"Downloaded checkpoint of step {downloaded} from object storage.")
+    if job.validation_file_ref:
+        record_event(
+            job,
+            f"validation_file {job.validation_file_ref} recorded; validation loss is not "
+            "computed by this runtime yet.",
+            level=EventLevel.WARN,
+        )
+    return train(config, str(data_path), [callbacks])
+
+
+def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict[str, Any]:
+    if result.stop_reason == SUPERSEDED:
+        return {"job": job.public_id, "status": SUPERSEDED}
+    if result.status == "stopped":
+        lifecycle.finish_cancelled(
+            job.pk, attempt, trained_tokens=result.tokens_seen, step=result.steps
+        )
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return {"job": job.public_id, "status": "cancelled", "steps": result.steps}
+    name, metrics_file = publish_model(job, result.artifact_dir, output_dir, storage)
+    lifecycle.finish_succeeded(
+        job.pk,
+        attempt,
+        trained_tokens=result.tokens_seen,
+        fine_tuned_model=name,
+        metrics_file=metrics_file,
+        steps=result.steps,
+    )
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return {"job": job.public_id, "status": "succeeded", "fine_tuned_model": name}
+
+
+@app.task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+def train_job(self, job_pk: int, attempt: int) -> dict[str, Any]:
+    close_old_connections()
+    try:
+        return run_training_attempt(job_pk, attempt, worker=self.request.hostname or "worker")
+    finally:
+        close_old_connections()
+
+
+# --------------------------------------------------------------------------- watchdog
+
+
+def run_watchdog(stale_after_seconds: float | None = None) -> list[str]:
+    """Re-queue running jobs whose worker went silent; returns the re-queued job ids."""
+    conf = finetune_conf()
+    seconds = conf.stale_after_seconds if stale_after_seconds is None else stale_after_seconds
+    requeued = lifecycle.requeue_stale_jobs(
+        stale_after=timedelta(seconds=seconds), max_attempts=conf.max_attempts
+    )
+    for item in requeued:
+        send_training(item.job_pk, item.attempt, item.queue)
+        logger.warning("re-queued %s as attempt %s on %s", item.public_id, item.attempt, item.queue)
+    return [item.public_id for item in requeued]
+
+
+@app.task(name=WATCHDOG_TASK)  # task_default_queue: cpu
+def watchdog() -> dict[str, Any]:
+    return {"requeued": run_watchdog()}
