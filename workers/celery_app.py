@@ -62,7 +62,7 @@ app.conf.update(
     task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
     result_expires=7 * 24 * 3600,
     worker_hijack_root_logger=False,
-    include=["workers.tasks", "workers.datasets", "workers.finetuning"],
+    include=["workers.tasks", "workers.datasets", "workers.finetuning", "workers.inference"],
     beat_schedule={
         "finetuning-watchdog": {
             "task": "longtune.finetuning.watchdog",

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "longtune.tenancy",
     "longtune.datasets.apps.DatasetsConfig",
     "longtune.finetuning.apps.FinetuningConfig",
+    "longtune.inference.apps.InferenceConfig",
 ]
 
 MIDDLEWARE = [

@@ -111,3 +111,72 @@ class OrgPiiPolicy(models.Model):
             field, _, index = exc.field.partition(".")  # the admin form knows fields, not items
             where = f"item {int(index) + 1}: " if index else ""
             raise ValidationError({field: where + exc.message}) from exc
+
+
+# --- resumable uploads (OpenAI's Uploads API) ---------------------------------------------------
+
+
+class UploadStatus(models.TextChoices):
+    PENDING = "pending", "pending"  # accepting parts
+    COMPLETED = "completed", "completed"  # assembled into `file`
+    CANCELLED = "cancelled", "cancelled"
+    EXPIRED = "expired", "expired"  # not completed within the hour; parts deleted
+
+
+class Upload(models.Model):
+    """A big file arriving in parts, assembled into a File (in quarantine) on completion.
+
+    The File's public id is chosen at creation so every byte (parts sent through the API, or
+    an S3 multipart upload the client PUTs to directly) is staged under that file's quarantine
+    key from the start: raw data never sits outside quarantine. ``bytes`` is the declared
+    size; a pending upload holds that much of the storage quota until it ends.
+    """
+
+    public_id = PublicIdField(prefix="upload_")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="uploads")
+    created_by_key = models.ForeignKey(
+        "tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    filename = models.CharField(max_length=255)
+    purpose = models.CharField(max_length=20, choices=FilePurpose.choices)
+    mime_type = models.CharField(max_length=255)
+    bytes = models.BigIntegerField(help_text="Declared total size; parts must add up to it.")
+    status = models.CharField(
+        max_length=20, choices=UploadStatus.choices, default=UploadStatus.PENDING, db_index=True
+    )
+    file_public_id = models.CharField(
+        max_length=64, unique=True, help_text="Public id the assembled File gets."
+    )
+    s3_multipart_id = models.CharField(
+        max_length=1024, blank=True, help_text="Storage multipart upload id (presigned parts)."
+    )
+    file = models.OneToOneField(
+        File, null=True, blank=True, on_delete=models.SET_NULL, related_name="upload"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["org", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.filename} ({self.status})"
+
+
+class UploadPart(models.Model):
+    """One Part sent through POST /v1/uploads/{id}/parts, stored as its own object."""
+
+    public_id = PublicIdField(prefix="part_")
+    upload = models.ForeignKey(Upload, on_delete=models.CASCADE, related_name="parts")
+    bytes = models.BigIntegerField()
+    object_key = models.CharField(max_length=512)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} of {self.upload_id} ({self.bytes} bytes)"

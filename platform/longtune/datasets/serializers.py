@@ -8,7 +8,14 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from longtune.api.fields import ObjectTypeField, UnixTimestampField, public_id_field
-from longtune.datasets.models import File, OrgPiiPolicy
+from longtune.datasets.models import (
+    File,
+    FilePurpose,
+    OrgPiiPolicy,
+    Upload,
+    UploadPart,
+    UploadStatus,
+)
 from longtune.datasets.pii import ALL_ENTITIES
 from longtune.datasets.policies import (
     MAX_ALLOW_PATTERN_LENGTH,
@@ -133,3 +140,174 @@ class PiiPolicySerializer(StrictInputSerializer):
 def default_policy_row() -> OrgPiiPolicy:
     """An unsaved row with the defaults, for orgs that never edited their policy."""
     return OrgPiiPolicy()
+
+
+# --- resumable uploads (OpenAI's Uploads API) ---------------------------------------------------
+
+MIME_TYPE_PATTERN = (
+    r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+
+
+class UploadPartSerializer(serializers.ModelSerializer):
+    """OpenAI's Upload Part object."""
+
+    id = public_id_field()
+    object = ObjectTypeField("upload.part")
+    created_at = UnixTimestampField()
+    upload_id = serializers.CharField(source="upload.public_id", read_only=True)
+
+    class Meta:
+        model = UploadPart
+        fields = ["id", "object", "created_at", "upload_id", "bytes"]
+        read_only_fields = fields
+
+
+class UploadSerializer(serializers.ModelSerializer):
+    """OpenAI's Upload object. ``parts`` (received so far: what a resuming client still has to
+    send) and ``bytes_received`` are LongTune's additions."""
+
+    id = public_id_field()
+    object = ObjectTypeField("upload")
+    created_at = UnixTimestampField()
+    expires_at = UnixTimestampField()
+    status = serializers.SerializerMethodField()
+    file = FileSerializer(read_only=True, allow_null=True)
+    parts = serializers.SerializerMethodField()
+    bytes_received = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Upload
+        fields = [
+            "id",
+            "object",
+            "bytes",
+            "created_at",
+            "filename",
+            "purpose",
+            "status",
+            "expires_at",
+            "file",
+            "bytes_received",
+            "parts",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.ChoiceField(choices=UploadStatus.values))
+    def get_status(self, upload: Upload) -> str:
+        from longtune.datasets.uploads import effective_status
+
+        return effective_status(upload)
+
+    @extend_schema_field(UploadPartSerializer(many=True))
+    def get_parts(self, upload: Upload) -> list[dict[str, Any]]:
+        if upload.status != UploadStatus.PENDING:
+            return []  # assembled or discarded: the parts no longer exist
+        return UploadPartSerializer(upload.parts.all(), many=True).data
+
+    @extend_schema_field(serializers.IntegerField())
+    def get_bytes_received(self, upload: Upload) -> int:
+        if upload.status == UploadStatus.COMPLETED:
+            return upload.bytes
+        total = sum(part.bytes for part in upload.parts.all())
+        return total if upload.status == UploadStatus.PENDING else 0
+
+
+class UploadCreateSerializer(StrictInputSerializer):
+    """POST /v1/uploads."""
+
+    filename = serializers.CharField(max_length=255)
+    purpose = serializers.ChoiceField(choices=FilePurpose.values)
+    bytes = serializers.IntegerField(min_value=1, help_text="Total size of the file.")
+    mime_type = serializers.RegexField(
+        MIME_TYPE_PATTERN, max_length=255, help_text="e.g. application/jsonl"
+    )
+
+
+class PartUploadFormSerializer(serializers.Serializer):
+    """The multipart form of POST /v1/uploads/{id}/parts (documentation only)."""
+
+    data = serializers.FileField(help_text="The bytes of this part (at most 64 MiB).")
+
+
+class CompletedPartSerializer(StrictInputSerializer):
+    part_number = serializers.IntegerField(min_value=1, max_value=10_000)
+    etag = serializers.CharField(max_length=128, help_text="The ETag header S3 answered the PUT.")
+
+
+class UploadCompleteSerializer(StrictInputSerializer):
+    """POST /v1/uploads/{id}/complete: ``part_ids`` (OpenAI) or ``parts`` (presigned S3)."""
+
+    part_ids = serializers.ListField(
+        child=serializers.CharField(max_length=64), max_length=10_000, required=False
+    )
+    md5 = serializers.RegexField(r"^[0-9a-fA-F]{32}$", required=False, allow_blank=True)
+    parts = CompletedPartSerializer(many=True, required=False, max_length=10_000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        has_ids, has_parts = "part_ids" in attrs, "parts" in attrs
+        if has_ids == has_parts:
+            code = "required" if not has_ids else "conflicting_fields"
+            raise serializers.ValidationError(
+                {
+                    "part_ids": [
+                        serializers.ErrorDetail(
+                            "Send exactly one of `part_ids` (parts sent through the API) "
+                            "and `parts` (presigned S3 parts).",
+                            code=code,
+                        )
+                    ]
+                }
+            )
+        if has_ids and not attrs["part_ids"]:
+            raise serializers.ValidationError(
+                {"part_ids": [serializers.ErrorDetail("List at least one part.", code="empty")]}
+            )
+        if has_parts and not attrs["parts"]:
+            raise serializers.ValidationError(
+                {"parts": [serializers.ErrorDetail("List at least one part.", code="empty")]}
+            )
+        if has_parts and attrs.get("md5"):
+            raise serializers.ValidationError(
+                {
+                    "md5": [
+                        serializers.ErrorDetail(
+                            "md5 is checked for `part_ids` uploads; S3 verified each part's "
+                            "ETag already.",
+                            code="unsupported",
+                        )
+                    ]
+                }
+            )
+        return attrs
+
+
+class PresignPartsSerializer(StrictInputSerializer):
+    """POST /v1/uploads/{id}/presigned_parts."""
+
+    part_numbers = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=10_000),
+        min_length=1,
+        max_length=1_000,
+    )
+
+    def validate_part_numbers(self, value: list[int]) -> list[int]:
+        seen: set[int] = set()
+        for index, number in enumerate(value):
+            if number in seen:
+                raise serializers.ValidationError(
+                    {
+                        index: [
+                            serializers.ErrorDetail(f"{number} is listed twice.", "duplicate_part")
+                        ]
+                    }
+                )
+            seen.add(number)
+        return value
+
+
+class PresignedPartSerializer(serializers.Serializer):
+    part_number = serializers.IntegerField()
+    url = serializers.URLField()
+    method = serializers.CharField(default="PUT")
+    expires_at = serializers.IntegerField()

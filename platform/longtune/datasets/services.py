@@ -18,7 +18,7 @@ from django.http import HttpRequest
 
 from longtune.api.errors import ApiError
 from longtune.api.ids import new_public_id, public_id_prefix
-from longtune.datasets.models import File, FileStatus
+from longtune.datasets.models import File, FileStatus, Upload, UploadStatus
 from longtune.datasets.policies import dataset_limits_for
 from longtune.storage import QUARANTINE, ObjectNotFound, get_storage, org_prefix
 from longtune.tenancy import audit
@@ -54,7 +54,8 @@ def storage_bytes_used(org: Organization) -> int:
     """Bytes this org keeps in object storage for files.
 
     A pending upload counts its raw size (it occupies quarantine); a processed file its
-    scrubbed size; a rejected file nothing (its raw object is deleted, nothing was kept).
+    scrubbed size; a rejected file nothing (its raw object is deleted, nothing was kept); an
+    unfinished resumable upload (datasets.uploads) its declared size.
     """
     total = (
         File.objects.for_org(org)
@@ -70,7 +71,16 @@ def storage_bytes_used(org: Organization) -> int:
         )
         .get("used")
     )
-    return int(total or 0)
+    return int(total or 0) + pending_upload_bytes(org)
+
+
+def pending_upload_bytes(org: Organization) -> int:
+    """Declared sizes of unfinished resumable uploads: their parts are arriving in quarantine.
+
+    An expired upload still counts until it is marked expired (its parts are deleted then).
+    """
+    pending = Upload.objects.for_org(org).filter(status=UploadStatus.PENDING)
+    return int(pending.aggregate(total=Sum("bytes"))["total"] or 0)
 
 
 # --- upload ---------------------------------------------------------------------------------
@@ -83,24 +93,37 @@ def clean_filename(name: str | None) -> str:
     return (base or "upload.jsonl")[:MAX_FILENAME_LENGTH]
 
 
+def new_file_row(
+    *,
+    org: Organization,
+    size: int,
+    filename: str,
+    purpose: str,
+    api_key: ApiKey | None,
+    public_id: str | None = None,
+) -> File:
+    """The row of an upload whose raw bytes go (or already went) to its quarantine key."""
+    file_id = public_id or new_public_id(public_id_prefix(File))
+    return File.objects.create(
+        public_id=file_id,
+        org=org,
+        uploaded_by_key=api_key,
+        uploaded_by_user=api_key.created_by if api_key else None,
+        filename=filename,
+        purpose=purpose,
+        status=FileStatus.UPLOADED,
+        bytes=size,
+        raw_key=quarantine_key(org, file_id),
+    )
+
+
 def _reserve_file_row(
     *, org: Organization, size: int, filename: str, purpose: str, api_key: ApiKey | None
 ) -> File:
     """Check the storage quota and create the row, atomically under the org lock."""
-    file_id = new_public_id(public_id_prefix(File))
     with reserve_quota(org) as reservation:
         reservation.check("storage_bytes", used=storage_bytes_used(org), requested=size)
-        return File.objects.create(
-            public_id=file_id,
-            org=org,
-            uploaded_by_key=api_key,
-            uploaded_by_user=api_key.created_by if api_key else None,
-            filename=filename,
-            purpose=purpose,
-            status=FileStatus.UPLOADED,
-            bytes=size,
-            raw_key=quarantine_key(org, file_id),
-        )
+        return new_file_row(org=org, size=size, filename=filename, purpose=purpose, api_key=api_key)
 
 
 def accept_upload(
@@ -140,16 +163,28 @@ def accept_upload(
             code="storage_unavailable",
             message="The file could not be stored; please retry the upload.",
         ) from None
+    announce_upload(file, api_key=api_key, request=request)
+    return file
+
+
+def announce_upload(
+    file: File,
+    *,
+    api_key: ApiKey | None,
+    request: HttpRequest | None,
+    metadata: dict[str, object] | None = None,
+) -> None:
+    """The raw object is complete in quarantine: audit it and queue the scrub on commit."""
     audit.record(
-        org=org,
+        org=file.org,
         action="file.uploaded",
         target=file,
         request=request,
         actor_api_key=api_key,
-        metadata={"bytes": size, "filename": file.filename, "purpose": purpose},
+        metadata={"bytes": file.bytes, "filename": file.filename, "purpose": file.purpose}
+        | (metadata or {}),
     )
     transaction.on_commit(lambda: enqueue_scrub(file.pk))
-    return file
 
 
 def enqueue_scrub(file_pk: int) -> None:

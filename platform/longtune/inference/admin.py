@@ -1,0 +1,41 @@
+"""Staff: inspect endpoints, replicas and the usage ledger (read-mostly)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from longtune.inference.models import Endpoint, EndpointEvent, Replica, UsageRecord
+
+
+@admin.register(Endpoint)
+class EndpointAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "org", "model", "deployment", "status", "generation", "created_at")
+    list_filter = ("status", "deployment")
+    search_fields = ("public_id", "model", "org__slug")
+    readonly_fields = ("public_id", "generation", "ready_at", "stopped_at", "deleted_at")
+
+
+@admin.register(Replica)
+class ReplicaAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "endpoint", "status", "worker", "internal_url", "heartbeat_at")
+    list_filter = ("status",)
+
+
+@admin.register(EndpointEvent)
+class EndpointEventAdmin(admin.ModelAdmin):
+    list_display = ("endpoint", "level", "message", "created_at")
+
+
+@admin.register(UsageRecord)
+class UsageRecordAdmin(admin.ModelAdmin):
+    list_display = (
+        "created_at",
+        "org",
+        "model",
+        "prompt_tokens",
+        "completion_tokens",
+        "ttft_ms",
+        "tokens_per_second",
+    )
+    list_filter = ("kind", "stream")
+    search_fields = ("model", "request_id", "org__slug")

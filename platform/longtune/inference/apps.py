@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class InferenceConfig(AppConfig):
+    name = "longtune.inference"
+    label = "inference"
+    verbose_name = "Inference"
+    default_auto_field = "django.db.models.BigAutoField"

@@ -1,0 +1,277 @@
+"""The async half of the OpenAI-compatible gateway: proxy to a replica, shape OpenAI bodies.
+
+Replica protocol (internal, 127.0.0.1/cluster only; see workers/inference.py):
+``POST {internal_url}/generate`` with the validated request; the replica answers only once
+the first token exists (or the request failed), so input errors found by the engine — a
+prompt longer than the context — still arrive as a 4xx status with the coded envelope. A
+200 body is NDJSON: ``{"type": "delta", "text": ...}`` lines, then one ``{"type": "done",
+"finish_reason", "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_second"}``.
+
+Everything here is ``async``: a stream awaits the replica's socket instead of holding a
+thread, so many SSE streams share one ASGI worker.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from asgiref.sync import sync_to_async
+
+from longtune.api.errors import ApiError
+from longtune.inference.conf import inference_conf
+from longtune.inference.services import Metered, Route, record_usage
+
+CHAT = "chat.completion"
+TEXT = "text_completion"
+
+
+@dataclass
+class GatewayCall:
+    """A validated, authorized request bound to the replica that will serve it."""
+
+    kind: str  # CHAT | TEXT
+    org: Any
+    api_key: Any
+    route: Route
+    body: dict[str, Any]  # the replica request (prompt or messages + sampling)
+    stream: bool
+    include_usage: bool
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def response_id(self) -> str:
+        return ("chatcmpl-" if self.kind == CHAT else "cmpl-") + self.request_id
+
+
+def replica_request(
+    *, messages: list[dict] | None, prompt: str | None, data: dict[str, Any], route: Route
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "adapter": route.adapter,
+        "max_tokens": data.get("max_tokens"),
+        "temperature": data["temperature"],
+        "top_p": data["top_p"],
+        "stop": data.get("stop") or [],
+        "seed": data.get("seed"),
+    }
+    if messages is not None:
+        body["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+    else:
+        body["prompt"] = prompt
+    return body
+
+
+# --------------------------------------------------------------------------- upstream
+
+
+def _upstream_error(status: int, raw: bytes) -> ApiError:
+    try:
+        error = json.loads(raw)["error"]
+        return ApiError(
+            status=status, code=error["code"], message=error["message"], param=error.get("param")
+        )
+    except (ValueError, KeyError, TypeError):
+        return ApiError(status=502, code="replica_error", message="The replica answered badly.")
+
+
+class Upstream:
+    """One streaming request to a replica. ``open`` raises the replica's coded error."""
+
+    def __init__(self, call: GatewayCall) -> None:
+        self.call = call
+        conf = inference_conf()
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(conf.request_timeout_seconds, connect=5.0), trust_env=False
+        )
+        self._response: httpx.Response | None = None
+
+    async def open(self) -> None:
+        body = {**self.call.body, "request_id": self.call.request_id}
+        request = self._client.build_request(
+            "POST", self.call.route.internal_url.rstrip("/") + "/generate", json=body
+        )
+        try:
+            self._response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            await self.close()
+            raise ApiError(
+                status=503,
+                code="replica_unavailable",
+                message=f"The endpoint's replica could not be reached ({type(exc).__name__}).",
+                headers={"Retry-After": "5"},
+            ) from exc
+        if self._response.status_code != 200:
+            raw = await self._response.aread()
+            status = self._response.status_code
+            await self.close()
+            raise _upstream_error(status, raw)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        assert self._response is not None, "open() first"
+        try:
+            async for line in self._response.aiter_lines():
+                if line.strip():
+                    yield json.loads(line)
+        except httpx.HTTPError as exc:
+            yield {
+                "type": "error",
+                "code": "replica_unavailable",
+                "message": f"The replica stream broke ({type(exc).__name__}).",
+            }
+
+    async def close(self) -> None:
+        if self._response is not None:
+            await self._response.aclose()
+        await self._client.aclose()
+
+
+# --------------------------------------------------------------------------- metering
+
+
+def _metered(done: dict[str, Any]) -> Metered:
+    return Metered(
+        prompt_tokens=int(done["prompt_tokens"]),
+        completion_tokens=int(done["completion_tokens"]),
+        ttft_ms=done.get("ttft_ms"),
+        tokens_per_second=done.get("tokens_per_second"),
+    )
+
+
+async def meter(call: GatewayCall, done: dict[str, Any]) -> dict[str, int]:
+    """Write the usage row; returns the OpenAI ``usage`` object the client sees (same numbers)."""
+    metered = _metered(done)
+    await sync_to_async(record_usage)(
+        org=call.org,
+        route=call.route,
+        api_key=call.api_key,
+        kind=call.kind,
+        request_id=call.response_id,
+        stream=call.stream,
+        metered=metered,
+    )
+    return {
+        "prompt_tokens": metered.prompt_tokens,
+        "completion_tokens": metered.completion_tokens,
+        "total_tokens": metered.prompt_tokens + metered.completion_tokens,
+    }
+
+
+def _finish_reason(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+def _failed(event: dict[str, Any]) -> ApiError:
+    return ApiError(
+        status=int(event.get("status", 500)) if int(event.get("status", 500)) < 600 else 500,
+        code=str(event.get("code", "generation_failed")),
+        message=str(event.get("message", "Generation failed.")),
+        param=event.get("param"),
+    )
+
+
+# --------------------------------------------------------------------------- non-streaming
+
+
+async def complete(call: GatewayCall, upstream: Upstream) -> dict[str, Any]:
+    """Drain the replica stream into one OpenAI response body (and meter it)."""
+    parts: list[str] = []
+    done: dict[str, Any] | None = None
+    try:
+        async for event in upstream.events():
+            if event["type"] == "delta":
+                parts.append(event["text"])
+            elif event["type"] == "done":
+                done = event
+            else:
+                raise _failed(event)
+    finally:
+        await upstream.close()
+    if done is None:
+        raise ApiError(status=502, code="replica_error", message="The replica stream ended early.")
+    usage = await meter(call, done)
+    text, reason = "".join(parts), _finish_reason(done.get("finish_reason"))
+    if call.kind == CHAT:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text, "refusal": None},
+            "finish_reason": reason,
+            "logprobs": None,
+        }
+    else:
+        choice = {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
+    return {
+        "id": call.response_id,
+        "object": call.kind,
+        "created": call.created,
+        "model": call.route.model,
+        "choices": [choice],
+        "usage": usage,
+        "system_fingerprint": call.route.endpoint_public_id,
+    }
+
+
+# --------------------------------------------------------------------------- streaming (SSE)
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    return f"data: {data}\n\n".encode()
+
+
+def _chunk(call: GatewayCall, choices: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    return {
+        "id": call.response_id,
+        "object": "chat.completion.chunk" if call.kind == CHAT else TEXT,
+        "created": call.created,
+        "model": call.route.model,
+        "system_fingerprint": call.route.endpoint_public_id,
+        "choices": choices,
+        **extra,
+    }
+
+
+def _text_choice(call: GatewayCall, text: str, reason: str | None, *, first: bool) -> dict:
+    if call.kind == CHAT:
+        delta: dict[str, Any] = {"content": text} if text or first else {}
+        if first:
+            delta["role"] = "assistant"
+        return {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+    return {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
+
+
+async def sse_stream(call: GatewayCall, upstream: Upstream) -> AsyncIterator[bytes]:
+    """OpenAI SSE: chunks, a final chunk with finish_reason, [usage chunk], ``[DONE]``.
+    Closing the generator (client went away) closes the replica connection, which cancels
+    the generation there."""
+    first = True
+    try:
+        async for event in upstream.events():
+            if event["type"] == "delta":
+                if not event["text"] and not first:
+                    continue
+                yield _sse(_chunk(call, [_text_choice(call, event["text"], None, first=first)]))
+                first = False
+            elif event["type"] == "done":
+                usage = await meter(call, event)
+                reason = _finish_reason(event.get("finish_reason"))
+                yield _sse(_chunk(call, [_text_choice(call, "", reason, first=first)]))
+                if call.include_usage:
+                    yield _sse(_chunk(call, [], usage=usage))
+                yield _sse("[DONE]")
+                return
+            else:
+                yield _sse(_failed(event).body())
+                return
+        yield _sse(
+            {"error": {"type": "server_error", "code": "replica_error",
+                       "message": "The replica stream ended early.", "param": None}}
+        )  # fmt: skip
+    finally:
+        await upstream.close()

@@ -1,0 +1,185 @@
+"""Endpoints, their replicas and events, and the per-org usage ledger.
+
+An endpoint is a state machine (``EndpointStatus``) driven by one replica process at a time.
+Each start bumps ``generation``; a replica only ever writes rows of the generation it was
+started for, so a replica that outlived a stop/start (or a redelivered Celery message) cannot
+flip a newer generation's state.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from longtune.api.ids import PublicIdField
+from longtune.tenancy.models import Organization
+from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
+
+
+class EndpointStatus(models.TextChoices):
+    PENDING = "pending"  # waiting for a replica to pick it up
+    LOADING = "loading"  # a replica is loading the base / adapter
+    READY = "ready"  # serving
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+ACTIVE_ENDPOINT_STATUSES = (EndpointStatus.PENDING, EndpointStatus.LOADING, EndpointStatus.READY)
+
+
+class Deployment(models.TextChoices):
+    SHARED = "shared"  # the shared `inference` worker pool
+    DEDICATED = "dedicated"  # the org's own `inference.<slug>` queue
+
+
+class EndpointQuerySet(OrgScopedQuerySet):
+    def live(self) -> models.QuerySet:
+        """Not deleted (DELETE keeps the row for the usage ledger's foreign keys)."""
+        return self.filter(deleted_at__isnull=True)
+
+
+class EndpointManager(models.Manager.from_queryset(EndpointQuerySet)):
+    pass
+
+
+class Endpoint(models.Model):
+    public_id = PublicIdField(prefix="ep_")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="endpoints")
+    created_by_key = models.ForeignKey(
+        "tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    display_name = models.CharField(max_length=100, blank=True)
+    model = models.CharField(max_length=300, help_text="The model name clients send.")
+    base_model = models.ForeignKey(
+        "finetuning.BaseModel", on_delete=models.PROTECT, related_name="endpoints"
+    )
+    fine_tuned_model = models.ForeignKey(
+        "finetuning.FineTunedModel",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="endpoints",
+    )
+    deployment = models.CharField(
+        max_length=10, choices=Deployment.choices, default=Deployment.SHARED
+    )
+    queue = models.CharField(max_length=200, default="inference")
+    context_length = models.PositiveIntegerField(help_text="Longest prompt + completion served.")
+
+    status = models.CharField(
+        max_length=10, choices=EndpointStatus.choices, default=EndpointStatus.PENDING
+    )
+    stop_requested = models.BooleanField(default=False)
+    generation = models.PositiveIntegerField(default=1)
+    error = models.JSONField(null=True, blank=True, help_text='{"code", "message"}')
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    objects = EndpointManager()
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["org", "model", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.model} ({self.status})"
+
+
+class ReplicaStatus(models.TextChoices):
+    LOADING = "loading"
+    READY = "ready"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class Replica(models.Model):
+    """One serving process: a Celery task on the endpoint's queue holding one worker slot,
+    with a small HTTP server on ``internal_url`` that only the gateway calls."""
+
+    public_id = PublicIdField(prefix="rep_")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="replicas")
+    generation = models.PositiveIntegerField()
+    worker = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    internal_url = models.CharField(max_length=300, blank=True)
+    status = models.CharField(
+        max_length=10, choices=ReplicaStatus.choices, default=ReplicaStatus.LOADING
+    )
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["endpoint", "generation"], name="inference_one_replica_per_generation"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} ({self.status}) {self.internal_url}"
+
+
+class EndpointEvent(models.Model):
+    public_id = PublicIdField(prefix="epevent-")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="events")
+    level = models.CharField(max_length=10, default="info")  # info | warn | error
+    message = models.CharField(max_length=2000)
+    data = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [models.Index(fields=["endpoint", "id"])]
+
+    def __str__(self) -> str:
+        return f"[{self.level}] {self.message}"
+
+
+class UsageRecord(models.Model):
+    """One metered request: what billing sums (tokens) and what the endpoint page averages
+    (TTFT, decode tokens/s). Rows survive the endpoint's deletion (``endpoint_ref``)."""
+
+    public_id = PublicIdField(prefix="usage_")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="usage_records")
+    endpoint = models.ForeignKey(
+        Endpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="usage"
+    )
+    endpoint_ref = models.CharField(max_length=64)
+    api_key = models.ForeignKey(
+        "tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model = models.CharField(max_length=300)
+    kind = models.CharField(max_length=20)  # "chat.completion" | "text_completion"
+    request_id = models.CharField(max_length=100)
+    stream = models.BooleanField(default=False)
+    prompt_tokens = models.PositiveIntegerField()
+    completion_tokens = models.PositiveIntegerField()
+    ttft_ms = models.FloatField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        ordering = ["pk"]
+        indexes = [
+            models.Index(fields=["org", "created_at"]),
+            models.Index(fields=["endpoint", "id"]),
+        ]
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model} {self.prompt_tokens}+{self.completion_tokens}"

@@ -1,0 +1,402 @@
+"""Endpoint lifecycle (API side and replica side), model resolution and usage metering.
+
+Every state write a replica makes is conditional on ``(endpoint, generation)``: a stop, a
+restart or a redelivered Celery message can never let an old replica overwrite a newer one.
+Replicas are started by task NAME (``SERVE_TASK``) so the web process never imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Avg, Count, F, Q
+from django.utils import timezone
+
+from longtune.api.errors import ApiError
+from longtune.finetuning.models import BaseModel, FineTunedModel
+from longtune.inference.conf import inference_conf
+from longtune.inference.models import (
+    ACTIVE_ENDPOINT_STATUSES,
+    Deployment,
+    Endpoint,
+    EndpointEvent,
+    EndpointStatus,
+    Replica,
+    ReplicaStatus,
+    UsageRecord,
+)
+from longtune.tenancy.models import Organization
+
+logger = logging.getLogger("longtune.inference")
+
+SERVE_TASK = "longtune.inference.serve_endpoint"
+SHARED_QUEUE = "inference"
+
+
+def dedicated_inference_queue(org_slug: str) -> str:
+    return f"inference.{org_slug}"
+
+
+# --------------------------------------------------------------------------- model resolution
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    base: BaseModel
+    fine_tuned: FineTunedModel | None
+
+    @property
+    def context_length(self) -> int:
+        """Fine-tuned: the context it was trained at; base: its original context."""
+        if self.fine_tuned is not None:
+            return self.fine_tuned.context_length
+        return self.base.original_context_length
+
+
+def model_not_found(name: str, param: str = "model") -> ApiError:
+    return ApiError(
+        status=404,
+        code="model_not_found",
+        message=f"The model '{name}' does not exist or you do not have access to it.",
+        param=param,
+    )
+
+
+def resolve_model(org: Organization, name: str) -> ResolvedModel:
+    """The org's own fine-tuned model, or a base model visible to it; anything else 404s
+    (another org's ``ft:`` name included: it is indistinguishable from a missing one)."""
+    fine_tuned = (
+        FineTunedModel.objects.for_org(org).select_related("base_model").filter(name=name).first()
+    )
+    if fine_tuned is not None:
+        return ResolvedModel(name, fine_tuned.base_model, fine_tuned)
+    base = BaseModel.objects.visible_to(org).filter(name=name).first()
+    if base is not None:
+        return ResolvedModel(name, base, None)
+    raise model_not_found(name)
+
+
+# --------------------------------------------------------------------------- events
+
+
+def record_event(
+    endpoint: Endpoint, message: str, *, level: str = "info", data: dict | None = None
+) -> EndpointEvent:
+    return EndpointEvent.objects.create(
+        org_id=endpoint.org_id, endpoint=endpoint, level=level, message=message, data=data
+    )
+
+
+# --------------------------------------------------------------------------- API side
+
+
+def send_serve(endpoint_pk: int, generation: int, queue: str) -> None:
+    from workers.celery_app import app
+
+    app.send_task(SERVE_TASK, args=[endpoint_pk, generation], queue=queue)
+
+
+def _dispatch_after_commit(endpoint: Endpoint) -> None:
+    pk, generation, queue = endpoint.pk, endpoint.generation, endpoint.queue
+
+    def publish() -> None:
+        try:
+            send_serve(pk, generation, queue)
+        except Exception as exc:  # noqa: BLE001 - any broker error becomes a failed endpoint
+            logger.exception("could not enqueue endpoint %s", pk)
+            moved = Endpoint.objects.unscoped_across_orgs().filter(
+                pk=pk, generation=generation, status=EndpointStatus.PENDING
+            )
+            error = {"code": "queue_unavailable", "message": type(exc).__name__}
+            if moved.update(status=EndpointStatus.FAILED, error=error):
+                record_event(
+                    Endpoint.objects.unscoped_across_orgs().get(pk=pk),
+                    "The endpoint could not be queued.",
+                    level="error",
+                )
+
+    transaction.on_commit(publish)
+
+
+def create_endpoint(
+    *, org: Organization, model_name: str, deployment: str, display_name: str, api_key: Any
+) -> Endpoint:
+    resolved = resolve_model(org, model_name)
+    queue = SHARED_QUEUE if deployment == Deployment.SHARED else dedicated_inference_queue(org.slug)
+    with transaction.atomic():
+        endpoint = Endpoint.objects.create(
+            org=org,
+            created_by_key=api_key,
+            display_name=display_name,
+            model=resolved.name,
+            base_model=resolved.base,
+            fine_tuned_model=resolved.fine_tuned,
+            deployment=deployment,
+            queue=queue,
+            context_length=resolved.context_length,
+        )
+        record_event(endpoint, f"Endpoint created for {resolved.name}; queued on {queue}.")
+        _dispatch_after_commit(endpoint)
+    return endpoint
+
+
+def _locked(endpoint: Endpoint) -> Endpoint:
+    return Endpoint.objects.unscoped_across_orgs().select_for_update().get(pk=endpoint.pk)
+
+
+def start_endpoint(endpoint: Endpoint) -> Endpoint:
+    """stopped/failed -> pending with a new generation (and a new replica); no-op otherwise."""
+    with transaction.atomic():
+        locked = _locked(endpoint)
+        if locked.status in ACTIVE_ENDPOINT_STATUSES and not locked.stop_requested:
+            return locked
+        if locked.status in ACTIVE_ENDPOINT_STATUSES:  # stop requested but not finished yet
+            raise ApiError(
+                status=409,
+                code="endpoint_stopping",
+                message="The endpoint is still stopping; start it again once it is stopped.",
+            )
+        locked.generation += 1
+        locked.status = EndpointStatus.PENDING
+        locked.stop_requested = False
+        locked.error = None
+        locked.ready_at = locked.stopped_at = None
+        locked.save()
+        record_event(locked, f"Start requested (generation {locked.generation}).")
+        _dispatch_after_commit(locked)
+    return locked
+
+
+def stop_endpoint(endpoint: Endpoint, *, reason: str = "Stop requested.") -> Endpoint:
+    """A pending endpoint stops at once; a loading/ready one when its replica sees the flag."""
+    with transaction.atomic():
+        locked = _locked(endpoint)
+        if locked.status not in ACTIVE_ENDPOINT_STATUSES or locked.stop_requested:
+            return locked
+        locked.stop_requested = True
+        if locked.status == EndpointStatus.PENDING:
+            locked.status = EndpointStatus.STOPPED
+            locked.stopped_at = timezone.now()
+        locked.save()
+        record_event(locked, reason)
+    return locked
+
+
+def delete_endpoint(endpoint: Endpoint) -> None:
+    """Stop it and hide it; the row stays so usage records keep their endpoint."""
+    stop_endpoint(endpoint, reason="Endpoint deleted.")
+    Endpoint.objects.unscoped_across_orgs().filter(pk=endpoint.pk).update(
+        deleted_at=timezone.now()
+    )
+
+
+# --------------------------------------------------------------------------- replica side
+
+
+def claim_for_replica(
+    endpoint_pk: int, generation: int, worker: str, pid: int
+) -> tuple[Endpoint, Replica] | None:
+    """pending -> loading for exactly this generation, with its replica row; None if stale."""
+    with transaction.atomic():
+        endpoint = (
+            Endpoint.objects.unscoped_across_orgs()
+            .select_for_update()
+            .select_related("org", "base_model", "fine_tuned_model")
+            .filter(pk=endpoint_pk, generation=generation)
+            .first()
+        )
+        if endpoint is None or endpoint.status != EndpointStatus.PENDING:
+            return None
+        if endpoint.stop_requested or endpoint.deleted_at is not None:
+            return None
+        endpoint.status = EndpointStatus.LOADING
+        endpoint.save(update_fields=["status"])
+        replica = Replica.objects.create(
+            org_id=endpoint.org_id,
+            endpoint=endpoint,
+            generation=generation,
+            worker=worker,
+            pid=pid,
+            heartbeat_at=timezone.now(),
+        )
+        record_event(endpoint, f"Replica {replica.public_id} loading on {worker}.")
+    return endpoint, replica
+
+
+def mark_ready(replica: Replica, internal_url: str, details: dict[str, Any]) -> bool:
+    with transaction.atomic():
+        moved = Endpoint.objects.unscoped_across_orgs().filter(
+            pk=replica.endpoint_id,
+            generation=replica.generation,
+            status=EndpointStatus.LOADING,
+            stop_requested=False,
+        )
+        if not moved.update(status=EndpointStatus.READY, ready_at=timezone.now()):
+            return False
+        Replica.objects.unscoped_across_orgs().filter(pk=replica.pk).update(
+            status=ReplicaStatus.READY, internal_url=internal_url, heartbeat_at=timezone.now()
+        )
+        record_event(replica.endpoint, "Endpoint ready.", data=details)
+    return True
+
+
+def replica_heartbeat(replica: Replica) -> bool:
+    """Heartbeat; False when the replica should exit (stop requested, deleted, restarted)."""
+    Replica.objects.unscoped_across_orgs().filter(pk=replica.pk).update(
+        heartbeat_at=timezone.now()
+    )
+    return (
+        Endpoint.objects.unscoped_across_orgs()
+        .filter(
+            pk=replica.endpoint_id,
+            generation=replica.generation,
+            stop_requested=False,
+            deleted_at__isnull=True,
+            status__in=(EndpointStatus.LOADING, EndpointStatus.READY),
+        )
+        .exists()
+    )
+
+
+def finish_replica(replica: Replica, *, error: dict[str, str] | None = None) -> None:
+    """The replica exits: its endpoint becomes stopped (or failed with ``error``)."""
+    now = timezone.now()
+    status = EndpointStatus.FAILED if error else EndpointStatus.STOPPED
+    with transaction.atomic():
+        Replica.objects.unscoped_across_orgs().filter(pk=replica.pk).update(
+            status=ReplicaStatus.FAILED if error else ReplicaStatus.STOPPED, stopped_at=now
+        )
+        moved = Endpoint.objects.unscoped_across_orgs().filter(
+            pk=replica.endpoint_id,
+            generation=replica.generation,
+            status__in=(EndpointStatus.LOADING, EndpointStatus.READY),
+        )
+        if moved.update(status=status, error=error, stopped_at=now):
+            message = f"Replica failed: {error['message']}" if error else "Endpoint stopped."
+            record_event(replica.endpoint, message, level="error" if error else "info")
+
+
+# --------------------------------------------------------------------------- gateway side
+
+
+@dataclass(frozen=True)
+class Route:
+    endpoint_pk: int
+    endpoint_public_id: str
+    model: str
+    context_length: int
+    adapter: str | None
+    internal_url: str
+
+
+def route_for(org: Organization, model_name: str) -> Route:
+    """The org's ready endpoint for ``model_name`` with a live replica, or a coded 4xx/503."""
+    resolved = resolve_model(org, model_name)
+    endpoints = Endpoint.objects.for_org(org).live().filter(model=resolved.name)
+    fresh_after = timezone.now() - timedelta(seconds=inference_conf().stale_after_seconds)
+    replica = (
+        Replica.objects.for_org(org)
+        .filter(
+            endpoint__in=endpoints.filter(status=EndpointStatus.READY),
+            generation=F("endpoint__generation"),
+            status=ReplicaStatus.READY,
+            heartbeat_at__gte=fresh_after,
+        )
+        .select_related("endpoint__fine_tuned_model")
+        .order_by("-heartbeat_at")
+        .first()
+    )
+    if replica is not None:
+        endpoint = replica.endpoint
+        return Route(
+            endpoint_pk=endpoint.pk,
+            endpoint_public_id=endpoint.public_id,
+            model=resolved.name,
+            context_length=endpoint.context_length,
+            adapter=resolved.name if serves_adapter(endpoint) else None,
+            internal_url=replica.internal_url,
+        )
+    if endpoints.filter(status__in=ACTIVE_ENDPOINT_STATUSES).exists():
+        raise ApiError(
+            status=503,
+            code="endpoint_not_ready",
+            message=f"The endpoint serving '{model_name}' is not ready yet; retry shortly.",
+            headers={"Retry-After": "5"},
+        )
+    raise ApiError(
+        status=404,
+        code="model_not_deployed",
+        message=f"'{model_name}' has no running endpoint. Create one with POST /v1/endpoints.",
+        param="model",
+    )
+
+
+def serves_adapter(endpoint: Endpoint) -> bool:
+    """LoRA fine-tunes are served as an adapter on the shared base; full fine-tunes (and
+    base models) are the replica's base itself."""
+    return endpoint.fine_tuned_model_id is not None and endpoint.fine_tuned_model.method == "lora"
+
+
+@dataclass(frozen=True)
+class Metered:
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms: float | None
+    tokens_per_second: float | None
+
+
+def record_usage(
+    *,
+    org: Organization,
+    route: Route,
+    api_key: Any,
+    kind: str,
+    request_id: str,
+    stream: bool,
+    metered: Metered,
+) -> UsageRecord:
+    return UsageRecord.objects.create(
+        org=org,
+        endpoint_id=route.endpoint_pk,
+        endpoint_ref=route.endpoint_public_id,
+        api_key=api_key,
+        model=route.model,
+        kind=kind,
+        request_id=request_id,
+        stream=stream,
+        prompt_tokens=metered.prompt_tokens,
+        completion_tokens=metered.completion_tokens,
+        ttft_ms=metered.ttft_ms,
+        tokens_per_second=metered.tokens_per_second,
+    )
+
+
+def endpoint_stats(endpoint: Endpoint) -> dict[str, Any]:
+    """Averages over the endpoint's most recent requests (``stats_window``)."""
+    window = inference_conf().stats_window
+    recent_ids = list(
+        UsageRecord.objects.for_org(endpoint.org)
+        .filter(endpoint=endpoint)
+        .order_by("-pk")
+        .values_list("pk", flat=True)[:window]
+    )
+    agg = UsageRecord.objects.filter(pk__in=recent_ids).aggregate(
+        requests=Count("pk"),
+        avg_ttft_ms=Avg("ttft_ms"),
+        avg_tokens_per_second=Avg("tokens_per_second", filter=Q(tokens_per_second__isnull=False)),
+    )
+    return {
+        "window": window,
+        "requests": agg["requests"],
+        "avg_ttft_ms": _round(agg["avg_ttft_ms"]),
+        "avg_tokens_per_second": _round(agg["avg_tokens_per_second"]),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 2)
