@@ -67,6 +67,7 @@ app.conf.update(
         "finetuning-watchdog": {
             "task": "longtune.finetuning.watchdog",
             "schedule": float(os.environ.get("FINETUNE_WATCHDOG_INTERVAL_SECONDS", "30")),
-        }
+        },
+        "inference-watchdog": {"task": "longtune.inference.watchdog", "schedule": 30.0},
     },
 )

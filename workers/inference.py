@@ -348,6 +348,12 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
             engine.shutdown()
 
 
+@app.task(name=services.WATCHDOG_TASK)
+def watchdog() -> dict[str, Any]:
+    """Periodic (celery beat): restart endpoints whose replica's worker died."""
+    return {"restarted": services.recover_lost_replicas()}
+
+
 @app.task(name=services.SERVE_TASK, bind=True)
 def serve_endpoint(self, endpoint_pk: int, generation: int) -> dict[str, Any]:
     return run_replica(endpoint_pk, generation, self.request.hostname or "worker")

@@ -47,13 +47,16 @@ def local_replica(endpoint: Endpoint, base_dir: Path):
     from longtune.inference.conf import inference_conf
     from workers.inference import Generator, ReplicaServer, ServedModel, build_engine
 
-    endpoint = Endpoint.objects.unscoped_across_orgs().select_related(
-        "base_model", "fine_tuned_model"
-    ).get(pk=endpoint.pk)
+    endpoint = (
+        Endpoint.objects.unscoped_across_orgs()
+        .select_related("base_model", "fine_tuned_model")
+        .get(pk=endpoint.pk)
+    )
     assert Path(endpoint.base_model.location) == base_dir
     engine, served = build_engine(endpoint, inference_conf())
-    server = ReplicaServer(Generator(engine, ServedModel(served.adapter, served.context_length),
-                                     inference_conf()))
+    server = ReplicaServer(
+        Generator(engine, ServedModel(served.adapter, served.context_length), inference_conf())
+    )
     server.start()
     Replica.objects.create(
         org=endpoint.org, endpoint=endpoint, generation=endpoint.generation,

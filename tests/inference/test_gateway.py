@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from asgiref.sync import async_to_sync
+from django.test import AsyncClient
 
 from longtune.inference.models import UsageRecord
 from longtune.tenancy.models import OrgQuota
@@ -51,7 +53,9 @@ def test_chat_completion_shape_and_usage_row(served):
     body = response.json()
     assert body["object"] == "chat.completion" and body["model"] == "tiny-gw"
     (choice,) = body["choices"]
-    assert choice["message"]["role"] == "assistant" and isinstance(choice["message"]["content"], str)
+    assert choice["message"]["role"] == "assistant" and isinstance(
+        choice["message"]["content"], str
+    )
     assert choice["finish_reason"] in ("stop", "length")
     usage = body["usage"]
     assert usage["prompt_tokens"] > 2 and 1 <= usage["completion_tokens"] <= 6
@@ -112,6 +116,31 @@ def test_chat_streaming_sse_ends_with_done_and_meters(served):
         format="json",
     ).json()  # fmt: skip
     assert streamed == plain["choices"][0]["message"]["content"]
+
+
+def test_streaming_under_asgi_is_an_async_iterator(served):
+    """Under ASGI the SSE body is the async generator itself (no thread held per stream)."""
+    handle, _, _ = served
+    client = AsyncClient()
+    auth = {"Authorization": f"Bearer {handle.key('member', scopes=['inference'])}"}
+
+    async def stream() -> tuple[bool, list[bytes]]:
+        response = await client.post(
+            CHAT,
+            {"model": "tiny-gw", "messages": HELLO, "max_tokens": 5, "stream": True},
+            content_type="application/json",
+            headers=auth,
+        )
+        assert response.status_code == 200, response.content
+        return response.is_async, [chunk async for chunk in response.streaming_content]
+
+    is_async, chunks = async_to_sync(stream)()
+    assert is_async
+    frames = b"".join(chunks).decode().split("\n\n")[:-1]
+    assert frames[-1] == "data: [DONE]" and len(frames) >= 3
+    completion_tokens = UsageRecord.objects.for_org(handle.org).get().completion_tokens
+    content_frames = [json.loads(f.removeprefix("data: ")) for f in frames[:-2]]
+    assert 1 <= completion_tokens <= 5 and len(content_frames) <= completion_tokens
 
 
 def test_text_completion_stream_and_plain(served):

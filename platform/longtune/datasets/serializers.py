@@ -311,3 +311,7 @@ class PresignedPartSerializer(serializers.Serializer):
     url = serializers.URLField()
     method = serializers.CharField(default="PUT")
     expires_at = serializers.IntegerField()
+
+
+class NoBodySerializer(StrictInputSerializer):
+    """An action that takes no parameters: an empty body or ``{}``; anything else is a 400."""

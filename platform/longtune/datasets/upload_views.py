@@ -20,6 +20,7 @@ from longtune.api.viewsets import OrgScopedViewSet
 from longtune.datasets import uploads
 from longtune.datasets.models import Upload
 from longtune.datasets.serializers import (
+    NoBodySerializer,
     PartUploadFormSerializer,
     PresignedPartSerializer,
     PresignPartsSerializer,
@@ -166,4 +167,6 @@ class UploadViewSet(mixins.RetrieveModelMixin, OrgScopedViewSet):
     @extend_schema(request=None, responses={200: UploadSerializer})
     @action(detail=True, methods=["post"], url_path="cancel")
     def cancel(self, request: Request, id: str) -> Response:
-        return self._respond(uploads.cancel_upload(self.get_object()))
+        upload = self.get_object()
+        _validated(NoBodySerializer, request)  # a garbled body is a 400, not a silent cancel
+        return self._respond(uploads.cancel_upload(upload))

@@ -121,6 +121,7 @@ class Replica(models.Model):
                 fields=["endpoint", "generation"], name="inference_one_replica_per_generation"
             )
         ]
+        indexes = [models.Index(fields=["status", "heartbeat_at"])]
 
     def __str__(self) -> str:
         return f"{self.public_id} ({self.status}) {self.internal_url}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from longtune.inference.models import Deployment, Endpoint, EndpointEvent, UsageRecord
@@ -84,6 +85,10 @@ def usage_payload(record: UsageRecord) -> dict[str, Any]:
 # --------------------------------------------------------------------------- gateway inputs
 
 
+_STRING = {"type": "string"}
+
+
+@extend_schema_field({"oneOf": [_STRING, {"type": "array", "items": _STRING, "maxItems": 4}]})
 class StopField(serializers.Field):
     """OpenAI's ``stop``: a string or a list of at most 4 non-empty strings."""
 
@@ -105,11 +110,26 @@ class StopField(serializers.Field):
         return value
 
 
+@extend_schema_field(
+    {
+        "oneOf": [
+            _STRING,
+            {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": _STRING},
+                    "required": ["type", "text"],
+                },
+            },
+        ]
+    }
+)
 class MessageContentField(serializers.Field):
     """A string, or a list of ``{"type": "text", "text": ...}`` parts (joined)."""
 
     default_error_messages = {
-        "invalid": "content must be a string or a list of {'type': 'text', 'text': str} parts."
+        "invalid": "content must be a string or a list of text parts (type 'text' with a string 'text')."
     }
 
     def to_internal_value(self, data: Any) -> str:
@@ -126,8 +146,24 @@ class MessageContentField(serializers.Field):
         return value
 
 
+@extend_schema_field({"type": "string", "pattern": f"^({'|'.join(CHAT_ROLES)})$"})
+class ChatRoleField(serializers.Field):
+    """A role choice documented as a pattern: drf-spectacular turns every "role" enum into a
+    shared component, which would collide with the tenancy role enum."""
+
+    default_error_messages = {"invalid_choice": '"{input}" is not a valid choice.'}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str) or data not in CHAT_ROLES:
+            self.fail("invalid_choice", input=str(data)[:50].replace("{", "").replace("}", ""))
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 class MessageSerializer(serializers.Serializer):
-    role = serializers.ChoiceField(choices=CHAT_ROLES)
+    role = ChatRoleField()
     content = MessageContentField()
     name = serializers.CharField(max_length=64, required=False)
 
@@ -187,6 +223,7 @@ class ChatCompletionRequestSerializer(_SamplingSerializer):
         return attrs
 
 
+@extend_schema_field({"oneOf": [_STRING, {"type": "array", "items": _STRING, "maxItems": 1}]})
 class PromptField(serializers.Field):
     """OpenAI's ``prompt``: a string, or a list holding exactly one string."""
 

@@ -34,6 +34,8 @@ from longtune.tenancy.models import Organization
 logger = logging.getLogger("longtune.inference")
 
 SERVE_TASK = "longtune.inference.serve_endpoint"
+WATCHDOG_TASK = "longtune.inference.watchdog"
+LIVE_REPLICA_STATUSES = (ReplicaStatus.LOADING, ReplicaStatus.READY)
 SHARED_QUEUE = "inference"
 
 
@@ -190,9 +192,7 @@ def stop_endpoint(endpoint: Endpoint, *, reason: str = "Stop requested.") -> End
 def delete_endpoint(endpoint: Endpoint) -> None:
     """Stop it and hide it; the row stays so usage records keep their endpoint."""
     stop_endpoint(endpoint, reason="Endpoint deleted.")
-    Endpoint.objects.unscoped_across_orgs().filter(pk=endpoint.pk).update(
-        deleted_at=timezone.now()
-    )
+    Endpoint.objects.unscoped_across_orgs().filter(pk=endpoint.pk).update(deleted_at=timezone.now())
 
 
 # --------------------------------------------------------------------------- replica side
@@ -205,7 +205,7 @@ def claim_for_replica(
     with transaction.atomic():
         endpoint = (
             Endpoint.objects.unscoped_across_orgs()
-            .select_for_update()
+            .select_for_update(of=("self",))
             .select_related("org", "base_model", "fine_tuned_model")
             .filter(pk=endpoint_pk, generation=generation)
             .first()
@@ -246,10 +246,13 @@ def mark_ready(replica: Replica, internal_url: str, details: dict[str, Any]) -> 
 
 
 def replica_heartbeat(replica: Replica) -> bool:
-    """Heartbeat; False when the replica should exit (stop requested, deleted, restarted)."""
-    Replica.objects.unscoped_across_orgs().filter(pk=replica.pk).update(
-        heartbeat_at=timezone.now()
+    """Heartbeat; False when the replica should exit (stop requested, deleted, restarted, or
+    declared lost by the watchdog)."""
+    alive = Replica.objects.unscoped_across_orgs().filter(
+        pk=replica.pk, status__in=LIVE_REPLICA_STATUSES
     )
+    if not alive.update(heartbeat_at=timezone.now()):
+        return False
     return (
         Endpoint.objects.unscoped_across_orgs()
         .filter(
@@ -264,13 +267,18 @@ def replica_heartbeat(replica: Replica) -> bool:
 
 
 def finish_replica(replica: Replica, *, error: dict[str, str] | None = None) -> None:
-    """The replica exits: its endpoint becomes stopped (or failed with ``error``)."""
+    """The replica exits: its endpoint becomes stopped (or failed with ``error``). A replica
+    the watchdog already declared lost changes nothing."""
     now = timezone.now()
     status = EndpointStatus.FAILED if error else EndpointStatus.STOPPED
     with transaction.atomic():
-        Replica.objects.unscoped_across_orgs().filter(pk=replica.pk).update(
-            status=ReplicaStatus.FAILED if error else ReplicaStatus.STOPPED, stopped_at=now
+        was_live = Replica.objects.unscoped_across_orgs().filter(
+            pk=replica.pk, status__in=LIVE_REPLICA_STATUSES
         )
+        if not was_live.update(
+            status=ReplicaStatus.FAILED if error else ReplicaStatus.STOPPED, stopped_at=now
+        ):
+            return
         moved = Endpoint.objects.unscoped_across_orgs().filter(
             pk=replica.endpoint_id,
             generation=replica.generation,
@@ -279,6 +287,51 @@ def finish_replica(replica: Replica, *, error: dict[str, str] | None = None) -> 
         if moved.update(status=status, error=error, stopped_at=now):
             message = f"Replica failed: {error['message']}" if error else "Endpoint stopped."
             record_event(replica.endpoint, message, level="error" if error else "info")
+
+
+def recover_lost_replicas() -> list[str]:
+    """Watchdog: a loading/ready endpoint whose replica stopped heartbeating (its worker
+    died) gets a new generation and a new replica on its queue; a stopping one is just
+    stopped. Returns the public ids acted on. Cross-tenant by nature (a periodic sweep)."""
+    stale_before = timezone.now() - timedelta(seconds=inference_conf().stale_after_seconds)
+    acted = []
+    lost = Replica.objects.unscoped_across_orgs().filter(
+        status__in=LIVE_REPLICA_STATUSES, heartbeat_at__lt=stale_before
+    )
+    for replica in lost.select_related("endpoint"):
+        with transaction.atomic():
+            if (
+                not Replica.objects.unscoped_across_orgs()
+                .filter(
+                    pk=replica.pk, status__in=LIVE_REPLICA_STATUSES, heartbeat_at__lt=stale_before
+                )
+                .update(status=ReplicaStatus.FAILED, stopped_at=timezone.now())
+            ):
+                continue  # it heartbeated or exited meanwhile
+            endpoint = _locked(replica.endpoint)
+            if endpoint.generation != replica.generation or endpoint.status not in (
+                EndpointStatus.LOADING,
+                EndpointStatus.READY,
+            ):
+                continue
+            acted.append(endpoint.public_id)
+            if endpoint.stop_requested or endpoint.deleted_at is not None:
+                endpoint.status, endpoint.stopped_at = EndpointStatus.STOPPED, timezone.now()
+                endpoint.save()
+                record_event(endpoint, "Replica lost while stopping; endpoint stopped.")
+                continue
+            endpoint.generation += 1
+            endpoint.status = EndpointStatus.PENDING
+            endpoint.ready_at = None
+            endpoint.save()
+            record_event(
+                endpoint,
+                f"Replica {replica.public_id} lost (no heartbeat since "
+                f"{replica.heartbeat_at:%H:%M:%S}); starting generation {endpoint.generation}.",
+                level="warn",
+            )
+            _dispatch_after_commit(endpoint)
+    return acted
 
 
 # --------------------------------------------------------------------------- gateway side
