@@ -28,7 +28,8 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -599,10 +600,29 @@ def select_arms(names: Sequence[str] | None) -> tuple[Arm, ...]:
     )
 
 
+@contextmanager
+def isolated_torch_state(threads: int) -> Iterator[None]:
+    """Run with `threads` torch threads and a forked global RNG, restoring both on exit.
+
+    WHY: run_benchmark also runs inside other processes (the smoke test under pytest); its
+    torch.manual_seed and set_num_threads must not leak into the caller's later work."""
+    previous_threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous_threads)
+
+
 def run_benchmark(argv: Sequence[str]) -> tuple[list[ArmResult], Path]:
     """Run everything; returns the per-arm results and the markdown report's path."""
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
+    with isolated_torch_state(args.threads):
+        return _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[list[ArmResult], Path]:
     config = quick_config() if args.quick else BenchmarkConfig()
     config = dataclasses.replace(config, arms=select_arms(args.arms))
     started = time.perf_counter()

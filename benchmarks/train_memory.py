@@ -110,18 +110,21 @@ def ensure_base_model(config: BenchmarkConfig, cache_root: Path) -> Path:
     if (path / "config.json").is_file():
         return path
     spec = config.model
-    torch.manual_seed(config.seed)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=spec.vocab,
-            hidden_size=spec.hidden,
-            intermediate_size=spec.mlp,
-            num_hidden_layers=spec.layers,
-            num_attention_heads=spec.heads,
-            num_key_value_heads=spec.heads,
-            max_position_embeddings=spec.original_context,
+    # fork_rng: run_benchmark also runs in-process (the smoke test); reseeding the global RNG
+    # here would silently change every later random draw of the caller.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = LlamaForCausalLM(
+            LlamaConfig(
+                vocab_size=spec.vocab,
+                hidden_size=spec.hidden,
+                intermediate_size=spec.mlp,
+                num_hidden_layers=spec.layers,
+                num_attention_heads=spec.heads,
+                num_key_value_heads=spec.heads,
+                max_position_embeddings=spec.original_context,
+            )
         )
-    )
     partial = path.with_name(path.name + ".partial")
     model.save_pretrained(partial)
     partial.replace(path)

@@ -11,15 +11,22 @@ export LONGTUNE_VAR_DIR=${LONGTUNE_VAR_DIR:-$PWD/var}
 python3 manage.py migrate --noinput
 python3 manage.py bootstrap_demo   # tiny local base model in the registry (built once) + admin hint
 
-python3 -m celery -A workers.celery_app worker -Q cpu,gpu,inference -P solo -c 1 -l INFO \
+# A fixed mmap threshold keeps freed activation buffers from fragmenting glibc's heap: it halved
+# the training step's peak RSS in benchmarks/train_memory.py.
+export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072}
+python3 -m celery -A workers.celery_app worker -Q cpu,gpu -P solo -c 1 -l INFO \
   --without-gossip --without-mingle &
 WORKER=$!
-trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null' EXIT INT TERM
+# A serving replica holds its worker slot while its endpoint runs: its own worker (one replica).
+python3 -m celery -A workers.celery_app worker -Q inference -P solo -c 1 -l INFO -n serve@%h \
+  --without-gossip --without-mingle &
+SERVE_WORKER=$!
+trap 'kill $WORKER $SERVE_WORKER 2>/dev/null; wait $WORKER $SERVE_WORKER 2>/dev/null' EXIT INT TERM
 
 echo
 echo "LongTune is up:  http://127.0.0.1:$PORT/  (API docs: http://127.0.0.1:$PORT/v1/docs)"
 echo "Sign up from the shell:"
 echo "  curl -s -X POST localhost:$PORT/v1/auth/signup -H 'Content-Type: application/json' \\"
-echo "       -d '{\"email\":\"you@example.com\",\"password\":\"a-long-password\",\"organization\":\"Acme\"}'"
+echo "       -d '{\"email\":\"you@example.com\",\"password\":\"a-long-password\",\"organization_name\":\"Acme\"}'"
 echo
 python3 -m uvicorn longtune.asgi:application --app-dir platform --host 127.0.0.1 --port "$PORT"

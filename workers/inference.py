@@ -16,8 +16,9 @@ that HOLDS ITS WORKER SLOT for as long as the endpoint runs: size the inference 
 Internal protocol (only the gateway calls it): ``POST /generate`` with ``{"messages" |
 "prompt", "adapter", "max_tokens", "temperature", "top_p", "stop", "seed", "request_id"}``.
 The status line is written once the first token exists, so input errors the engine finds
-(context too long, unknown adapter) are real 4xx statuses; the 200 body is NDJSON deltas and
-a final ``done`` line with usage and timings. A client that hangs up cancels its request.
+(context too long, unknown adapter) are real 4xx statuses; the 200 body is NDJSON: a
+``start`` line (prompt tokens), deltas (text + token count) and a final ``done`` line with
+usage and timings. A client that hangs up cancels its request.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_shutting_down
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 
 from longtune.inference import services
 from longtune.inference.conf import InferenceConf, inference_conf
@@ -178,6 +179,10 @@ class Generator:
         return self.engine.submit(request), len(ids)
 
 
+def delta_event(delta: Any) -> dict[str, Any]:
+    return {"type": "delta", "text": delta.text, "tokens": len(delta.token_ids)}
+
+
 def done_event(result: Any) -> dict[str, Any]:
     metrics = result.metrics
     tokens_per_second = metrics.decode_tokens_per_s
@@ -211,7 +216,7 @@ def make_handler(generator: Generator) -> type[BaseHTTPRequestHandler]:
                 self._json(404, {"error": {"code": "not_found", "message": self.path}})
                 return
             try:
-                handle, _ = generator.submit(self._body())
+                handle, prompt_tokens = generator.submit(self._body())
                 deltas = handle.stream(timeout=generator.conf.request_timeout_seconds)
                 first = next(deltas, None)  # the status line waits for the first token
             except ReplicaError as exc:
@@ -225,17 +230,19 @@ def make_handler(generator: Generator) -> type[BaseHTTPRequestHandler]:
                     _param(getattr(exc, "field", None)),
                 )
                 return
-            self._stream(handle, first, deltas)
+            self._stream(handle, prompt_tokens, first, deltas)
 
-        def _stream(self, handle: Any, first: Any, deltas: Any) -> None:
+        def _stream(self, handle: Any, prompt_tokens: int, first: Any, deltas: Any) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "application/x-ndjson")
             self.end_headers()
             try:
+                # Token counts ride along so a stream cut short can still be metered.
+                self._line({"type": "start", "prompt_tokens": prompt_tokens})
                 if first is not None:
-                    self._line({"type": "delta", "text": first.text})
+                    self._line(delta_event(first))
                 for delta in deltas:
-                    self._line({"type": "delta", "text": delta.text})
+                    self._line(delta_event(delta))
                 self._line(done_event(handle.result(timeout=30)))
             except (BrokenPipeError, ConnectionResetError):
                 handle.cancel()  # the gateway's client went away
@@ -314,6 +321,33 @@ class ReplicaServer:
 # --------------------------------------------------------------------------- the task
 
 
+class LoadingHeartbeat:
+    """Heartbeats from a thread while the main thread loads weights (minutes for a real
+    model), so the watchdog does not take a slow load for a dead worker."""
+
+    def __init__(self, replica: Any, every_seconds: float) -> None:
+        self.replica, self.every = replica, every_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replica-load-hb", daemon=True)
+
+    def __enter__(self) -> LoadingHeartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                services.replica_heartbeat(self.replica)
+        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the load
+            logger.exception("loading heartbeat for %s failed", self.replica.public_id)
+        finally:
+            connection.close()  # this thread's own DB connection
+
+
 def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any]:
     claimed = services.claim_for_replica(endpoint_pk, generation, worker, os.getpid())
     if claimed is None:
@@ -323,8 +357,9 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
     conf = inference_conf()
     engine = server = None
     try:
-        engine, served = build_engine(endpoint, conf)
-        details = warm_up(engine, served)
+        with LoadingHeartbeat(replica, conf.heartbeat_seconds):
+            engine, served = build_engine(endpoint, conf)
+            details = warm_up(engine, served)
         server = ReplicaServer(Generator(engine, served, conf))
         server.start()
         details.update(context_length=served.context_length, adapter=served.adapter)

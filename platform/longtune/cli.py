@@ -31,8 +31,12 @@ class ApiClient:
             timeout=timeout,
         )
 
-    def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    def request(self, method: str, path: str, retries: int = 5, **kwargs: Any) -> dict[str, Any]:
         response = self.http.request(method, path, **kwargs)
+        if response.status_code == 429 and retries > 0:
+            # Over the org's requests-per-minute quota: wait as told, then ask again.
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+            return self.request(method, path, retries - 1, **kwargs)
         body = response.json() if response.content else {}
         if response.status_code >= 400:
             error = body.get("error", {}) if isinstance(body, dict) else {}
@@ -90,7 +94,7 @@ def jobs_create(api: ApiClient, args: argparse.Namespace) -> None:
         follow_job(api, job["id"])
 
 
-def follow_job(api: ApiClient, job_id: str, poll_seconds: float = 1.0) -> dict[str, Any]:
+def follow_job(api: ApiClient, job_id: str, poll_seconds: float = 3.0) -> dict[str, Any]:
     """Print new events and drive a progress bar until the job reaches a terminal state."""
     from tqdm import tqdm
 

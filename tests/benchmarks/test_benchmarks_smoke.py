@@ -38,6 +38,18 @@ def markdown_table(text: str, header_prefix: str) -> list[list[str]]:
     return rows
 
 
+def torch_global_state() -> tuple[torch.Tensor, int]:
+    """What an in-process benchmark run must leave as it found it (the caller's RNG stream,
+    its thread count): later tests in the same pytest process depend on both."""
+    return torch.random.get_rng_state(), torch.get_num_threads()
+
+
+def assert_torch_state_unchanged(before: tuple[torch.Tensor, int]) -> None:
+    rng_state, threads = torch_global_state()
+    assert torch.equal(rng_state, before[0]), "the benchmark reseeded the caller's global RNG"
+    assert threads == before[1], "the benchmark changed the caller's torch thread count"
+
+
 def assert_png(path: Path) -> None:
     assert path.read_bytes()[:8] == PNG_MAGIC, f"{path} is not a PNG"
     assert path.stat().st_size > 5_000, f"{path} looks empty"
@@ -90,7 +102,9 @@ def _arm_result(method: str, before: float, after: float | None, back: float | N
     )
 
 
-def test_verdict_names_the_winner_and_checks_both_targets() -> None:
+def test_verdict_names_the_winner_and_checks_both_targets(monkeypatch) -> None:
+    # The verdict logic, for a fixed default (the real default is whatever the last run chose).
+    monkeypatch.setattr(ce, "DEFAULT_ROPE_METHOD", "yarn")
     config = ce.BenchmarkConfig()
     results = [
         _arm_result("none", 0.01, None, None),
@@ -133,7 +147,9 @@ def test_base_cache_key_changes_with_every_base_hyperparameter() -> None:
 def test_context_extension_quick_run_writes_a_well_formed_report(tmp_path: Path) -> None:
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(cache)]
-    results, report_path = ce.run_benchmark(argv)
+    before = torch_global_state()
+    results, report_path = ce.run_benchmark(argv)  # --threads defaults to 1
+    assert_torch_state_unchanged(before)
     config = ce.quick_config()
 
     assert [r.arm for r in results] == list(ce.ALL_ARMS)
@@ -155,7 +171,7 @@ def test_context_extension_quick_run_writes_a_well_formed_report(tmp_path: Path)
         assert row[3] == f"{r.long_before:.2f}"
         assert row[4] == ("—" if r.long_after is None else f"{r.long_after:.2f}")
     assert len(markdown_table(text, "| arm | depth")) == len(ce.ALL_ARMS)
-    assert "Target: default method `yarn`" in text and "Winner:" in text
+    assert f"Target: default method `{ce.DEFAULT_ROPE_METHOD}`" in text and "Winner:" in text
     assert f"Reproduce: `python benchmarks/context_extension.py {' '.join(argv)}`" in text
     assert_png(out / "context_extension.png")
     assert_png(out / "context_extension_depth.png")
@@ -170,6 +186,16 @@ def test_context_extension_quick_run_writes_a_well_formed_report(tmp_path: Path)
 
 
 # --------------------------------------------------------------------------- train memory
+def test_building_the_base_model_leaves_the_callers_rng_alone(tmp_path: Path) -> None:
+    before = torch_global_state()
+    first = tm.ensure_base_model(tm.quick_config(), tmp_path / "a")
+    assert_torch_state_unchanged(before)
+    # still seeded: a second build elsewhere writes the same weights
+    second = tm.ensure_base_model(tm.quick_config(), tmp_path / "b")
+    weights = "model.safetensors"
+    assert (first / weights).read_bytes() == (second / weights).read_bytes()
+
+
 def test_peak_prediction_extrapolates_the_two_longest_runs() -> None:
     runs = [
         tm.Measurement(tm.PLAIN, 1000, peak_mb=900.0, baseline_mb=500.0),
@@ -210,7 +236,9 @@ def test_plain_run_predicted_over_budget_is_skipped_not_attempted() -> None:
 def test_train_memory_quick_run_measures_both_arms_in_fresh_processes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    before = torch_global_state()
     results, report_path = tm.run_benchmark(argv)
+    assert_torch_state_unchanged(before)
     config = tm.quick_config()
 
     assert len(results) == 2 * len(config.lengths)

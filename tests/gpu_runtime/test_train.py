@@ -13,6 +13,7 @@ from gpu_runtime.callbacks import Control, StepMetrics, StopTraining, StopWhen
 from gpu_runtime.checkpoint import latest_checkpoint, load_checkpoint
 from gpu_runtime.config import ATTENTION_IMPLEMENTATIONS, TrainConfig
 from gpu_runtime.output import load_trained_model, read_metrics
+from gpu_runtime.rope import DEFAULT_ROPE_METHOD, head_dim, rope_parameters_for
 from gpu_runtime.tiny import build_tiny_model_dir
 from gpu_runtime.train import lr_multiplier, train
 
@@ -131,8 +132,6 @@ def test_config_from_dict_rejects_unknown_and_missing_fields():
 
 def test_config_defaults():
     config = TrainConfig(base_model="m", output_dir="o", context_length=4096)
-    from gpu_runtime.rope import DEFAULT_ROPE_METHOD
-
     assert config.rope_method == DEFAULT_ROPE_METHOD
     assert config.lora_target_modules == ["all-linear"]
     assert config.attn_implementation == "auto" and config.dtype == "auto"
@@ -352,7 +351,11 @@ def test_lora_artifact_loads_and_generates_what_it_learned(base_model, tmp_path)
     assert any("embed_tokens" in k for k in saved) and any("norm" in k for k in saved)  # LoRA+
 
     model, tokenizer = load_trained_model(artifact)
-    assert model.config.rope_parameters["rope_type"] == "yarn"  # the default, from saved config
+    # The default scaling, read back from the saved config (not re-derived at load time).
+    assert model.config.longtune_rope["method"] == DEFAULT_ROPE_METHOD
+    assert model.config.rope_parameters == rope_parameters_for(
+        DEFAULT_ROPE_METHOD, 2.0, ORIGINAL_CONTEXT, 10000.0, head_dim(model.config)
+    )
     assert model.config.max_position_embeddings == 2 * ORIGINAL_CONTEXT
     model.eval()
     prompt = tokenizer("The quick river", return_tensors="pt")

@@ -143,6 +143,38 @@ def test_streaming_under_asgi_is_an_async_iterator(served):
     assert 1 <= completion_tokens <= 5 and len(content_frames) <= completion_tokens
 
 
+def test_abandoned_stream_is_metered_with_the_tokens_sent(served):
+    """A client that leaves after the first chunk is billed for what it was sent, not 0."""
+    from longtune.inference import gateway
+    from longtune.inference.services import route_for
+
+    handle, _, _ = served
+    route = route_for(handle.org, "tiny-gw")
+    sampling = {"temperature": 0.0, "top_p": 1.0, "max_tokens": 40}
+    call = gateway.GatewayCall(
+        kind=gateway.CHAT,
+        org=handle.org,
+        api_key=None,
+        route=route,
+        body=gateway.replica_request(messages=HELLO, prompt=None, data=sampling, route=route),
+        stream=True,
+        include_usage=False,
+    )
+
+    async def first_chunk_then_leave() -> bytes:
+        upstream = gateway.Upstream(call)
+        await upstream.open()
+        stream = gateway.sse_stream(call, upstream)
+        first = await stream.__anext__()
+        await stream.aclose()
+        return first
+
+    assert async_to_sync(first_chunk_then_leave)().startswith(b"data: {")
+    row = UsageRecord.objects.for_org(handle.org).get()
+    assert row.stream and row.prompt_tokens > 2
+    assert 1 <= row.completion_tokens < 40 and row.ttft_ms is None
+
+
 def test_text_completion_stream_and_plain(served):
     _, client, _ = served
     plain = client.post(

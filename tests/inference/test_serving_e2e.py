@@ -6,6 +6,10 @@ server) calls it, streaming and not; usage rows match; another org gets 404; sto
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from contextlib import contextmanager
+
 import httpx
 import openai
 import pytest
@@ -16,6 +20,7 @@ from longtune.tenancy.models import OrgQuota
 from tests.conftest import api_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
+from tests.fixtures.services import REPO_ROOT, free_port, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 FAST_REPLICA_ENV = {"INFERENCE_HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1"}
@@ -45,6 +50,23 @@ def train_fine_tuned_model(handle, worker) -> str:
     return job["fine_tuned_model"]
 
 
+@contextmanager
+def asgi_server(env: dict[str, str]):
+    """The production shape: uvicorn serving longtune.asgi (async views, SSE on the loop)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
+         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        cwd=REPO_ROOT, env=env,
+    )  # fmt: skip
+    try:
+        wait_for_port("127.0.0.1", port, timeout=60)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def prompt_of_tokens(tokenizer, low: int, high: int) -> tuple[str, int]:
     """A completion prompt whose token count lies in (low, high)."""
     words = "the model serve long context data answer question ".split()
@@ -59,7 +81,7 @@ def prompt_of_tokens(tokenizer, low: int, high: int) -> tuple[str, int]:
 
 
 def test_fine_tuned_model_served_through_openai_client(
-    live_server, make_org, start_worker, shared_storage, tiny_base_dir
+    live_server, make_org, start_worker, shared_storage, tiny_base_dir, worker_env
 ):
     handle = make_org("Serve E2E", plan="pro")
     OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)
@@ -123,6 +145,17 @@ def test_fine_tuned_model_served_through_openai_client(
         usage.completion_tokens,
     )
 
+    # The same stream through uvicorn (ASGI): the SSE body is an async iterator there.
+    with asgi_server(worker_env) as asgi_url:
+        asgi_client = client.with_options(base_url=f"{asgi_url}/v1")
+        asgi_chunks = list(
+            asgi_client.chat.completions.create(
+                model=model_name, messages=messages, max_tokens=8, temperature=0, stream=True
+            )
+        )
+    asgi_text = "".join(c.choices[0].delta.content or "" for c in asgi_chunks if c.choices)
+    assert asgi_text == text and asgi_chunks[-1].choices[0].finish_reason in ("stop", "length")
+
     # A prompt 3× the base's original context, inside the extended one, is served.
     tokenizer = AutoTokenizer.from_pretrained(tiny_base_dir)
     long_prompt, count = prompt_of_tokens(
@@ -149,10 +182,10 @@ def test_fine_tuned_model_served_through_openai_client(
     assert not_found.value.code == "model_not_found"
 
     # Every metered request is in the ledger; the endpoint page shows TTFT and tokens/s.
-    assert UsageRecord.objects.for_org(handle.org).count() == 3
+    assert UsageRecord.objects.for_org(handle.org).count() == 4
     assert not UsageRecord.objects.for_org(other.org).exists()
     stats = owner.get(url).json()["stats"]
-    assert stats["requests"] == 3 and stats["avg_ttft_ms"] > 0
+    assert stats["requests"] == 4 and stats["avg_ttft_ms"] > 0
     assert stats["avg_tokens_per_second"] > 0
 
     # Stop: the replica sees the flag, releases its worker slot, the endpoint is stopped.
@@ -195,7 +228,9 @@ def test_replica_lost_with_its_worker_is_restarted_by_the_watchdog(
 
     body = {"model": "tiny-crash", "prompt": "the model", "max_tokens": 3}
     dead = owner.post("/v1/completions", body, format="json")
-    assert (dead.status_code, dead.json()["error"]["code"]) == (503, "replica_unavailable")
+    # Refused connection, or (on a slow machine) the heartbeat already counts as stale.
+    assert dead.status_code == 503
+    assert dead.json()["error"]["code"] in ("replica_unavailable", "endpoint_not_ready")
 
     second = start_worker(queues="inference", **FAST_REPLICA_ENV)
     assert wait_for(recover_lost_replicas, timeout=30, what="the watchdog") == [created["id"]]
@@ -209,3 +244,25 @@ def test_replica_lost_with_its_worker_is_restarted_by_the_watchdog(
     owner.post(f"{url}/stop")
     wait_for(lambda: owner.get(url).json()["status"] == "stopped", timeout=30,
              what="the stop", worker=second)  # fmt: skip
+
+
+def test_unloadable_model_fails_the_endpoint_with_a_coded_error(make_org, start_worker):
+    handle = make_org("Serve Broken")
+    make_base_model("tiny-broken", "/nonexistent/weights", original=64, maximum=256)
+    worker = start_worker(queues="inference", **FAST_REPLICA_ENV)
+    owner = api_client(handle.key())
+    created = owner.post("/v1/endpoints", {"model": "tiny-broken"}, format="json").json()
+    url = f"/v1/endpoints/{created['id']}"
+    body = wait_for(
+        lambda: (e := owner.get(url).json())["status"] in ("failed", "ready") and e,
+        timeout=60,
+        what="the replica to give up",
+        worker=worker,
+    )
+    assert body["status"] == "failed" and body["error"]["code"] == "replica_failed"
+    events = owner.get(f"{url}/events").json()["data"]
+    assert events[0]["level"] == "error" and "Replica failed" in events[0]["message"]  # newest
+    # The worker slot is free again: a restart is picked up (and fails the same way).
+    assert owner.post(f"{url}/start").json()["status"] == "pending"
+    wait_for(lambda: owner.get(url).json()["status"] == "failed", timeout=60,
+             what="the second attempt", worker=worker)  # fmt: skip

@@ -4,8 +4,10 @@ Replica protocol (internal, 127.0.0.1/cluster only; see workers/inference.py):
 ``POST {internal_url}/generate`` with the validated request; the replica answers only once
 the first token exists (or the request failed), so input errors found by the engine — a
 prompt longer than the context — still arrive as a 4xx status with the coded envelope. A
-200 body is NDJSON: ``{"type": "delta", "text": ...}`` lines, then one ``{"type": "done",
-"finish_reason", "prompt_tokens", "completion_tokens", "ttft_ms", "tokens_per_second"}``.
+200 body is NDJSON: ``{"type": "start", "prompt_tokens"}``, ``{"type": "delta", "text",
+"tokens"}`` lines, then one ``{"type": "done", "finish_reason", "prompt_tokens",
+"completion_tokens", "ttft_ms", "tokens_per_second"}``. A stream the client abandons is
+metered with the tokens generated so far.
 
 Everything here is ``async``: a stream awaits the replica's socket instead of holding a
 thread, so many SSE streams share one ASGI worker.
@@ -13,6 +15,7 @@ thread, so many SSE streams share one ASGI worker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -168,8 +171,10 @@ def _finish_reason(reason: str | None) -> str:
 
 
 def _failed(event: dict[str, Any]) -> ApiError:
+    """An in-band replica error (after the 200 status line) as the API's coded error."""
+    status = event.get("status")
     return ApiError(
-        status=int(event.get("status", 500)) if int(event.get("status", 500)) < 600 else 500,
+        status=status if isinstance(status, int) and 400 <= status < 600 else 500,
         code=str(event.get("code", "generation_failed")),
         message=str(event.get("message", "Generation failed.")),
         param=event.get("param"),
@@ -189,7 +194,7 @@ async def complete(call: GatewayCall, upstream: Upstream) -> dict[str, Any]:
                 parts.append(event["text"])
             elif event["type"] == "done":
                 done = event
-            else:
+            elif event["type"] == "error":
                 raise _failed(event)
     finally:
         await upstream.close()
@@ -246,19 +251,39 @@ def _text_choice(call: GatewayCall, text: str, reason: str | None, *, first: boo
     return {"index": 0, "text": text, "finish_reason": reason, "logprobs": None}
 
 
+class _Progress:
+    """Tokens seen so far on a stream (for metering one the client abandons)."""
+
+    def __init__(self) -> None:
+        self.prompt_tokens: int | None = None
+        self.completion_tokens = 0
+        self.metered = False
+
+    def partial(self) -> dict[str, Any] | None:
+        if self.metered or self.prompt_tokens is None:
+            return None
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens}
+
+
 async def sse_stream(call: GatewayCall, upstream: Upstream) -> AsyncIterator[bytes]:
     """OpenAI SSE: chunks, a final chunk with finish_reason, [usage chunk], ``[DONE]``.
     Closing the generator (client went away) closes the replica connection, which cancels
-    the generation there."""
+    the generation there, and meters the tokens generated until then."""
+    progress = _Progress()
     first = True
     try:
         async for event in upstream.events():
-            if event["type"] == "delta":
+            kind = event["type"]
+            if kind == "start":
+                progress.prompt_tokens = int(event["prompt_tokens"])
+            elif kind == "delta":
+                progress.completion_tokens += int(event.get("tokens", 0))
                 if not event["text"] and not first:
                     continue
                 yield _sse(_chunk(call, [_text_choice(call, event["text"], None, first=first)]))
                 first = False
-            elif event["type"] == "done":
+            elif kind == "done":
+                progress.metered = True
                 usage = await meter(call, event)
                 reason = _finish_reason(event.get("finish_reason"))
                 yield _sse(_chunk(call, [_text_choice(call, "", reason, first=first)]))
@@ -275,3 +300,7 @@ async def sse_stream(call: GatewayCall, upstream: Upstream) -> AsyncIterator[byt
         )  # fmt: skip
     finally:
         await upstream.close()
+        partial = progress.partial()
+        if partial is not None:
+            # shield: the metering write finishes even when this task is being cancelled.
+            await asyncio.shield(meter(call, partial))

@@ -31,22 +31,27 @@ def make_lora_artifact(
     target_context: int | None = None,
 ) -> Path:
     """A trainer-format LoRA artifact (peft adapter + extended config.json + tokenizer) whose
-    lora_B weights are random (seeded) so it visibly changes the base's outputs."""
+    lora_B weights are random (seeded) so it visibly changes the base's outputs.
+
+    WHY get_peft_model runs inside the seeded fork_rng: peft draws lora_A from the global RNG,
+    so outside it the artifact (and every expected token) would depend on whatever ran earlier
+    in the pytest process; the fork keeps the caller's RNG stream untouched as well."""
     model = load_model(str(base_dir), rope_method=rope_method, target_context=target_context)
-    peft_model = get_peft_model(
-        model,
-        LoraConfig(
-            r=4,
-            lora_alpha=8,
-            lora_dropout=0.0,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
-        ),
-    )
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, 0.5)
+        peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=4,
+                lora_alpha=8,
+                lora_dropout=0.0,
+                target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+            ),
+        )
+        with torch.no_grad():
+            for name, param in peft_model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0.0, 0.5)
     return save_artifact(
         peft_model, load_tokenizer(str(base_dir)), out_dir, method="lora", base_model=str(base_dir)
     )
@@ -63,7 +68,11 @@ def merged_reference_model(base_dir: Path, artifact: Path) -> torch.nn.Module:
 
 
 def greedy_reference(model, tokenizer, prompt_ids: list[int], max_new_tokens: int) -> list[int]:
-    """model.generate(do_sample=False) continuation, eos ignored like the engine requests."""
+    """model.generate(do_sample=False) continuation, eos ignored like the engine requests.
+
+    WHY eos_token_id=None and not min_new_tokens: `ignore_eos` (vLLM semantics) means EOS does
+    not end the request but is still a token the model may pick; min_new_tokens instead masks
+    EOS to -inf, so wherever EOS is the argmax the reference would pick the runner-up."""
     ids = torch.tensor([prompt_ids])
     with torch.no_grad():
         out = model.generate(
@@ -71,10 +80,12 @@ def greedy_reference(model, tokenizer, prompt_ids: list[int], max_new_tokens: in
             attention_mask=torch.ones_like(ids),
             do_sample=False,
             max_new_tokens=max_new_tokens,
-            min_new_tokens=max_new_tokens,
+            eos_token_id=None,
             pad_token_id=tokenizer.pad_token_id,
         )
-    return out[0, ids.shape[1] :].tolist()
+    continuation = out[0, ids.shape[1] :].tolist()
+    assert len(continuation) == max_new_tokens, "generate stopped early: EOS was not ignored"
+    return continuation
 
 
 @pytest.fixture(scope="module")
