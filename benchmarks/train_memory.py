@@ -305,9 +305,13 @@ def watch_memory(process: subprocess.Popen, kill_above_mb: float) -> float | Non
     return None
 
 
+# Only these variables reach a measured child: the figure must not depend on what the caller's
+# environment happens to hold (a pytest session's settings, thread or allocator knobs).
+CHILD_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV")
+
+
 def child_environment(config: BenchmarkConfig) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    env = {key: os.environ[key] for key in CHILD_ENV_KEEP if key in os.environ}
     if config.malloc_mmap_threshold:
         env["MALLOC_MMAP_THRESHOLD_"] = str(config.malloc_mmap_threshold)
     return env

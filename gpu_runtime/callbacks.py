@@ -47,6 +47,9 @@ class StepMetrics:
     tokens_per_second: float  # all ranks' tokens (padding included) / step wall time
     peak_memory_bytes: int  # CUDA max allocated, or the process's max RSS on CPU
     epoch: int  # 0-based epoch this step's data came from
+    # Token-weighted mean loss on the validation data, on steps where it was evaluated
+    # (every `eval_every_steps` and the last step) when train() got eval_data; else None.
+    valid_loss: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -70,6 +70,8 @@ class TrainConfig:
     # Checkpointing / resume
     checkpoint_every_steps: int = 100  # 0 disables periodic checkpoints (stop/final still save)
     keep_checkpoints: int = 2
+    # Validation (only when train() is given eval_data): every N steps, and always at the end.
+    eval_every_steps: int = 0  # 0: evaluate at the final step only
     resume_from: str | None = None  # a checkpoint dir; None: auto-resume from output_dir
     auto_resume: bool = True
 
@@ -220,6 +222,11 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1,
         "keep_checkpoints",
         "must be an integer >= 1",
+    )
+    check(
+        is_int(c.eval_every_steps) and c.eval_every_steps >= 0,
+        "eval_every_steps",
+        "must be an integer >= 0 (0 evaluates at the end only)",
     )
     check(
         c.resume_from is None or (isinstance(c.resume_from, str) and bool(c.resume_from)),

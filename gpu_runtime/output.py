@@ -1,7 +1,8 @@
 """What a finished run leaves behind, and how to load it back.
 
 <output_dir>/
-    metrics.csv               step,loss,lr,grad_norm,tokens_per_second (appended live)
+    metrics.csv               step,loss,lr,grad_norm,tokens_per_second,valid_loss (appended
+                              live; valid_loss empty on steps without a validation pass)
     training_summary.json     steps, tokens, final loss, wall time, packing efficiency, config
     checkpoints/              see checkpoint.py
     final/                    the artifact (written on completion only):
@@ -30,40 +31,58 @@ import torch
 METRICS_FILE = "metrics.csv"
 SUMMARY_FILE = "training_summary.json"
 ARTIFACT_DIR = "final"
-METRICS_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens_per_second")
+METRICS_COLUMNS = ("step", "loss", "lr", "grad_norm", "tokens_per_second", "valid_loss")
+OPTIONAL_COLUMNS = frozenset({"valid_loss"})  # written empty when a step has no value
 
 
 class MetricsCSV:
     """Append-only metrics.csv; on resume, rows after the resumed step are dropped first (they
-    belong to the interrupted attempt and will be produced again)."""
+    belong to the interrupted attempt and will be produced again). Kept rows are rewritten
+    under the current header, so a file from an older run (fewer columns) stays readable."""
 
     def __init__(self, path: str | Path, *, resume_step: int = 0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         kept = self._rows_up_to(resume_step) if resume_step > 0 else []
         with open(self.path, "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(METRICS_COLUMNS)
+            writer = csv.DictWriter(
+                handle, fieldnames=METRICS_COLUMNS, restval="", extrasaction="ignore"
+            )
+            writer.writeheader()
             writer.writerows(kept)
 
-    def _rows_up_to(self, step: int) -> list[list[str]]:
+    def _rows_up_to(self, step: int) -> list[dict[str, str]]:
         if not self.path.exists():
             return []
         with open(self.path, newline="") as handle:
-            rows = list(csv.reader(handle))[1:]
-        return [row for row in rows if row and int(row[0]) <= step]
+            rows = list(csv.DictReader(handle))
+        return [row for row in rows if row.get("step") and int(row["step"]) <= step]
 
     def append(self, metrics: Mapping[str, Any]) -> None:
         with open(self.path, "a", newline="") as handle:
-            csv.writer(handle).writerow([metrics[column] for column in METRICS_COLUMNS])
+            csv.writer(handle).writerow([_cell(metrics, column) for column in METRICS_COLUMNS])
 
 
-def read_metrics(path: str | Path) -> list[dict[str, float]]:
+def _cell(metrics: Mapping[str, Any], column: str) -> Any:
+    value = metrics.get(column) if column in OPTIONAL_COLUMNS else metrics[column]
+    return "" if value is None else value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, float | None]]:
+    """Rows of metrics.csv as numbers; an empty optional cell (e.g. valid_loss) is None."""
     with open(path, newline="") as handle:
         return [
-            {key: (int(value) if key == "step" else float(value)) for key, value in row.items()}
+            {key: _number(key, value) for key, value in row.items()}
             for row in csv.DictReader(handle)
         ]
+
+
+def _number(key: str, value: str | None) -> float | None:
+    if value is None or value == "":
+        if key in OPTIONAL_COLUMNS:
+            return None
+        raise ValueError(f"metrics.csv: empty {key!r} cell")
+    return int(value) if key == "step" else float(value)
 
 
 def write_json_atomic(path: str | Path, data: Mapping[str, Any]) -> None:

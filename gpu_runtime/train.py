@@ -1,13 +1,14 @@
 """The training loop: packed long sequences → decoder → chunked loss → AdamW, resumably.
 
-`train(config, data, callbacks)` reads top to bottom as the recipe:
+`train(config, data, callbacks, eval_data=None)` reads top to bottom as the recipe:
     1. join the process group (torchrun) or run alone          distributed.py
     2. tokenize + pack the data, plan each rank's rows          data.py
     3. load the base model RoPE-extended, attach LoRA or not    registry.py / rope.py / peft
     4. wrap it (DDP for LoRA, FSDP2 for full), AdamW + schedule
     5. resume from the newest checkpoint if there is one        checkpoint.py
     6. per step: micro-batches → hidden states → chunked loss → backward → clip → step
-    7. callbacks (metrics, cancellation), periodic checkpoints
+    7. validation loss every `eval_every_steps` and at the end     evaluation.py
+       callbacks (metrics, cancellation), periodic checkpoints
     8. write the artifact and summary                           output.py
 
 The forward never calls `model(labels=...)`: that would build [tokens × vocab] logits, which at
@@ -60,6 +61,7 @@ from gpu_runtime.distributed import (
     shutdown,
     wrap_for_training,
 )
+from gpu_runtime.evaluation import evaluate, rank_eval_batches
 from gpu_runtime.loss import IGNORE_INDEX, chunked_causal_lm_loss, shift_labels
 from gpu_runtime.output import (
     ARTIFACT_DIR,
@@ -87,6 +89,7 @@ class TrainResult:
     artifact_dir: Path | None  # None when stopped
     checkpoint_dir: Path | None  # newest checkpoint, if any
     stop_reason: str | None = None
+    valid_loss: float | None = None  # the last validation loss, when eval_data was given
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -384,20 +387,32 @@ def train(
     config: TrainConfig,
     data: str | Path | Iterable[dict[str, Any]],
     callbacks: Iterable[Any] = (),
+    eval_data: str | Path | Iterable[dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Fine-tune `config.base_model` on `data` (a JSONL path or example dicts).
 
     Works alone or under torchrun. Callbacks: see callbacks.py (rank 0 only; on_step may stop
-    the run, which then returns status "stopped" after writing a checkpoint).
+    the run, which then returns status "stopped" after writing a checkpoint). With `eval_data`
+    (same forms as `data`), the validation loss is computed every `config.eval_every_steps`
+    steps and at the last step, and reported as `StepMetrics.valid_loss`, the metrics.csv
+    `valid_loss` column and the summary's `valid_loss`.
     """
     ctx = init_distributed()
     try:
-        return _run(config, data, CallbackList(callbacks, enabled=ctx.is_main), ctx)
+        hooks = CallbackList(callbacks, enabled=ctx.is_main)
+        return _run(config, data, hooks, ctx, eval_data)
     finally:
         shutdown(ctx)
 
 
-def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) -> TrainResult:
+def should_evaluate(step: int, total_steps: int, every: int) -> bool:
+    """Evaluate at the last step, and every `every` steps when `every` > 0."""
+    return step == total_steps or (every > 0 and step % every == 0)
+
+
+def _run(
+    config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext, eval_data: Any = None
+) -> TrainResult:
     attempt_started = time.perf_counter()
     output_dir = Path(config.output_dir)
     if ctx.is_main:
@@ -421,11 +436,21 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
         seed=config.seed,
     )
     total_steps = config.max_steps or plan.steps_per_epoch * config.num_epochs
+    eval_batches, eval_packing = None, None
+    if eval_data is not None:
+        eval_rows, eval_packing = pack_dataset(
+            load_examples(eval_data),
+            tokenizer,
+            config.context_length,
+            train_on_inputs=config.train_on_inputs,
+        )
+        eval_batches = rank_eval_batches(eval_rows, config.micro_batch_size, ctx)
     hooks.event(
         "data_packed",
         **asdict(packing),
         steps_per_epoch=plan.steps_per_epoch,
         total_steps=total_steps,
+        validation_sequences=eval_packing.sequences if eval_packing else None,
     )
 
     model = build_model(config, ctx.device, compute_dtype)
@@ -462,6 +487,7 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
     hooks.event("training_started", step=state.step, total_steps=total_steps)
     engine.train()
     last_loss: float | None = None
+    last_valid_loss: float | None = None
     stop_reason: str | None = None
     checkpoint_path: Path | None = None
     while state.step < total_steps:
@@ -475,7 +501,15 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
         state.cursor = next_cursor
         state.tokens_seen += outcome.tokens
         last_loss = outcome.loss
-        elapsed = time.perf_counter() - step_started
+        elapsed = time.perf_counter() - step_started  # the step alone, not the validation pass
+        valid_loss = None
+        if eval_batches is not None and should_evaluate(
+            state.step, total_steps, config.eval_every_steps
+        ):
+            valid_loss = evaluate(
+                engine, eval_batches, ctx, lambda: forward_context(config, ctx, compute_dtype)
+            ).loss
+            last_valid_loss = valid_loss
         metrics = StepMetrics(
             step=state.step,
             total_steps=total_steps,
@@ -485,6 +519,7 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
             tokens_per_second=outcome.tokens / elapsed if elapsed > 0 else 0.0,
             peak_memory_bytes=peak_memory_bytes(ctx.device),
             epoch=next_cursor.epoch,
+            valid_loss=valid_loss,
         )
         if metrics_csv is not None:
             metrics_csv.append(metrics.to_dict())
@@ -510,6 +545,8 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
         "total_steps": total_steps,
         "tokens_seen": state.tokens_seen,
         "final_loss": last_loss,
+        "valid_loss": last_valid_loss,
+        "validation_packing": asdict(eval_packing) if eval_packing else None,
         "wall_time_s": state.wall_time_s,
         "packing": asdict(packing),
         "trainable_parameters": trainable,
@@ -532,6 +569,7 @@ def _run(config: TrainConfig, data: Any, hooks: CallbackList, ctx: DistContext) 
         artifact_dir=artifact_dir,
         checkpoint_dir=checkpoint_path or latest_checkpoint(config.checkpoints_dir),
         stop_reason=stop_reason,
+        valid_loss=last_valid_loss,
     )
 
 

@@ -13,7 +13,6 @@ rejected is left alone except for finishing that deletion.
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from typing import Any
 
@@ -22,6 +21,7 @@ from django.utils import timezone
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.policies import dataset_limits_for, pii_policy_for
 from longtune.datasets.services import scrubbed_key
+from longtune.datasets.tokenizer_source import TokenCounter, default_counter
 from longtune.datasets.validation import ProcessingReport, validate_and_scrub
 from longtune.storage import ObjectNotFound, get_storage
 from longtune.tenancy import audit
@@ -29,14 +29,9 @@ from workers.celery_app import app
 
 logger = logging.getLogger("longtune.datasets")
 
-# The base model's tokenizer is unknown at upload time, so counts are an estimate: ~4 UTF-8
-# bytes per token is the usual ratio of BPE vocabularies on English text. Training recounts
-# exactly with the chosen model's tokenizer.
-BYTES_PER_TOKEN_ESTIMATE = 4
-TOKEN_COUNT_METHOD = (
-    f"estimate: ceil(utf8_bytes / {BYTES_PER_TOKEN_ESTIMATE}); the base model's tokenizer is "
-    "not known at upload, exact counts are computed when a fine-tuning job tokenizes the file"
-)
+# The training model is unknown at upload time: tokens are counted with the default base
+# model's tokenizer (datasets.tokenizer_source), or estimated from bytes when no tokenizer is
+# registered. GET /v1/files/{id}/token_stats recounts with any chosen model.
 # Codes this task adds to the dataset error codes (datasets.errors.ERROR_CODES) for failures
 # that are not the data's fault.
 UPLOAD_MISSING = "upload_missing"
@@ -44,8 +39,16 @@ PROCESSING_FAILED = "processing_failed"
 TERMINAL = (FileStatus.PROCESSED, FileStatus.ERROR)
 
 
-def estimate_tokens(text: str) -> int:
-    return math.ceil(len(text.encode("utf-8", "surrogatepass")) / BYTES_PER_TOKEN_ESTIMATE)
+def token_count_method(counter: TokenCounter) -> str:
+    if counter.is_estimate:
+        return (
+            f"{counter.name}; no base model tokenizer could be loaded, exact counts are computed "
+            "when a fine-tuning job tokenizes the file"
+        )
+    return (
+        f"tokenizer of the default base model '{counter.name}'; "
+        "GET /v1/files/{id}/token_stats?model=... counts with another model"
+    )
 
 
 @app.task(name="longtune.datasets.scrub_file", acks_late=True)  # sent to "cpu"
@@ -81,18 +84,19 @@ def _scrub(file: File) -> str:
     except ObjectNotFound:
         return _reject(file, _single_error(UPLOAD_MISSING, "The uploaded bytes are missing."))
     try:
+        counter = default_counter(file.org)
         with raw, tempfile.TemporaryFile() as scrubbed:
             report = validate_and_scrub(
                 raw,
                 scrubbed,
                 pii_policy_for(file.org),
                 dataset_limits_for(file.org),
-                count_tokens=estimate_tokens,
+                count_tokens=counter.count,
             )
             if not report.valid:
-                return _reject(file, _error_from_report(report), report)
+                return _reject(file, _error_from_report(report), report, counter)
             scrubbed.seek(0)
-            return _accept(file, scrubbed, report)
+            return _accept(file, scrubbed, report, counter)
     except Exception:
         logger.exception("processing %s failed", file.public_id)
         return _reject(
@@ -101,10 +105,10 @@ def _scrub(file: File) -> str:
         )
 
 
-def _accept(file: File, scrubbed, report: ProcessingReport) -> str:
+def _accept(file: File, scrubbed, report: ProcessingReport, counter: TokenCounter) -> str:
     key = scrubbed_key(file.org, file.public_id)
     size = get_storage().put(key, scrubbed)
-    body = _report_dict(report)
+    body = _report_dict(report, counter)
     updated = (
         File.objects.unscoped_across_orgs()
         .filter(pk=file.pk, status=FileStatus.PROCESSING)
@@ -127,14 +131,19 @@ def _accept(file: File, scrubbed, report: ProcessingReport) -> str:
     return FileStatus.PROCESSED
 
 
-def _reject(file: File, error: dict[str, Any], report: ProcessingReport | None = None) -> str:
+def _reject(
+    file: File,
+    error: dict[str, Any],
+    report: ProcessingReport | None = None,
+    counter: TokenCounter | None = None,
+) -> str:
     updated = (
         File.objects.unscoped_across_orgs()
         .filter(pk=file.pk, status=FileStatus.PROCESSING)
         .update(
             status=FileStatus.ERROR,
             error=error,
-            report=_report_dict(report) if report else {},
+            report=_report_dict(report, counter) if report else {},
             processed_at=timezone.now(),
         )
     )
@@ -159,10 +168,11 @@ def _delete_raw(file: File) -> None:
 # --- report shapes ----------------------------------------------------------------------------
 
 
-def _report_dict(report: ProcessingReport) -> dict[str, Any]:
+def _report_dict(report: ProcessingReport, counter: TokenCounter | None) -> dict[str, Any]:
     body = report.to_dict()
-    if body.get("token_stats") is not None:
-        body["token_stats"]["method"] = TOKEN_COUNT_METHOD
+    if body.get("token_stats") is not None and counter is not None:
+        body["token_stats"]["tokenizer"] = counter.name
+        body["token_stats"]["method"] = token_count_method(counter)
     return body
 
 

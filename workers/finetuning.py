@@ -1,7 +1,8 @@
 """Fine-tuning tasks: train one attempt of a job, and the watchdog that re-queues lost ones.
 
-The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch data and the
-newest checkpoint from object storage, build the TrainConfig, call gpu_runtime.train with
+The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch data (and the
+validation file, whose loss is reported as ``valid_loss``) and the newest checkpoint from
+object storage, build the TrainConfig, call gpu_runtime.train with
 callbacks that stream progress/events/checkpoints into the database, publish the artifact.
 
 Crash recovery: every checkpoint is uploaded to ``orgs/<org>/jobs/<job>/checkpoints/`` as it
@@ -28,7 +29,7 @@ from longtune.finetuning import lifecycle
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
 from longtune.finetuning.dispatch import TRAIN_TASK, WATCHDOG_TASK, send_training
 from longtune.finetuning.events import record_event
-from longtune.finetuning.models import EventLevel, FineTunedModel, FineTuningJob
+from longtune.finetuning.models import FineTunedModel, FineTuningJob
 from longtune.finetuning.training import train_config_for
 from longtune.storage import ObjectStorage, get_storage
 from workers.celery_app import app
@@ -138,13 +139,17 @@ class JobCallbacks:
             "lr": metrics.lr,
             "epoch": metrics.epoch,
         }
+        valid_loss = getattr(metrics, "valid_loss", None)
+        if valid_loss is not None:
+            progress["valid_loss"] = round(float(valid_loss), 6)
         self.last_progress = progress
         control = lifecycle.record_progress(self.job.pk, self.attempt, progress)
         if not control.owned:
             self.superseded = True
             raise StopTraining(SUPERSEDED)
         last = metrics.step == metrics.total_steps
-        if last or now - self.last_metrics_event >= self.conf.metrics_event_seconds:
+        evaluated = valid_loss is not None  # never throttle away a validation result
+        if last or evaluated or now - self.last_metrics_event >= self.conf.metrics_event_seconds:
             self.last_metrics_event = now
             lifecycle.record_metrics_event(self.job, progress)
         if control.cancel:
@@ -161,8 +166,8 @@ class JobCallbacks:
                 self.storage.put(metrics_key(self.job), stream)
         metrics = {
             k: self.last_progress.get(k)
-            for k in ("loss", "tokens_per_second")
-            if self.last_progress
+            for k in ("loss", "tokens_per_second", "valid_loss")
+            if k in self.last_progress
         }
         if "loss" in metrics:
             metrics["train_loss"] = metrics.pop("loss")
@@ -183,7 +188,12 @@ class JobCallbacks:
             record_event(
                 self.job,
                 f"Data packed into {payload.get('sequences', '?')} sequences of "
-                f"{self.job.context_length} tokens; {payload['total_steps']} steps.",
+                f"{self.job.context_length} tokens; {payload['total_steps']} steps"
+                + (
+                    f"; {payload['validation_sequences']} validation sequences."
+                    if payload.get("validation_sequences")
+                    else "."
+                ),
                 data=_json_safe(payload),
             )
         elif name == "model_ready":
@@ -223,6 +233,24 @@ def fetch_training_data(job: FineTuningJob, work_dir: Path, storage: ObjectStora
     _download(storage, training.scrubbed_key, target)
     if job.recipe:
         target = apply_recipe(job, target, files, storage, work_dir)
+    return target
+
+
+def fetch_validation_data(
+    job: FineTuningJob, work_dir: Path, storage: ObjectStorage
+) -> Path | None:
+    """The scrubbed validation file, or None when the job has none."""
+    from longtune.datasets.models import File
+
+    if not job.validation_file_ref:
+        return None
+    validation = File.objects.for_org(job.org).filter(public_id=job.validation_file_ref).first()
+    if validation is None or not validation.scrubbed_key:
+        raise TrainingInputError(
+            f"validation file {job.validation_file_ref} is no longer available"
+        )
+    target = work_dir / "validation.jsonl"
+    _download(storage, validation.scrubbed_key, target)
     return target
 
 
@@ -387,20 +415,22 @@ def _train(job, work_dir, output_dir, storage, conf, callbacks):
     from gpu_runtime.train import train
 
     data_path = fetch_training_data(job, work_dir, storage)
+    validation_path = fetch_validation_data(job, work_dir, storage)
     config = train_config_for(
-        job, output_dir=str(output_dir), checkpoint_every_steps=conf.checkpoint_every_steps
+        job,
+        output_dir=str(output_dir),
+        checkpoint_every_steps=conf.checkpoint_every_steps,
+        eval_every_steps=conf.eval_every_steps,
     )
     downloaded = restore_checkpoint_from_storage(job, config.checkpoints_dir, storage)
     if downloaded is not None:
         record_event(job, f"Downloaded checkpoint of step {downloaded} from object storage.")
-    if job.validation_file_ref:
-        record_event(
-            job,
-            f"validation_file {job.validation_file_ref} recorded; validation loss is not "
-            "computed by this runtime yet.",
-            level=EventLevel.WARN,
-        )
-    return train(config, str(data_path), [callbacks])
+    return train(
+        config,
+        str(data_path),
+        [callbacks],
+        eval_data=str(validation_path) if validation_path is not None else None,
+    )
 
 
 def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict[str, Any]:

@@ -123,6 +123,10 @@ LOCAL_OBJECTS_DIR = VAR_DIR / "objects"
 
 # --- models -----------------------------------------------------------------------------
 MODELS_DIR = env_str("LONGTUNE_MODELS_DIR") or str(VAR_DIR / "models")
+# Base model whose tokenizer counts upload tokens (else the first public one).
+LONGTUNE_DEFAULT_BASE_MODEL = env_str("LONGTUNE_DEFAULT_BASE_MODEL") or None
+# Largest scrubbed file GET /v1/files/{id}/token_stats tokenizes in the request.
+TOKEN_STATS_MAX_BYTES = env_int("TOKEN_STATS_MAX_BYTES", 8 * 1024 * 1024)
 
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {

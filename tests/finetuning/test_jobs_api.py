@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gpu_runtime.rope import DEFAULT_ROPE_METHOD
 from longtune.datasets.models import FileStatus
 from longtune.finetuning.models import FineTuningJob, JobCheckpoint
 from longtune.finetuning.quotas import training_tokens_this_month
@@ -57,7 +58,8 @@ def test_create_resolves_auto_and_extensions(org_a, base):
         "batch_size": 1,
         "learning_rate_multiplier": 1.0,
     }
-    assert job["rope_scaling"] == {"type": "yarn", "factor": 4.0}  # 256 / 64, default method
+    # 256 / 64 with the runtime's default method (chosen by the context-extension benchmark)
+    assert job["rope_scaling"] == {"type": DEFAULT_ROPE_METHOD, "factor": 4.0}
     assert job["lora"]["r"] == 4 and job["lora"]["alpha"] == 32.0
     assert job["estimated_tokens"] == 2000  # num_tokens × epochs
     assert job["seed"] == 7 and job["suffix"] == "bot"

@@ -116,7 +116,9 @@ def test_metrics_csv_drops_rows_of_an_interrupted_attempt_on_resume(tmp_path):
                 "tokens_per_second": 9.0,
             }
         )
-    assert path.read_text().splitlines()[0] == "step,loss,lr,grad_norm,tokens_per_second"
+    assert path.read_text().splitlines()[0] == (
+        "step,loss,lr,grad_norm,tokens_per_second,valid_loss"
+    )
 
     resumed = MetricsCSV(path, resume_step=2)  # the checkpoint was at step 2; 3-4 are redone
     resumed.append({"step": 3, "loss": 1.5, "lr": 0.1, "grad_norm": 1.0, "tokens_per_second": 9.0})
@@ -124,3 +126,29 @@ def test_metrics_csv_drops_rows_of_an_interrupted_attempt_on_resume(tmp_path):
     rows = read_metrics(path)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert [r["loss"] for r in rows] == [4.0, 3.0, 1.5]
+
+
+def test_metrics_csv_valid_loss_column_and_resume_from_an_older_file(tmp_path):
+    path = tmp_path / "metrics.csv"
+    # A file written before the valid_loss column existed (a run resumed after an upgrade).
+    path.write_text(
+        "step,loss,lr,grad_norm,tokens_per_second\n1,4.0,0.1,1.0,9.0\n2,3.0,0.1,1.0,9.0\n"
+    )
+
+    resumed = MetricsCSV(path, resume_step=1)
+    resumed.append({"step": 2, "loss": 2.5, "lr": 0.1, "grad_norm": 1.0, "tokens_per_second": 9.0})
+    resumed.append(
+        {"step": 3, "loss": 2.0, "lr": 0.1, "grad_norm": 1.0, "tokens_per_second": 9.0,
+         "valid_loss": 2.25}
+    )  # fmt: skip
+
+    assert path.read_text().splitlines()[:2] == [
+        "step,loss,lr,grad_norm,tokens_per_second,valid_loss",
+        "1,4.0,0.1,1.0,9.0,",
+    ]
+    rows = read_metrics(path)
+    assert [(r["step"], r["loss"], r["valid_loss"]) for r in rows] == [
+        (1, 4.0, None),
+        (2, 2.5, None),
+        (3, 2.0, 2.25),
+    ]

@@ -182,6 +182,59 @@ def test_loss_decreases_on_repetitive_data(base_model, tmp_path, method, overrid
     rows = read_metrics(tmp_path / "run" / "metrics.csv")
     assert [r["step"] for r in rows] == list(range(1, 13))
     assert [r["loss"] for r in rows] == pytest.approx(losses, abs=1e-9)
+    # no eval_data: no validation anywhere
+    assert all(m.valid_loss is None for m in recorder.steps)
+    assert all(r["valid_loss"] is None for r in rows)
+    assert result.valid_loss is None
+
+
+def independent_loss(artifact_dir, examples: list[dict], seq_len: int) -> float:
+    """Token-mean next-token loss of the saved model on `examples` packed as training packs
+    them, recomputed without the training code: every packed document runs on its own through
+    the stock model (plain SDPA, default positions) with full logits and F.cross_entropy."""
+    from gpu_runtime.data import pack_dataset
+
+    model, tokenizer = load_trained_model(artifact_dir, attn_implementation="sdpa")
+    model.eval()
+    rows, _ = pack_dataset(examples, tokenizer, seq_len)
+    loss_sum, counted = 0.0, 0
+    with torch.no_grad():
+        for row in rows:
+            starts = (row.position_ids == 0).nonzero().flatten().tolist() + [len(row)]
+            for start, end in zip(starts, starts[1:], strict=False):
+                logits = model(input_ids=row.input_ids[start:end].unsqueeze(0)).logits[0]
+                targets = row.labels[start + 1 : end]  # [T-1]: token t predicts t + 1
+                loss_sum += torch.nn.functional.cross_entropy(
+                    logits[:-1].double(), targets, ignore_index=-100, reduction="sum"
+                ).item()
+                counted += int((targets != -100).sum())
+    return loss_sum / counted
+
+
+def test_validation_loss_is_reported_and_matches_an_independent_computation(base_model, tmp_path):
+    recorder = Recorder()
+    config = make_config(base_model, tmp_path / "run", max_steps=6, eval_every_steps=4)
+    validation = repetitive_data(10)  # the training distribution: its loss must fall too
+
+    result = train(config, repetitive_data(), [recorder], eval_data=validation)
+
+    valid = {m.step: m.valid_loss for m in recorder.steps}
+    assert [step for step, loss in valid.items() if loss is not None] == [4, 6]  # every 4 + end
+    assert all(math.isfinite(valid[s]) for s in (4, 6))
+    assert result.valid_loss == valid[6]
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    assert [r["valid_loss"] for r in rows] == pytest.approx(list(valid.values()), abs=1e-9)
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    assert summary["valid_loss"] == valid[6]
+    assert summary["validation_packing"]["sequences"] >= 1
+
+    # Training lowered it: the same validation pass on a (practically) untrained run is higher.
+    untrained = make_config(base_model, tmp_path / "untrained", max_steps=1, learning_rate=1e-9)
+    before = train(untrained, repetitive_data(), eval_data=validation).valid_loss
+    assert valid[6] < before - 0.5, (before, valid)
+    assert independent_loss(result.artifact_dir, validation, config.context_length) == (
+        pytest.approx(valid[6], rel=1e-4)
+    )
 
 
 def test_training_reads_jsonl_and_reports_bad_lines(base_model, tmp_path):

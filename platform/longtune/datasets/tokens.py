@@ -1,8 +1,8 @@
 """Token statistics, tokenizer-agnostic.
 
-Why a callable instead of a tokenizer object: the web tier must not import
-`tokenizers`/`transformers`; the worker passes `tokenizer.encode(...)`-based
-counting in, tests pass `len(str.split())`.
+Why a callable instead of a tokenizer object: this module stays free of
+`tokenizers`/`transformers`; datasets.tokenizer_source passes a base model's
+`tokenizers.Tokenizer` (or the bytes/4 estimate) in, tests pass `len(str.split())`.
 """
 
 from __future__ import annotations

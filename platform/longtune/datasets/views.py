@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 
 from longtune.api.errors import ApiError
 from longtune.api.viewsets import OrgScopedViewSet
-from longtune.datasets import services
+from longtune.datasets import services, token_report
 from longtune.datasets.models import File, FilePurpose, OrgPiiPolicy
 from longtune.datasets.serializers import (
     FileDeletedSerializer,
@@ -161,6 +161,29 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedVie
     def content(self, request: Request, id: str) -> StreamingHttpResponse:
         file = self.get_object()
         return streamed_file(request, services.open_scrubbed(file), file.filename)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "model",
+                str,
+                description="Base or fine-tuned model whose tokenizer counts (default: the "
+                "default base model).",
+            ),
+            OpenApiParameter(
+                "context_length", int, description="Training context (default: the model's)."
+            ),
+            OpenApiParameter("n_epochs", int, description="Epochs to estimate for (default 1)."),
+        ],
+        responses={200: OpenApiTypes.OBJECT},
+        description="Examples, tokens, power-of-two length histogram and estimated training "
+        "tokens of a processed file, counted with the chosen model's tokenizer.",
+    )
+    @action(detail=True, methods=["get"], url_path="token_stats")
+    def token_stats(self, request: Request, id: str) -> Response:
+        file = self.get_object()  # another org's file: 404 before anything else
+        query = token_report.parse_query(request.query_params)
+        return Response(token_report.file_token_stats(request.org, file, query))
 
     @extend_schema(
         parameters=[OpenApiParameter("purpose", str, description="Only files with this purpose.")]

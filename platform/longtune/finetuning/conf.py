@@ -25,6 +25,7 @@ class FinetuneConf:
     max_attempts: int  # watchdog gives up (job failed) after this many attempts
     checkpoint_every_steps: int  # periodic checkpoint interval (uploaded to object storage)
     metrics_event_seconds: int  # at most one metrics event per this many seconds (plus last step)
+    eval_every_steps: int  # validation-loss interval for jobs with a validation_file (+ the end)
     # The watchdog's beat period is FINETUNE_WATCHDOG_INTERVAL_SECONDS (workers/celery_app.py).
 
     @property
@@ -40,4 +41,5 @@ def finetune_conf() -> FinetuneConf:
         max_attempts=_setting("FINETUNE_MAX_ATTEMPTS", 3),
         checkpoint_every_steps=_setting("FINETUNE_CHECKPOINT_EVERY_STEPS", 50),
         metrics_event_seconds=_setting("FINETUNE_METRICS_EVENT_SECONDS", 5),
+        eval_every_steps=_setting("FINETUNE_EVAL_EVERY_STEPS", 50),
     )

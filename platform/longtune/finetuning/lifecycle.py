@@ -99,6 +99,8 @@ def record_metrics_event(job: FineTuningJob, progress: dict[str, Any]) -> None:
     message = (
         f"Step {progress['step']}/{progress['total_steps']}: training loss={progress['loss']:.4f}"
     )
+    if progress.get("valid_loss") is not None:
+        message += f", validation loss={progress['valid_loss']:.4f}"
     record_event(job, message, type=EventType.METRICS, data=progress)
 
 

@@ -11,10 +11,16 @@ BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 
 
 def train_config_for(
-    job: FineTuningJob, *, output_dir: str, checkpoint_every_steps: int, keep_checkpoints: int = 2
+    job: FineTuningJob,
+    *,
+    output_dir: str,
+    checkpoint_every_steps: int,
+    keep_checkpoints: int = 2,
+    eval_every_steps: int = 0,
 ) -> TrainConfig:
     """The run a job describes. ``batch_size`` is packed sequences per optimizer step, spent
-    as gradient accumulation over micro-batches of one sequence (long contexts fill memory)."""
+    as gradient accumulation over micro-batches of one sequence (long contexts fill memory).
+    ``eval_every_steps`` only matters when the worker also passes validation data."""
     hp = job.hyperparameters
     lora = job.lora or {}
     extra = {}
@@ -39,6 +45,7 @@ def train_config_for(
         train_on_inputs=job.train_on_inputs,
         checkpoint_every_steps=checkpoint_every_steps,
         keep_checkpoints=keep_checkpoints,
+        eval_every_steps=eval_every_steps,
         auto_resume=True,
         **extra,
     )
