@@ -103,12 +103,28 @@ def model_cache_dir(config: BenchmarkConfig, cache_root: Path) -> Path:
 def ensure_base_model(config: BenchmarkConfig, cache_root: Path) -> Path:
     """Save a seeded random Llama (built from a LlamaConfig) once; both arms load it from disk,
     the way the trainer loads any base model (gpu_runtime.registry)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
 
     path = model_cache_dir(config, cache_root)
     if (path / "config.json").is_file():
         return path
+    # Built in a fresh interpreter like every measurement: whatever the calling process did
+    # before (a pytest session's earlier tests) cannot shape the weights file both arms load.
+    spec_json = json.dumps(dataclasses.asdict(config))
+    subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--build-base", spec_json, str(cache_root)],
+        cwd=REPO_ROOT,
+        env=child_environment(config),
+        check=True,
+    )
+    return path
+
+
+def build_base_model(config: BenchmarkConfig, cache_root: Path) -> Path:
+    """Child side of ensure_base_model: write the seeded model to its cache directory."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    path = model_cache_dir(config, cache_root)
     spec = config.model
     # fork_rng: run_benchmark also runs in-process (the smoke test); reseeding the global RNG
     # here would silently change every later random draw of the caller.
@@ -642,11 +658,15 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
     return results, report_path
 
 
-def child_main(arm: str, tokens: str, spec: str, model_dir: str) -> int:
+def config_from_json(spec: str) -> BenchmarkConfig:
     raw = json.loads(spec)
-    config = BenchmarkConfig(
+    return BenchmarkConfig(
         **{**raw, "model": ModelSpec(**raw["model"]), "lengths": tuple(raw["lengths"])}
     )
+
+
+def child_main(arm: str, tokens: str, spec: str, model_dir: str) -> int:
+    config = config_from_json(spec)
     result = run_child(arm, int(tokens), config, Path(model_dir))
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
@@ -656,6 +676,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
         return child_main(*argv[1:5])
+    if argv and argv[0] == "--build-base":
+        build_base_model(config_from_json(argv[1]), Path(argv[2]))
+        return 0
     # SIGTERM (kill PID) unwinds like Ctrl-C, so a running child is killed too, not orphaned.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run_benchmark(argv)

@@ -53,7 +53,9 @@ def redis_reachable(url: str, timeout: float = 0.3) -> bool:
         return False
     parsed = urlparse(url)
     try:
-        with socket.create_connection((parsed.hostname or "localhost", parsed.port or 6379), timeout):
+        with socket.create_connection(
+            (parsed.hostname or "localhost", parsed.port or 6379), timeout
+        ):
             return True
     except OSError:
         return False
