@@ -7,4 +7,12 @@ bash scripts/setup.sh --services
 # shellcheck disable=SC1091
 source scripts/services.sh start
 trap 'bash scripts/services.sh stop' EXIT
-python3 -m pytest "$@"
+if [ $# -gt 0 ]; then
+  python3 -m pytest "$@"
+  exit
+fi
+# Memory-measuring tests first, in a pytest process of their own: after the whole suite has run
+# in one process, the train-memory smoke test's child measured ~4x more for LongTune (seen in CI
+# runs, not explained yet; alone it measures the same as the benchmark).
+python3 -m pytest -q -m memory
+python3 -m pytest -m "not memory"

@@ -233,6 +233,7 @@ def test_plain_run_predicted_over_budget_is_skipped_not_attempted() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.memory
 def test_train_memory_quick_run_measures_both_arms_in_fresh_processes(tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
