@@ -14,8 +14,12 @@ not with L². transformers' own "flash_attention_2" detects packed rows from pos
 same way (`prepare_fa_kwargs_from_position_ids`: a document starts where position == 0), which
 is why `select_attention_implementation` picks it on GPUs and ours elsewhere.
 
-With a KV cache (generation: query length != key length) or an explicit padding mask, the
-function falls back to transformers' plain SDPA semantics with the mask transformers built.
+With a KV cache and no padding (chunked prefill, single-sequence decode: the query is the tail
+of the keys) `cached_chunk_attention` runs without any mask: one unmasked SDPA of the chunk over
+the cached keys and one causal SDPA of the chunk over itself, merged by their log-sum-exp
+(flash-attn does the same in one call: its causal mask is bottom-right aligned). Only an explicit
+padding mask (batched decode over left-padded caches) or a sliding window falls back to
+transformers' plain SDPA with the mask transformers built.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.masking_utils import AttentionMaskInterface, causal_mask_function, sdpa_mask
 from transformers.modeling_utils import AttentionInterface
 
 VARLEN_SDPA = "longtune_varlen_sdpa"
@@ -219,6 +223,105 @@ def varlen_attention(
     return out.reshape(heads, batch, length, dim).permute(1, 2, 0, 3).contiguous()
 
 
+def _cpu_attention_with_lse(
+    query: torch.Tensor,  # [B, H, Lq, D]
+    key: torch.Tensor,  # [B, H, Lk, D]
+    value: torch.Tensor,  # [B, H, Lk, D]
+    *,
+    causal: bool,
+    scaling: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # out [B, H, Lq, D], lse float32 [B, H, Lq]
+    """torch's CPU flash kernel, which also returns each query's log-sum-exp (public SDPA drops it)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        query, key, value, 0.0, causal, scale=scaling
+    )[:2]
+    return out, lse
+
+
+def _grouped_query_attention_with_lse(
+    query: torch.Tensor,  # [B, Hq, Lq, D]
+    key: torch.Tensor,  # [B, Hkv, Lk, D]
+    value: torch.Tensor,  # [B, Hkv, Lk, D]
+    *,
+    scaling: float | None,
+) -> tuple[torch.Tensor, torch.Tensor]:  # out [B, Hq, Lq, D], lse [B, Hq, Lq]
+    """Unmasked attention with GQA and no key/value copy.
+
+    Without a mask every query row is independent, so the G query heads that share a KV head
+    can be stacked along the query axis: [B, Hkv, G·Lq, D] against [B, Hkv, Lk, D] — the same
+    head mapping as transformers' repeat_kv (query head h reads KV head h // G).
+    """
+    batch, q_heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    groups = q_heads // kv_heads
+    stacked = query.reshape(batch, kv_heads, groups * q_len, dim)
+    out, lse = _cpu_attention_with_lse(stacked, key, value, causal=False, scaling=scaling)
+    return out.reshape(batch, q_heads, q_len, dim), lse.reshape(batch, q_heads, q_len)
+
+
+def merge_attention_partials(
+    out_a: torch.Tensor,  # [B, H, Lq, D]
+    lse_a: torch.Tensor,  # [B, H, Lq]
+    out_b: torch.Tensor,
+    lse_b: torch.Tensor,
+) -> torch.Tensor:  # [B, H, Lq, D] in out_a's dtype
+    """Softmax over the union of two key sets, from each set's output and log-sum-exp."""
+    lse = torch.logaddexp(lse_a, lse_b)
+    weight_a = torch.exp(lse_a - lse).unsqueeze(-1)
+    weight_b = torch.exp(lse_b - lse).unsqueeze(-1)
+    return (out_a.float() * weight_a + out_b.float() * weight_b).to(out_a.dtype)
+
+
+def cached_chunk_attention(
+    query: torch.Tensor,  # [B, Hq, Lq, D]  the newest Lq tokens
+    key: torch.Tensor,  # [B, Hkv, Lk, D]  cached keys followed by the chunk's own (Lk > Lq)
+    value: torch.Tensor,  # [B, Hkv, Lk, D]
+    *,
+    scaling: float | None = None,
+    use_flash: bool | None = None,
+) -> torch.Tensor:  # [B, Lq, Hq, D]
+    """Causal attention of a chunk that continues a KV cache, with no [Lq, Lk] mask.
+
+    Query i (absolute position Lk - Lq + i) sees every cached key and chunk keys 0..i. That is
+    the union of two plain problems: the chunk over the cache (no mask at all) and the chunk over
+    itself (ordinary causal). Each gives an output and a log-sum-exp, and the softmax over the
+    union is their LSE-weighted sum. On CUDA flash-attn computes it directly (its causal mask is
+    aligned to the bottom-right corner when Lq < Lk).
+    """
+    batch, q_heads, q_len, dim = query.shape
+    past = key.shape[2] - q_len
+    if use_flash is None:
+        use_flash = query.is_cuda and flash_attn_available()
+    if use_flash:
+        from flash_attn import flash_attn_func
+
+        out = flash_attn_func(
+            query.transpose(1, 2),
+            key.transpose(1, 2),
+            value.transpose(1, 2),
+            softmax_scale=scaling,
+            causal=True,
+        )  # [B, Lq, Hq, D]
+        return out.contiguous()
+    if not query.device.type == "cpu":  # CUDA without flash-attn: one masked SDPA
+        mask = torch.ones(q_len, key.shape[2], dtype=torch.bool, device=query.device).tril(past)
+        out = F.scaled_dot_product_attention(
+            query, key, value, attn_mask=mask, scale=scaling, enable_gqa=key.shape[1] != q_heads
+        )
+        return out.transpose(1, 2).contiguous()
+    groups = q_heads // key.shape[1]
+    out_past, lse_past = _grouped_query_attention_with_lse(
+        query, key[:, :, :past], value[:, :, :past], scaling=scaling
+    )
+    chunk_key = key[:, :, past:].repeat_interleave(groups, dim=1)  # [B, Hq, Lq, D], small
+    chunk_value = value[:, :, past:].repeat_interleave(groups, dim=1)
+    out_chunk, lse_chunk = _cpu_attention_with_lse(
+        query, chunk_key, chunk_value, causal=True, scaling=scaling
+    )
+    out = merge_attention_partials(out_past, lse_past, out_chunk, lse_chunk)
+    return out.transpose(1, 2).contiguous()
+
+
 # --------------------------------------------------------------------------- transformers glue
 
 
@@ -240,6 +343,14 @@ def varlen_sdpa_attention_forward(
     """
     position_ids = kwargs.get("position_ids")
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+    if (
+        attention_mask is None
+        and causal
+        and query.shape[2] < key.shape[2]
+        and not (dropout and module.training)
+    ):
+        # `varlen_mask` skipped the mask: the query is the unpadded tail of the keys.
+        return cached_chunk_attention(query, key, value, scaling=scaling), None
     varlen_ok = (
         attention_mask is None
         and position_ids is not None
@@ -286,14 +397,17 @@ def varlen_mask(
 
     Without this, `create_causal_mask` would see packed position ids and build an [L, L] mask
     (sdpa_mask) that the varlen path throws away. A mask is only built where the fallback SDPA
-    path needs one: a real padding mask, or a query that is not aligned with its keys
-    (chunked prefill over a cache). Sliding-window models reach here via
+    path needs one: a real padding mask or a non-causal/windowed pattern. A chunk that continues
+    a cache (chunked prefill, unpadded decode) needs none: see `cached_chunk_attention`. Sliding-window models reach here via
     `create_sliding_window_causal_mask` and get the same treatment (the window is applied
     per document in `varlen_attention`).
     """
     no_padding = attention_mask is None or bool(attention_mask[:, -kv_length:].all())
+    plain_causal = mask_function is causal_mask_function and kwargs.get("local_size") is None
     if no_padding and q_length == kv_length:
         return None
+    if no_padding and plain_causal and kv_offset == 0 and q_offset + q_length == kv_length:
+        return None  # the query continues the cache: cached_chunk_attention needs no mask
     return sdpa_mask(
         batch_size=batch_size,
         q_length=q_length,
