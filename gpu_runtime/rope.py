@@ -16,15 +16,22 @@ Methods (factor = target_context / original_context):
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import Any
 
-RopeMethod = Literal["none", "linear", "yarn", "dynamic", "ntk", "llama3"]
-ROPE_METHODS: tuple[str, ...] = ("none", "linear", "yarn", "dynamic", "ntk", "llama3")
-# Chosen by benchmarks/context_extension.py (results in benchmarks/results/context_extension.md):
-# on the toy passkey task at 4x, static NTK reached 0.99 at 4L after 200 steps and kept 0.99 at L;
-# YaRN 0.94/0.96, dynamic NTK 0.99/0.97, linear PI 0.56/0.39. The NTK-YaRN gap is ~2 standard
-# errors over 100 trials: re-run the benchmark (it prints the winner) before changing this.
-DEFAULT_ROPE_METHOD: RopeMethod = "ntk"
+# The method names and the default are shared with the web tier, which may import only the
+# torch-free contract module; re-exported here for the GPU side.
+from gpu_runtime.contract import DEFAULT_ROPE_METHOD, ROPE_METHODS, RopeMethod
+
+__all__ = [
+    "DEFAULT_ROPE_METHOD",
+    "ROPE_METHODS",
+    "RopeMethod",
+    "apply_rope_scaling",
+    "head_dim",
+    "original_context_length",
+    "rope_parameters_for",
+    "rope_theta",
+]
 
 
 def original_context_length(config: Any) -> int:

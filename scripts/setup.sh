@@ -11,7 +11,10 @@ want_services=0
 PY=${PYTHON:-python3}
 
 if [ "$want_services" = 1 ]; then
-  if ! command -v redis-server >/dev/null || [ ! -x /usr/lib/postgresql/15/bin/initdb ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  have_redis=0; have_postgres=0
+  command -v redis-server >/dev/null && have_redis=1
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && have_postgres=1
+  if [ "$have_redis" = 0 ] || [ "$have_postgres" = 0 ]; then
     echo "==> apt-get install postgresql redis-server"
     export DEBIAN_FRONTEND=noninteractive
     SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"

@@ -1,13 +1,19 @@
-"""The web process: stdlib ``platform`` is not shadowed, and torch is never imported."""
+"""The web process: stdlib ``platform`` is not shadowed, and torch is never imported.
+
+The web tier reaches gpu_runtime only through ``gpu_runtime.contract``, which must itself stay
+torch-free (and stdlib-only) whatever the rest of gpu_runtime imports.
+"""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CONTRACT = "gpu_runtime.contract"
 
 
 def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -56,3 +62,90 @@ def test_web_process_never_imports_torch(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "HEAVY []" in result.stdout
+
+
+def gpu_runtime_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) for every gpu_runtime module an import statement in ``source`` names.
+
+    ``from gpu_runtime import x`` counts as importing ``gpu_runtime.x`` (it may be a submodule).
+    """
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "gpu_runtime":
+                names = [f"gpu_runtime.{alias.name}" for alias in node.names]
+            else:
+                names = [node.module]
+        else:
+            continue
+        found.extend(
+            (node.lineno, name)
+            for name in names
+            if name == "gpu_runtime" or name.startswith("gpu_runtime.")
+        )
+    return found
+
+
+def test_the_import_scanner_sees_every_spelling():
+    source = textwrap.dedent(
+        """
+        import gpu_runtime
+        import gpu_runtime.rope as r
+        from gpu_runtime import config, contract
+        from gpu_runtime.contract import TrainConfig
+        def lazy():
+            from gpu_runtime.train import train
+        from gpu_runtime_extra import x
+        from .gpu_runtime import y
+        """
+    )
+    assert gpu_runtime_imports(source) == [
+        (2, "gpu_runtime"),
+        (3, "gpu_runtime.rope"),
+        (4, "gpu_runtime.config"),
+        (4, "gpu_runtime.contract"),
+        (5, "gpu_runtime.contract"),
+        (7, "gpu_runtime.train"),
+    ]
+
+
+def test_platform_imports_no_gpu_runtime_module_but_the_contract():
+    files = sorted((REPO_ROOT / "platform").rglob("*.py"))
+    imports = {
+        f"{path.relative_to(REPO_ROOT)}:{line}": module
+        for path in files
+        for line, module in gpu_runtime_imports(path.read_text())
+    }
+    assert CONTRACT in imports.values(), "scanned no platform import of the contract"
+    forbidden = {where: module for where, module in imports.items() if module != CONTRACT}
+    assert forbidden == {}, f"platform/ may import only {CONTRACT} from gpu_runtime"
+
+
+def test_the_contract_imports_only_the_standard_library():
+    path = REPO_ROOT / "gpu_runtime" / "contract.py"
+    imported = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module, "relative import in the contract"
+            imported.add(node.module.split(".")[0])
+    assert imported, "found no imports at all: is the scan broken?"
+    assert imported - {"__future__"} <= sys.stdlib_module_names, imported
+
+
+def test_importing_the_contract_loads_no_torch(tmp_path):
+    result = run_python(
+        """
+        import sys
+        import gpu_runtime.contract
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "gpu_runtime")
+        print("LOADED", loaded)
+        assert "torch" not in sys.modules
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "LOADED ['gpu_runtime', 'gpu_runtime.contract']" in result.stdout

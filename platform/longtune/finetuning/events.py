@@ -16,5 +16,5 @@ def record_event(
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
     return JobEvent.objects.create(
-        org_id=job.org_id, job=job, level=level, type=type, message=message[:2000], data=data
+        org_id=job.org_id, job=job, level=level, type=type, message=message, data=data
     )

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from longtune.api.ids import PublicIdField
+from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import Organization
 from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
 
@@ -193,35 +194,21 @@ class FineTuningJob(models.Model):
         return self.status in TERMINAL_STATUSES
 
 
-class EventLevel(models.TextChoices):
-    INFO = "info"
-    WARN = "warn"
-    ERROR = "error"
-
-
 class EventType(models.TextChoices):
     MESSAGE = "message"
     METRICS = "metrics"
 
 
-class JobEvent(models.Model):
+class JobEvent(OrgEvent):
+    """An entry of ``GET /v1/fine_tuning/jobs/{id}/events``; ``type`` marks metrics rows."""
+
     public_id = PublicIdField(prefix="ftevent-")
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     job = models.ForeignKey(FineTuningJob, on_delete=models.CASCADE, related_name="events")
     level = models.CharField(max_length=10, choices=EventLevel.choices, default=EventLevel.INFO)
     type = models.CharField(max_length=10, choices=EventType.choices, default=EventType.MESSAGE)
-    message = models.CharField(max_length=2000)
-    data = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = OrgScopedManager()
-
-    class Meta:
-        ordering = ["pk"]
+    class Meta(OrgEvent.Meta):
         indexes = [models.Index(fields=["job", "id"])]
-
-    def __str__(self) -> str:
-        return f"[{self.level}] {self.message}"
 
 
 class JobCheckpoint(models.Model):

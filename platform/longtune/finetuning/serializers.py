@@ -9,7 +9,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gpu_runtime.rope import ROPE_METHODS
+from gpu_runtime.contract import ROPE_METHODS
 from longtune.finetuning.models import (
     BaseModel,
     FineTunedModel,

@@ -18,8 +18,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from gpu_runtime.config import ALL_LINEAR
-from gpu_runtime.rope import DEFAULT_ROPE_METHOD
+from gpu_runtime.contract import ALL_LINEAR, DEFAULT_ROPE_METHOD
 from longtune.api.errors import ApiError
 from longtune.datasets.models import File, FilePurpose, FileStatus
 from longtune.finetuning.dispatch import default_queue_for, dispatch_new_job

@@ -1,9 +1,10 @@
-"""Job row -> gpu_runtime.TrainConfig. Torch-free (gpu_runtime.config imports no ML stack), so
-the web tier validates a job with the exact dataclass the worker will train with."""
+"""Job row -> gpu_runtime TrainConfig. Taken from gpu_runtime.contract (torch-free, and the only
+gpu_runtime module the web tier may import), so the web tier validates a job with the exact
+dataclass the worker will train with."""
 
 from __future__ import annotations
 
-from gpu_runtime.config import TrainConfig
+from gpu_runtime.contract import TrainConfig
 from longtune.finetuning.models import FineTuningJob
 
 # AdamW base learning rates; OpenAI's learning_rate_multiplier scales them.

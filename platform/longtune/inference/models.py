@@ -11,6 +11,7 @@ from __future__ import annotations
 from django.db import models
 
 from longtune.api.ids import PublicIdField
+from longtune.events import OrgEvent
 from longtune.tenancy.models import Organization
 from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
 
@@ -127,23 +128,14 @@ class Replica(models.Model):
         return f"{self.public_id} ({self.status}) {self.internal_url}"
 
 
-class EndpointEvent(models.Model):
+class EndpointEvent(OrgEvent):
+    """An entry of an endpoint's event list (``GET /v1/endpoints/{id}/events``)."""
+
     public_id = PublicIdField(prefix="epevent-")
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="events")
-    level = models.CharField(max_length=10, default="info")  # info | warn | error
-    message = models.CharField(max_length=2000)
-    data = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
 
-    objects = OrgScopedManager()
-
-    class Meta:
-        ordering = ["pk"]
+    class Meta(OrgEvent.Meta):
         indexes = [models.Index(fields=["endpoint", "id"])]
-
-    def __str__(self) -> str:
-        return f"[{self.level}] {self.message}"
 
 
 class UsageRecord(models.Model):

@@ -1,0 +1,270 @@
+"""The names the web tier and the GPU workers share: RoPE methods, LoRA defaults, `TrainConfig`.
+
+Why this module exists: the Django web tier validates fine-tuning requests with the exact
+dataclass and option lists the worker trains with, but the web process must never import
+torch (slow start, gigabytes of memory, and no GPU there). This is the ONLY gpu_runtime module
+the web tier (platform/) may import, and it imports nothing but the standard library --
+tests/platform/test_web_process.py enforces both. Everything else in gpu_runtime is free to
+pull in the ML stack; `gpu_runtime.rope` and `gpu_runtime.config` re-export these names.
+
+`TrainConfig` is every knob of a fine-tuning run in one explicit, JSON-round-trippable
+dataclass. Workers receive it through Celery as a plain dict, so `to_dict`/`from_dict` must
+round-trip exactly and unknown keys are rejected (a typo in a job spec must fail loudly, not
+silently train with a default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+# RoPE context extension methods (what each does: gpu_runtime.rope).
+RopeMethod = Literal["none", "linear", "yarn", "dynamic", "ntk", "llama3"]
+ROPE_METHODS: tuple[str, ...] = ("none", "linear", "yarn", "dynamic", "ntk", "llama3")
+# Chosen by benchmarks/context_extension.py (results in benchmarks/results/context_extension.md):
+# on the toy passkey task at 4x, static NTK reached 0.99 at 4L after 200 steps and kept 0.99 at L;
+# YaRN 0.94/0.96, dynamic NTK 0.99/0.97, linear PI 0.56/0.39. The NTK-YaRN gap is ~2 standard
+# errors over 100 trials: re-run the benchmark (it prints the winner) before changing this.
+DEFAULT_ROPE_METHOD: RopeMethod = "ntk"
+
+# TrainConfig option lists.
+METHODS: tuple[str, ...] = ("lora", "full")
+LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
+DTYPES: tuple[str, ...] = ("auto", "bfloat16", "float16", "float32")
+# Mirrors gpu_runtime.attention.KNOWN_IMPLEMENTATIONS (+ "auto"); kept here so this module stays
+# torch-free. tests/gpu_runtime/test_train.py asserts the two lists agree.
+ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = (
+    "auto",
+    "flash_attention_2",
+    "longtune_varlen_sdpa",
+    "sdpa",
+    "eager",
+)
+# peft's spelling for "every nn.Linear except the output head".
+ALL_LINEAR = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Lengths are in tokens; steps are optimizer steps."""
+
+    base_model: str  # local directory or s3://bucket/prefix (gpu_runtime.registry)
+    output_dir: str
+    context_length: int  # target context: packed sequence length and RoPE target
+
+    method: str = "lora"  # "lora" | "full"
+    # LoRA (ignored for method="full")
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: [ALL_LINEAR])
+    # LongLoRA's "LoRA+": embeddings and norms are cheap to train and matter at long context.
+    lora_train_embeddings_and_norms: bool = False
+
+    # RoPE extension: factor = context_length / the base model's original context.
+    rope_method: str = DEFAULT_ROPE_METHOD
+
+    # Optimisation (AdamW)
+    learning_rate: float = 2e-4
+    lr_schedule: str = "cosine"  # "cosine" | "linear" | "constant", each after linear warmup
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    num_epochs: int = 1
+    max_steps: int | None = None  # when set, overrides num_epochs (epochs repeat as needed)
+    micro_batch_size: int = 1  # packed sequences per forward; tokens = context_length × this
+    gradient_accumulation_steps: int = 1
+    seed: int = 0
+    train_on_inputs: bool = False  # False: loss only on assistant/completion tokens
+
+    # Checkpointing / resume
+    checkpoint_every_steps: int = 100  # 0 disables periodic checkpoints (stop/final still save)
+    keep_checkpoints: int = 2
+    # Validation (only when train() is given eval_data): every N steps, and always at the end.
+    eval_every_steps: int = 0  # 0: evaluate at the final step only
+    resume_from: str | None = None  # a checkpoint dir; None: auto-resume from output_dir
+    auto_resume: bool = True
+
+    # Memory / kernels
+    attn_implementation: str = "auto"
+    activation_checkpointing: bool = True
+    offload_activations: bool = False  # torch.autograd.graph.save_on_cpu for saved activations
+    loss_chunk_size: int = 1024  # tokens per lm_head chunk; never materialise [tokens × vocab]
+    dtype: str = "auto"  # "auto": bfloat16 on CUDA, float32 on CPU
+
+    def __post_init__(self) -> None:
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [self.lora_target_modules]
+        else:
+            self.lora_target_modules = list(self.lora_target_modules)
+        for error in _validation_errors(self):
+            raise ValueError(error)
+
+    # ----------------------------------------------------------------- derived values
+
+    @property
+    def tokens_per_micro_batch(self) -> int:
+        return self.context_length * self.micro_batch_size
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    # ----------------------------------------------------------------- serialisation
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe dict (what a Celery task receives)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"train config must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown train config field(s): {', '.join(unknown)}")
+        missing = sorted(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in data
+            and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+        if missing:
+            raise ValueError(f"missing required train config field(s): {', '.join(missing)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"train config is not valid JSON: {exc}") from exc
+        return cls.from_dict(data)
+
+
+def _validation_errors(c: TrainConfig) -> list[str]:
+    """Every problem as 'field: message', first one raised (so the caller can name the field)."""
+    errors: list[str] = []
+
+    def check(ok: bool, name: str, message: str) -> None:
+        if not ok:
+            errors.append(f"{name}: {message}")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def is_number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    check(
+        isinstance(c.base_model, str) and bool(c.base_model),
+        "base_model",
+        "must be a non-empty path or s3:// URL",
+    )
+    check(
+        isinstance(c.output_dir, str) and bool(c.output_dir),
+        "output_dir",
+        "must be a non-empty path",
+    )
+    check(
+        is_int(c.context_length) and c.context_length >= 2,
+        "context_length",
+        "must be an integer >= 2",
+    )
+    check(c.method in METHODS, "method", f"must be one of {METHODS}, got {c.method!r}")
+    check(is_int(c.lora_r) and c.lora_r >= 1, "lora_r", "must be an integer >= 1")
+    check(is_number(c.lora_alpha) and c.lora_alpha > 0, "lora_alpha", "must be > 0")
+    check(
+        is_number(c.lora_dropout) and 0.0 <= c.lora_dropout < 1.0,
+        "lora_dropout",
+        "must be in [0, 1)",
+    )
+    check(
+        bool(c.lora_target_modules)
+        and all(isinstance(m, str) and m for m in c.lora_target_modules),
+        "lora_target_modules",
+        f"must be a non-empty list of module names (or [{ALL_LINEAR!r}])",
+    )
+    check(
+        c.rope_method in ROPE_METHODS,
+        "rope_method",
+        f"must be one of {ROPE_METHODS}, got {c.rope_method!r}",
+    )
+    check(is_number(c.learning_rate) and c.learning_rate > 0, "learning_rate", "must be > 0")
+    check(
+        c.lr_schedule in LR_SCHEDULES,
+        "lr_schedule",
+        f"must be one of {LR_SCHEDULES}, got {c.lr_schedule!r}",
+    )
+    check(is_int(c.warmup_steps) and c.warmup_steps >= 0, "warmup_steps", "must be an integer >= 0")
+    check(is_number(c.weight_decay) and c.weight_decay >= 0, "weight_decay", "must be >= 0")
+    check(is_number(c.adam_beta1) and 0 <= c.adam_beta1 < 1, "adam_beta1", "must be in [0, 1)")
+    check(is_number(c.adam_beta2) and 0 <= c.adam_beta2 < 1, "adam_beta2", "must be in [0, 1)")
+    check(is_number(c.max_grad_norm) and c.max_grad_norm > 0, "max_grad_norm", "must be > 0")
+    check(is_int(c.num_epochs) and c.num_epochs >= 1, "num_epochs", "must be an integer >= 1")
+    check(
+        c.max_steps is None or (is_int(c.max_steps) and c.max_steps >= 1),
+        "max_steps",
+        "must be null or an integer >= 1",
+    )
+    check(
+        is_int(c.micro_batch_size) and c.micro_batch_size >= 1,
+        "micro_batch_size",
+        "must be an integer >= 1",
+    )
+    check(
+        is_int(c.gradient_accumulation_steps) and c.gradient_accumulation_steps >= 1,
+        "gradient_accumulation_steps",
+        "must be an integer >= 1",
+    )
+    check(is_int(c.seed) and c.seed >= 0, "seed", "must be an integer >= 0")
+    check(
+        is_int(c.checkpoint_every_steps) and c.checkpoint_every_steps >= 0,
+        "checkpoint_every_steps",
+        "must be an integer >= 0 (0 disables)",
+    )
+    check(
+        is_int(c.keep_checkpoints) and c.keep_checkpoints >= 1,
+        "keep_checkpoints",
+        "must be an integer >= 1",
+    )
+    check(
+        is_int(c.eval_every_steps) and c.eval_every_steps >= 0,
+        "eval_every_steps",
+        "must be an integer >= 0 (0 evaluates at the end only)",
+    )
+    check(
+        c.resume_from is None or (isinstance(c.resume_from, str) and bool(c.resume_from)),
+        "resume_from",
+        "must be null or a path",
+    )
+    check(
+        c.attn_implementation in ATTENTION_IMPLEMENTATIONS,
+        "attn_implementation",
+        f"must be one of {ATTENTION_IMPLEMENTATIONS}, got {c.attn_implementation!r}",
+    )
+    check(
+        is_int(c.loss_chunk_size) and c.loss_chunk_size >= 1,
+        "loss_chunk_size",
+        "must be an integer >= 1",
+    )
+    check(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
+    for name in (
+        "lora_train_embeddings_and_norms",
+        "auto_resume",
+        "activation_checkpointing",
+        "offload_activations",
+        "train_on_inputs",
+    ):
+        check(isinstance(getattr(c, name), bool), name, "must be true or false")
+    return errors
