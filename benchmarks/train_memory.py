@@ -3,8 +3,8 @@
 WHY: at 32K tokens the [tokens × vocab] logits (and their fp32 gradient) dwarf everything else,
 so a naive `model(input_ids, labels=...)` step needs tens of GB for a model of 200 MB.
 LongTune's trainer never builds those logits (gpu_runtime.loss.chunked_causal_lm_loss on the
-decoder's hidden states), checkpoints activations per layer and attends per document
-(gpu_runtime.attention). This script measures what that buys, both arms in the same run.
+decoder's hidden states), checkpoints activations per layer, runs each layer's MLP over
+recomputed sequence slices (gpu_runtime.tiling) and attends per document (gpu_runtime.attention). This script measures what that buys, both arms in the same run.
 The LongTune arm IS the trainer: gpu_runtime.train.build_model + CausalLMObjective +
 train_step; the plain arm is what a user writes with transformers + peft. Both load the same
 saved model, extend RoPE the same way and attach the same LoRA, so their losses must agree.
@@ -67,6 +67,7 @@ class BenchmarkConfig:
     model: ModelSpec = field(default_factory=ModelSpec)
     lengths: tuple[int, ...] = (4096, 8192, 16384, 32768)
     loss_chunk_size: int = 1024
+    mlp_chunk_size: int = 2048  # TrainConfig's default: the tiled MLP (gpu_runtime/tiling.py)
     plain_budget_mb: float = 20 * 1024  # skip a plain run predicted above this
     kill_above_mb: float = 21 * 1024  # hard cap on any child's RSS (the machine has 24 GiB, shared)
     target_ratio_at: int = 16384
@@ -86,6 +87,7 @@ def quick_config() -> BenchmarkConfig:
         model=ModelSpec(layers=1, hidden=64, mlp=128, heads=2, original_context=512),
         lengths=(1024, 2048),
         loss_chunk_size=128,
+        mlp_chunk_size=256,
         plain_budget_mb=4 * 1024,
         kill_above_mb=6 * 1024,
         target_ratio_at=2048,
@@ -209,6 +211,7 @@ def longtune_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_i
         attn_implementation="auto",
         activation_checkpointing=True,
         loss_chunk_size=config.loss_chunk_size,
+        mlp_chunk_size=config.mlp_chunk_size,
         dtype="float32",
     )
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -592,7 +595,8 @@ def markdown_report(
             "- plain: `peft_model(input_ids, labels=input_ids).loss.backward()` with SDPA, "
             "no checkpointing.",
             "- LongTune: gpu_runtime.train's own `build_model` (activation checkpointing, "
-            "use_reentrant=False; attention `select_attention_implementation('auto')`) → "
+            "use_reentrant=False; decoder MLPs in recomputed slices of "
+            f"{config.mlp_chunk_size} tokens; attention `select_attention_implementation('auto')`) → "
             "`CausalLMObjective` (decoder hidden states → `chunked_causal_lm_loss`, chunk "
             f"{config.loss_chunk_size}) → `train_step`, on one packed row (position ids of one "
             "document filling it). CPU offload of activations (`offload_activations`) is a "

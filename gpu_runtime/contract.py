@@ -95,6 +95,9 @@ class TrainConfig:
     activation_checkpointing: bool = True
     offload_activations: bool = False  # torch.autograd.graph.save_on_cpu for saved activations
     loss_chunk_size: int = 1024  # tokens per lm_head chunk; never materialise [tokens × vocab]
+    # Sequence-tiled MLP (gpu_runtime/tiling.py): tokens per recomputed MLP slice while training
+    # with activation checkpointing; 0 turns it off. Bounds a layer's recompute peak.
+    mlp_chunk_size: int = 2048
     dtype: str = "auto"  # "auto": bfloat16 on CUDA, float32 on CPU
 
     def __post_init__(self) -> None:
@@ -257,6 +260,11 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         is_int(c.loss_chunk_size) and c.loss_chunk_size >= 1,
         "loss_chunk_size",
         "must be an integer >= 1",
+    )
+    check(
+        is_int(c.mlp_chunk_size) and c.mlp_chunk_size >= 0,
+        "mlp_chunk_size",
+        "must be an integer >= 0 (0: no tiling)",
     )
     check(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
     for name in (

@@ -72,6 +72,7 @@ from gpu_runtime.output import (
     write_json_atomic,
 )
 from gpu_runtime.registry import load_model, load_tokenizer
+from gpu_runtime.tiling import enable_tiled_mlp
 
 COMPLETED = "completed"
 STOPPED = "stopped"
@@ -120,6 +121,9 @@ def seed_everything(seed: int) -> None:
 def build_model(config: TrainConfig, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
     """Base model RoPE-extended to config.context_length, with LoRA attached for method "lora".
 
+    With activation checkpointing, the decoder MLPs also run in `mlp_chunk_size`-token
+    recomputed slices (tiling.py), which bounds the one layer that backward holds at a time.
+
     LoRA keeps the frozen base in the compute dtype (peft keeps adapters in fp32); full
     fine-tuning keeps fp32 master weights and computes in `compute_dtype` (autocast/FSDP).
     """
@@ -132,6 +136,8 @@ def build_model(config: TrainConfig, device: torch.device, compute_dtype: torch.
     )
     if config.activation_checkpointing:
         enable_activation_checkpointing(model)
+        if config.mlp_chunk_size:
+            enable_tiled_mlp(model, config.mlp_chunk_size)
     if config.method == "lora":
         model = attach_lora(model, config)
     return model.to(device)

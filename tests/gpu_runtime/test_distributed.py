@@ -97,6 +97,7 @@ def _write_config(workspace: Path, method: str, output: str, **extra) -> Path:
         "lora_dropout": 0.0,
         "learning_rate": 1e-3,
         "checkpoint_every_steps": 2,
+        "mlp_chunk_size": 16,  # the tiled MLP (nested checkpoints) under DDP and FSDP too
         **extra,
     }
     path = workspace / f"{output}.json"

@@ -113,6 +113,8 @@ def test_config_round_trips_through_json():
         ("loss_chunk_size", 0),
         ("warmup_steps", -1),
         ("keep_checkpoints", 0),
+        ("mlp_chunk_size", -1),
+        ("mlp_chunk_size", 1.5),
     ],
 )
 def test_config_validation_names_the_field(field, value):
