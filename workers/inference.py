@@ -28,7 +28,10 @@ import logging
 import os
 import shutil
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -37,7 +40,7 @@ from typing import Any
 from celery.signals import worker_shutting_down
 from django.db import close_old_connections, connection
 
-from longtune.inference import services
+from longtune.inference import services, shared_servers
 from longtune.inference.conf import InferenceConf, inference_conf
 from longtune.inference.models import Endpoint
 from longtune.storage import get_storage
@@ -134,10 +137,45 @@ def _status_for(error: Exception) -> int:
 
 
 class Generator:
-    """Turns one internal request body into a submitted engine request."""
+    """Turns one internal request body into a submitted engine request.
 
-    def __init__(self, engine: Any, served: ServedModel, conf: InferenceConf) -> None:
-        self.engine, self.served, self.conf = engine, served, conf
+    A replica serves one model; a shared server serves many (one per hosted endpoint, the
+    base itself as adapter None). ``serve`` / ``unserve`` are reference-counted because two
+    endpoints (of one org or several) may serve the same model name."""
+
+    def __init__(self, engine: Any, served: ServedModel | None, conf: InferenceConf) -> None:
+        self.engine, self.conf = engine, conf
+        self._lock = threading.Lock()
+        self._served: dict[str | None, tuple[ServedModel, int]] = {}
+        if served is not None:
+            self.serve(served)
+
+    def serve(self, served: ServedModel) -> None:
+        with self._lock:
+            _, count = self._served.get(served.adapter, (served, 0))
+            self._served[served.adapter] = (served, count + 1)
+
+    def unserve(self, adapter: str | None) -> bool:
+        """Drop one reference; True when the model is no longer served at all."""
+        with self._lock:
+            served, count = self._served[adapter]
+            if count > 1:
+                self._served[adapter] = (served, count - 1)
+                return False
+            del self._served[adapter]
+            return True
+
+    @property
+    def adapters(self) -> list[str | None]:
+        with self._lock:
+            return list(self._served)
+
+    def served_model(self, adapter: str | None) -> ServedModel:
+        with self._lock:
+            entry = self._served.get(adapter)
+        if entry is None:
+            raise ReplicaError(404, "model_not_found", "This replica does not serve that model.")
+        return entry[0]
 
     def prompt_ids(self, body: dict[str, Any]) -> tuple[list[int], str]:
         from gpu_runtime.serving import chat_prompt_token_ids
@@ -149,16 +187,15 @@ class Generator:
     def submit(self, body: dict[str, Any]) -> tuple[Any, int]:
         from gpu_runtime.serving import GenerationRequest, SamplingParams
 
-        if body.get("adapter") != self.served.adapter:
-            raise ReplicaError(404, "model_not_found", "This replica does not serve that model.")
+        served = self.served_model(body.get("adapter"))
         ids, field = self.prompt_ids(body)
-        room = self.served.context_length - len(ids)
+        room = served.context_length - len(ids)
         max_tokens = body.get("max_tokens") or min(self.conf.default_max_tokens, room)
-        if room < 1 or len(ids) + max_tokens > self.served.context_length:
+        if room < 1 or len(ids) + max_tokens > served.context_length:
             raise ReplicaError(
                 400,
                 "context_length_exceeded",
-                f"This model's maximum context length is {self.served.context_length} tokens; "
+                f"This model's maximum context length is {served.context_length} tokens; "
                 f"the request has {len(ids)} prompt tokens and asks for {max(max_tokens, 0)} "
                 "completion tokens.",
                 field,
@@ -172,7 +209,7 @@ class Generator:
         )
         request = GenerationRequest(
             prompt_token_ids=ids,
-            adapter=self.served.adapter,
+            adapter=served.adapter,
             sampling=sampling,
             request_id=str(body.get("request_id") or os.urandom(8).hex()),
         )
@@ -207,7 +244,7 @@ def make_handler(generator: Generator) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 - stdlib name
             if self.path == "/health":
-                self._json(200, {"status": "ok", "adapter": generator.served.adapter})
+                self._json(200, {"status": "ok", "adapters": generator.adapters})
             else:
                 self._json(404, {"error": {"code": "not_found", "message": self.path}})
 
@@ -323,10 +360,11 @@ class ReplicaServer:
 
 class LoadingHeartbeat:
     """Heartbeats from a thread while the main thread loads weights (minutes for a real
-    model), so the watchdog does not take a slow load for a dead worker."""
+    model), so the watchdog does not take a slow load for a dead worker. ``beats`` are
+    callables (a replica's and, on a shared server, the server's own heartbeat)."""
 
-    def __init__(self, replica: Any, every_seconds: float) -> None:
-        self.replica, self.every = replica, every_seconds
+    def __init__(self, *beats: Callable[[], Any], every_seconds: float) -> None:
+        self.beats, self.every = beats, every_seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="replica-load-hb", daemon=True)
 
@@ -341,9 +379,10 @@ class LoadingHeartbeat:
     def _run(self) -> None:
         try:
             while not self._stop.wait(self.every):
-                services.replica_heartbeat(self.replica)
+                for beat in self.beats:
+                    beat()
         except Exception:  # noqa: BLE001 - a DB hiccup must not kill the load
-            logger.exception("loading heartbeat for %s failed", self.replica.public_id)
+            logger.exception("loading heartbeat failed")
         finally:
             connection.close()  # this thread's own DB connection
 
@@ -357,7 +396,9 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
     conf = inference_conf()
     engine = server = None
     try:
-        with LoadingHeartbeat(replica, conf.heartbeat_seconds):
+        with LoadingHeartbeat(
+            lambda: services.replica_heartbeat(replica), every_seconds=conf.heartbeat_seconds
+        ):
             engine, served = build_engine(endpoint, conf)
             details = warm_up(engine, served)
         server = ReplicaServer(Generator(engine, served, conf))
@@ -383,12 +424,164 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
             engine.shutdown()
 
 
+# --------------------------------------------------------------------------- shared servers
+
+
+def build_shared_engine(server: Any) -> Any:
+    """The shared server's engine: the base loaded once; adapters join as endpoints attach."""
+    from gpu_runtime.serving import EngineConfig, InferenceEngine
+
+    return InferenceEngine(EngineConfig(base_model=server.base_model.location))
+
+
+def attach_endpoint(engine: Any, endpoint: Endpoint, conf: InferenceConf) -> ServedModel:
+    """Make `endpoint`'s model servable on a shared engine (LoRA adapter or the base)."""
+    if endpoint.fine_tuned_model is None:
+        return ServedModel(None, min(engine.max_context, endpoint.context_length))
+    artifact = download_artifact(endpoint, conf)
+    engine.register_adapter(endpoint.model, str(artifact))
+    return ServedModel(endpoint.model, endpoint.fine_tuned_model.context_length)
+
+
+@dataclass
+class Hosted:
+    replica: Any
+    served: ServedModel
+
+
+class SharedServerProcess:
+    """One shared server's life inside a worker: load the base, then loop — heartbeat,
+    retire stopped endpoints, load newly attached ones — until stopped, lost or idle."""
+
+    def __init__(self, server: Any, worker: str, conf: InferenceConf, idle_seconds: float):
+        self.server, self.worker, self.conf = server, worker, conf
+        self.idle_seconds = idle_seconds
+        self.engine: Any = None
+        self.http: ReplicaServer | None = None
+        self.generator: Generator | None = None
+        self.hosted: dict[int, Hosted] = {}  # replica pk -> what it serves
+
+    def run(self) -> dict[str, Any]:
+        server = self.server
+        try:
+            with LoadingHeartbeat(
+                lambda: shared_servers.server_heartbeat(server),
+                every_seconds=self.conf.heartbeat_seconds,
+            ):
+                self.engine = build_shared_engine(server)
+                warm_up(self.engine, ServedModel(None, self.engine.max_context))
+            self.generator = Generator(self.engine, None, self.conf)
+            self.http = ReplicaServer(self.generator)
+            self.http.start()
+            if shared_servers.server_ready(server, self.http.url):
+                self._serve_until_done()
+            self._retire_all()
+            shared_servers.finish_server(server)
+            return {"server": server.public_id, "status": "stopped"}
+        except Exception as exc:
+            logger.exception("shared server %s failed", server.public_id)
+            error = {"code": "replica_failed", "message": f"{type(exc).__name__}: {exc}"}
+            self._retire_all(error)
+            shared_servers.finish_server(server, error=error)
+            return {"server": server.public_id, "status": "failed"}
+        finally:
+            if self.http is not None:
+                self.http.stop()
+            if self.engine is not None:
+                self.engine.shutdown()
+
+    def _serve_until_done(self) -> None:
+        idle_since = time.monotonic()
+        while True:
+            close_old_connections()
+            if not shared_servers.server_heartbeat(self.server):
+                return  # restarted elsewhere or stopped: exit
+            self._heartbeat_hosted()
+            self._load_pending()
+            if self.hosted:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= self.idle_seconds:
+                if shared_servers.stop_if_idle(self.server):
+                    return
+            if _worker_stopping.wait(self.conf.heartbeat_seconds):
+                return
+
+    def _heartbeat_hosted(self) -> None:
+        for replica_pk, hosted in list(self.hosted.items()):
+            if not services.replica_heartbeat(hosted.replica):
+                self._retire(replica_pk)
+
+    def _load_pending(self) -> None:
+        assert self.generator is not None and self.http is not None
+        for endpoint_pk, generation in shared_servers.pending_endpoints(self.server):
+            claimed = services.claim_for_replica(
+                endpoint_pk, generation, self.worker, os.getpid(), shared_server=self.server
+            )
+            if claimed is None:
+                continue
+            endpoint, replica = claimed
+            try:
+                with LoadingHeartbeat(
+                    partial(services.replica_heartbeat, replica),
+                    partial(shared_servers.server_heartbeat, self.server),
+                    every_seconds=self.conf.heartbeat_seconds,
+                ):
+                    served = attach_endpoint(self.engine, endpoint, self.conf)
+                    details = warm_up(self.engine, served)
+            except Exception as exc:  # noqa: BLE001 - one bad artifact fails one endpoint
+                logger.exception("could not load %s on %s", endpoint.model, self.server.public_id)
+                self._forget_adapter(endpoint.model if endpoint.fine_tuned_model_id else None)
+                services.finish_replica(
+                    replica,
+                    error={"code": "replica_failed", "message": f"{type(exc).__name__}: {exc}"},
+                )
+                continue
+            self.generator.serve(served)
+            self.hosted[replica.pk] = Hosted(replica, served)
+            details.update(
+                context_length=served.context_length,
+                adapter=served.adapter,
+                shared_server=self.server.public_id,
+            )
+            if not services.mark_ready(replica, self.http.url, details):
+                self._retire(replica.pk)  # stopped while loading
+
+    def _retire(self, replica_pk: int, error: dict[str, str] | None = None) -> None:
+        hosted = self.hosted.pop(replica_pk)
+        assert self.generator is not None
+        if self.generator.unserve(hosted.served.adapter):
+            self._forget_adapter(hosted.served.adapter)
+        services.finish_replica(hosted.replica, error=error)
+
+    def _forget_adapter(self, adapter: str | None) -> None:
+        if adapter is not None and self.engine is not None:
+            self.engine.unregister_adapter(adapter)
+
+    def _retire_all(self, error: dict[str, str] | None = None) -> None:
+        for replica_pk in list(self.hosted):
+            self._retire(replica_pk, error)
+
+
 @app.task(name=services.WATCHDOG_TASK)
 def watchdog() -> dict[str, Any]:
     """Periodic (celery beat): restart endpoints whose replica's worker died."""
-    return {"restarted": services.recover_lost_replicas()}
+    return {
+        "restarted": services.recover_lost_replicas(),
+        "servers": shared_servers.recover_lost_servers(),
+    }
 
 
 @app.task(name=services.SERVE_TASK, bind=True)
 def serve_endpoint(self, endpoint_pk: int, generation: int) -> dict[str, Any]:
     return run_replica(endpoint_pk, generation, self.request.hostname or "worker")
+
+
+@app.task(name=shared_servers.SERVE_SHARED_TASK, bind=True)
+def serve_shared_base(self, server_pk: int, generation: int) -> dict[str, Any]:
+    """Run the shared server of one base model (holds this worker slot until it stops)."""
+    worker = self.request.hostname or "worker"
+    server = shared_servers.claim_server(server_pk, generation, worker, os.getpid())
+    if server is None:
+        return {"server": server_pk, "generation": generation, "skipped": True}
+    conf = inference_conf()
+    return SharedServerProcess(server, worker, conf, conf.shared_idle_seconds).run()

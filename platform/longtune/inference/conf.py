@@ -25,6 +25,7 @@ class InferenceConf:
     request_timeout_seconds: int  # gateway -> replica read timeout (between chunks)
     default_max_tokens: int  # completion budget when the request gives none
     stats_window: int  # GET /v1/endpoints/{id} averages TTFT / tokens/s over this many requests
+    shared_idle_seconds: int  # a shared server with no endpoint this long stops (frees its slot)
 
     @property
     def work_dir(self) -> Path:
@@ -39,4 +40,5 @@ def inference_conf() -> InferenceConf:
         request_timeout_seconds=_setting("INFERENCE_REQUEST_TIMEOUT_SECONDS", 300),
         default_max_tokens=_setting("INFERENCE_DEFAULT_MAX_TOKENS", 128),
         stats_window=_setting("INFERENCE_STATS_WINDOW", 100),
+        shared_idle_seconds=_setting("INFERENCE_SHARED_IDLE_SECONDS", 300),
     )

@@ -1,9 +1,18 @@
 """Endpoints, their replicas and events, and the per-org usage ledger.
 
-An endpoint is a state machine (``EndpointStatus``) driven by one replica process at a time.
+An endpoint is a state machine (``EndpointStatus``) driven by one replica at a time.
 Each start bumps ``generation``; a replica only ever writes rows of the generation it was
 started for, so a replica that outlived a stop/start (or a redelivered Celery message) cannot
 flip a newer generation's state.
+
+Where a replica runs (``Endpoint.hosting``):
+  - ``own_process``: a dedicated endpoint, or a full fine-tune (its weights ARE the base):
+    one Celery task on the endpoint's queue loads the model and serves only it;
+  - ``shared_server``: a shared endpoint of a base model or of a LoRA fine-tune rides on the
+    ``SharedServer`` of its base — one process, one copy of the base weights, every org's
+    adapters hot in its LRU. Each hosted endpoint still gets its own ``Replica`` row
+    (claimed, heartbeated and finished by the server), so routing, the watchdog and the
+    events read the same for both kinds.
 """
 
 from __future__ import annotations
@@ -30,6 +39,61 @@ ACTIVE_ENDPOINT_STATUSES = (EndpointStatus.PENDING, EndpointStatus.LOADING, Endp
 class Deployment(models.TextChoices):
     SHARED = "shared"  # the shared `inference` worker pool
     DEDICATED = "dedicated"  # the org's own `inference.<slug>` queue
+
+
+class Hosting(models.TextChoices):
+    OWN_PROCESS = "own_process"  # one serve_endpoint task for this endpoint alone
+    SHARED_SERVER = "shared_server"  # an adapter (or the base) on its base's SharedServer
+
+
+class ServerStatus(models.TextChoices):
+    PENDING = "pending"  # queued: waiting for an inference worker
+    LOADING = "loading"  # a worker is loading the base weights
+    READY = "ready"  # serving; hosts the endpoints attached to it
+    STOPPED = "stopped"  # idle shutdown, worker shutdown
+    FAILED = "failed"
+
+
+ACTIVE_SERVER_STATUSES = (ServerStatus.PENDING, ServerStatus.LOADING, ServerStatus.READY)
+
+
+class SharedServer(models.Model):
+    """The platform's shared serving process for one base model on one queue.
+
+    Not org-owned: it hosts many orgs' endpoints. Tenant isolation does not depend on it —
+    the gateway only routes an org's request to that org's own endpoints, and adapters are
+    addressed by their globally unique fine-tuned model names. One row per (base, queue)
+    for ever: a restart (watchdog, new endpoint after an idle stop) bumps ``generation``.
+    """
+
+    public_id = PublicIdField(prefix="srv_")
+    base_model = models.ForeignKey(
+        "finetuning.BaseModel", on_delete=models.PROTECT, related_name="shared_servers"
+    )
+    queue = models.CharField(max_length=200, default="inference")
+    status = models.CharField(
+        max_length=10, choices=ServerStatus.choices, default=ServerStatus.PENDING
+    )
+    generation = models.PositiveIntegerField(default=1)
+    worker = models.CharField(max_length=255, blank=True)
+    pid = models.PositiveIntegerField(null=True, blank=True)
+    internal_url = models.CharField(max_length=300, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True, help_text='{"code", "message"}')
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base_model", "queue"], name="inference_one_shared_server_per_base"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.public_id} {self.base_model_id}@{self.queue} ({self.status})"
 
 
 class EndpointQuerySet(OrgScopedQuerySet):
@@ -65,6 +129,10 @@ class Endpoint(models.Model):
     )
     queue = models.CharField(max_length=200, default="inference")
     context_length = models.PositiveIntegerField(help_text="Longest prompt + completion served.")
+    hosting = models.CharField(max_length=16, choices=Hosting.choices, default=Hosting.OWN_PROCESS)
+    shared_server = models.ForeignKey(
+        SharedServer, null=True, blank=True, on_delete=models.PROTECT, related_name="endpoints"
+    )
 
     status = models.CharField(
         max_length=10, choices=EndpointStatus.choices, default=EndpointStatus.PENDING
@@ -96,12 +164,16 @@ class ReplicaStatus(models.TextChoices):
 
 
 class Replica(models.Model):
-    """One serving process: a Celery task on the endpoint's queue holding one worker slot,
-    with a small HTTP server on ``internal_url`` that only the gateway calls."""
+    """One endpoint generation being served: either its own Celery task on the endpoint's
+    queue, or its slot on a SharedServer (``shared_server`` set). Either way ``internal_url``
+    is a small HTTP server that only the gateway calls."""
 
     public_id = PublicIdField(prefix="rep_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
     endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="replicas")
+    shared_server = models.ForeignKey(
+        SharedServer, null=True, blank=True, on_delete=models.SET_NULL, related_name="replicas"
+    )
     generation = models.PositiveIntegerField()
     worker = models.CharField(max_length=255, blank=True)
     pid = models.PositiveIntegerField(null=True, blank=True)

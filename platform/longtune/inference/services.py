@@ -25,10 +25,13 @@ from longtune.inference.models import (
     Endpoint,
     EndpointEvent,
     EndpointStatus,
+    Hosting,
     Replica,
     ReplicaStatus,
+    SharedServer,
     UsageRecord,
 )
+from longtune.inference.shared_servers import ensure_shared_server
 from longtune.tenancy.models import Organization
 
 logger = logging.getLogger("longtune.inference")
@@ -51,6 +54,14 @@ class ResolvedModel:
     name: str
     base: BaseModel
     fine_tuned: FineTunedModel | None
+
+    def hosting(self, deployment: str) -> str:
+        """Shared endpoints of a base or a LoRA fine-tune ride on their base's shared server;
+        dedicated endpoints and full fine-tunes (whose weights are the base) get a process."""
+        shareable = self.fine_tuned is None or self.fine_tuned.method == "lora"
+        if deployment == Deployment.SHARED and shareable:
+            return Hosting.SHARED_SERVER
+        return Hosting.OWN_PROCESS
 
     @property
     def context_length(self) -> int:
@@ -104,6 +115,15 @@ def send_serve(endpoint_pk: int, generation: int, queue: str) -> None:
 
 
 def _dispatch_after_commit(endpoint: Endpoint) -> None:
+    """Get the endpoint's (new) generation served: a shared-server endpoint just needs its
+    server running (the server claims pending endpoints itself); an own-process endpoint
+    gets a serve task once this transaction commits."""
+    if endpoint.hosting == Hosting.SHARED_SERVER:
+        server = ensure_shared_server(endpoint.base_model, endpoint.queue)
+        if endpoint.shared_server_id != server.pk:
+            endpoint.shared_server = server
+            endpoint.save(update_fields=["shared_server"])
+        return
     pk, generation, queue = endpoint.pk, endpoint.generation, endpoint.queue
 
     def publish() -> None:
@@ -130,8 +150,14 @@ def create_endpoint(
 ) -> Endpoint:
     resolved = resolve_model(org, model_name)
     queue = SHARED_QUEUE if deployment == Deployment.SHARED else dedicated_inference_queue(org.slug)
+    hosting = resolved.hosting(deployment)
     with transaction.atomic():
+        server = (
+            ensure_shared_server(resolved.base, queue) if hosting == Hosting.SHARED_SERVER else None
+        )
         endpoint = Endpoint.objects.create(
+            hosting=hosting,
+            shared_server=server,
             org=org,
             created_by_key=api_key,
             display_name=display_name,
@@ -142,8 +168,15 @@ def create_endpoint(
             queue=queue,
             context_length=resolved.context_length,
         )
-        record_event(endpoint, f"Endpoint created for {resolved.name}; queued on {queue}.")
-        _dispatch_after_commit(endpoint)
+        if server is not None:
+            record_event(
+                endpoint,
+                f"Endpoint created for {resolved.name}; served by shared server "
+                f"{server.public_id} ({resolved.base.name} on {queue}).",
+            )
+        else:
+            record_event(endpoint, f"Endpoint created for {resolved.name}; queued on {queue}.")
+            _dispatch_after_commit(endpoint)
     return endpoint
 
 
@@ -199,9 +232,15 @@ def delete_endpoint(endpoint: Endpoint) -> None:
 
 
 def claim_for_replica(
-    endpoint_pk: int, generation: int, worker: str, pid: int
+    endpoint_pk: int,
+    generation: int,
+    worker: str,
+    pid: int,
+    *,
+    shared_server: SharedServer | None = None,
 ) -> tuple[Endpoint, Replica] | None:
-    """pending -> loading for exactly this generation, with its replica row; None if stale."""
+    """pending -> loading for exactly this generation, with its replica row; None if stale.
+    A shared server claims with itself as ``shared_server`` (only its own endpoints)."""
     with transaction.atomic():
         endpoint = (
             Endpoint.objects.unscoped_across_orgs()
@@ -214,17 +253,21 @@ def claim_for_replica(
             return None
         if endpoint.stop_requested or endpoint.deleted_at is not None:
             return None
+        if shared_server is not None and endpoint.shared_server_id != shared_server.pk:
+            return None
         endpoint.status = EndpointStatus.LOADING
         endpoint.save(update_fields=["status"])
         replica = Replica.objects.create(
             org_id=endpoint.org_id,
             endpoint=endpoint,
+            shared_server=shared_server,
             generation=generation,
             worker=worker,
             pid=pid,
             heartbeat_at=timezone.now(),
         )
-        record_event(endpoint, f"Replica {replica.public_id} loading on {worker}.")
+        where = f"shared server {shared_server.public_id} on " if shared_server else ""
+        record_event(endpoint, f"Replica {replica.public_id} loading on {where}{worker}.")
     return endpoint, replica
 
 
