@@ -14,6 +14,10 @@ Measured:
      per request) vs model.generate (first-token and last-token times from a streamer).
   2. Aggregate throughput: 8 requests (256-token prompts, 64 new tokens) served sequentially
      by model.generate, sequentially by the engine, and concurrently by the engine.
+  3. Multi-LoRA: the same kind of 8 requests spread over 4 random LoRA adapters (rank 8, all
+     linear layers), sent to the engine one at a time vs all at once. Concurrent requests on
+     different adapters share one decode forward (peft mixed-batch LoRA); the ratio says what
+     that batching buys when every request wants its own adapter.
 Targets: concurrency-8 throughput ≥ 2× sequential generate; engine TTFT ≤ generate TTFT
 (within 10% timing noise on shared cores).
 
@@ -67,6 +71,8 @@ class BenchConfig:
     concurrency: int = 8
     throughput_prompt: int = 256
     throughput_new_tokens: int = 64
+    lora_adapters: int = 4  # the `concurrency` requests are spread over this many adapters
+    lora_rank: int = 8
 
 
 def quick_config() -> BenchConfig:
@@ -83,6 +89,7 @@ def quick_config() -> BenchConfig:
         concurrency=4,
         throughput_prompt=32,
         throughput_new_tokens=8,
+        lora_adapters=2,
     )
 
 
@@ -105,6 +112,38 @@ def ensure_model(config: BenchConfig, cache_root: Path) -> Path:
             max_position_embeddings=config.original_context,
         )
     return path
+
+
+def ensure_adapters(config: BenchConfig, model_dir: Path, cache_root: Path) -> list[Path]:
+    """Random LoRA adapters for the cached model (built once, next to it).
+
+    lora_B is random (seeded) rather than peft's zeros so every adapter changes the outputs.
+    No config.json is saved with them: they are served on the engine's base (one RoPE group)."""
+    from peft import LoraConfig, get_peft_model
+
+    paths = []
+    for index in range(config.lora_adapters):
+        path = cache_root / f"{model_dir.name}-lora{index}-r{config.lora_rank}"
+        paths.append(path)
+        if (path / "adapter_config.json").is_file():
+            continue
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(100 + index)
+            peft_model = get_peft_model(
+                load_model(str(model_dir)),
+                LoraConfig(
+                    r=config.lora_rank,
+                    lora_alpha=2 * config.lora_rank,
+                    lora_dropout=0.0,
+                    target_modules="all-linear",
+                ),
+            )
+            with torch.no_grad():
+                for name, param in peft_model.named_parameters():
+                    if "lora_B" in name:
+                        param.normal_(0.0, 0.02)
+        peft_model.save_pretrained(path)
+    return paths
 
 
 def prompt_ids(length: int, vocab_size: int, seed: int) -> list[int]:
@@ -154,9 +193,12 @@ def generate_once(model, ids: list[int], new_tokens: int, pad_id: int) -> dict[s
     }
 
 
-def greedy_request(ids: list[int], new_tokens: int) -> GenerationRequest:
+def greedy_request(
+    ids: list[int], new_tokens: int, adapter: str | None = None
+) -> GenerationRequest:
     return GenerationRequest(
         prompt_token_ids=ids,
+        adapter=adapter,
         sampling=SamplingParams(max_tokens=new_tokens, temperature=0.0, ignore_eos=True),
     )
 
@@ -218,6 +260,38 @@ def measure_throughput(config: BenchConfig, model, engine: InferenceEngine, pad_
     }
 
 
+def measure_multi_lora(
+    config: BenchConfig, engine: InferenceEngine, vocab: int, adapters: list[str]
+) -> dict:
+    """`concurrency` requests round-robin over `adapters`: one at a time vs all at once."""
+    new_tokens = config.throughput_new_tokens
+    requests = [
+        (prompt_ids(config.throughput_prompt, vocab, seed=2000 + i), adapters[i % len(adapters)])
+        for i in range(config.concurrency)
+    ]
+    total_tokens = new_tokens * len(requests)
+    for name in adapters:  # load every adapter before timing
+        engine.generate(greedy_request(requests[0][0][:8], 2, adapter=name))
+
+    start = time.perf_counter()
+    for ids, name in requests:
+        engine.generate(greedy_request(ids, new_tokens, adapter=name))
+    sequential_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    handles = [engine.submit(greedy_request(ids, new_tokens, adapter=n)) for ids, n in requests]
+    results = [h.result() for h in handles]
+    concurrent_s = time.perf_counter() - start
+    assert all(r.usage.completion_tokens == new_tokens for r in results)
+    return {
+        "lora_requests": len(requests),
+        "lora_adapters": len(adapters),
+        "lora_sequential_tps": total_tokens / sequential_s,
+        "lora_concurrent_tps": total_tokens / concurrent_s,
+        "lora_max_decode_adapters": engine.stats.max_decode_adapters,
+    }
+
+
 # --------------------------------------------------------------------------- report
 def verdicts(latency: list[dict], throughput: dict) -> dict[str, bool]:
     return {
@@ -257,6 +331,7 @@ def render_report(
         )
     t = throughput
     ratio = t["engine_concurrent_tps"] / t["generate_sequential_tps"]
+    lora_ratio = t["lora_concurrent_tps"] / t["lora_sequential_tps"]
     lines += [
         "",
         f"## Aggregate throughput: {t['requests']} requests × "
@@ -269,6 +344,16 @@ def render_report(
         f"{t['engine_sequential_tps'] / t['generate_sequential_tps']:.2f} |",
         f"| engine, concurrency {t['requests']} (max decode batch {t['max_decode_batch']}) | "
         f"{t['engine_concurrent_tps']:.1f} | {ratio:.2f} |",
+        f"| engine, concurrency {t['lora_requests']} over {t['lora_adapters']} LoRA adapters "
+        f"(max {t['lora_max_decode_adapters']} adapters in one forward; {lora_ratio:.2f}× the "
+        f"same requests sequentially, {t['lora_sequential_tps']:.1f} tok/s) | "
+        f"{t['lora_concurrent_tps']:.1f} | "
+        f"{t['lora_concurrent_tps'] / t['generate_sequential_tps']:.2f} |",
+        "",
+        f"Multi-LoRA: {t['lora_requests']} requests round-robin over {t['lora_adapters']} random "
+        f"rank-{config.lora_rank} adapters (all linear layers) decode in one forward per step "
+        f"(peft mixed-batch LoRA): {t['lora_concurrent_tps']:.1f} tok/s concurrently vs "
+        f"{t['lora_sequential_tps']:.1f} tok/s one at a time — {lora_ratio:.2f}×.",
         "",
         "## Targets",
         "",
@@ -321,6 +406,19 @@ def run(config: BenchConfig, cache_root: Path) -> tuple[list[dict], dict]:
         print("throughput:", flush=True)
         throughput = measure_throughput(config, model, engine, tokenizer.pad_token_id)
         print(f"  {throughput}", flush=True)
+        print("multi-LoRA throughput:", flush=True)
+        names = []
+        for index, path in enumerate(ensure_adapters(config, model_dir, cache_root)):
+            names.append(f"bench-lora{index}")
+            engine.register_adapter(names[-1], str(path))
+        lora = measure_multi_lora(config, engine, model.config.vocab_size, names)
+        print(f"  {lora}", flush=True)
+        print(
+            f"  concurrent / sequential over {len(names)} adapters: "
+            f"{lora['lora_concurrent_tps'] / lora['lora_sequential_tps']:.2f}x",
+            flush=True,
+        )
+        throughput.update(lora)
     finally:
         engine.shutdown()
     return latency, throughput

@@ -17,7 +17,8 @@ export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072}
 python3 -m celery -A workers.celery_app worker -Q cpu,gpu -P solo -c 1 -l INFO \
   --without-gossip --without-mingle &
 WORKER=$!
-# A serving replica holds its worker slot while its endpoint runs: its own worker (one replica).
+# Serving holds a worker slot while it runs. Shared endpoints (the default) of the tiny base and
+# of its LoRA fine-tunes all ride ONE shared server process, so one slot serves them all.
 python3 -m celery -A workers.celery_app worker -Q inference -P solo -c 1 -l INFO -n serve@%h \
   --without-gossip --without-mingle &
 SERVE_WORKER=$!

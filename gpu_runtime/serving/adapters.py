@@ -6,9 +6,22 @@ embedding. A LongTune LoRA artifact saves the *extended* config.json it was trai
 degrades long-context quality, so every distinct `rope_parameters` gets its own
 `ModelInstance`: the base weights loaded again from the same files with that config. Two
 instances share nothing but the weights file on disk (memory is paid per group); adapters
-inside one group share their instance's weights and are switched with peft's multi-adapter
-API (`load_adapter` / `set_adapter` / `delete_adapter`). An adapter directory without a
+inside one group share their instance's weights, loaded side by side with peft's
+multi-adapter API (`load_adapter` / `delete_adapter`). An adapter directory without a
 config.json is served in the engine's default group.
+
+WHY one forward for many adapters (`ModelInstance.forward_rows`): a decode step of N
+requests on N different adapters would otherwise run the base N times for one token each.
+peft's mixed-batch inference (`adapter_names=[...]`, one name per row, "__base__" for the
+plain base) runs the base layers once over the whole batch and adds each LoRA delta to its
+own rows only. peft 0.21 limits it to plain LoRA on Linear/Embedding/Conv layers, in eval
+mode, with nothing merged; it refuses DoRA (and leaves other LoRA variants, multi-head
+attention and `target_parameters` layers unsupported), and it breaks as soon as any resident
+adapter carries `modules_to_save` / trainable tokens (the wrapper looks every row's adapter
+up in its own dict, and norms cannot be mixed at all). So `can_mix` tells per adapter whether
+it may share a forward; adapters that cannot (e.g. LongLoRA artifacts that also trained the
+embeddings and norms) are served in forwards of their own via `set_adapter`, and while others
+are mixed their wrappers are bypassed (no mixed row uses them).
 
 `AdapterPool` keeps at most `max_loaded` adapters resident (across all groups), evicting the
 least recently used one that no running request holds. A group instance other than the
@@ -17,10 +30,11 @@ default is dropped once its last adapter is evicted.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +46,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from gpu_runtime.attention import select_attention_implementation
 
 logger = logging.getLogger(__name__)
+
+BASE_ROW = "__base__"  # peft's adapter name for a mixed-batch row served by the plain base
 
 
 def rope_signature(config: PretrainedConfig) -> str:
@@ -95,6 +111,8 @@ class ModelInstance:
         self.base = model.to(spec.device).eval()
         self.peft: Any | None = None  # PeftModel wrapping `base` once an adapter is loaded
         self.signature = rope_signature(self.base.config)
+        self._mixable: dict[str, bool] = {}  # adapter -> may share a mixed-batch forward
+        self._aux_wrappers: list[torch.nn.Module] = []  # peft modules_to_save/token wrappers
 
     @property
     def max_context(self) -> int:
@@ -113,16 +131,74 @@ class ModelInstance:
             ).eval()
         else:
             self.peft.load_adapter(adapter_dir, adapter_name=name, is_trainable=False)
-        logger.info("loaded adapter %s into group %s", name, self.signature)
+        self._aux_wrappers = _aux_wrappers(self.peft)
+        self._mixable[name] = supports_mixed_batch(self.peft, name)
+        logger.info(
+            "loaded adapter %s into group %s (mixed batches: %s)",
+            name,
+            self.signature,
+            self._mixable[name],
+        )
 
     def unload_adapter(self, name: str) -> None:
         assert self.peft is not None
+        self._mixable.pop(name, None)
         if len(self.peft.peft_config) == 1:
             # Last one: remove the LoRA layers entirely so base requests pay no peft overhead.
             self.base = self.peft.unload().eval()
             self.peft = None
+            self._aux_wrappers = []
         else:
             self.peft.delete_adapter(name)
+            self._aux_wrappers = _aux_wrappers(self.peft)
+
+    def can_mix(self, adapter: str | None) -> bool:
+        """Whether rows of `adapter` (None = the base) may share a forward with other adapters'
+        rows; False for an adapter that is not loaded here."""
+        return adapter is None or self._mixable.get(adapter, False)
+
+    def forward_rows(self, adapters: Sequence[str | None], **inputs: Any) -> Any:
+        """One forward of the batch in `inputs` where row i runs with adapters[i] (None = the
+        plain base): the model output, as `model(**inputs)` returns it.
+
+        A batch on one adapter is a plain forward with that adapter active (no per-row
+        gather/scatter); several adapters go through peft's mixed batch, which every one of
+        them must support (`can_mix`)."""
+        distinct = set(adapters)
+        if len(distinct) == 1:
+            with self.activate(next(iter(distinct))) as model:
+                return model(**inputs)
+        cannot = sorted(str(a) for a in distinct if not self.can_mix(a))
+        if cannot:
+            raise ValueError(f"adapters {cannot} cannot share a forward with other adapters")
+        assert self.peft is not None  # can_mix is False for every adapter without one
+        names = [BASE_ROW if a is None else a for a in adapters]
+        # The active adapter's config still steers PeftModel.forward (e.g. aLoRA offsets):
+        # make it one of this batch's plain-LoRA adapters.
+        first = next(n for n in names if n != BASE_ROW)
+        if self.peft.active_adapter != first:
+            self.peft.set_adapter(first)
+        with self._aux_wrappers_bypassed():
+            try:
+                return self.peft(**inputs, adapter_names=names)
+            except BaseException:
+                _drop_leaked_adapter_name_hooks(self.peft)
+                raise
+
+    @contextmanager
+    def _aux_wrappers_bypassed(self) -> Iterator[None]:
+        """Route modules_to_save / trainable-token wrappers to their original module.
+
+        No row of a mixed batch uses them (their adapters are not mixable), but peft would
+        still look every row's adapter up in them and fail (KeyError, or TypeError on norms)."""
+        enabled = [w for w in self._aux_wrappers if not w.disable_adapters]
+        for wrapper in enabled:
+            wrapper.enable_adapters(False)
+        try:
+            yield
+        finally:
+            for wrapper in enabled:
+                wrapper.enable_adapters(True)
 
     @contextmanager
     def activate(self, adapter: str | None) -> Iterator[torch.nn.Module]:
@@ -138,6 +214,53 @@ class ModelInstance:
             if self.peft.active_adapter != adapter:
                 self.peft.set_adapter(adapter)
             yield self.peft
+
+
+def supports_mixed_batch(peft_model: Any, name: str) -> bool:
+    """Whether peft 0.21 can serve adapter `name` in a mixed-adapter batch (`adapter_names`).
+
+    Mirrors what peft refuses or gets wrong: non-LoRA tuners, LoRA variants (DoRA is refused,
+    aLoRA needs offsets), LoRA on multi-head attention or on parameters (`target_parameters`),
+    and modules_to_save / trainable tokens (their wrappers cannot mix norms and look up every
+    row's adapter in their own modules)."""
+    from peft import PeftType
+    from peft.tuners.lora import LoraLayer, ParamWrapper
+    from peft.tuners.lora.layer import MultiheadAttention
+
+    config = peft_model.peft_config[name]
+    if config.peft_type != PeftType.LORA or getattr(config, "use_dora", False):
+        return False
+    for module in peft_model.modules():
+        if isinstance(module, LoraLayer):
+            owns = name in module.lora_A or name in module.lora_embedding_A
+            if owns and (
+                isinstance(module, MultiheadAttention | ParamWrapper) or name in module.lora_variant
+            ):
+                return False
+    return not any(name in wrapper._adapters for wrapper in _aux_wrappers(peft_model))
+
+
+def _aux_wrappers(peft_model: Any) -> list[torch.nn.Module]:
+    from peft.utils.other import AuxiliaryTrainingWrapper
+
+    return [m for m in peft_model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
+
+
+def _drop_leaked_adapter_name_hooks(peft_model: Any) -> None:
+    """Remove the `adapter_names` pre-forward hooks peft left behind after a failed forward.
+
+    WHY: peft 0.21's `LoraModel._enable_peft_forward_hooks` removes them after its `yield`
+    without a try/finally, so when the forward raises they stay registered and every later
+    forward of this instance — any batch, any adapter — would run with the failed batch's
+    adapter names."""
+    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
+
+    for module in peft_model.modules():
+        hooks = module._forward_pre_hooks
+        for hook_id, hook in list(hooks.items()):
+            if isinstance(hook, functools.partial) and hook.func is _adapter_names_pre_forward_hook:
+                del hooks[hook_id]
+                module._forward_pre_hooks_with_kwargs.pop(hook_id, None)
 
 
 @dataclass

@@ -7,11 +7,14 @@ Each iteration of the scheduler loop (`_step`):
      time (FIFO), into that request's own KV cache — a 16K prompt is 32 chunks of 512 that
      each attend [512, cached + 512], never an [L, L] mask, and other requests keep decoding
      between its chunks; the last chunk's logits give the first token (TTFT);
-  3. decode: for every (RoPE group, adapter) pair, one batched forward of the newest token of
+  3. decode: for every RoPE group (base instance), one batched forward of the newest token of
      all its running requests over a left-padded batched cache (kv_cache.py), then per-request
      sampling, stop checks and streaming.
-Requests for different adapters are decoded in separate forwards of the same base (peft
-switches the active adapter); a request joins or leaves a batch between steps.
+Requests for different adapters of one group share that forward: each row names its adapter
+(peft mixed-batch LoRA, `ModelInstance.forward_rows`), so the base weights are read once per
+step however many adapters are in flight. Only adapters peft cannot mix (see adapters.py:
+DoRA, modules_to_save such as LongLoRA's trained embeddings/norms, ...) get a batch and a
+forward of their own. A request joins or leaves a batch between steps.
 
 Only the scheduler thread touches models and caches; `submit` / `cancel` only enqueue under a
 lock, which is what makes the public API thread-safe.
@@ -74,18 +77,30 @@ class EngineConfig:
 
 @dataclass
 class EngineStats:
-    """Counters for benchmarks and tests (read them after requests finished)."""
+    """Counters for benchmarks and tests (read them after requests finished).
 
-    decode_steps: int = 0
-    max_decode_batch: int = 0
+    decode_forwards / decode_steps is the number of decode forwards per scheduler step: 1
+    while every running request is in one RoPE group and all adapters can be mixed.
+    max_decode_adapters counts the base as one "adapter"."""
+
+    decode_steps: int = 0  # scheduler steps that decoded
+    decode_forwards: int = 0  # decode forwards (one per batch per step)
+    max_decode_batch: int = 0  # most rows in one decode forward
+    max_decode_adapters: int = 0  # most distinct adapters in one decode forward
     prefill_chunks: int = 0
     finished: int = 0
+
+
+# Decode batch key: (instance, None) for a RoPE group's shared mixed-adapter batch, and
+# (instance, adapter) for an adapter peft cannot mix, decoded in a forward of its own. The
+# instance object, not its signature: a group dropped and loaded again in one step (LRU) is a
+# new instance, and its requests must not join the old one's batch that is still retiring.
+_BatchKey = tuple[ModelInstance, str | None]
 
 
 @dataclass(eq=False)
 class _DecodeBatch:
     instance: ModelInstance
-    adapter: str | None
     seqs: list[Sequence] = field(default_factory=list)
     cache: BatchedCache | None = None
 
@@ -134,7 +149,7 @@ class InferenceEngine:
         # Scheduler-thread state.
         self._waiting: list[Sequence] = []
         self._prefilling: list[Sequence] = []
-        self._batches: dict[tuple[str, str | None], _DecodeBatch] = {}
+        self._batches: dict[_BatchKey, _DecodeBatch] = {}
         self._joining: list[Sequence] = []
 
     # ------------------------------------------------------------------ public API
@@ -149,6 +164,12 @@ class InferenceEngine:
             raise InvalidRequestError("adapter name must be a non-empty string", field="adapter")
         with self._lock:
             self._adapters[name] = location
+
+    def unregister_adapter(self, name: str) -> None:
+        """Stop accepting requests for `name` (its endpoint stopped). Requests already
+        admitted finish; the weights leave memory when the LRU next needs the slot."""
+        with self._lock:
+            self._adapters.pop(name, None)
 
     def submit(self, request: GenerationRequest) -> RequestHandle:
         """Validate and enqueue; returns at once. Raises InvalidRequestError subclasses."""
@@ -373,28 +394,34 @@ class InferenceEngine:
     # ------------------------------------------------------------------ decode
     def _decode(self) -> None:
         self._regroup()
+        for key in [k for k, b in self._batches.items() if not b.seqs]:
+            del self._batches[key]
+        if self._batches:  # counted first: the last forward may finish the caller's request
+            self.stats.decode_steps += 1
         for key, batch in list(self._batches.items()):
-            if not batch.seqs:
-                del self._batches[key]
-                continue
             try:
                 self._decode_batch(batch)
             except Exception as error:
-                logger.exception("decode failed for adapter %s", batch.adapter)
+                logger.exception("decode failed for group %s, %s", key[0].signature, key[1])
                 self._fail(batch.seqs, RequestFailedError(f"decode failed: {error}"))
                 del self._batches[key]
+
+    @staticmethod
+    def _batch_key(seq: Sequence) -> _BatchKey:
+        instance: ModelInstance = seq.instance
+        return (instance, None if instance.can_mix(seq.adapter) else seq.adapter)
 
     def _regroup(self) -> None:
         """Drop finished requests from their batches and add newly prefilled ones.
 
         A batch whose membership changed is unstacked to per-request caches and restacked;
         an unchanged batch keeps its batched cache (the common case: no copying)."""
-        joining: dict[tuple[str, str | None], list[Sequence]] = {}
+        joining: dict[_BatchKey, list[Sequence]] = {}
         for seq in self._joining:
-            key = (seq.instance.signature, seq.adapter)
+            key = self._batch_key(seq)
             joining.setdefault(key, []).append(seq)
             if key not in self._batches:
-                self._batches[key] = _DecodeBatch(seq.instance, seq.adapter)
+                self._batches[key] = _DecodeBatch(seq.instance)
         self._joining = []
         for key, batch in self._batches.items():
             staying = [s for s in batch.seqs if s.finish_reason is None]
@@ -419,16 +446,19 @@ class InferenceEngine:
         input_ids = torch.tensor([[s.generated[-1]] for s in seqs], device=device)  # [B, 1]
         position_ids = torch.tensor([[s.num_cached] for s in seqs], device=device)  # [B, 1]
         attention_mask = batch.cache.extend_mask()  # [B, T + 1]
-        with batch.instance.activate(batch.adapter) as model:
-            logits = model(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_values=batch.cache.cache,
-                use_cache=True,
-            ).logits[:, -1, :]  # [B, V]
-        self.stats.decode_steps += 1
-        self.stats.max_decode_batch = max(self.stats.max_decode_batch, len(seqs))
+        adapters = [s.adapter for s in seqs]  # row i decodes with adapters[i]
+        logits = batch.instance.forward_rows(
+            adapters,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=batch.cache.cache,
+            use_cache=True,
+        ).logits[:, -1, :]  # [B, V]
+        stats = self.stats
+        stats.decode_forwards += 1
+        stats.max_decode_batch = max(stats.max_decode_batch, len(seqs))
+        stats.max_decode_adapters = max(stats.max_decode_adapters, len(set(adapters)))
         for row, seq in enumerate(seqs):
             assert seq.generator is not None
             seq.append_token(sample_next_token(logits[row], seq.request.sampling, seq.generator))
@@ -493,7 +523,11 @@ class InferenceEngine:
             seq.finish("cancelled")
             self._release(seq)
         self._batches.clear()
-        self.pool.unload_all()
+        # WHY inference_mode: adapters loaded by the scheduler hold inference tensors, and
+        # peft's delete_adapter re-activates a remaining adapter (requires_grad_(True) on its
+        # weights), which torch refuses outside inference mode — the base would keep its LoRA.
+        with torch.inference_mode():
+            self.pool.unload_all()
 
 
 def _check_context(prompt_tokens: int, max_tokens: int, max_context: int) -> None:

@@ -1,9 +1,11 @@
 """KV caches for continuous batching: one cache per sequence, stacked left-padded to decode.
 
 Each sequence owns a transformers `DynamicCache` of shape [1, Hkv, L_i, D] per layer while it
-is prefilled (chunk by chunk). Sequences of one decode group are then stacked into a single
-batched cache [B, Hkv, max L_i, D] with *left* padding, so every row's newest token sits in
-the last column and one forward of `input_ids [B, 1]` decodes all of them:
+is prefilled (chunk by chunk). Sequences of one decode group — every running request of a
+RoPE group, whatever LoRA adapter each uses (the adapter only changes the projections that
+produce K/V, not the cache layout) — are then stacked into a single batched cache
+[B, Hkv, max L_i, D] with *left* padding, so every row's newest token sits in the last column
+and one forward of `input_ids [B, 1]` decodes all of them:
 
     row 0:  pad pad  k0 k1 k2 k3      attention_mask 0 0 1 1 1 1   position_ids 4
     row 1:   k0  k1  k2 k3 k4 k5      attention_mask 1 1 1 1 1 1   position_ids 6

@@ -13,6 +13,7 @@ from gpu_runtime.attention import select_attention_implementation
 from gpu_runtime.output import save_artifact
 from gpu_runtime.registry import load_model, load_tokenizer
 from gpu_runtime.serving import EngineConfig, InferenceEngine
+from gpu_runtime.train import embedding_and_norm_names
 
 PROMPTS = (
     "The river and the mountain",
@@ -29,9 +30,14 @@ def make_lora_artifact(
     seed: int,
     rope_method: str | None = None,
     target_context: int | None = None,
+    train_embeddings_and_norms: bool = False,
+    use_dora: bool = False,
 ) -> Path:
     """A trainer-format LoRA artifact (peft adapter + extended config.json + tokenizer) whose
     lora_B weights are random (seeded) so it visibly changes the base's outputs.
+
+    train_embeddings_and_norms: LongLoRA's option (modules_to_save = embedding + norms, as
+    gpu_runtime.train attaches it), with those copies perturbed too; use_dora: a DoRA adapter.
 
     WHY get_peft_model runs inside the seeded fork_rng: peft draws lora_A from the global RNG,
     so outside it the artifact (and every expected token) would depend on whatever ran earlier
@@ -46,12 +52,18 @@ def make_lora_artifact(
                 lora_alpha=8,
                 lora_dropout=0.0,
                 target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+                modules_to_save=embedding_and_norm_names(model)
+                if train_embeddings_and_norms
+                else None,
+                use_dora=use_dora,
             ),
         )
         with torch.no_grad():
             for name, param in peft_model.named_parameters():
                 if "lora_B" in name:
                     param.normal_(0.0, 0.5)
+                elif "modules_to_save" in name:
+                    param.add_(torch.randn_like(param) * 0.2)
     return save_artifact(
         peft_model, load_tokenizer(str(base_dir)), out_dir, method="lora", base_model=str(base_dir)
     )
