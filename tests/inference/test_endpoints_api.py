@@ -164,3 +164,57 @@ def test_watchdog_restarts_an_endpoint_whose_replica_died(org_a, base):
     assert Endpoint.objects.get(pk=endpoint.pk).status == "pending"
     _, fresh = claim_for_replica(endpoint.pk, 2, "w2", 2)
     assert fresh.generation == 2 and recover_lost_replicas() == []
+
+
+def test_max_endpoints_quota_counts_creates_and_starts(org_a, base):
+    from longtune.tenancy.models import OrgQuota
+
+    OrgQuota.objects.create(org=org_a.org, max_endpoints=1)
+    client = org_a.client()
+    first = client.post(ENDPOINTS, {"model": "tiny-api"}, format="json")
+    assert first.status_code == 201
+    second = client.post(ENDPOINTS, {"model": "tiny-api"}, format="json")
+    error = second.json()["error"]
+    assert (second.status_code, error["code"], error["param"]) == (
+        429, "quota_exceeded", "max_endpoints")  # fmt: skip
+    assert Endpoint.objects.for_org(org_a.org).count() == 1  # nothing half-created
+
+    first_url = f"{ENDPOINTS}/{first.json()['id']}"
+    assert client.post(f"{first_url}/stop").json()["status"] == "stopped"
+    replacement = client.post(ENDPOINTS, {"model": "tiny-api"}, format="json")
+    assert replacement.status_code == 201  # a stopped endpoint frees its slot
+    restart = client.post(f"{first_url}/start")
+    assert (restart.status_code, restart.json()["error"]["param"]) == (429, "max_endpoints")
+    assert Endpoint.objects.get(public_id=first.json()["id"]).status == "stopped"
+    usage = client.get("/v1/organization").json()
+    assert usage["quotas"]["max_endpoints"] == 1 and usage["usage"]["max_endpoints"] == 1
+
+
+def test_monthly_inference_tokens_quota_is_checked_before_routing(org_a, base):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from longtune.inference.models import UsageRecord
+    from longtune.tenancy.models import OrgQuota
+
+    OrgQuota.objects.create(org=org_a.org, monthly_inference_tokens=100)
+    endpoint = make_endpoint(org_a.org, model=base)  # no replica: a routed call would be 503
+    old = make_usage(endpoint, prompt=500, completion=500)
+    UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
+    make_usage(endpoint, prompt=60, completion=30)  # 90 this month: under the limit
+    client = org_a.client("member", scopes=["inference"])
+    body = {"model": "tiny-api", "messages": [{"role": "user", "content": "hi"}]}
+    routed = client.post("/v1/chat/completions", body, format="json")
+    assert routed.status_code == 503  # passed the quota, found no ready replica
+    assert org_a.client().get("/v1/organization").json()["usage"]["monthly_inference_tokens"] == 90
+
+    make_usage(endpoint, prompt=5, completion=5)  # 100: the month is used up
+    refused = client.post("/v1/chat/completions", body, format="json")
+    error = refused.json()["error"]
+    assert (refused.status_code, error["code"], error["param"]) == (
+        429, "quota_exceeded", "monthly_inference_tokens")  # fmt: skip
+    completions = client.post(
+        "/v1/completions", {"model": "tiny-api", "prompt": "x"}, format="json"
+    )
+    assert completions.status_code == 429

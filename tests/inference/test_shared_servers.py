@@ -38,6 +38,9 @@ def create(handle, model: str, **extra) -> Endpoint:
 
 
 def test_shared_endpoints_of_one_base_ride_one_server_across_orgs(org_a, org_b, base):
+    from longtune.tenancy.models import OrgQuota
+
+    OrgQuota.objects.create(org=org_a.org, max_endpoints=10)
     lora_a = fine_tuned(org_a.org, base, "lora")
     full_a = fine_tuned(org_a.org, base, "full")
     on_base_a = create(org_a, "tiny-pool")

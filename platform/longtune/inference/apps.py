@@ -6,3 +6,8 @@ class InferenceConfig(AppConfig):
     label = "inference"
     verbose_name = "Inference"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from longtune.inference.quotas import register_usage_providers
+
+        register_usage_providers()

@@ -31,8 +31,10 @@ from longtune.inference.models import (
     SharedServer,
     UsageRecord,
 )
+from longtune.inference.quotas import active_endpoint_count
 from longtune.inference.shared_servers import ensure_shared_server
 from longtune.tenancy.models import Organization
+from longtune.tenancy.quotas import reserve_quota
 
 logger = logging.getLogger("longtune.inference")
 
@@ -151,7 +153,8 @@ def create_endpoint(
     resolved = resolve_model(org, model_name)
     queue = SHARED_QUEUE if deployment == Deployment.SHARED else dedicated_inference_queue(org.slug)
     hosting = resolved.hosting(deployment)
-    with transaction.atomic():
+    with reserve_quota(org) as reservation:
+        reservation.check("max_endpoints", used=active_endpoint_count(org), requested=1)
         server = (
             ensure_shared_server(resolved.base, queue) if hosting == Hosting.SHARED_SERVER else None
         )
@@ -185,8 +188,9 @@ def _locked(endpoint: Endpoint) -> Endpoint:
 
 
 def start_endpoint(endpoint: Endpoint) -> Endpoint:
-    """stopped/failed -> pending with a new generation (and a new replica); no-op otherwise."""
-    with transaction.atomic():
+    """stopped/failed -> pending with a new generation (and a new replica); no-op otherwise.
+    Counts against ``max_endpoints`` like a create (the org row lock orders the two)."""
+    with reserve_quota(endpoint.org) as reservation:
         locked = _locked(endpoint)
         if locked.status in ACTIVE_ENDPOINT_STATUSES and not locked.stop_requested:
             return locked
@@ -196,6 +200,7 @@ def start_endpoint(endpoint: Endpoint) -> Endpoint:
                 code="endpoint_stopping",
                 message="The endpoint is still stopping; start it again once it is stopped.",
             )
+        reservation.check("max_endpoints", used=active_endpoint_count(endpoint.org), requested=1)
         locked.generation += 1
         locked.status = EndpointStatus.PENDING
         locked.stop_requested = False

@@ -29,6 +29,7 @@ from longtune.api.pagination import OpenAICursorPagination, list_envelope
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.inference import gateway
 from longtune.inference.models import Endpoint, EndpointEvent, UsageRecord
+from longtune.inference.quotas import check_inference_tokens
 from longtune.inference.serializers import (
     ChatCompletionRequestSerializer,
     CompletionRequestSerializer,
@@ -216,6 +217,7 @@ class _GatewayView(APIView):
 
     def build_call(self, request: Request) -> gateway.GatewayCall:
         data = _validated(self.request_serializer, request.data)
+        check_inference_tokens(request.org)
         route = route_for(request.org, data["model"])
         if data.get("max_tokens") is not None and data["max_tokens"] >= route.context_length:
             raise ApiError(

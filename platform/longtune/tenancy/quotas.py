@@ -39,6 +39,8 @@ class Quota:
     monthly_training_tokens: int
     storage_bytes: int
     requests_per_minute: int
+    max_endpoints: int  # endpoints pending/loading/ready at once
+    monthly_inference_tokens: int  # prompt + completion tokens metered this calendar month
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -52,18 +54,24 @@ PLAN_QUOTAS: dict[str, Quota] = {
         monthly_training_tokens=10_000_000,
         storage_bytes=5 * GIB,
         requests_per_minute=60,
+        max_endpoints=2,
+        monthly_inference_tokens=1_000_000,
     ),
     Plan.PRO: Quota(
         max_concurrent_jobs=4,
         monthly_training_tokens=1_000_000_000,
         storage_bytes=200 * GIB,
         requests_per_minute=600,
+        max_endpoints=20,
+        monthly_inference_tokens=500_000_000,
     ),
     Plan.ENTERPRISE: Quota(
         max_concurrent_jobs=32,
         monthly_training_tokens=50_000_000_000,
         storage_bytes=10 * 1024 * GIB,
         requests_per_minute=6000,
+        max_endpoints=200,
+        monthly_inference_tokens=50_000_000_000,
     ),
 }
 

@@ -52,6 +52,8 @@ class QuotaSerializer(serializers.Serializer):
     monthly_training_tokens = serializers.IntegerField()
     storage_bytes = serializers.IntegerField()
     requests_per_minute = serializers.IntegerField()
+    max_endpoints = serializers.IntegerField()
+    monthly_inference_tokens = serializers.IntegerField()
 
 
 class UsageSerializer(serializers.Serializer):
@@ -64,6 +66,12 @@ class UsageSerializer(serializers.Serializer):
     storage_bytes = serializers.IntegerField(allow_null=True, help_text="Bytes stored.")
     requests_per_minute = serializers.IntegerField(
         allow_null=True, help_text="Requests this minute."
+    )
+    max_endpoints = serializers.IntegerField(
+        allow_null=True, help_text="Endpoints pending, loading or ready."
+    )
+    monthly_inference_tokens = serializers.IntegerField(
+        allow_null=True, help_text="Prompt + completion tokens served this month."
     )
 
 

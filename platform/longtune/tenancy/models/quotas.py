@@ -16,6 +16,8 @@ class OrgQuota(models.Model):
     monthly_training_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     storage_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     requests_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    max_endpoints = models.PositiveIntegerField(null=True, blank=True)
+    monthly_inference_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     note = models.CharField(max_length=500, blank=True, help_text="Why staff changed it.")
     updated_at = models.DateTimeField(auto_now=True)
 
