@@ -41,13 +41,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, PretrainedConfig
+from transformers.cache_utils import DynamicLayer
 
-from gpu_runtime.attention import select_attention_implementation
+from gpu_runtime.attention import FLASH_ATTENTION_2, VARLEN_SDPA, select_attention_implementation
 
 logger = logging.getLogger(__name__)
 
 BASE_ROW = "__base__"  # peft's adapter name for a mixed-batch row served by the plain base
+
+# Attention implementations that keep the prompts of a packed row apart: both cut the row into
+# documents where the position id restarts at 0 (LongTune's varlen SDPA and transformers'
+# flash_attention_2 via `prepare_fa_kwargs_from_position_ids`). "sdpa"/"eager" would run one
+# causal mask over the whole row, letting a prompt attend the prompts packed before it.
+PACKED_PREFILL_ATTENTION = frozenset({VARLEN_SDPA, FLASH_ATTENTION_2})
+# RoPE types whose frequencies follow the largest position id of the forward (HF dynamic NTK,
+# LongRoPE's long/short factor switch): packed, every prompt would get the longest one's.
+_FORWARD_DEPENDENT_ROPE = frozenset({"dynamic", "longrope"})
 
 
 def rope_signature(config: PretrainedConfig) -> str:
@@ -111,6 +121,8 @@ class ModelInstance:
         self.base = model.to(spec.device).eval()
         self.peft: Any | None = None  # PeftModel wrapping `base` once an adapter is loaded
         self.signature = rope_signature(self.base.config)
+        # Several prompts' first chunks may be prefilled as one packed row (engine._prefill).
+        self.can_pack_prefill = supports_packed_prefill(self.base)
         self._mixable: dict[str, bool] = {}  # adapter -> may share a mixed-batch forward
         self._aux_wrappers: list[torch.nn.Module] = []  # peft modules_to_save/token wrappers
 
@@ -214,6 +226,31 @@ class ModelInstance:
             if self.peft.active_adapter != adapter:
                 self.peft.set_adapter(adapter)
             yield self.peft
+
+
+def supports_packed_prefill(model: torch.nn.Module) -> bool:
+    """Whether the first chunks of several prompts may share one prefill forward as one packed
+    row (`input_ids [1, n_1 + n_2 + ...]`, position ids restarting at 0 per prompt) and give
+    each prompt exactly what prefilling it alone gives.
+
+    True only when (1) the attention implementation is one in `PACKED_PREFILL_ATTENTION` —
+    only LongTune's `longtune_varlen_sdpa` and `flash_attention_2` treat a position 0 as a
+    document start (with a cache transformers does not build its packed mask, and "sdpa" or
+    "eager" would let prompts attend each other); (2) the rotary embedding does not depend on
+    the forward's largest position; (3) every cache layer is a plain full-attention
+    `DynamicLayer`, whose packed keys can be cut into per-prompt caches by token span (a
+    sliding-window layer would have dropped keys of earlier prompts)."""
+    config = model.config
+    if getattr(config, "_attn_implementation", None) not in PACKED_PREFILL_ATTENTION:
+        return False
+    params = dict(getattr(config, "rope_parameters", None) or {})
+    rope_types = {params.get("rope_type")} | {
+        p.get("rope_type") for p in params.values() if isinstance(p, dict)
+    }
+    if rope_types & _FORWARD_DEPENDENT_ROPE:
+        return False
+    layers = DynamicCache(config=config).layers
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def supports_mixed_batch(peft_model: Any, name: str) -> bool:

@@ -3,10 +3,13 @@
 Each iteration of the scheduler loop (`_step`):
   1. admit queued requests (up to `max_batch_size` active): pin their adapter in the LRU
      pool (loading it, or a base instance for a new RoPE group), check the context length;
-  2. prefill: run at most `prefill_chunk_size` prompt tokens, one chunk of one prompt at a
-     time (FIFO), into that request's own KV cache — a 16K prompt is 32 chunks of 512 that
-     each attend [512, cached + 512], never an [L, L] mask, and other requests keep decoding
-     between its chunks; the last chunk's logits give the first token (TTFT);
+  2. prefill: run at most `prefill_chunk_size` prompt tokens (handed out FIFO) into each
+     request's own KV cache — a 16K prompt is 32 chunks of 512 that each attend
+     [512, cached + 512], never an [L, L] mask, and other requests keep decoding between its
+     chunks; the last chunk's logits give the first token (TTFT). First chunks of several
+     prompts on one instance and adapter are PACKED into one forward (one row, positions
+     restarting at 0 per prompt; varlen/flash attention keeps them apart) and the packed
+     cache is cut into per-request caches; a chunk that continues a cache runs alone;
   3. decode: for every RoPE group (base instance), one batched forward of the newest token of
      all its running requests over a left-padded batched cache (kv_cache.py), then per-request
      sampling, stop checks and streaming.
@@ -22,6 +25,7 @@ lock, which is what makes the public API thread-safe.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections import deque
@@ -34,7 +38,12 @@ from transformers import DynamicCache
 from gpu_runtime.registry import load_model, load_tokenizer, resolve_model_dir
 from gpu_runtime.serving.adapters import AdapterPool, InstanceSpec, ModelInstance
 from gpu_runtime.serving.handle import RequestHandle
-from gpu_runtime.serving.kv_cache import BatchedCache, stack_caches, unstack_cache
+from gpu_runtime.serving.kv_cache import (
+    BatchedCache,
+    split_packed_cache,
+    stack_caches,
+    unstack_cache,
+)
 from gpu_runtime.serving.sampling import sample_next_token
 from gpu_runtime.serving.sequence import Sequence
 from gpu_runtime.serving.types import (
@@ -81,13 +90,16 @@ class EngineStats:
 
     decode_forwards / decode_steps is the number of decode forwards per scheduler step: 1
     while every running request is in one RoPE group and all adapters can be mixed.
-    max_decode_adapters counts the base as one "adapter"."""
+    max_decode_adapters counts the base as one "adapter". prefill_forwards < prefill_chunks
+    means prompts were packed: several first chunks prefilled in one forward."""
 
     decode_steps: int = 0  # scheduler steps that decoded
     decode_forwards: int = 0  # decode forwards (one per batch per step)
     max_decode_batch: int = 0  # most rows in one decode forward
     max_decode_adapters: int = 0  # most distinct adapters in one decode forward
-    prefill_chunks: int = 0
+    prefill_chunks: int = 0  # prompt chunks prefilled (a packed forward holds several)
+    prefill_forwards: int = 0  # prefill forwards that completed (packed or alone)
+    max_prefill_pack: int = 0  # most prompt chunks in one prefill forward
     finished: int = 0
 
 
@@ -348,29 +360,63 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ prefill
     def _prefill(self) -> None:
-        budget = self.config.prefill_chunk_size
-        while budget > 0 and self._prefilling:
-            seq = self._prefilling[0]
-            try:
-                budget -= self._prefill_chunk(seq, budget)
-            except Exception as error:
-                logger.exception("prefill failed for %s", seq.request_id)
-                self._prefilling.pop(0)
-                self._fail([seq], RequestFailedError(f"prefill failed: {error}"))
-                continue
-            if seq.prefill_done:
-                self._prefilling.pop(0)
+        """Run this step's `prefill_chunk_size` prompt tokens, packed where possible.
+
+        The budget is handed out FIFO (`_plan_prefill`); the planned chunks then run in as few
+        forwards as is exact: first chunks (no cache yet) of one instance and adapter share a
+        packed forward where the instance supports it (`ModelInstance.can_pack_prefill`),
+        while a chunk that continues a cache, or any chunk of an instance that cannot pack,
+        runs alone. Prompts whose last chunk ran leave for decoding (or retire)."""
+        plan = self._plan_prefill()
+        groups: dict[object, list[tuple[Sequence, int]]] = {}
+        for seq, end in plan:
+            instance: ModelInstance = seq.instance
+            packable = seq.prefilled == 0 and instance.can_pack_prefill
+            key = (instance, seq.adapter) if packable else seq
+            groups.setdefault(key, []).append((seq, end))
+        for chunks in groups.values():
+            if len(chunks) == 1:
+                self._prefill_alone(*chunks[0])
+            else:
+                self._prefill_packed(chunks)
+        for seq, _ in plan:
+            if seq.prefill_done and seq in self._prefilling:  # a failed one has left already
+                self._prefilling.remove(seq)
                 if seq.finish_reason is not None:
                     self._retire(seq)
                 else:
                     self._joining.append(seq)
 
-    def _prefill_chunk(self, seq: Sequence, budget: int) -> int:
-        """Feed the next ≤ budget prompt tokens into seq.cache; sample the first token at the end."""
+    def _plan_prefill(self) -> list[tuple[Sequence, int]]:
+        """(sequence, prompt end of its chunk) for this step, FIFO until the budget is spent.
+
+        At most the last planned chunk stops short of its prompt's end, so only the head of
+        the queue can ever continue a cache; a long prompt's first chunk may take whatever
+        budget the short prompts before it left."""
+        budget = self.config.prefill_chunk_size
+        plan = []
+        for seq in self._prefilling:
+            if budget <= 0:
+                break
+            end = min(len(seq.prompt_ids), seq.prefilled + budget)
+            plan.append((seq, end))
+            budget -= end - seq.prefilled
+        return plan
+
+    def _prefill_alone(self, seq: Sequence, end: int) -> None:
+        """One chunk in a forward of its own; a failure fails this request only."""
+        try:
+            self._prefill_chunk(seq, end)
+        except Exception as error:
+            logger.exception("prefill failed for %s", seq.request_id)
+            self._prefilling.remove(seq)
+            self._fail([seq], RequestFailedError(f"prefill failed: {error}"))
+
+    def _prefill_chunk(self, seq: Sequence, end: int) -> None:
+        """Feed prompt tokens [prefilled, end) into seq.cache; sample the first token at the end."""
         instance: ModelInstance = seq.instance
         device = instance.spec.device
         start = seq.prefilled
-        end = min(len(seq.prompt_ids), start + budget)
         input_ids = torch.tensor([seq.prompt_ids[start:end]], device=device)  # [1, n]
         position_ids = torch.arange(start, end, device=device)[None]  # [1, n]
         if seq.cache is None:
@@ -383,13 +429,88 @@ class InferenceEngine:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits  # [1, 1, V]
+        self._count_prefill_forward(1)
+        self._finish_chunk(seq, end, logits[0, -1])
+
+    def _prefill_packed(self, chunks: list[tuple[Sequence, int]]) -> None:
+        """The first chunks of several prompts (one instance, one adapter) in ONE forward.
+
+        The chunks are concatenated into one row whose position ids restart at 0 for every
+        prompt, which the packing attention implementations (see `supports_packed_prefill`)
+        read as document starts: no prompt attends another, so each one's cache span and
+        last-token logits are what prefilling it alone gives. If the packed forward fails the
+        chunks are retried one by one, so a failure still fails only the request that causes it.
+        """
+        try:
+            caches, logits = self._packed_forward(chunks)
+        except Exception:
+            logger.exception(
+                "packed prefill of %s failed; prefilling them one by one",
+                [seq.request_id for seq, _ in chunks],
+            )
+            for seq, end in chunks:
+                self._prefill_alone(seq, end)
+            return
+        self._count_prefill_forward(len(chunks))
+        row = 0  # logits rows exist for the prompts this chunk completes, in pack order
+        for (seq, end), cache in zip(chunks, caches, strict=True):
+            seq.cache = cache
+            last = None
+            if end == len(seq.prompt_ids):
+                last, row = logits[0, row], row + 1
+            try:
+                self._finish_chunk(seq, end, last)
+            except Exception as error:
+                logger.exception("prefill failed for %s", seq.request_id)
+                self._prefilling.remove(seq)
+                self._fail([seq], RequestFailedError(f"prefill failed: {error}"))
+
+    def _packed_forward(
+        self, chunks: list[tuple[Sequence, int]]
+    ) -> tuple[list[DynamicCache], torch.Tensor]:
+        """Run the packed row; returns one cache per chunk and the logits [1, K, V] of the K
+        chunks that end their prompt (pack order)."""
+        first: Sequence = chunks[0][0]
+        instance: ModelInstance = first.instance
+        device = instance.spec.device
+        lengths = [end for _, end in chunks]  # first chunks: prompt tokens [0, end)
+        tokens = [t for seq, end in chunks for t in seq.prompt_ids[:end]]
+        input_ids = torch.tensor([tokens], device=device)  # [1, T]
+        position_ids = torch.cat([torch.arange(n, device=device) for n in lengths])[None]
+        spans_end = itertools.accumulate(lengths)  # one past each chunk's span in the row
+        last_rows = [
+            stop - 1
+            for (seq, end), stop in zip(chunks, spans_end, strict=True)
+            if end == len(seq.prompt_ids)
+        ]
+        # transformers slices the hidden states at a 1-D index tensor before lm_head. With no
+        # prompt completing (impossible for 2+ chunks, see _plan_prefill) keep just the last.
+        keep = torch.tensor(last_rows, device=device) if last_rows else 1
+        packed = DynamicCache(config=instance.base.config)
+        with instance.activate(first.adapter) as model:
+            logits = model(
+                input_ids=input_ids,
+                position_ids=position_ids,
+                past_key_values=packed,
+                use_cache=True,
+                logits_to_keep=keep,
+            ).logits  # [1, K, V]
+        return split_packed_cache(packed, lengths), logits
+
+    def _count_prefill_forward(self, sequences: int) -> None:
+        stats = self.stats
+        stats.prefill_forwards += 1
+        stats.prefill_chunks += sequences
+        stats.max_prefill_pack = max(stats.max_prefill_pack, sequences)
+
+    def _finish_chunk(self, seq: Sequence, end: int, last_logits: torch.Tensor | None) -> None:
+        """Record a chunk fed into seq.cache; after the prompt's last one, sample the first
+        token from the last prompt token's logits (this sets the request's TTFT)."""
         seq.prefilled = end
         seq.prefill_chunks += 1
-        self.stats.prefill_chunks += 1
         if seq.prefill_done:
-            assert seq.generator is not None
-            seq.append_token(sample_next_token(logits[0, -1], seq.request.sampling, seq.generator))
-        return end - start
+            assert seq.generator is not None and last_logits is not None
+            seq.append_token(sample_next_token(last_logits, seq.request.sampling, seq.generator))
 
     # ------------------------------------------------------------------ decode
     def _decode(self) -> None:

@@ -15,6 +15,9 @@ and the padded keys are masked out, so a row's logits equal those of decoding it
 The batch is rebuilt (unstack → stack) only when its membership changes — a request joins
 after prefill or leaves when finished — not on every step; between changes, decoding grows
 the batched cache in place exactly like `model.generate` does.
+
+A packed prefill (several prompts' first chunks in one row, engine._prefill) produces one
+cache [1, Hkv, n_1 + n_2 + ..., D]; `split_packed_cache` cuts it back into per-sequence caches.
 """
 
 from __future__ import annotations
@@ -79,6 +82,28 @@ def unstack_cache(batched: BatchedCache) -> list[DynamicCache]:
     for row, pad in enumerate(batched.pads):
         rows = [(k[row : row + 1, :, pad:], v[row : row + 1, :, pad:]) for k, v in layers]
         caches.append(DynamicCache(rows))
+    return caches
+
+
+def split_packed_cache(cache: DynamicCache, lengths: list[int]) -> list[DynamicCache]:
+    """Per-sequence caches from the cache of one packed prefill forward.
+
+    A packed prefill concatenates several prompts' first chunks into one row, so each layer
+    holds [1, Hkv, sum(lengths), D] with sequence i in the token span that follows the spans
+    of sequences 0..i-1. Cutting that span out gives exactly the cache prefilling sequence i
+    alone would have built (its keys attended nothing outside their span, and RoPE was applied
+    from its own positions). The new caches own copies (`DynamicLayer.update` concatenates), so
+    the packed block is freed as soon as the caller drops it."""
+    layers = cache_layers(cache)
+    total = sum(lengths)
+    if any(keys.shape[2] != total for keys, _ in layers):
+        raise ValueError(f"packed cache holds {layers[0][0].shape[2]} tokens, spans sum {total}")
+    caches = []
+    start = 0
+    for length in lengths:
+        end = start + length
+        caches.append(DynamicCache([(k[:, :, start:end], v[:, :, start:end]) for k, v in layers]))
+        start = end
     return caches
 
 
