@@ -584,6 +584,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="torch.set_num_threads; 1 by default: on a shared 2-core box two OpenMP threads "
         "slow down ~4x whenever another process holds a core",
     )
+    parser.add_argument(
+        "--base-seed",
+        type=int,
+        help="seed of the base model's pre-training (default 0): how much do the numbers "
+        "depend on the one base every arm starts from?",
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     return parser.parse_args(argv)
@@ -625,6 +631,10 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[ArmResult], Path]:
 def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[list[ArmResult], Path]:
     config = quick_config() if args.quick else BenchmarkConfig()
     config = dataclasses.replace(config, arms=select_arms(args.arms))
+    if args.base_seed is not None:
+        config = dataclasses.replace(
+            config, base=dataclasses.replace(config.base, seed=args.base_seed)
+        )
     started = time.perf_counter()
 
     base_state, base_facts = base_model_state(config, args.cache_dir, args.retrain)

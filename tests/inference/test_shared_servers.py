@@ -141,3 +141,26 @@ def test_watchdog_restarts_a_lost_server_only_when_endpoints_wait(org_a, base, s
     assert shared_servers.recover_lost_servers() == [server.public_id]
     row.refresh_from_db()
     assert (row.status, row.generation) == ("failed", 2)  # nobody waits: not restarted
+
+
+def test_hosting_is_in_the_api_and_servers_are_in_the_admin(org_a, base):
+    from django.test import Client
+
+    from longtune.tenancy.models import User
+
+    endpoint = create(org_a, "tiny-pool")
+    body = org_a.client().get(f"{ENDPOINTS}/{endpoint.public_id}").json()
+    assert body["hosting"] == "shared_server"
+    assert "shared_server" not in body  # the platform's process is not the tenant's business
+
+    staff = Client()
+    staff.force_login(User.objects.create_superuser("ops@example.com", "staff-password-123"))
+    server = endpoint.shared_server
+    for url, expected in (
+        ("/admin/inference/sharedserver/", server.public_id),
+        (f"/admin/inference/sharedserver/{server.pk}/change/", server.public_id),
+        ("/admin/inference/endpoint/?hosting=shared_server", endpoint.public_id),
+    ):
+        response = staff.get(url)
+        assert response.status_code == 200, url
+        assert expected in response.content.decode(), url

@@ -1,18 +1,45 @@
-"""Staff: inspect endpoints, replicas and the usage ledger (read-mostly)."""
+"""Staff: inspect endpoints, shared servers, replicas and the usage ledger (read-mostly)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.inference.models import Endpoint, EndpointEvent, Replica, UsageRecord
+from longtune.inference.models import Endpoint, EndpointEvent, Replica, SharedServer, UsageRecord
 
 
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "org", "model", "deployment", "status", "generation", "created_at")
-    list_filter = ("status", "deployment")
+    list_display = (
+        "public_id",
+        "org",
+        "model",
+        "deployment",
+        "hosting",
+        "status",
+        "generation",
+        "created_at",
+    )
+    list_filter = ("status", "deployment", "hosting")
     search_fields = ("public_id", "model", "org__slug")
     readonly_fields = ("public_id", "generation", "ready_at", "stopped_at", "deleted_at")
+
+
+@admin.register(SharedServer)
+class SharedServerAdmin(admin.ModelAdmin):
+    """One row per (base, queue); the endpoints riding it are listed on the endpoint page."""
+
+    list_display = (
+        "public_id",
+        "base_model",
+        "queue",
+        "status",
+        "generation",
+        "worker",
+        "internal_url",
+        "heartbeat_at",
+    )
+    list_filter = ("status", "queue")
+    readonly_fields = ("public_id", "generation", "heartbeat_at", "started_at", "stopped_at")
 
 
 @admin.register(Replica)

@@ -40,6 +40,8 @@ def endpoint_payload(endpoint: Endpoint, stats: dict[str, Any] | None = None) ->
         "model": endpoint.model,
         "display_name": endpoint.display_name,
         "deployment": endpoint.deployment,
+        # "shared_server": rides its base's shared process; "own_process": a replica of its own
+        "hosting": endpoint.hosting,
         "status": endpoint.status,
         "stop_requested": endpoint.stop_requested,
         "context_length": endpoint.context_length,
