@@ -50,6 +50,7 @@ class StepMetrics:
     # Token-weighted mean loss on the validation data, on steps where it was evaluated
     # (every `eval_every_steps` and the last step) when train() got eval_data; else None.
     valid_loss: float | None = None
+    trained_tokens: int = 0  # cumulative non-padding tokens trained on, all ranks (billing)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

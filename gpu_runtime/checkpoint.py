@@ -49,6 +49,7 @@ class TrainerState:
     step: int
     cursor: DataCursor
     tokens_seen: int = 0
+    trained_tokens: int = 0  # tokens_seen without padding
     wall_time_s: float = 0.0
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
@@ -62,6 +63,7 @@ class TrainerState:
             step=int(data["step"]),
             cursor=DataCursor(**data["cursor"]),
             tokens_seen=int(data.get("tokens_seen", 0)),
+            trained_tokens=int(data.get("trained_tokens", 0)),
             wall_time_s=float(data.get("wall_time_s", 0.0)),
             world_size=int(data.get("world_size", 1)),
             extra=dict(data.get("extra", {})),

@@ -23,7 +23,7 @@ from gpu_runtime.checkpoint import DataCursor
 from gpu_runtime.formats import tokenize_example
 from gpu_runtime.packing import PackedSequence, PackingStats, pack_examples, packing_stats
 
-Batch = dict[str, torch.Tensor]  # input_ids / labels / position_ids, each [B, L]
+Batch = dict[str, torch.Tensor]  # input_ids / labels / position_ids [B, L]; real_tokens [B]
 
 
 def load_examples(data: str | Path | Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,4 +129,6 @@ def collate(rows: list[PackedSequence]) -> Batch:
         "input_ids": torch.stack([r.input_ids for r in rows]),
         "labels": torch.stack([r.labels for r in rows]),
         "position_ids": torch.stack([r.position_ids for r in rows]),
+        # [B] tokens that are not padding: what a job is billed for ("trained tokens")
+        "real_tokens": torch.tensor([r.num_real_tokens for r in rows]),
     }

@@ -91,6 +91,7 @@ class TrainResult:
     checkpoint_dir: Path | None  # newest checkpoint, if any
     stop_reason: str | None = None
     valid_loss: float | None = None  # the last validation loss, when eval_data was given
+    trained_tokens: int = 0  # tokens_seen without padding: what a job is billed for
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -267,6 +268,7 @@ class StepOutcome:
     loss: float
     grad_norm: float
     tokens: int  # fed this step, all ranks
+    real_tokens: int = 0  # of which not padding
 
 
 def forward_context(config: TrainConfig, ctx: DistContext, compute_dtype: torch.dtype):
@@ -294,7 +296,12 @@ def train_step(
     batch's token-mean gradient however the rows are split (DDP/FSDP average over ranks,
     hence the × world_size)."""
     local_targets = sum(count_targets(b["labels"]) for b in micro_batches)
-    global_targets = int(all_reduce_sum(torch.tensor(local_targets, device=ctx.device), ctx).item())
+    local_real = sum(
+        int(b["real_tokens"].sum()) if "real_tokens" in b else b["input_ids"].numel()
+        for b in micro_batches
+    )
+    counts = all_reduce_sum(torch.tensor([local_targets, local_real], device=ctx.device), ctx)
+    global_targets, global_real = (int(c) for c in counts.tolist())
     scale = ctx.world_size / max(global_targets, 1)
     loss_sum = torch.zeros((), device=ctx.device)
     for index, batch in enumerate(micro_batches):
@@ -313,7 +320,10 @@ def train_step(
     total_loss = all_reduce_sum(loss_sum, ctx).item()
     tokens = sum(b["input_ids"].numel() for b in micro_batches) * ctx.world_size
     return StepOutcome(
-        loss=total_loss / max(global_targets, 1), grad_norm=float(grad_norm), tokens=tokens
+        loss=total_loss / max(global_targets, 1),
+        grad_norm=float(grad_norm),
+        tokens=tokens,
+        real_tokens=global_real,
     )
 
 
@@ -506,6 +516,7 @@ def _run(
         state.step += 1
         state.cursor = next_cursor
         state.tokens_seen += outcome.tokens
+        state.trained_tokens += outcome.real_tokens
         last_loss = outcome.loss
         elapsed = time.perf_counter() - step_started  # the step alone, not the validation pass
         valid_loss = None
@@ -526,6 +537,7 @@ def _run(
             peak_memory_bytes=peak_memory_bytes(ctx.device),
             epoch=next_cursor.epoch,
             valid_loss=valid_loss,
+            trained_tokens=state.trained_tokens,
         )
         if metrics_csv is not None:
             metrics_csv.append(metrics.to_dict())
@@ -550,6 +562,7 @@ def _run(
         "steps": state.step,
         "total_steps": total_steps,
         "tokens_seen": state.tokens_seen,
+        "trained_tokens": state.trained_tokens,
         "final_loss": last_loss,
         "valid_loss": last_valid_loss,
         "validation_packing": asdict(eval_packing) if eval_packing else None,
@@ -576,6 +589,7 @@ def _run(
         checkpoint_dir=checkpoint_path or latest_checkpoint(config.checkpoints_dir),
         stop_reason=stop_reason,
         valid_loss=last_valid_loss,
+        trained_tokens=state.trained_tokens,
     )
 
 

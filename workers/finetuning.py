@@ -138,6 +138,7 @@ class JobCallbacks:
             else None,
             "lr": metrics.lr,
             "epoch": metrics.epoch,
+            "trained_tokens": int(getattr(metrics, "trained_tokens", 0)),
         }
         valid_loss = getattr(metrics, "valid_loss", None)
         if valid_loss is not None:
@@ -438,7 +439,7 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
         return {"job": job.public_id, "status": SUPERSEDED}
     if result.status == "stopped":
         lifecycle.finish_cancelled(
-            job.pk, attempt, trained_tokens=result.tokens_seen, step=result.steps
+            job.pk, attempt, trained_tokens=result.trained_tokens, step=result.steps
         )
         shutil.rmtree(work_dir, ignore_errors=True)
         return {"job": job.public_id, "status": "cancelled", "steps": result.steps}
@@ -446,7 +447,7 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
     lifecycle.finish_succeeded(
         job.pk,
         attempt,
-        trained_tokens=result.tokens_seen,
+        trained_tokens=result.trained_tokens,
         fine_tuned_model=name,
         metrics_file=metrics_file,
         steps=result.steps,

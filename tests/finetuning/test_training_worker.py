@@ -99,7 +99,10 @@ def test_openai_client_end_to_end(
     )
     assert job.status == "succeeded", (job.error, messages(created.id), worker.read_log()[-4000:])
     assert job.fine_tuned_model == f"ft:tiny-e2e:{handle.org.slug}:e2e:{job.id}"
-    assert job.trained_tokens and job.trained_tokens % 256 == 0  # packed 256-token rows
+    # Billed tokens are the packed rows' real tokens (one epoch), never their padding.
+    (packed,) = [e for e in client.fine_tuning.jobs.list_events(job.id, limit=100).data
+                 if e.message.startswith("Data packed into ")]  # fmt: skip
+    assert job.trained_tokens == (packed.data or {})["real_tokens"]
     extra = job.model_extra or {}
     progress = extra["progress"]
     assert progress["step"] == progress["total_steps"] >= 4 and progress["loss"] > 0

@@ -166,4 +166,6 @@ def test_recipe_job_trains_on_the_mixture(make_org, start_worker, shared_storage
     expected_tokens = sum(len(tokenize_example(e, tokenizer)) for e in mixture)
     (packed,) = job.events.filter(message__startswith="Data packed into ")
     assert packed.data["real_tokens"] == expected_tokens
-    assert job.trained_tokens == job.progress["total_steps"] * CONTEXT
+    # Billed: one epoch of the real tokens, none of the rows' padding.
+    assert job.trained_tokens == expected_tokens < job.progress["total_steps"] * CONTEXT
+    assert job.progress["trained_tokens"] == expected_tokens

@@ -429,3 +429,25 @@ def test_cli_rejects_a_bad_config_naming_the_field(tmp_path, capsys):
     )
     assert main(["train", "--config", str(path), "--data", str(tmp_path / "d.jsonl")]) == 2
     assert "method:" in capsys.readouterr().err
+
+
+def test_trained_tokens_count_real_tokens_not_padding(base_model, tmp_path):
+    """What a job is billed for: every epoch's non-padding tokens, exactly once per epoch."""
+    from gpu_runtime.data import pack_dataset
+    from gpu_runtime.registry import load_tokenizer
+
+    data = repetitive_data(7)  # short documents: rows end in padding
+    config = make_config(base_model, tmp_path / "run", max_steps=None, num_epochs=2)
+    recorder = Recorder()
+    result = train(config, data, [recorder])
+
+    rows, _ = pack_dataset(data, load_tokenizer(base_model), config.context_length)
+    real = sum(r.num_real_tokens for r in rows)
+    assert 0 < real < len(rows) * config.context_length  # there is padding to leave out
+    assert result.steps == 2 * len(rows)
+    assert result.trained_tokens == 2 * real
+    assert result.tokens_seen == 2 * len(rows) * config.context_length
+    cumulative = [m.trained_tokens for m in recorder.steps]
+    assert cumulative == sorted(cumulative) and cumulative[-1] == result.trained_tokens
+    summary = json.loads((tmp_path / "run" / "training_summary.json").read_text())
+    assert summary["trained_tokens"] == result.trained_tokens

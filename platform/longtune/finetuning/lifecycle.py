@@ -240,7 +240,7 @@ def requeue_stale_jobs(*, stale_after: timedelta, max_attempts: int) -> list[Req
                     job,
                     JobStatus.FAILED,
                     error={"code": "worker_lost", "message": message, "param": None},
-                    trained_tokens=job.progress.get("tokens_seen", 0),
+                    trained_tokens=job.progress.get("trained_tokens", 0),
                 )
                 record_event(job, f"Job failed: {message}.", level=EventLevel.ERROR)
                 continue
