@@ -437,6 +437,30 @@ def verdict_lines(
 
 
 # --------------------------------------------------------------------------- report
+def results_json(
+    results: Sequence[ArmResult], config: BenchmarkConfig, base_accuracy: float
+) -> dict:
+    """Machine-readable results (context_extension_seeds.py aggregates several base seeds)."""
+    return {
+        "base_seed": config.base.seed,
+        "base_accuracy": base_accuracy,
+        "trials": config.evaluation.trials_per_depth * len(config.evaluation.depths),
+        "arms": [
+            {
+                "name": r.arm.name,
+                "method": r.arm.method,
+                "fine_tune": r.arm.fine_tune,
+                "short_before": r.short_before,
+                "long_before": r.long_before,
+                "long_after": r.long_after,
+                "short_after": r.short_after,
+                "long_final_by_depth": {str(d): v for d, v in r.long_final_by_depth.items()},
+            }
+            for r in results
+        ],
+    }
+
+
 def fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}"
 
@@ -671,6 +695,9 @@ def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[list[ArmResult]
     )
     report_path = args.output_dir / "context_extension.md"
     report_path.write_text(report)
+    (args.output_dir / "context_extension.json").write_text(
+        json.dumps(results_json(results, config, base_accuracy), indent=1)
+    )
     print()
     print(report)
     return results, report_path

@@ -267,3 +267,49 @@ def test_train_memory_quick_run_measures_both_arms_in_fresh_processes(tmp_path: 
     assert "Loss check:" in text and "same objective" in text
     assert f"Reproduce: `python benchmarks/train_memory.py {' '.join(argv)}`" in text
     assert_png(out / "train_memory.png")
+
+
+# --------------------------------------------------------------------------- across base seeds
+
+
+def _seed_run(seed: int, arms: dict[str, tuple[float, float | None]]) -> dict:
+    """A context_extension.json: method -> (accuracy at 4L before FT, after FT)."""
+    return {
+        "base_seed": seed,
+        "base_accuracy": 1.0,
+        "trials": 100,
+        "arms": [
+            {"name": method, "method": "none" if method == "direct" else method,
+             "fine_tune": after is not None, "short_before": 1.0, "long_before": before,
+             "long_after": after, "short_after": None if after is None else 0.97,
+             "long_final_by_depth": {}}
+            for method, (before, after) in arms.items()
+        ],
+    }  # fmt: skip
+
+
+def test_seed_aggregation_ties_after_fine_tuning_are_broken_by_zero_shot_accuracy():
+    from benchmarks import context_extension_seeds as ces
+
+    runs = [
+        _seed_run(0, {"extrapolation": (0.50, None), "direct": (0.50, 0.95),
+                      "linear": (0.0, 0.56), "ntk": (0.88, 0.99), "yarn": (0.94, 0.94)}),
+        _seed_run(1, {"extrapolation": (0.00, None), "direct": (0.00, 0.96),
+                      "linear": (0.0, 0.19), "ntk": (0.58, 0.93), "yarn": (0.96, 0.98)}),
+    ]  # fmt: skip
+    summaries = ces.summarize(runs)
+    by_method = {s.method: s for s in summaries if s.fine_tune}
+    assert by_method["ntk"].mean_after == pytest.approx(0.96)
+    assert by_method["yarn"].mean_before == pytest.approx(0.95)
+    winner, tied = ces.choose(summaries)
+    # direct fine-tuning (0.955) is no scaling default; ntk 0.96 and yarn 0.96 tie; linear out
+    assert {s.method for s in tied} == {"ntk", "yarn"}
+    assert winner.method == "yarn"  # far better before fine-tuning
+    text = ces.report(runs, ["--seeds", "0", "1"])
+    assert "Winner by the stated rule: **yarn**" in text
+    assert "extrapolation ≤ 0.20 (mean over seeds): 0.25 (0.50 / 0.00) → NOT MET" in text
+
+    # control: outside the tie margin, accuracy after fine-tuning decides alone
+    runs[1]["arms"][4]["long_after"] = 0.80  # yarn
+    winner, tied = ces.choose(ces.summarize(runs))
+    assert winner.method == "ntk" and [s.method for s in tied] == ["ntk"]
