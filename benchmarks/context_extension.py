@@ -419,7 +419,9 @@ def verdict_lines(
             + (
                 f"it agrees with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
                 if agrees
-                else f"it DISAGREES with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
+                else f"it DISAGREES with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`, "
+                "which follows the run across base seeds (context_extension_seeds.py): one "
+                "base model does not decide it."
             )
         )
         if default is not None and not agrees:

@@ -62,7 +62,13 @@ app.conf.update(
     task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
     result_expires=7 * 24 * 3600,
     worker_hijack_root_logger=False,
-    include=["workers.tasks", "workers.datasets", "workers.finetuning", "workers.inference"],
+    include=[
+        "workers.tasks",
+        "workers.datasets",
+        "workers.finetuning",
+        "workers.inference",
+        "workers.shared_servers",
+    ],
     beat_schedule={
         "finetuning-watchdog": {
             "task": "longtune.finetuning.watchdog",

@@ -1,5 +1,8 @@
 """Serving replicas: ``serve_endpoint`` runs ONE replica of an endpoint until it is stopped.
 
+(Shared endpoints of a base or a LoRA fine-tune ride their base's shared server instead:
+workers/shared_servers.py, which reuses this module's engine, HTTP server and heartbeats.)
+
 A replica is a Celery task on the endpoint's queue (``inference`` or ``inference.<org>``)
 that HOLDS ITS WORKER SLOT for as long as the endpoint runs: size the inference pool as
 "replicas wanted + 1". The task
@@ -28,10 +31,8 @@ import logging
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -49,13 +50,13 @@ from workers.celery_app import app
 logger = logging.getLogger("longtune.inference")
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-_worker_stopping = threading.Event()
+worker_stopping = threading.Event()
 
 
 @worker_shutting_down.connect
 def _on_worker_shutdown(**_: Any) -> None:
     """Warm shutdown: let running replicas stop cleanly (endpoint -> stopped)."""
-    _worker_stopping.set()
+    worker_stopping.set()
 
 
 # --------------------------------------------------------------------------- the engine
@@ -405,7 +406,7 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
         server.start()
         details.update(context_length=served.context_length, adapter=served.adapter)
         if services.mark_ready(replica, server.url, details):
-            while not _worker_stopping.wait(conf.heartbeat_seconds):
+            while not worker_stopping.wait(conf.heartbeat_seconds):
                 close_old_connections()
                 if not services.replica_heartbeat(replica):
                     break
@@ -424,144 +425,6 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
             engine.shutdown()
 
 
-# --------------------------------------------------------------------------- shared servers
-
-
-def build_shared_engine(server: Any) -> Any:
-    """The shared server's engine: the base loaded once; adapters join as endpoints attach."""
-    from gpu_runtime.serving import EngineConfig, InferenceEngine
-
-    return InferenceEngine(EngineConfig(base_model=server.base_model.location))
-
-
-def attach_endpoint(engine: Any, endpoint: Endpoint, conf: InferenceConf) -> ServedModel:
-    """Make `endpoint`'s model servable on a shared engine (LoRA adapter or the base)."""
-    if endpoint.fine_tuned_model is None:
-        return ServedModel(None, min(engine.max_context, endpoint.context_length))
-    artifact = download_artifact(endpoint, conf)
-    engine.register_adapter(endpoint.model, str(artifact))
-    return ServedModel(endpoint.model, endpoint.fine_tuned_model.context_length)
-
-
-@dataclass
-class Hosted:
-    replica: Any
-    served: ServedModel
-
-
-class SharedServerProcess:
-    """One shared server's life inside a worker: load the base, then loop — heartbeat,
-    retire stopped endpoints, load newly attached ones — until stopped, lost or idle."""
-
-    def __init__(self, server: Any, worker: str, conf: InferenceConf, idle_seconds: float):
-        self.server, self.worker, self.conf = server, worker, conf
-        self.idle_seconds = idle_seconds
-        self.engine: Any = None
-        self.http: ReplicaServer | None = None
-        self.generator: Generator | None = None
-        self.hosted: dict[int, Hosted] = {}  # replica pk -> what it serves
-
-    def run(self) -> dict[str, Any]:
-        server = self.server
-        try:
-            with LoadingHeartbeat(
-                lambda: shared_servers.server_heartbeat(server),
-                every_seconds=self.conf.heartbeat_seconds,
-            ):
-                self.engine = build_shared_engine(server)
-                warm_up(self.engine, ServedModel(None, self.engine.max_context))
-            self.generator = Generator(self.engine, None, self.conf)
-            self.http = ReplicaServer(self.generator)
-            self.http.start()
-            if shared_servers.server_ready(server, self.http.url):
-                self._serve_until_done()
-            self._retire_all()
-            shared_servers.finish_server(server)
-            return {"server": server.public_id, "status": "stopped"}
-        except Exception as exc:
-            logger.exception("shared server %s failed", server.public_id)
-            error = {"code": "replica_failed", "message": f"{type(exc).__name__}: {exc}"}
-            self._retire_all(error)
-            shared_servers.finish_server(server, error=error)
-            return {"server": server.public_id, "status": "failed"}
-        finally:
-            if self.http is not None:
-                self.http.stop()
-            if self.engine is not None:
-                self.engine.shutdown()
-
-    def _serve_until_done(self) -> None:
-        idle_since = time.monotonic()
-        while True:
-            close_old_connections()
-            if not shared_servers.server_heartbeat(self.server):
-                return  # restarted elsewhere or stopped: exit
-            self._heartbeat_hosted()
-            self._load_pending()
-            if self.hosted:
-                idle_since = time.monotonic()
-            elif time.monotonic() - idle_since >= self.idle_seconds:
-                if shared_servers.stop_if_idle(self.server):
-                    return
-            if _worker_stopping.wait(self.conf.heartbeat_seconds):
-                return
-
-    def _heartbeat_hosted(self) -> None:
-        for replica_pk, hosted in list(self.hosted.items()):
-            if not services.replica_heartbeat(hosted.replica):
-                self._retire(replica_pk)
-
-    def _load_pending(self) -> None:
-        assert self.generator is not None and self.http is not None
-        for endpoint_pk, generation in shared_servers.pending_endpoints(self.server):
-            claimed = services.claim_for_replica(
-                endpoint_pk, generation, self.worker, os.getpid(), shared_server=self.server
-            )
-            if claimed is None:
-                continue
-            endpoint, replica = claimed
-            try:
-                with LoadingHeartbeat(
-                    partial(services.replica_heartbeat, replica),
-                    partial(shared_servers.server_heartbeat, self.server),
-                    every_seconds=self.conf.heartbeat_seconds,
-                ):
-                    served = attach_endpoint(self.engine, endpoint, self.conf)
-                    details = warm_up(self.engine, served)
-            except Exception as exc:  # noqa: BLE001 - one bad artifact fails one endpoint
-                logger.exception("could not load %s on %s", endpoint.model, self.server.public_id)
-                self._forget_adapter(endpoint.model if endpoint.fine_tuned_model_id else None)
-                services.finish_replica(
-                    replica,
-                    error={"code": "replica_failed", "message": f"{type(exc).__name__}: {exc}"},
-                )
-                continue
-            self.generator.serve(served)
-            self.hosted[replica.pk] = Hosted(replica, served)
-            details.update(
-                context_length=served.context_length,
-                adapter=served.adapter,
-                shared_server=self.server.public_id,
-            )
-            if not services.mark_ready(replica, self.http.url, details):
-                self._retire(replica.pk)  # stopped while loading
-
-    def _retire(self, replica_pk: int, error: dict[str, str] | None = None) -> None:
-        hosted = self.hosted.pop(replica_pk)
-        assert self.generator is not None
-        if self.generator.unserve(hosted.served.adapter):
-            self._forget_adapter(hosted.served.adapter)
-        services.finish_replica(hosted.replica, error=error)
-
-    def _forget_adapter(self, adapter: str | None) -> None:
-        if adapter is not None and self.engine is not None:
-            self.engine.unregister_adapter(adapter)
-
-    def _retire_all(self, error: dict[str, str] | None = None) -> None:
-        for replica_pk in list(self.hosted):
-            self._retire(replica_pk, error)
-
-
 @app.task(name=services.WATCHDOG_TASK)
 def watchdog() -> dict[str, Any]:
     """Periodic (celery beat): restart endpoints whose replica's worker died."""
@@ -574,14 +437,3 @@ def watchdog() -> dict[str, Any]:
 @app.task(name=services.SERVE_TASK, bind=True)
 def serve_endpoint(self, endpoint_pk: int, generation: int) -> dict[str, Any]:
     return run_replica(endpoint_pk, generation, self.request.hostname or "worker")
-
-
-@app.task(name=shared_servers.SERVE_SHARED_TASK, bind=True)
-def serve_shared_base(self, server_pk: int, generation: int) -> dict[str, Any]:
-    """Run the shared server of one base model (holds this worker slot until it stops)."""
-    worker = self.request.hostname or "worker"
-    server = shared_servers.claim_server(server_pk, generation, worker, os.getpid())
-    if server is None:
-        return {"server": server_pk, "generation": generation, "skipped": True}
-    conf = inference_conf()
-    return SharedServerProcess(server, worker, conf, conf.shared_idle_seconds).run()
