@@ -64,28 +64,30 @@ def test_web_process_never_imports_torch(tmp_path):
     assert "HEAVY []" in result.stdout
 
 
-def gpu_runtime_imports(source: str) -> list[tuple[int, str]]:
-    """(line, module) for every gpu_runtime module an import statement in ``source`` names.
+def _gpu_runtime_names(node: ast.AST) -> list[str]:
+    """The gpu_runtime modules one import statement names (none for other nodes).
 
     ``from gpu_runtime import x`` counts as importing ``gpu_runtime.x`` (it may be a submodule).
     """
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "gpu_runtime":
-                names = [f"gpu_runtime.{alias.name}" for alias in node.names]
-            else:
-                names = [node.module]
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        if node.module == "gpu_runtime":
+            names = [f"gpu_runtime.{alias.name}" for alias in node.names]
         else:
-            continue
-        found.extend(
-            (node.lineno, name)
-            for name in names
-            if name == "gpu_runtime" or name.startswith("gpu_runtime.")
-        )
-    return found
+            names = [node.module]
+    else:
+        return []
+    return [n for n in names if n == "gpu_runtime" or n.startswith("gpu_runtime.")]
+
+
+def gpu_runtime_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) for every gpu_runtime module an import statement in ``source`` names."""
+    return [
+        (node.lineno, name)
+        for node in ast.walk(ast.parse(source))
+        for name in _gpu_runtime_names(node)
+    ]
 
 
 def test_the_import_scanner_sees_every_spelling():
@@ -149,3 +151,36 @@ def test_importing_the_contract_loads_no_torch(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LOADED ['gpu_runtime', 'gpu_runtime.contract']" in result.stdout
+
+
+def module_level_gpu_runtime_imports(source: str) -> list[tuple[int, str]]:
+    """Imports of gpu_runtime that run when the module loads: its top-level statements
+    (``if TYPE_CHECKING:`` blocks and function bodies are not top-level statements)."""
+    return [
+        (node.lineno, name) for node in ast.parse(source).body for name in _gpu_runtime_names(node)
+    ]
+
+
+def test_module_level_scanner_ignores_lazy_and_type_checking_imports():
+    source = textwrap.dedent(
+        """
+        from typing import TYPE_CHECKING
+        from gpu_runtime.contract import ROPE_METHODS
+        if TYPE_CHECKING:
+            from gpu_runtime.contract import TrainConfig
+        def lazy():
+            from gpu_runtime.contract import TrainConfig
+        """
+    )
+    assert module_level_gpu_runtime_imports(source) == [(3, "gpu_runtime.contract")]
+
+
+def test_platform_loads_gpu_runtime_only_when_a_function_needs_it():
+    """The web process must start without reaching into gpu_runtime: every platform/ import of
+    the contract sits in the function that uses it."""
+    found = {
+        f"{path.relative_to(REPO_ROOT)}:{line}": module
+        for path in sorted((REPO_ROOT / "platform").rglob("*.py"))
+        for line, module in module_level_gpu_runtime_imports(path.read_text())
+    }
+    assert found == {}

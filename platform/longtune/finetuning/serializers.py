@@ -9,7 +9,6 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from gpu_runtime.contract import ROPE_METHODS
 from longtune.finetuning.models import (
     BaseModel,
     FineTunedModel,
@@ -22,8 +21,6 @@ AUTO = "auto"
 MIN_CONTEXT_LENGTH = 32
 HARD_MAX_CONTEXT_LENGTH = 1_048_576  # 1M tokens (sequence parallelism); a model's own max is lower
 MAX_SEED = 2**31 - 1
-# "none" is accepted by gpu_runtime for plain fine-tuning without extension.
-ROPE_TYPES: tuple[str, ...] = tuple(ROPE_METHODS)
 
 
 class AutoOr(serializers.Field):
@@ -78,8 +75,16 @@ class MethodSerializer(serializers.Serializer):
 
 
 class RopeScalingSerializer(serializers.Serializer):
-    type = serializers.ChoiceField(choices=list(ROPE_TYPES), required=False)
+    type = serializers.ChoiceField(choices=[], required=False)  # gpu_runtime's: see __init__
     factor = serializers.FloatField(min_value=1.0, max_value=1024.0, required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Imported here, not at module level: the web tier reaches gpu_runtime only through
+        # its torch-free contract, and only when a request needs it ("none" = no extension).
+        from gpu_runtime.contract import ROPE_METHODS
+
+        super().__init__(*args, **kwargs)
+        self.fields["type"].choices = list(ROPE_METHODS)
 
 
 class LoraSerializer(serializers.Serializer):

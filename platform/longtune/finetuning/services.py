@@ -18,7 +18,6 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from gpu_runtime.contract import ALL_LINEAR, DEFAULT_ROPE_METHOD
 from longtune.api.errors import ApiError
 from longtune.datasets.models import File, FilePurpose, FileStatus
 from longtune.finetuning.dispatch import default_queue_for, dispatch_new_job
@@ -34,7 +33,17 @@ from longtune.finetuning.training import train_config_for
 from longtune.tenancy.models import ApiKey, Organization
 from longtune.tenancy.quotas import reserve_quota
 
-DEFAULT_LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05, "target_modules": [ALL_LINEAR]}
+DEFAULT_LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}  # + target_modules: _default_lora()
+
+
+def _default_lora() -> dict[str, Any]:
+    """LoRA defaults; target modules = gpu_runtime's "all linear layers" marker (imported
+    lazily: the web tier touches gpu_runtime only through its torch-free contract)."""
+    from gpu_runtime.contract import ALL_LINEAR
+
+    return {**DEFAULT_LORA, "target_modules": [ALL_LINEAR]}
+
+
 AUTO_BATCH_SIZE = 1  # packed long sequences: one per step already holds a full context
 AUTO_LEARNING_RATE_MULTIPLIER = 1.0
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
@@ -124,6 +133,8 @@ def _hyperparameters(data: dict[str, Any], file: File) -> dict[str, Any]:
 
 def _context_and_rope(data: dict[str, Any], model: BaseModel) -> tuple[int, str, float]:
     """(context_length, rope method, factor); factor = context / the model's original."""
+    from gpu_runtime.contract import DEFAULT_ROPE_METHOD  # torch-free; see _default_lora
+
     rope = data.get("rope_scaling") or {}
     method = rope.get("type", DEFAULT_ROPE_METHOD)
     original = model.original_context_length
@@ -192,7 +203,7 @@ def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
     context, rope_method, rope_factor = _context_and_rope(data, base_model)
     recipe, recipe_files = _recipe(org, data.get("recipe"))
     full = bool(data.get("full"))
-    lora = None if full else {**DEFAULT_LORA, **(data.get("lora") or {})}
+    lora = None if full else {**_default_lora(), **(data.get("lora") or {})}
     seed = data.get("seed")
     tokens_per_epoch = _file_tokens(training_file) + sum(_file_tokens(f) for f in recipe_files)
     job = FineTuningJob(

@@ -1,11 +1,16 @@
 """Job row -> gpu_runtime TrainConfig. Taken from gpu_runtime.contract (torch-free, and the only
 gpu_runtime module the web tier may import), so the web tier validates a job with the exact
-dataclass the worker will train with."""
+dataclass the worker will train with. Imported inside the function, never at module level:
+loading the web process must not reach into gpu_runtime at all."""
 
 from __future__ import annotations
 
-from gpu_runtime.contract import TrainConfig
+from typing import TYPE_CHECKING
+
 from longtune.finetuning.models import FineTuningJob
+
+if TYPE_CHECKING:
+    from gpu_runtime.contract import TrainConfig
 
 # AdamW base learning rates; OpenAI's learning_rate_multiplier scales them.
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
@@ -22,6 +27,8 @@ def train_config_for(
     """The run a job describes. ``batch_size`` is packed sequences per optimizer step, spent
     as gradient accumulation over micro-batches of one sequence (long contexts fill memory).
     ``eval_every_steps`` only matters when the worker also passes validation data."""
+    from gpu_runtime.contract import TrainConfig
+
     hp = job.hyperparameters
     lora = job.lora or {}
     extra = {}
