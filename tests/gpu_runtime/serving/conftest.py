@@ -148,3 +148,20 @@ def artifacts(base_dir, tmp_path_factory) -> dict[str, str]:
         base_dir, root / "yarn", seed=4, rope_method="yarn", target_context=512
     )
     return {name: str(path) for name, path in built.items()}
+
+
+@pytest.fixture
+def record_logits(monkeypatch) -> dict[int, list[torch.Tensor]]:
+    """Every logits row the engine samples from (prefill's last token first), keyed by the
+    request's seed — greedy requests still get a seeded generator, so the seed names it."""
+    from gpu_runtime.serving import engine as engine_module
+
+    seen: dict[int, list[torch.Tensor]] = {}
+    real = engine_module.sample_next_token
+
+    def recording(logits, params, generator):
+        seen.setdefault(generator.initial_seed(), []).append(logits.detach().float().clone())
+        return real(logits, params, generator)
+
+    monkeypatch.setattr(engine_module, "sample_next_token", recording)
+    return seen

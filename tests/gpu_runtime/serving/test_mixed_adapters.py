@@ -14,7 +14,6 @@ from peft.tuners.lora import LoraLayer
 
 from gpu_runtime.registry import load_model
 from gpu_runtime.serving import GenerationRequest, SamplingParams
-from gpu_runtime.serving import engine as engine_module
 from gpu_runtime.serving.adapters import ModelInstance, resolve_adapter_dir
 
 from .conftest import PROMPTS, greedy_reference, make_lora_artifact, merged_reference_model
@@ -41,21 +40,6 @@ def more_artifacts(base_dir, tmp_path_factory) -> dict[str, str]:
 @pytest.fixture
 def all_artifacts(artifacts, more_artifacts) -> dict[str, str]:
     return {**artifacts, **more_artifacts}
-
-
-@pytest.fixture
-def record_logits(monkeypatch) -> dict[int, list[torch.Tensor]]:
-    """Every logits row the engine samples from, keyed by the request's seed (greedy requests
-    still get a seeded generator, so the seed identifies the request)."""
-    seen: dict[int, list[torch.Tensor]] = {}
-    real = engine_module.sample_next_token
-
-    def recording(logits, params, generator):
-        seen.setdefault(generator.initial_seed(), []).append(logits.detach().float().clone())
-        return real(logits, params, generator)
-
-    monkeypatch.setattr(engine_module, "sample_next_token", recording)
-    return seen
 
 
 def _greedy(prompt: str, adapter: str | None, max_tokens: int, seed: int) -> GenerationRequest:

@@ -23,28 +23,12 @@ from gpu_runtime.serving import (
     RequestFailedError,
     SamplingParams,
 )
-from gpu_runtime.serving import engine as engine_module
 from gpu_runtime.serving.adapters import supports_packed_prefill
 from gpu_runtime.serving.kv_cache import cache_layers, split_packed_cache
 
 from .conftest import PROMPTS, greedy_reference, merged_reference_model
 
 LOGITS_ATOL = 1e-5  # float32: a packed prompt differs from alone by matmul shapes only (~2e-7)
-
-
-@pytest.fixture
-def record_logits(monkeypatch) -> dict[int, list[torch.Tensor]]:
-    """Every logits row the engine samples from (prefill's last token first), keyed by the
-    request's seed — greedy requests still get a seeded generator."""
-    seen: dict[int, list[torch.Tensor]] = {}
-    real = engine_module.sample_next_token
-
-    def recording(logits, params, generator):
-        seen.setdefault(generator.initial_seed(), []).append(logits.detach().float().clone())
-        return real(logits, params, generator)
-
-    monkeypatch.setattr(engine_module, "sample_next_token", recording)
-    return seen
 
 
 def _ids(length: int, seed: int) -> list[int]:
