@@ -16,14 +16,14 @@ import json
 import logging
 import os
 import shutil
-import threading
 import time
 from collections.abc import Mapping
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, transaction
 
 from longtune.finetuning import lifecycle
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
@@ -33,6 +33,7 @@ from longtune.finetuning.models import FineTunedModel, FineTuningJob
 from longtune.finetuning.training import train_config_for
 from longtune.storage import ObjectStorage, get_storage
 from workers.celery_app import app
+from workers.heartbeat import BackgroundHeartbeat
 
 logger = logging.getLogger("longtune.finetuning")
 
@@ -66,39 +67,6 @@ def fine_tuned_model_name(job: FineTuningJob) -> str:
 
 def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-# --------------------------------------------------------------------------- heartbeat
-
-
-class Heartbeat:
-    """Background thread: heartbeat every N seconds even while a long step runs (a step at
-    150K tokens can take minutes). Stops by itself once the attempt is superseded."""
-
-    def __init__(self, job_pk: int, attempt: int, every_seconds: float) -> None:
-        self.job_pk, self.attempt, self.every = job_pk, attempt, every_seconds
-        self._stop = threading.Event()
-        self.superseded = False
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{job_pk}", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.every):
-                if not lifecycle.heartbeat(self.job_pk, self.attempt):
-                    self.superseded = True
-                    return
-        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the training thread
-            logger.exception("heartbeat thread for job %s failed", self.job_pk)
-        finally:
-            connection.close()  # this thread's own DB connection
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -397,7 +365,11 @@ def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, An
     work_dir = conf.work_dir / job.public_id
     output_dir = work_dir / "output"
     callbacks = JobCallbacks(job, attempt, storage, conf)
-    with Heartbeat(job.pk, attempt, conf.heartbeat_seconds):
+    with BackgroundHeartbeat(
+        partial(lifecycle.heartbeat, job.pk, attempt),
+        every_seconds=conf.heartbeat_seconds,
+        name=f"heartbeat-{job.pk}",
+    ):
         try:
             result = _train(job, work_dir, output_dir, storage, conf, callbacks)
         except TrainingInputError as exc:

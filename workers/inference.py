@@ -31,21 +31,22 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from celery.signals import worker_shutting_down
-from django.db import close_old_connections, connection
+from django.db import close_old_connections
 
 from longtune.inference import services, shared_servers
 from longtune.inference.conf import InferenceConf, inference_conf
 from longtune.inference.models import Endpoint
 from longtune.storage import get_storage
 from workers.celery_app import app
+from workers.heartbeat import BackgroundHeartbeat
 
 logger = logging.getLogger("longtune.inference")
 
@@ -359,35 +360,6 @@ class ReplicaServer:
 # --------------------------------------------------------------------------- the task
 
 
-class LoadingHeartbeat:
-    """Heartbeats from a thread while the main thread loads weights (minutes for a real
-    model), so the watchdog does not take a slow load for a dead worker. ``beats`` are
-    callables (a replica's and, on a shared server, the server's own heartbeat)."""
-
-    def __init__(self, *beats: Callable[[], Any], every_seconds: float) -> None:
-        self.beats, self.every = beats, every_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replica-load-hb", daemon=True)
-
-    def __enter__(self) -> LoadingHeartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.wait(self.every):
-                for beat in self.beats:
-                    beat()
-        except Exception:  # noqa: BLE001 - a DB hiccup must not kill the load
-            logger.exception("loading heartbeat failed")
-        finally:
-            connection.close()  # this thread's own DB connection
-
-
 def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any]:
     claimed = services.claim_for_replica(endpoint_pk, generation, worker, os.getpid())
     if claimed is None:
@@ -397,8 +369,10 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
     conf = inference_conf()
     engine = server = None
     try:
-        with LoadingHeartbeat(
-            lambda: services.replica_heartbeat(replica), every_seconds=conf.heartbeat_seconds
+        with BackgroundHeartbeat(
+            partial(services.replica_heartbeat, replica),
+            every_seconds=conf.heartbeat_seconds,
+            name="replica-load-hb",
         ):
             engine, served = build_engine(endpoint, conf)
             details = warm_up(engine, served)

@@ -24,9 +24,9 @@ from longtune.inference import services, shared_servers
 from longtune.inference.conf import InferenceConf, inference_conf
 from longtune.inference.models import Endpoint
 from workers.celery_app import app
+from workers.heartbeat import BackgroundHeartbeat
 from workers.inference import (
     Generator,
-    LoadingHeartbeat,
     ReplicaServer,
     ServedModel,
     download_artifact,
@@ -74,7 +74,7 @@ class SharedServerProcess:
     def run(self) -> dict[str, Any]:
         server = self.server
         try:
-            with LoadingHeartbeat(
+            with BackgroundHeartbeat(
                 lambda: shared_servers.server_heartbeat(server),
                 every_seconds=self.conf.heartbeat_seconds,
             ):
@@ -131,7 +131,7 @@ class SharedServerProcess:
                 continue
             endpoint, replica = claimed
             try:
-                with LoadingHeartbeat(
+                with BackgroundHeartbeat(
                     partial(services.replica_heartbeat, replica),
                     partial(shared_servers.server_heartbeat, self.server),
                     every_seconds=self.conf.heartbeat_seconds,
