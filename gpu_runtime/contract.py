@@ -31,6 +31,93 @@ ROPE_METHODS: tuple[str, ...] = ("none", "linear", "yarn", "dynamic", "ntk", "ll
 # does not decide this — re-run the across-seed script before changing it.
 DEFAULT_ROPE_METHOD: RopeMethod = "yarn"
 
+# The one error code for "the prompt plus the completion budget does not fit the model's context"
+# (engine, worker and gateway all report this code; see ContextSpec.overflow).
+CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """How long a model's context is and how RoPE was stretched to get there.
+
+    Why one object: the length a job asked for, the packed sequence length it trains at, the
+    RoPE method and factor written into the saved model config, and the limit serving enforces
+    are ONE fact. It is planned once (``ContextSpec.plan`` when a job is created), stored once,
+    handed unchanged to ``TrainConfig.context``, written into the saved ``config.json`` under
+    ``CONFIG_KEY`` and read back by serving; nothing downstream recomputes the factor.
+
+    ``original_length`` is the base model's native context; ``target_length`` the context trained
+    at and served up to; ``rope_factor`` = target / original (never below 1: a shorter target
+    needs no scaling).
+    """
+
+    original_length: int
+    target_length: int
+    rope_method: str = DEFAULT_ROPE_METHOD
+    rope_factor: float = 1.0
+
+    CONFIG_KEY = "longtune_context"  # key in a saved model's config.json
+
+    def __post_init__(self) -> None:
+        for error in _context_errors(self):
+            raise ValueError(error)
+
+    @classmethod
+    def plan(
+        cls, *, original_length: int, target_length: int, rope_method: str = DEFAULT_ROPE_METHOD
+    ) -> ContextSpec:
+        """The spec of a run at ``target_length`` from a base of ``original_length``."""
+        factor = max(1.0, target_length / original_length) if original_length else 1.0
+        return cls(original_length, target_length, rope_method, float(factor))
+
+    @classmethod
+    def native(cls, length: int) -> ContextSpec:
+        """A model served at its own context, no RoPE scaling (a base model)."""
+        return cls(length, length, "none", 1.0)
+
+    @property
+    def scaled(self) -> bool:
+        return self.rope_method != "none" and self.rope_factor > 1.0
+
+    def overflow(self, prompt_tokens: int, max_tokens: int = 0) -> str | None:
+        """None when ``prompt_tokens`` + ``max_tokens`` fit ``target_length``; else the message
+        that goes with ``CONTEXT_LENGTH_EXCEEDED``. THE fits-in-context check."""
+        if prompt_tokens + max_tokens <= self.target_length:
+            return None
+        return (
+            f"This model's maximum context length is {self.target_length} tokens; the request "
+            f"has {prompt_tokens} prompt tokens and asks for up to {max_tokens} completion tokens."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContextSpec:
+        if not isinstance(data, dict):
+            raise ValueError(f"context spec must be a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown context spec field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def _context_errors(c: ContextSpec) -> list[str]:
+    errors = []
+    for name in ("original_length", "target_length"):
+        value = getattr(c, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+            errors.append(f"{name}: must be an integer >= 2, got {value!r}")
+    if c.rope_method not in ROPE_METHODS:
+        errors.append(f"rope_method: must be one of {ROPE_METHODS}, got {c.rope_method!r}")
+    if not isinstance(c.rope_factor, int | float) or isinstance(c.rope_factor, bool):
+        errors.append(f"rope_factor: must be a number, got {c.rope_factor!r}")
+    elif c.rope_factor < 1.0:
+        errors.append(f"rope_factor: must be >= 1, got {c.rope_factor!r}")
+    return errors
+
+
 # TrainConfig option lists.
 METHODS: tuple[str, ...] = ("lora", "full")
 LR_SCHEDULES: tuple[str, ...] = ("cosine", "linear", "constant")
