@@ -1,7 +1,7 @@
-"""Fine-tuning knobs, read from Django settings with an environment default each.
+"""Fine-tuning knobs as one typed object, read from Django settings.
 
-Why env-tunable: the crash-recovery tests need a watchdog that notices a dead worker within
-seconds, production wants minutes; the same code runs both.
+The environment is read once, in settings.py (``FINETUNE_*``); this module only gives the
+values names and types, so tests can override a knob with pytest-django's ``settings``.
 """
 
 from __future__ import annotations
@@ -10,12 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-
-from longtune.config import env_int
-
-
-def _setting(name: str, default: int) -> int:
-    return int(getattr(settings, name, env_int(name, default)))
 
 
 @dataclass(frozen=True)
@@ -26,20 +20,20 @@ class FinetuneConf:
     checkpoint_every_steps: int  # periodic checkpoint interval (uploaded to object storage)
     metrics_event_seconds: int  # at most one metrics event per this many seconds (plus last step)
     eval_every_steps: int  # validation-loss interval for jobs with a validation_file (+ the end)
-    # The watchdog's beat period is FINETUNE_WATCHDOG_INTERVAL_SECONDS (workers/celery_app.py).
+    # The watchdog's beat period is settings.FINETUNE_WATCHDOG_INTERVAL_SECONDS.
 
     @property
     def work_dir(self) -> Path:
         """Per-worker scratch space; each job trains in work_dir/<job-id>/."""
-        return Path(getattr(settings, "FINETUNE_WORK_DIR", "") or settings.VAR_DIR / "jobs")
+        return Path(settings.FINETUNE_WORK_DIR or settings.VAR_DIR / "jobs")
 
 
 def finetune_conf() -> FinetuneConf:
     return FinetuneConf(
-        heartbeat_seconds=_setting("FINETUNE_HEARTBEAT_SECONDS", 10),
-        stale_after_seconds=_setting("FINETUNE_STALE_AFTER_SECONDS", 180),
-        max_attempts=_setting("FINETUNE_MAX_ATTEMPTS", 3),
-        checkpoint_every_steps=_setting("FINETUNE_CHECKPOINT_EVERY_STEPS", 50),
-        metrics_event_seconds=_setting("FINETUNE_METRICS_EVENT_SECONDS", 5),
-        eval_every_steps=_setting("FINETUNE_EVAL_EVERY_STEPS", 50),
+        heartbeat_seconds=int(settings.FINETUNE_HEARTBEAT_SECONDS),
+        stale_after_seconds=int(settings.FINETUNE_STALE_AFTER_SECONDS),
+        max_attempts=int(settings.FINETUNE_MAX_ATTEMPTS),
+        checkpoint_every_steps=int(settings.FINETUNE_CHECKPOINT_EVERY_STEPS),
+        metrics_event_seconds=int(settings.FINETUNE_METRICS_EVENT_SECONDS),
+        eval_every_steps=int(settings.FINETUNE_EVAL_EVERY_STEPS),
     )

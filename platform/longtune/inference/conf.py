@@ -1,7 +1,7 @@
-"""Inference knobs, from Django settings with an environment default each.
+"""Inference knobs as one typed object, read from Django settings.
 
-Why env-tunable: tests want a replica that heartbeats every second and notices a stop at
-once; production wants fewer writes.
+The environment is read once, in settings.py (``INFERENCE_*``): tests want a replica that
+heartbeats every second and notices a stop at once, production wants fewer writes.
 """
 
 from __future__ import annotations
@@ -10,12 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-
-from longtune.config import env_int
-
-
-def _setting(name: str, default: int) -> int:
-    return int(getattr(settings, name, env_int(name, default)))
 
 
 @dataclass(frozen=True)
@@ -30,15 +24,15 @@ class InferenceConf:
     @property
     def work_dir(self) -> Path:
         """Where a replica downloads fine-tuned artifacts (one folder per endpoint)."""
-        return Path(getattr(settings, "INFERENCE_WORK_DIR", "") or settings.VAR_DIR / "serving")
+        return Path(settings.INFERENCE_WORK_DIR or settings.VAR_DIR / "serving")
 
 
 def inference_conf() -> InferenceConf:
     return InferenceConf(
-        heartbeat_seconds=_setting("INFERENCE_HEARTBEAT_SECONDS", 5),
-        stale_after_seconds=_setting("INFERENCE_STALE_AFTER_SECONDS", 60),
-        request_timeout_seconds=_setting("INFERENCE_REQUEST_TIMEOUT_SECONDS", 300),
-        default_max_tokens=_setting("INFERENCE_DEFAULT_MAX_TOKENS", 128),
-        stats_window=_setting("INFERENCE_STATS_WINDOW", 100),
-        shared_idle_seconds=_setting("INFERENCE_SHARED_IDLE_SECONDS", 300),
+        heartbeat_seconds=int(settings.INFERENCE_HEARTBEAT_SECONDS),
+        stale_after_seconds=int(settings.INFERENCE_STALE_AFTER_SECONDS),
+        request_timeout_seconds=int(settings.INFERENCE_REQUEST_TIMEOUT_SECONDS),
+        default_max_tokens=int(settings.INFERENCE_DEFAULT_MAX_TOKENS),
+        stats_window=int(settings.INFERENCE_STATS_WINDOW),
+        shared_idle_seconds=int(settings.INFERENCE_SHARED_IDLE_SECONDS),
     )
