@@ -12,7 +12,7 @@
     8. write the artifact and summary                           output.py
 
 The forward never calls `model(labels=...)`: that would build [tokens × vocab] logits, which at
-long context outweigh everything else (../shared/notes/train-memory.md). The decoder returns
+long context outweigh everything else (benchmarks/results/train_memory.md). The decoder returns
 hidden states and `chunked_causal_lm_loss` streams them through the LM head.
 """
 
