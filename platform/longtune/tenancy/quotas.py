@@ -107,12 +107,9 @@ def register_usage_provider(quota_name: str, provider: UsageProvider) -> None:
 
 def current_usage(org: Organization) -> dict[str, int | None]:
     """Usage per quota; None where no app has registered a provider yet."""
-    from longtune.tenancy.throttling import requests_this_minute
-
     usage: dict[str, int | None] = {name: None for name in QUOTA_NAMES}
     for name, provider in _USAGE_PROVIDERS.items():
         usage[name] = int(provider(org))
-    usage["requests_per_minute"] = requests_this_minute(org)
     return usage
 
 

@@ -75,6 +75,7 @@ class OrgRateThrottle(FixedWindowThrottle):
         return _org_bucket(org) if org is not None else None
 
     def limit(self, request: Request) -> int:
+        # Lazy: DRF imports this class while api.errors (which quotas needs) is still loading.
         from longtune.tenancy.quotas import effective_quota
 
         return effective_quota(request.org).requests_per_minute
