@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import socket
 
+from longtune.compute import queues, tasks
 from workers.celery_app import app
 
 
-@app.task(name="longtune.ping", queue="cpu")
+@app.task(name=tasks.PING, queue=queues.CPU)
 def ping(payload: str = "pong") -> dict:
     """Round-trip check used by health checks and the broker integration test."""
     return {"payload": payload, "hostname": socket.gethostname(), "pid": os.getpid()}

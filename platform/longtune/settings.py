@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "longtune.tenancy",
+    "longtune.compute.apps.ComputeConfig",
     "longtune.datasets.apps.DatasetsConfig",
     "longtune.finetuning.apps.FinetuningConfig",
     "longtune.inference.apps.InferenceConfig",
