@@ -18,8 +18,7 @@ from django.http import HttpRequest
 
 from longtune.api.errors import ApiError
 from longtune.api.ids import new_public_id, public_id_prefix
-from longtune.compute import queues, tasks
-from longtune.compute.broker import send
+from longtune.compute import broker, queues, tasks
 from longtune.datasets.models import File, FileStatus, Upload, UploadStatus
 from longtune.datasets.policies import dataset_limits_for
 from longtune.storage import QUARANTINE, ObjectNotFound, get_storage, org_prefix
@@ -191,7 +190,7 @@ def announce_upload(
 def enqueue_scrub(file_pk: int) -> None:
     """Send the scrub task to the ``cpu`` queue, by name (workers.datasets imports this
     module; importing it back would be a cycle between the tiers)."""
-    send(tasks.SCRUB_FILE, [file_pk], queues.CPU)
+    broker.send(tasks.SCRUB_FILE, [file_pk], queues.CPU)
 
 
 # --- delete / content -------------------------------------------------------------------------

@@ -18,8 +18,7 @@ from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
-from longtune.compute import tasks
-from longtune.compute.broker import send
+from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
 from longtune.finetuning.models import BaseModel, FineTunedModel
 from longtune.inference.conf import inference_conf
@@ -121,7 +120,7 @@ def _dispatch_after_commit(endpoint: Endpoint) -> None:
 
     def publish() -> None:
         try:
-            send(tasks.SERVE_ENDPOINT, [pk, generation], queue)
+            broker.send(tasks.SERVE_ENDPOINT, [pk, generation], queue)
         except Exception as exc:  # noqa: BLE001 - any broker error becomes a failed endpoint
             logger.exception("could not enqueue endpoint %s", pk)
             moved = Endpoint.objects.unscoped_across_orgs().filter(

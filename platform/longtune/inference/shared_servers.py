@@ -25,8 +25,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from longtune.compute import tasks
-from longtune.compute.broker import send
+from longtune.compute import broker, tasks
 from longtune.finetuning.models import BaseModel
 from longtune.inference.conf import inference_conf
 from longtune.inference.models import (
@@ -63,7 +62,7 @@ def _dispatch_after_commit(server: SharedServer) -> None:
 
     def publish() -> None:
         try:
-            send(tasks.SERVE_SHARED_BASE, [pk, generation], queue)
+            broker.send(tasks.SERVE_SHARED_BASE, [pk, generation], queue)
         except Exception as exc:  # noqa: BLE001 - a broker error fails the server's endpoints
             logger.exception("could not enqueue shared server %s", pk)
             finish_server_by_pk(
