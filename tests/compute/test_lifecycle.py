@@ -91,7 +91,9 @@ def test_a_lost_message_is_redispatched_with_a_new_attempt(org_a, published):
 def test_work_never_published_is_found_by_its_creation_time(org_a, published):
     """The web process died between commit and publish: no dispatched_at at all."""
     job = make_job(org_a.org, status="validating_files")
-    FineTuningJob.objects.filter(pk=job.pk).update(created_at=timezone.now() - LONG_AGO)
+    FineTuningJob.objects.unscoped_across_orgs().filter(pk=job.pk).update(
+        created_at=timezone.now() - LONG_AGO
+    )
     assert JOBS.sweep_lost_messages(timedelta(minutes=10), always_idle) == [job.public_id]
     job.refresh_from_db()
     assert (job.status, job.attempts) == ("queued", 2)

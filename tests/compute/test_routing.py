@@ -55,7 +55,9 @@ def test_another_orgs_capacity_is_never_used(org_a, org_b):
     assert serving_queue_for(org_b.org, "dedicated") == f"inference.{org_b.org.slug}"
     # Even a row of org B pointed (around validation) at org A's queue is not followed.
     theirs = DedicatedCapacity.objects.create(org=org_b.org)
-    DedicatedCapacity.objects.filter(pk=theirs.pk).update(queue=f"gpu.{org_a.org.slug}.x")
+    DedicatedCapacity.objects.unscoped_across_orgs().filter(pk=theirs.pk).update(
+        queue=f"gpu.{org_a.org.slug}.x"
+    )
     assert training_queue_for(org_b.org) == "gpu"
     assert training_queue_for(org_a.org) == f"gpu.{org_a.org.slug}"
 
