@@ -63,6 +63,9 @@ def _nothing(row: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class GpuWorkLifecycle(Generic[W]):
+    """The lifecycle bound to one model (one module-level instance per kind of work, e.g.
+    ``finetuning.lifecycle.JOBS``); the hooks carry what differs between kinds."""
+
     model: type[W]
     task: str  # the Celery task of one attempt, called with [pk, attempt]
     record_event: Callable[..., Any]  # (row, message, *, level=..., data=...)
