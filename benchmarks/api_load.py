@@ -72,8 +72,9 @@ def prepare(env: dict[str, str], existing_jobs: int) -> dict[str, str]:
     import django
 
     django.setup()
+    from longtune.compute.models import DedicatedCapacity
     from longtune.datasets.models import File, FileStatus
-    from longtune.finetuning.models import BaseModel, FineTuningJob, OrgFinetuningSettings
+    from longtune.finetuning.models import BaseModel, FineTuningJob
     from longtune.tenancy.models import OrgQuota
     from longtune.tenancy.services.organizations import create_organization_with_owner
 
@@ -89,8 +90,7 @@ def prepare(env: dict[str, str], existing_jobs: int) -> dict[str, str]:
         storage_bytes=big,
         requests_per_minute=10**7,
     )
-    queue = f"gpu.bench-{org.slug}"
-    OrgFinetuningSettings.objects.create(org=org, dedicated_queue=queue)
+    queue = DedicatedCapacity.objects.create(org=org, queue=f"gpu.{org.slug}.bench").queue
     base = BaseModel.objects.create(
         name="bench-model", location="/nonexistent", original_context_length=4096,
         max_context_length=131072,

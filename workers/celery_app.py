@@ -1,10 +1,8 @@
 """The Celery app, configured from Django settings.
 
-Queues:
-  cpu            scrubbing, validation, tokenizing
-  gpu            shared training pool
-  gpu.<org-slug> an organization's dedicated training capacity
-  inference      starting/stopping serving replicas
+Queue names, routing, task names and the beat schedule are the compute layer's
+(platform/longtune/compute/): cpu, gpu, inference, plus an org's dedicated queues
+(``gpu.<org-slug>``, ``inference.<org-slug>``), which appear with their first message.
 
 Reliability: a task is acknowledged only after it finishes (acks_late) and is re-queued if
 its worker dies (reject_on_worker_lost); each worker takes one task at a time (prefetch 1)
@@ -31,13 +29,8 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 
-STATIC_QUEUES = ("cpu", "gpu", "inference")
-
-
-def dedicated_gpu_queue(org_slug: str) -> str:
-    """Queue name for an organization's dedicated GPU instance."""
-    return f"gpu.{org_slug}"
-
+from longtune.compute.queues import CPU, STATIC_QUEUES  # noqa: E402
+from longtune.compute.schedule import beat_schedule  # noqa: E402
 
 app = Celery("longtune")
 app.conf.update(
@@ -52,9 +45,9 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    task_default_queue="cpu",
+    task_default_queue=CPU,
     task_queues=[Queue(name) for name in STATIC_QUEUES],
-    task_create_missing_queues=True,  # gpu.<org-slug> queues appear with their first job
+    task_create_missing_queues=True,  # dedicated queues appear with their first job
     task_serializer="json",
     result_serializer="json",
     accept_content=["json"],
@@ -64,16 +57,11 @@ app.conf.update(
     worker_hijack_root_logger=False,
     include=[
         "workers.tasks",
+        "workers.compute",
         "workers.datasets",
         "workers.finetuning",
         "workers.inference",
         "workers.shared_servers",
     ],
-    beat_schedule={
-        "finetuning-watchdog": {
-            "task": "longtune.finetuning.watchdog",
-            "schedule": float(os.environ.get("FINETUNE_WATCHDOG_INTERVAL_SECONDS", "30")),
-        },
-        "inference-watchdog": {"task": "longtune.inference.watchdog", "schedule": 30.0},
-    },
+    beat_schedule=beat_schedule(),
 )

@@ -18,6 +18,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from longtune.compute import tasks
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.policies import dataset_limits_for, pii_policy_for
 from longtune.datasets.services import scrubbed_key
@@ -51,7 +52,7 @@ def token_count_method(counter: TokenCounter) -> str:
     )
 
 
-@app.task(name="longtune.datasets.scrub_file", acks_late=True)  # sent to "cpu"
+@app.task(name=tasks.SCRUB_FILE, acks_late=True)  # sent to "cpu"
 def scrub_file(file_pk: int) -> dict[str, Any]:
     """Celery entry point; see process_file."""
     return process_file(file_pk)

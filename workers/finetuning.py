@@ -25,9 +25,9 @@ from typing import Any
 
 from django.db import close_old_connections, transaction
 
+from longtune.compute import tasks
 from longtune.finetuning import lifecycle
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
-from longtune.finetuning.dispatch import TRAIN_TASK, WATCHDOG_TASK, send_training
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTunedModel, FineTuningJob
 from longtune.finetuning.training import train_config_for
@@ -428,7 +428,7 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
     return {"job": job.public_id, "status": "succeeded", "fine_tuned_model": name}
 
 
-@app.task(name=TRAIN_TASK, bind=True, acks_late=True, reject_on_worker_lost=True)
+@app.task(name=tasks.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
 def train_job(self, job_pk: int, attempt: int) -> dict[str, Any]:
     close_old_connections()
     try:
@@ -448,11 +448,11 @@ def run_watchdog(stale_after_seconds: float | None = None) -> list[str]:
         stale_after=timedelta(seconds=seconds), max_attempts=conf.max_attempts
     )
     for item in requeued:
-        send_training(item.job_pk, item.attempt, item.queue)
+        lifecycle.JOBS.publish(item.pk, item.attempt, item.queue)
         logger.warning("re-queued %s as attempt %s on %s", item.public_id, item.attempt, item.queue)
     return [item.public_id for item in requeued]
 
 
-@app.task(name=WATCHDOG_TASK)  # task_default_queue: cpu
+@app.task(name=tasks.FINETUNE_WATCHDOG)  # task_default_queue: cpu
 def watchdog() -> dict[str, Any]:
     return {"requeued": run_watchdog()}

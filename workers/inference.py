@@ -41,6 +41,7 @@ from typing import Any
 from celery.signals import worker_shutting_down
 from django.db import close_old_connections
 
+from longtune.compute import tasks
 from longtune.inference import services, shared_servers
 from longtune.inference.conf import InferenceConf, inference_conf
 from longtune.inference.models import Endpoint
@@ -399,7 +400,7 @@ def run_replica(endpoint_pk: int, generation: int, worker: str) -> dict[str, Any
             engine.shutdown()
 
 
-@app.task(name=services.WATCHDOG_TASK)
+@app.task(name=tasks.INFERENCE_WATCHDOG)
 def watchdog() -> dict[str, Any]:
     """Periodic (celery beat): restart endpoints whose replica's worker died."""
     return {
@@ -408,6 +409,6 @@ def watchdog() -> dict[str, Any]:
     }
 
 
-@app.task(name=services.SERVE_TASK, bind=True)
+@app.task(name=tasks.SERVE_ENDPOINT, bind=True)
 def serve_endpoint(self, endpoint_pk: int, generation: int) -> dict[str, Any]:
     return run_replica(endpoint_pk, generation, self.request.hostname or "worker")

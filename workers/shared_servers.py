@@ -20,6 +20,7 @@ from typing import Any
 
 from django.db import close_old_connections
 
+from longtune.compute import tasks
 from longtune.inference import services, shared_servers
 from longtune.inference.conf import InferenceConf, inference_conf
 from longtune.inference.models import Endpoint
@@ -172,7 +173,7 @@ class SharedServerProcess:
             self._retire(replica_pk, error)
 
 
-@app.task(name=shared_servers.SERVE_SHARED_TASK, bind=True)
+@app.task(name=tasks.SERVE_SHARED_BASE, bind=True)
 def serve_shared_base(self, server_pk: int, generation: int) -> dict[str, Any]:
     """Run the shared server of one base model (holds this worker slot until it stops)."""
     worker = self.request.hostname or "worker"

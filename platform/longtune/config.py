@@ -31,6 +31,11 @@ def env_int(name: str, default: int) -> int:
     return int(value) if value not in (None, "") else default
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
 def var_dir() -> Path:
     """Where the embedded default keeps its state (SQLite, objects, broker files, models)."""
     path = Path(os.environ.get("LONGTUNE_VAR_DIR", REPO_ROOT / "var"))

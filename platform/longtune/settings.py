@@ -12,6 +12,7 @@ import dj_database_url
 from longtune.config import (
     REPO_ROOT,
     env_bool,
+    env_float,
     env_int,
     env_str,
     persistent_secret_key,
@@ -40,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "longtune.tenancy",
+    "longtune.compute.apps.ComputeConfig",
     "longtune.datasets.apps.DatasetsConfig",
     "longtune.finetuning.apps.FinetuningConfig",
     "longtune.inference.apps.InferenceConfig",
@@ -130,7 +132,6 @@ FINETUNE_MAX_ATTEMPTS = env_int("FINETUNE_MAX_ATTEMPTS", 3)
 FINETUNE_CHECKPOINT_EVERY_STEPS = env_int("FINETUNE_CHECKPOINT_EVERY_STEPS", 50)
 FINETUNE_METRICS_EVENT_SECONDS = env_int("FINETUNE_METRICS_EVENT_SECONDS", 5)
 FINETUNE_EVAL_EVERY_STEPS = env_int("FINETUNE_EVAL_EVERY_STEPS", 50)
-FINETUNE_WATCHDOG_INTERVAL_SECONDS = env_int("FINETUNE_WATCHDOG_INTERVAL_SECONDS", 30)
 FINETUNE_WORK_DIR = env_str("FINETUNE_WORK_DIR")
 INFERENCE_HEARTBEAT_SECONDS = env_int("INFERENCE_HEARTBEAT_SECONDS", 5)
 INFERENCE_STALE_AFTER_SECONDS = env_int("INFERENCE_STALE_AFTER_SECONDS", 60)
@@ -139,6 +140,11 @@ INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 128)
 INFERENCE_STATS_WINDOW = env_int("INFERENCE_STATS_WINDOW", 100)
 INFERENCE_SHARED_IDLE_SECONDS = env_int("INFERENCE_SHARED_IDLE_SECONDS", 300)
 INFERENCE_WORK_DIR = env_str("INFERENCE_WORK_DIR")
+# compute/conf.py: the beat periods and the lost-message sweep.
+COMPUTE_REDISPATCH_AFTER_SECONDS = env_float("COMPUTE_REDISPATCH_AFTER_SECONDS", 600)
+COMPUTE_REDISPATCH_INTERVAL_SECONDS = env_float("COMPUTE_REDISPATCH_INTERVAL_SECONDS", 60)
+FINETUNE_WATCHDOG_INTERVAL_SECONDS = env_float("FINETUNE_WATCHDOG_INTERVAL_SECONDS", 30)
+INFERENCE_WATCHDOG_INTERVAL_SECONDS = env_float("INFERENCE_WATCHDOG_INTERVAL_SECONDS", 30)
 
 # --- object storage ---------------------------------------------------------------------
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL")

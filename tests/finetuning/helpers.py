@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 from longtune.api.ids import new_public_id
+from longtune.compute.models import DedicatedCapacity
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.services import scrubbed_key
-from longtune.finetuning.models import BaseModel, FineTuningJob, OrgFinetuningSettings
+from longtune.finetuning.models import BaseModel, FineTuningJob
 from longtune.storage import get_storage
 
 
@@ -96,8 +97,5 @@ def make_job(org, **fields) -> FineTuningJob:
 
 
 def give_dedicated_queue(org) -> str:
-    from workers.celery_app import dedicated_gpu_queue
-
-    queue = dedicated_gpu_queue(org.slug)
-    OrgFinetuningSettings.objects.update_or_create(org=org, defaults={"dedicated_queue": queue})
-    return queue
+    capacity, _ = DedicatedCapacity.objects.get_or_create(org=org, hosts="training")
+    return capacity.queue

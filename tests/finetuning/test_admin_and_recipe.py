@@ -20,7 +20,7 @@ def test_admin_pages_render(client, org_a):
         f"/admin/finetuning/basemodel/{job.base_model.pk}/change/",
         "/admin/finetuning/finetuningjob/",
         f"/admin/finetuning/finetuningjob/{job.pk}/change/",
-        "/admin/finetuning/orgfinetuningsettings/add/",
+        "/admin/compute/dedicatedcapacity/add/",  # was OrgFinetuningSettings (finetuning)
         "/admin/finetuning/finetunedmodel/",
     ):
         assert client.get(url).status_code == 200, url

@@ -1,7 +1,8 @@
 """The three tiers and which way imports may point between them (docs/architecture.md).
 
     platform/ (longtune.*)  ->  gpu_runtime.contract only (torch-free; test_web_process.py)
-                            ->  workers.celery_app only (the Celery app is configuration)
+                            ->  workers.celery_app only, from compute.broker (the Celery app
+                                is configuration; tests/compute/test_layering.py)
     workers/                ->  platform, gpu_runtime   (the bridge)
     gpu_runtime/            ->  nothing of ours, no Django, no Celery (a pure ML library)
 
@@ -25,8 +26,6 @@ TIER_ROOTS = {
 }
 # What the ML library may never import: the web framework, the queue, or our other tiers.
 GPU_RUNTIME_FORBIDDEN = {"django", "rest_framework", "celery", "kombu", "longtune", "workers"}
-# The only modules of another tier that platform/ may import.
-PLATFORM_MAY_IMPORT = {"gpu_runtime.contract", "workers.celery_app"}
 
 
 def imported_modules(source: str, module: str = "") -> list[tuple[int, str]]:
@@ -80,23 +79,6 @@ def gpu_runtime_violations(source: str) -> list[str]:
         for line, module in imported_modules(source)
         if module.split(".")[0] in GPU_RUNTIME_FORBIDDEN
     ]
-
-
-def platform_violations(source: str, module: str = "longtune.x") -> list[str]:
-    return [
-        f"{line}: {target}"
-        for line, target in imported_modules(source, module)
-        if tier_of(target) in ("workers", "gpu_runtime") and not _allowed_for_platform(target)
-    ]
-
-
-def _allowed_for_platform(target: str) -> bool:
-    """An allowed module, a name taken from it (``workers.celery_app.app``), or the package
-    that only namespaces it (``from gpu_runtime import contract`` also yields ``gpu_runtime``)."""
-    return any(
-        target == allowed or target.startswith(allowed + ".") or allowed.startswith(target + ".")
-        for allowed in PLATFORM_MAY_IMPORT
-    )
 
 
 def tier_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -169,18 +151,6 @@ def test_gpu_runtime_rule_catches_a_violating_module():
     assert gpu_runtime_violations("import torch\nfrom transformers import AutoModel\n") == []
 
 
-def test_platform_rule_catches_a_task_module_import():
-    bad = "def f():\n    from workers.datasets import scrub_file\n"
-    assert platform_violations(bad) == ["2: workers.datasets", "2: workers.datasets.scrub_file"]
-    fine = (
-        "from workers.celery_app import app\n"
-        "def f():\n    from gpu_runtime.contract import TrainConfig\n"
-        "def g():\n    from gpu_runtime import contract\n"
-    )
-    assert platform_violations(fine) == []
-    assert platform_violations("from gpu_runtime import rope\n") == ["1: gpu_runtime.rope"]
-
-
 def test_the_cycle_finder_sees_a_cycle_across_tiers_only():
     graph = {
         "longtune.a": {"workers.b"},
@@ -201,17 +171,6 @@ def test_gpu_runtime_imports_no_django_celery_or_other_tier():
         for _, path in tier_files("gpu_runtime")
         if (violations := gpu_runtime_violations(path.read_text()))
     }
-    assert found == {}
-
-
-def test_platform_imports_no_workers_task_module():
-    scanned = 0
-    found = {}
-    for name, path in tier_files("platform"):
-        scanned += 1
-        if violations := platform_violations(path.read_text(), name):
-            found[str(path.relative_to(REPO_ROOT))] = violations
-    assert scanned > 50, "scanned almost nothing: is TIER_ROOTS right?"
     assert found == {}
 
 

@@ -18,6 +18,7 @@ from django.http import HttpRequest
 
 from longtune.api.errors import ApiError
 from longtune.api.ids import new_public_id, public_id_prefix
+from longtune.compute import broker, queues, tasks
 from longtune.datasets.models import File, FileStatus, Upload, UploadStatus
 from longtune.datasets.policies import dataset_limits_for
 from longtune.storage import QUARANTINE, ObjectNotFound, get_storage, org_prefix
@@ -27,7 +28,6 @@ from longtune.tenancy.quotas import reserve_quota
 
 logger = logging.getLogger("longtune.datasets")
 
-SCRUB_TASK_NAME = "longtune.datasets.scrub_file"
 MAX_FILENAME_LENGTH = 255
 
 
@@ -188,11 +188,9 @@ def announce_upload(
 
 
 def enqueue_scrub(file_pk: int) -> None:
-    """Send the scrub task to the ``cpu`` queue (imported lazily: the Celery app is the
-    bridge to the workers tier and loads its own task modules)."""
-    from workers.datasets import scrub_file
-
-    scrub_file.apply_async(args=[file_pk], queue="cpu")
+    """Send the scrub task to the ``cpu`` queue, by name (workers.datasets imports this
+    module; importing it back would be a cycle between the tiers)."""
+    broker.send(tasks.SCRUB_FILE, [file_pk], queues.CPU)
 
 
 # --- delete / content -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Staff: register base models, route orgs to dedicated GPU queues, inspect jobs."""
+"""Staff: register base models, inspect jobs (dedicated capacity: the compute admin)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from longtune.finetuning.models import (
     FineTunedModel,
     FineTuningJob,
     JobEvent,
-    OrgFinetuningSettings,
 )
 
 
@@ -25,13 +24,6 @@ class BaseModelAdmin(admin.ModelAdmin):
     )
     list_filter = ("is_public",)
     search_fields = ("name", "location")
-
-
-@admin.register(OrgFinetuningSettings)
-class OrgFinetuningSettingsAdmin(admin.ModelAdmin):
-    list_display = ("org", "dedicated_queue")
-    search_fields = ("org__slug", "org__name")
-    autocomplete_fields = ("org",)
 
 
 class JobEventInline(admin.TabularInline):

@@ -8,6 +8,9 @@ class FinetuningConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from longtune.compute.sweep import register_redispatch
+        from longtune.finetuning.lifecycle import JOBS
         from longtune.finetuning.quotas import register_usage_providers
 
         register_usage_providers()
+        register_redispatch("fine-tuning jobs", JOBS.sweep_lost_messages)

@@ -20,7 +20,7 @@ class FinetuneConf:
     checkpoint_every_steps: int  # periodic checkpoint interval (uploaded to object storage)
     metrics_event_seconds: int  # at most one metrics event per this many seconds (plus last step)
     eval_every_steps: int  # validation-loss interval for jobs with a validation_file (+ the end)
-    # The watchdog's beat period is settings.FINETUNE_WATCHDOG_INTERVAL_SECONDS.
+    # The watchdog's beat period is FINETUNE_WATCHDOG_INTERVAL_SECONDS (compute.schedule).
 
     @property
     def work_dir(self) -> Path:

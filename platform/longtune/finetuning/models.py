@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from longtune.api.ids import PublicIdField
+from longtune.compute.models import GpuWork
 from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import Organization
 from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
@@ -63,30 +64,6 @@ class BaseModel(models.Model):
         return self.name
 
 
-class OrgFinetuningSettings(models.Model):
-    """Per-org routing: a non-NULL ``dedicated_queue`` sends the org's training there
-    (normally ``workers.celery_app.dedicated_gpu_queue(slug)``) instead of the shared pool."""
-
-    org = models.OneToOneField(
-        Organization, on_delete=models.CASCADE, related_name="finetuning_settings"
-    )
-    dedicated_queue = models.CharField(
-        max_length=200,
-        null=True,
-        blank=True,
-        validators=[RegexValidator(r"^gpu\.[A-Za-z0-9_.-]+$")],
-    )
-
-    objects = OrgScopedManager()
-
-    class Meta:
-        verbose_name = "fine-tuning settings"
-        verbose_name_plural = "fine-tuning settings"
-
-    def __str__(self) -> str:
-        return f"fine-tuning settings for {self.org.slug}"
-
-
 class JobStatus(models.TextChoices):
     VALIDATING_FILES = "validating_files"
     QUEUED = "queued"
@@ -109,7 +86,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):
     pass
 
 
-class FineTuningJob(models.Model):
+class FineTuningJob(GpuWork):
+    """Execution fields (queue, attempts, heartbeat, progress, error, timestamps) come from
+    ``compute.models.GpuWork``; ``finetuning.lifecycle`` drives them."""
+
     public_id = PublicIdField(prefix="ftjob-")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="ft_jobs")
     created_by_key = models.ForeignKey(
@@ -130,7 +110,6 @@ class FineTuningJob(models.Model):
     status = models.CharField(
         max_length=20, choices=JobStatus.choices, default=JobStatus.VALIDATING_FILES
     )
-    error = models.JSONField(null=True, blank=True, help_text='{"code", "message", "param"}')
 
     # What to train (resolved: no "auto" left)
     method = models.CharField(max_length=10, default="lora")  # "lora" | "full"
@@ -148,14 +127,6 @@ class FineTuningJob(models.Model):
     estimated_tokens = models.BigIntegerField(default=0)
     trained_tokens = models.BigIntegerField(null=True, blank=True)
 
-    # Execution
-    queue = models.CharField(max_length=200, default="gpu")
-    attempts = models.PositiveIntegerField(default=1)
-    cancel_requested = models.BooleanField(default=False)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
-    worker = models.CharField(max_length=255, blank=True)
-    progress = models.JSONField(default=dict, blank=True)
-
     # Results
     fine_tuned_model = models.CharField(max_length=300, null=True, blank=True)
     metrics_file = models.ForeignKey(
@@ -164,10 +135,6 @@ class FineTuningJob(models.Model):
 
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)
-
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobManager()
 

@@ -19,8 +19,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.compute.queues import training_queue_for
 from longtune.datasets.models import File, FilePurpose, FileStatus
-from longtune.finetuning.dispatch import default_queue_for, dispatch_new_job
+from longtune.finetuning.dispatch import dispatch_new_job
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import BaseModel, FineTuningJob, JobStatus
 from longtune.finetuning.quotas import (
@@ -225,7 +226,7 @@ def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
         suffix=data.get("suffix") or "",
         seed=seed if seed is not None else secrets.randbelow(MAX_SEED),
         estimated_tokens=tokens_per_epoch * hyperparameters["n_epochs"],
-        queue=default_queue_for(org),
+        queue=training_queue_for(org),
     )
     try:  # the exact dataclass the worker trains with: no surprise there
         train_config_for(job, output_dir="validate-only", checkpoint_every_steps=1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from django.db import models
 
 from longtune.api.ids import PublicIdField
+from longtune.compute import queues
 from longtune.events import OrgEvent
 from longtune.tenancy.models import Organization
 from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
@@ -70,7 +71,7 @@ class SharedServer(models.Model):
     base_model = models.ForeignKey(
         "finetuning.BaseModel", on_delete=models.PROTECT, related_name="shared_servers"
     )
-    queue = models.CharField(max_length=200, default="inference")
+    queue = models.CharField(max_length=200, default=queues.INFERENCE)
     status = models.CharField(
         max_length=10, choices=ServerStatus.choices, default=ServerStatus.PENDING
     )
@@ -127,7 +128,7 @@ class Endpoint(models.Model):
     deployment = models.CharField(
         max_length=10, choices=Deployment.choices, default=Deployment.SHARED
     )
-    queue = models.CharField(max_length=200, default="inference")
+    queue = models.CharField(max_length=200, default=queues.INFERENCE)
     context_length = models.PositiveIntegerField(help_text="Longest prompt + completion served.")
     hosting = models.CharField(max_length=16, choices=Hosting.choices, default=Hosting.OWN_PROCESS)
     shared_server = models.ForeignKey(

@@ -2,7 +2,8 @@
 
 Every state write a replica makes is conditional on ``(endpoint, generation)``: a stop, a
 restart or a redelivered Celery message can never let an old replica overwrite a newer one.
-Replicas are started by task NAME (``SERVE_TASK``) so the web process never imports torch.
+Replicas are started by task NAME (``compute.tasks.SERVE_ENDPOINT``) so the web process never
+imports torch; the endpoint's queue comes from ``compute.queues.serving_queue_for``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.compute import broker, tasks
+from longtune.compute.queues import serving_queue_for
 from longtune.finetuning.models import BaseModel, FineTunedModel
 from longtune.inference.conf import inference_conf
 from longtune.inference.models import (
@@ -38,14 +41,7 @@ from longtune.tenancy.quotas import reserve_quota
 
 logger = logging.getLogger("longtune.inference")
 
-SERVE_TASK = "longtune.inference.serve_endpoint"
-WATCHDOG_TASK = "longtune.inference.watchdog"
 LIVE_REPLICA_STATUSES = (ReplicaStatus.LOADING, ReplicaStatus.READY)
-SHARED_QUEUE = "inference"
-
-
-def dedicated_inference_queue(org_slug: str) -> str:
-    return f"inference.{org_slug}"
 
 
 # --------------------------------------------------------------------------- model resolution
@@ -110,12 +106,6 @@ def record_event(
 # --------------------------------------------------------------------------- API side
 
 
-def send_serve(endpoint_pk: int, generation: int, queue: str) -> None:
-    from workers.celery_app import app
-
-    app.send_task(SERVE_TASK, args=[endpoint_pk, generation], queue=queue)
-
-
 def _dispatch_after_commit(endpoint: Endpoint) -> None:
     """Get the endpoint's (new) generation served: a shared-server endpoint just needs its
     server running (the server claims pending endpoints itself); an own-process endpoint
@@ -130,7 +120,7 @@ def _dispatch_after_commit(endpoint: Endpoint) -> None:
 
     def publish() -> None:
         try:
-            send_serve(pk, generation, queue)
+            broker.send(tasks.SERVE_ENDPOINT, [pk, generation], queue)
         except Exception as exc:  # noqa: BLE001 - any broker error becomes a failed endpoint
             logger.exception("could not enqueue endpoint %s", pk)
             moved = Endpoint.objects.unscoped_across_orgs().filter(
@@ -151,7 +141,7 @@ def create_endpoint(
     *, org: Organization, model_name: str, deployment: str, display_name: str, api_key: Any
 ) -> Endpoint:
     resolved = resolve_model(org, model_name)
-    queue = SHARED_QUEUE if deployment == Deployment.SHARED else dedicated_inference_queue(org.slug)
+    queue = serving_queue_for(org, deployment)
     hosting = resolved.hosting(deployment)
     with reserve_quota(org) as reservation:
         reservation.check("max_endpoints", used=active_endpoint_count(org), requested=1)

@@ -9,18 +9,23 @@ Replica rows, and finishes the ones whose endpoint was stopped. Routing and the 
 watchdog therefore need no special case.
 
 Server rows follow the same generation discipline as endpoints: every (re)start bumps
-``generation`` and a process only writes rows of the generation it claimed.
+``generation`` and a process only writes rows of the generation it claimed. ``started_at`` is
+when the current generation was sent to its queue: a server still pending long after it, on
+a queue that holds no message, lost its message and is restarted by the compute sweep
+(``redispatch_lost_servers``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from longtune.compute import broker, tasks
 from longtune.finetuning.models import BaseModel
 from longtune.inference.conf import inference_conf
 from longtune.inference.models import (
@@ -33,8 +38,6 @@ from longtune.inference.models import (
 )
 
 logger = logging.getLogger("longtune.inference")
-
-SERVE_SHARED_TASK = "longtune.inference.serve_shared_base"
 
 
 def _record(endpoint: Endpoint, message: str, **kwargs: Any) -> None:
@@ -54,18 +57,12 @@ def _is_lost(server: SharedServer) -> bool:
     )
 
 
-def send_serve_shared(server_pk: int, generation: int, queue: str) -> None:
-    from workers.celery_app import app
-
-    app.send_task(SERVE_SHARED_TASK, args=[server_pk, generation], queue=queue)
-
-
 def _dispatch_after_commit(server: SharedServer) -> None:
     pk, generation, queue = server.pk, server.generation, server.queue
 
     def publish() -> None:
         try:
-            send_serve_shared(pk, generation, queue)
+            broker.send(tasks.SERVE_SHARED_BASE, [pk, generation], queue)
         except Exception as exc:  # noqa: BLE001 - a broker error fails the server's endpoints
             logger.exception("could not enqueue shared server %s", pk)
             finish_server_by_pk(
@@ -88,6 +85,12 @@ def ensure_shared_server(base: BaseModel, queue: str) -> SharedServer:
         return server
     if server.status in ACTIVE_SERVER_STATUSES and not _is_lost(server):
         return server
+    return _restart(server)
+
+
+def _restart(server: SharedServer) -> SharedServer:
+    """A new generation, pending, sent to its queue once the transaction commits (a message
+    or process of the old generation is refused from then on)."""
     server.generation += 1
     server.status = ServerStatus.PENDING
     server.error = None
@@ -230,4 +233,41 @@ def recover_lost_servers() -> list[str]:
                 server.status, server.stopped_at = ServerStatus.FAILED, timezone.now()
                 server.error = {"code": "server_lost", "message": "no heartbeat"}
                 server.save(update_fields=["status", "stopped_at", "error"])
+    return acted
+
+
+def redispatch_lost_servers(
+    older_than: timedelta, queue_is_idle: Callable[[str], bool]
+) -> list[str]:
+    """Compute sweep: a server still pending ``older_than`` after it was sent, whose queue
+    holds no message, lost its message; restart it as a new generation (the lost message is
+    refused if it ever arrives). Its waiting endpoints say so in their events."""
+    cutoff = timezone.now() - older_than
+    candidates = list(
+        SharedServer.objects.filter(status=ServerStatus.PENDING, started_at__lt=cutoff)
+    )
+    idle = {queue for queue in {c.queue for c in candidates} if queue_is_idle(queue)}
+    acted = []
+    for candidate in candidates:
+        if candidate.queue not in idle:
+            continue  # its message may be waiting behind other work
+        with transaction.atomic():
+            server = SharedServer.objects.select_for_update().get(pk=candidate.pk)
+            if server.status != ServerStatus.PENDING or server.generation != candidate.generation:
+                continue  # claimed or restarted meanwhile
+            lost = server.generation
+            _restart(server)
+            acted.append(server.public_id)
+            logger.warning("shared server %s: message lost, restarted", server.public_id)
+            waiting = Endpoint.objects.unscoped_across_orgs().filter(
+                shared_server=server, status=EndpointStatus.PENDING, deleted_at__isnull=True
+            )
+            for endpoint in waiting:
+                _record(
+                    endpoint,
+                    f"Shared server {server.public_id} was not picked up (its start message "
+                    f"was lost); restarting it as generation {server.generation}.",
+                    level="warn",
+                    data={"lost_generation": lost, "generation": server.generation},
+                )
     return acted

@@ -1,0 +1,18 @@
+"""Staff: give an org dedicated capacity (the queue its own machines consume)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from longtune.compute.models import DedicatedCapacity
+
+
+@admin.register(DedicatedCapacity)
+class DedicatedCapacityAdmin(admin.ModelAdmin):
+    list_display = ("org", "hosts", "queue", "active", "created_at")
+    list_filter = ("hosts", "active")
+    search_fields = ("org__slug", "org__name", "queue")
+    autocomplete_fields = ("org",)
+
+    def get_queryset(self, request):
+        return DedicatedCapacity.objects.unscoped_across_orgs().select_related("org")

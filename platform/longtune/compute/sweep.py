@@ -1,0 +1,52 @@
+"""The re-dispatch sweep: work whose broker message was lost is published again.
+
+Each kind of work registers its sweep here from its AppConfig.ready() (a
+``GpuWorkLifecycle.sweep_lost_messages``, or the shared servers' own), so compute knows no
+app and a new kind of GPU work is swept by registering one line. The periodic task
+(``compute.tasks.REDISPATCH_SWEEP``, workers/compute.py) calls ``redispatch_lost_work``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from longtune.compute import broker
+from longtune.compute.conf import compute_conf
+
+logger = logging.getLogger("longtune.compute")
+
+QueueIsIdle = Callable[[str], bool]
+Sweep = Callable[[timedelta, QueueIsIdle], list[str]]  # -> public ids re-dispatched
+
+_SWEEPS: dict[str, Sweep] = {}
+
+
+def register_redispatch(name: str, sweep: Sweep) -> None:
+    """Register (or replace) the sweep of one kind of work, e.g. ``"fine-tuning jobs"``."""
+    _SWEEPS[name] = sweep
+
+
+def registered() -> dict[str, Sweep]:
+    return dict(_SWEEPS)
+
+
+def redispatch_lost_work(
+    older_than_seconds: float | None = None, queue_is_idle: QueueIsIdle | None = None
+) -> dict[str, list[str]]:
+    """Run every registered sweep; one failing kind does not stop the others."""
+    seconds = (
+        compute_conf().redispatch_after_seconds
+        if older_than_seconds is None
+        else older_than_seconds
+    )
+    idle = queue_is_idle or broker.queue_is_empty
+    done: dict[str, list[str]] = {}
+    for name, sweep in _SWEEPS.items():
+        try:
+            done[name] = sweep(timedelta(seconds=seconds), idle)
+        except Exception:  # noqa: BLE001 - logged; the next run tries again
+            logger.exception("re-dispatch sweep of %s failed", name)
+            done[name] = []
+    return done
