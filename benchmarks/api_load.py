@@ -72,8 +72,9 @@ def prepare(env: dict[str, str], existing_jobs: int) -> dict[str, str]:
     import django
 
     django.setup()
+    from longtune.catalog.models import BaseModel
     from longtune.datasets.models import File, FileStatus
-    from longtune.finetuning.models import BaseModel, FineTuningJob, OrgFinetuningSettings
+    from longtune.finetuning.models import FineTuningJob, OrgFinetuningSettings
     from longtune.tenancy.models import OrgQuota
     from longtune.tenancy.services.organizations import create_organization_with_owner
 

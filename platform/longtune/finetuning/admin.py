@@ -1,30 +1,10 @@
-"""Staff: register base models, route orgs to dedicated GPU queues, inspect jobs."""
+"""Staff: route orgs to dedicated GPU queues, inspect jobs (base models: catalog.admin)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.finetuning.models import (
-    BaseModel,
-    FineTunedModel,
-    FineTuningJob,
-    JobEvent,
-    OrgFinetuningSettings,
-)
-
-
-@admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "location",
-        "original_context_length",
-        "max_context_length",
-        "is_public",
-        "org",
-    )
-    list_filter = ("is_public",)
-    search_fields = ("name", "location")
+from longtune.finetuning.models import FineTuningJob, JobEvent, OrgFinetuningSettings
 
 
 @admin.register(OrgFinetuningSettings)
@@ -62,13 +42,4 @@ class FineTuningJobAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(FineTunedModel)
-class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "org", "base_model", "context_length", "created_at")
-    search_fields = ("name", "org__slug")
-
-    def has_add_permission(self, request) -> bool:
         return False
