@@ -72,9 +72,10 @@ def prepare(env: dict[str, str], existing_jobs: int) -> dict[str, str]:
     import django
 
     django.setup()
+    from longtune.catalog.models import BaseModel
     from longtune.compute.models import DedicatedCapacity
     from longtune.datasets.models import File, FileStatus
-    from longtune.finetuning.models import BaseModel, FineTuningJob
+    from longtune.finetuning.models import FineTuningJob
     from longtune.tenancy.models import OrgQuota
     from longtune.tenancy.services.organizations import create_organization_with_owner
 

@@ -23,13 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from django.db import close_old_connections, transaction
+from django.db import close_old_connections
 
+from longtune.catalog import services as catalog
 from longtune.compute import tasks
 from longtune.finetuning import lifecycle
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
 from longtune.finetuning.events import record_event
-from longtune.finetuning.models import FineTunedModel, FineTuningJob
+from longtune.finetuning.models import FineTuningJob
 from longtune.finetuning.training import train_config_for
 from longtune.storage import ObjectStorage, get_storage
 from workers.celery_app import app
@@ -55,14 +56,6 @@ def checkpoint_prefix(job: FineTuningJob, step_dir_name: str) -> str:
 
 def metrics_key(job: FineTuningJob) -> str:
     return f"{job_prefix(job)}metrics.csv"
-
-
-def model_prefix(org_public_id: str, model_public_id: str) -> str:
-    return f"orgs/{org_public_id}/models/{model_public_id}/"
-
-
-def fine_tuned_model_name(job: FineTuningJob) -> str:
-    return f"ft:{job.model_name}:{job.org.slug}:{job.suffix}:{job.public_id}"
 
 
 def dir_size(path: Path) -> int:
@@ -311,45 +304,16 @@ def restore_checkpoint_from_storage(
 def publish_model(
     job: FineTuningJob, artifact_dir: Path, output_dir: Path, storage: ObjectStorage
 ) -> tuple[str, Any]:
-    """Upload the artifact and the metrics CSV, then create the model and result-file rows."""
-    from longtune.api.ids import new_public_id
-    from longtune.datasets.models import File, FileStatus
-
-    model_public_id = new_public_id("ftm_")
-    prefix = model_prefix(job.org.public_id, model_public_id)
-    storage.upload_dir(artifact_dir, prefix)
-    summary_path = artifact_dir / "training_summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    metrics_bytes = (output_dir / "metrics.csv").read_bytes()
-    file_public_id = new_public_id("file-")
-    csv_key = f"orgs/{job.org.public_id}/files/{file_public_id}/step_metrics.csv"
-    storage.put_bytes(csv_key, metrics_bytes)
-    name = fine_tuned_model_name(job)
-    with transaction.atomic():
-        metrics_file = File.objects.create(
-            public_id=file_public_id,
-            org=job.org,
-            filename="step_metrics.csv",
-            purpose="fine-tune-results",
-            status=FileStatus.PROCESSED,
-            bytes=len(metrics_bytes),
-            scrubbed_bytes=len(metrics_bytes),
-            scrubbed_key=csv_key,
-            format="csv",
-        )
-        FineTunedModel.objects.create(
-            public_id=model_public_id,
-            org=job.org,
-            name=name,
-            job=job,
-            base_model=job.base_model,
-            method=job.method,
-            context_length=job.context_length,
-            rope=summary.get("rope") or {"type": job.rope_method, "factor": job.rope_factor},
-            artifact_prefix=prefix,
-            artifact_bytes=dir_size(artifact_dir),
-        )
-    return name, metrics_file
+    """Upload the artifact, then report it: the catalog creates the model and result rows."""
+    location = catalog.new_artifact_location(job.org.public_id)
+    storage.upload_dir(artifact_dir, location.prefix)
+    published = catalog.publish_fine_tuned_model(
+        job,
+        location=location,
+        artifact_bytes=dir_size(artifact_dir),
+        metrics_csv=(output_dir / "metrics.csv").read_bytes(),
+    )
+    return published.model.name, published.results_file
 
 
 # --------------------------------------------------------------------------- the task

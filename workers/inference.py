@@ -41,6 +41,7 @@ from typing import Any
 from celery.signals import worker_shutting_down
 from django.db import close_old_connections
 
+from longtune.catalog.resolution import serves_as_adapter
 from longtune.compute import tasks
 from longtune.inference import services, shared_servers
 from longtune.inference.conf import InferenceConf, inference_conf
@@ -88,7 +89,7 @@ def build_engine(endpoint: Endpoint, conf: InferenceConf) -> tuple[Any, ServedMo
         engine = InferenceEngine(EngineConfig(base_model=endpoint.base_model.location))
         return engine, ServedModel(None, min(engine.max_context, endpoint.context_length))
     artifact = download_artifact(endpoint, conf)
-    if services.serves_adapter(endpoint):
+    if serves_as_adapter(fine_tuned):
         engine = InferenceEngine(EngineConfig(base_model=endpoint.base_model.location))
         engine.register_adapter(endpoint.model, str(artifact))
         return engine, ServedModel(endpoint.model, fine_tuned.context_length)

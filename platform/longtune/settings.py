@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "longtune.tenancy",
     "longtune.compute.apps.ComputeConfig",
+    "longtune.catalog.apps.CatalogConfig",
     "longtune.datasets.apps.DatasetsConfig",
     "longtune.finetuning.apps.FinetuningConfig",
     "longtune.inference.apps.InferenceConfig",
@@ -183,6 +184,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # A File may have any purpose; an upload only a dataset's (result files are never uploaded).
+    "ENUM_NAME_OVERRIDES": {
+        "PurposeEnum": "longtune.datasets.models.DATASET_PURPOSE_CHOICES",
+        "FilePurposeEnum": "longtune.datasets.models.FilePurpose",
+    },
 }
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -13,6 +13,7 @@ from drf_spectacular.views import SpectacularJSONAPIView, SpectacularSwaggerView
 V1_PATTERNS = [
     path("", include("longtune.tenancy.urls")),
     path("", include("longtune.finetuning.urls")),
+    path("", include("longtune.catalog.urls")),
     path("", include("longtune.datasets.urls")),
     path("", include("longtune.inference.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),

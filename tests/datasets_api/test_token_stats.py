@@ -14,8 +14,8 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from tokenizers import Tokenizer
 
+from longtune.catalog.models import BaseModel
 from longtune.datasets.models import File, FileStatus
-from longtune.finetuning.models import BaseModel
 from longtune.storage import get_storage
 from tests.datasets_api.files_helpers import (
     good_upload,

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from longtune.api.ids import new_public_id
+from longtune.catalog.models import BaseModel
 from longtune.compute.models import DedicatedCapacity
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.services import scrubbed_key
-from longtune.finetuning.models import BaseModel, FineTuningJob
+from longtune.finetuning.models import FineTuningJob
 from longtune.storage import get_storage
 
 

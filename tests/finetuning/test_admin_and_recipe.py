@@ -15,13 +15,13 @@ def test_admin_pages_render(client, org_a):
     client.force_login(staff)
     job = make_job(org_a.org)
     for url in (
-        "/admin/finetuning/basemodel/",
-        "/admin/finetuning/basemodel/add/",
-        f"/admin/finetuning/basemodel/{job.base_model.pk}/change/",
+        "/admin/catalog/basemodel/",
+        "/admin/catalog/basemodel/add/",
+        f"/admin/catalog/basemodel/{job.base_model.pk}/change/",
         "/admin/finetuning/finetuningjob/",
         f"/admin/finetuning/finetuningjob/{job.pk}/change/",
         "/admin/compute/dedicatedcapacity/add/",  # was OrgFinetuningSettings (finetuning)
-        "/admin/finetuning/finetunedmodel/",
+        "/admin/catalog/finetunedmodel/",
     ):
         assert client.get(url).status_code == 200, url
     assert client.get("/admin/finetuning/finetuningjob/add/").status_code == 403

@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from longtune.catalog.models import BaseModel
 from longtune.finetuning import lifecycle
-from longtune.finetuning.models import BaseModel
 from tests.finetuning.helpers import make_job
 
 pytestmark = pytest.mark.django_db

@@ -17,7 +17,8 @@ import httpx
 import openai
 import pytest
 
-from longtune.finetuning.models import FineTunedModel, FineTuningJob, JobCheckpoint
+from longtune.catalog.models import FineTunedModel
+from longtune.finetuning.models import FineTuningJob, JobCheckpoint
 from longtune.tenancy.models import OrgQuota
 from tests.conftest import api_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for

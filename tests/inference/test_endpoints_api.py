@@ -69,7 +69,7 @@ def test_dedicated_deployment_uses_the_orgs_queue(org_a, base):
 
 
 def test_create_errors_and_rights(org_a, org_b, base):
-    from tests.finetuning.org_factories import make_fine_tuned_model
+    from tests.catalog.org_factories import make_fine_tuned_model
 
     client = org_a.client("member")
     missing = client.post(ENDPOINTS, {"model": "nope"}, format="json")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from longtune.finetuning.models import FineTunedModel
+from longtune.catalog.models import FineTunedModel
 from longtune.inference.models import Endpoint, Replica, SharedServer
 from longtune.tenancy.models import OrgQuota
 from tests.conftest import api_client

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from longtune.finetuning.models import FineTunedModel
+from longtune.catalog.models import FineTunedModel
 from longtune.inference import shared_servers
 from longtune.inference.models import Endpoint, SharedServer
 from longtune.inference.services import claim_for_replica, finish_replica, mark_ready

@@ -14,6 +14,13 @@ from longtune.tenancy.scoping import OrgScopedManager
 class FilePurpose(models.TextChoices):
     FINE_TUNE = "fine-tune", "fine-tune"
     EVALUATION = "evaluation", "evaluation"  # decontamination reference sets
+    # A finished job's step metrics (CSV), written by the catalog when it publishes the model.
+    FINE_TUNE_RESULTS = "fine-tune-results", "fine-tune-results"
+
+
+# What a client may upload: JSONL datasets. Result files are only ever written by the platform.
+DATASET_PURPOSES: tuple[str, ...] = (FilePurpose.FINE_TUNE.value, FilePurpose.EVALUATION.value)
+DATASET_PURPOSE_CHOICES = [(p, p) for p in DATASET_PURPOSES]
 
 
 class FileStatus(models.TextChoices):
@@ -138,7 +145,7 @@ class Upload(models.Model):
         "tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     filename = models.CharField(max_length=255)
-    purpose = models.CharField(max_length=20, choices=FilePurpose.choices)
+    purpose = models.CharField(max_length=20, choices=DATASET_PURPOSE_CHOICES)
     mime_type = models.CharField(max_length=255)
     bytes = models.BigIntegerField(help_text="Declared total size; parts must add up to it.")
     status = models.CharField(

@@ -9,8 +9,8 @@ from rest_framework import serializers
 
 from longtune.api.fields import ObjectTypeField, UnixTimestampField, public_id_field
 from longtune.datasets.models import (
+    DATASET_PURPOSES,
     File,
-    FilePurpose,
     OrgPiiPolicy,
     Upload,
     UploadPart,
@@ -217,7 +217,7 @@ class UploadCreateSerializer(StrictInputSerializer):
     """POST /v1/uploads."""
 
     filename = serializers.CharField(max_length=255)
-    purpose = serializers.ChoiceField(choices=FilePurpose.values)
+    purpose = serializers.ChoiceField(choices=list(DATASET_PURPOSES))
     bytes = serializers.IntegerField(min_value=1, help_text="Total size of the file.")
     mime_type = serializers.RegexField(
         MIME_TYPE_PATTERN, max_length=255, help_text="e.g. application/jsonl"

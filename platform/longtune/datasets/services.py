@@ -19,7 +19,7 @@ from django.http import HttpRequest
 from longtune.api.errors import ApiError
 from longtune.api.ids import new_public_id, public_id_prefix
 from longtune.compute import broker, queues, tasks
-from longtune.datasets.models import File, FileStatus, Upload, UploadStatus
+from longtune.datasets.models import File, FilePurpose, FileStatus, Upload, UploadStatus
 from longtune.datasets.policies import dataset_limits_for
 from longtune.storage import QUARANTINE, ObjectNotFound, get_storage, org_prefix
 from longtune.tenancy import audit
@@ -248,3 +248,32 @@ def open_scrubbed(file: File) -> BinaryIO:
             message="The file's content is no longer available.",
             param="id",
         ) from None
+
+
+# --- files the platform writes ----------------------------------------------------------------
+
+
+def create_results_file(
+    org: Organization, *, filename: str, content: bytes, format: str = "csv"
+) -> File:
+    """A file the platform produced (a job's step metrics), stored and ``processed`` at once.
+
+    Why here: Files, their object keys and their deletion are this app's; a result file is
+    stored under the file's own prefix like a scrubbed upload, so ``GET .../content`` serves it
+    and ``DELETE`` removes it the same way. It never saw the scrubber (there is no user data
+    in it) and it is not a dataset (``token_stats`` refuses it).
+    """
+    file_id = new_public_id(public_id_prefix(File))
+    key = f"{file_prefix(org, file_id)}{filename}"
+    get_storage().put_bytes(key, content)
+    return File.objects.create(
+        public_id=file_id,
+        org=org,
+        filename=filename,
+        purpose=FilePurpose.FINE_TUNE_RESULTS,
+        status=FileStatus.PROCESSED,
+        bytes=len(content),
+        scrubbed_bytes=len(content),
+        scrubbed_key=key,
+        format=format,
+    )

@@ -19,9 +19,10 @@ from django.conf import settings
 from django.http import QueryDict
 
 from longtune.api.errors import ApiError
+from longtune.catalog.resolution import resolve_model
 from longtune.datasets import services
 from longtune.datasets.formats import DatasetFormat, example_text
-from longtune.datasets.models import File
+from longtune.datasets.models import DATASET_PURPOSES, File
 from longtune.datasets.tokenizer_source import (
     TokenCounter,
     TokenizerUnavailable,
@@ -86,8 +87,6 @@ def parse_query(params: QueryDict) -> TokenStatsQuery:
 
 def plan_for(org: Organization, model_name: str | None) -> CountingPlan:
     """The named model (fine-tuned: its base's tokenizer) or the default base model."""
-    from longtune.inference.services import resolve_model
-
     if model_name is None:
         base = default_base_model(org)
         if base is None:
@@ -148,6 +147,14 @@ def max_bytes() -> int:
 
 def file_token_stats(org: Organization, file: File, query: TokenStatsQuery) -> dict[str, Any]:
     """The endpoint's body; ApiError (400/404/409/413) for every request it cannot answer."""
+    if file.purpose not in DATASET_PURPOSES:
+        raise ApiError(
+            status=400,
+            code="file_not_a_dataset",
+            message=f"Token statistics count JSONL datasets; this file's purpose is "
+            f"'{file.purpose}' (purposes counted: {', '.join(DATASET_PURPOSES)}).",
+            param="id",
+        )
     plan = plan_for(org, query.model)
     context_length = query.context_length or plan.default_context_length
     if context_length > plan.max_context_length:

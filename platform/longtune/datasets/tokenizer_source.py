@@ -31,7 +31,7 @@ from longtune.datasets.tokens import CountTokens
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from longtune.finetuning.models import BaseModel
+    from longtune.catalog.models import BaseModel
     from longtune.tenancy.models import Organization
 
 logger = logging.getLogger("longtune.datasets")
@@ -81,11 +81,12 @@ ESTIMATE = TokenCounter(ESTIMATE_NAME, estimate_tokens, is_estimate=True)
 def default_base_model(org: Organization) -> BaseModel | None:
     """The model whose tokenizer counts at upload time (the training model is not known yet):
     settings.LONGTUNE_DEFAULT_BASE_MODEL if the org may use it, else the first public model."""
-    from longtune.finetuning.models import BaseModel
+    from longtune.catalog.models import BaseModel
+    from longtune.catalog.resolution import visible_base_models
 
     name = getattr(settings, "LONGTUNE_DEFAULT_BASE_MODEL", None)
     if name:
-        named = BaseModel.objects.visible_to(org).filter(name=name).first()
+        named = visible_base_models(org).filter(name=name).first()
         if named is not None:
             return named
     return BaseModel.objects.filter(is_public=True).order_by("name").first()

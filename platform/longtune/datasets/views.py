@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from longtune.api.errors import ApiError
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.datasets import services, token_report
-from longtune.datasets.models import File, FilePurpose, OrgPiiPolicy
+from longtune.datasets.models import DATASET_PURPOSES, File, OrgPiiPolicy
 from longtune.datasets.serializers import (
     FileDeletedSerializer,
     FileSerializer,
@@ -61,10 +61,10 @@ def parse_upload_form(request: Request) -> tuple[UploadedFile, str]:
     purpose = data.get("purpose")
     if not purpose:
         raise _bad_request("required", "The 'purpose' field is required.", "purpose")
-    if purpose not in FilePurpose.values:
+    if purpose not in DATASET_PURPOSES:
         raise _bad_request(
             "invalid_choice",
-            f"purpose must be one of {sorted(FilePurpose.values)}, got {str(purpose)[:40]!r}.",
+            f"purpose must be one of {sorted(DATASET_PURPOSES)}, got {str(purpose)[:40]!r}.",
             "purpose",
         )
     uploaded = files.get("file")

@@ -1,29 +1,10 @@
-"""Staff: register base models, inspect jobs (dedicated capacity: the compute admin)."""
+"""Staff: inspect jobs (base models: catalog.admin; dedicated capacity: compute.admin)."""
 
 from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.finetuning.models import (
-    BaseModel,
-    FineTunedModel,
-    FineTuningJob,
-    JobEvent,
-)
-
-
-@admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
-    list_display = (
-        "name",
-        "location",
-        "original_context_length",
-        "max_context_length",
-        "is_public",
-        "org",
-    )
-    list_filter = ("is_public",)
-    search_fields = ("name", "location")
+from longtune.finetuning.models import FineTuningJob, JobEvent
 
 
 class JobEventInline(admin.TabularInline):
@@ -54,13 +35,4 @@ class FineTuningJobAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-
-@admin.register(FineTunedModel)
-class FineTunedModelAdmin(admin.ModelAdmin):
-    list_display = ("name", "org", "base_model", "context_length", "created_at")
-    search_fields = ("name", "org__slug")
-
-    def has_add_permission(self, request) -> bool:
         return False

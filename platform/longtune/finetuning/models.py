@@ -1,5 +1,5 @@
-"""Fine-tuning: the base-model registry, jobs with their events and checkpoints, and the
-fine-tuned models they produce.
+"""Fine-tuning: jobs with their events and checkpoints. The base models they start from and
+the fine-tuned models they produce belong to the model catalog (``longtune.catalog``).
 
 A job is a state machine (``JobStatus``); a worker owns it for one *attempt* at a time. The
 watchdog bumps ``attempts`` when a worker goes silent, and every write a worker makes is
@@ -9,7 +9,7 @@ overwrite the state of the attempt that replaced it.
 
 from __future__ import annotations
 
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
@@ -18,50 +18,6 @@ from longtune.compute.models import GpuWork
 from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import Organization
 from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
-
-BASE_MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # no ":" — that marks ft: names
-
-
-class BaseModelQuerySet(models.QuerySet):
-    def visible_to(self, org: Organization) -> models.QuerySet:
-        """Public models plus the private ones staff registered for this org."""
-        return self.filter(Q(is_public=True) | Q(org=org))
-
-
-class BaseModel(models.Model):
-    """An open model staff registered in the admin. Weights live at ``location``: a local
-    directory or an ``s3://bucket/prefix`` (config.json + safetensors + tokenizer)."""
-
-    name = models.CharField(
-        max_length=100, unique=True, validators=[RegexValidator(BASE_MODEL_NAME_RE)]
-    )
-    location = models.CharField(max_length=1000, help_text="Local directory or s3://bucket/prefix")
-    original_context_length = models.PositiveIntegerField(
-        validators=[MinValueValidator(2)],
-        help_text="Context the model was pre-trained at (RoPE factor = target / this).",
-    )
-    max_context_length = models.PositiveIntegerField(
-        validators=[MinValueValidator(2)], help_text="Longest context a job may ask for."
-    )
-    is_public = models.BooleanField(default=True, help_text="Offered to every organization.")
-    org = models.ForeignKey(
-        Organization,
-        null=True,
-        blank=True,
-        on_delete=models.CASCADE,
-        related_name="private_base_models",
-        help_text="A non-public model is offered to this organization only.",
-    )
-    description = models.CharField(max_length=500, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = BaseModelQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class JobStatus(models.TextChoices):
@@ -95,7 +51,9 @@ class FineTuningJob(GpuWork):
     created_by_key = models.ForeignKey(
         "tenancy.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="jobs")
+    base_model = models.ForeignKey(
+        "catalog.BaseModel", on_delete=models.PROTECT, related_name="jobs"
+    )
     model_name = models.CharField(max_length=100, help_text="Base model name as requested.")
     # Files: FK for joins; the public id copy survives the file's deletion (OpenAI keeps it).
     training_file = models.ForeignKey(
@@ -201,30 +159,3 @@ class JobCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job.public_id} step {self.step}"
-
-
-class FineTunedModel(models.Model):
-    """A trained artifact (adapter or full weights + config + tokenizer + summary) under
-    ``orgs/<org>/models/<public_id>/``; ``name`` is the OpenAI-style model id."""
-
-    public_id = PublicIdField(prefix="ftm_")
-    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="ft_models")
-    name = models.CharField(max_length=300, unique=True)
-    job = models.OneToOneField(
-        FineTuningJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="result_model"
-    )
-    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="+")
-    method = models.CharField(max_length=10, default="lora")
-    context_length = models.PositiveIntegerField()
-    rope = models.JSONField(default=dict)
-    artifact_prefix = models.CharField(max_length=500)
-    artifact_bytes = models.BigIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    objects = OrgScopedManager()
-
-    class Meta:
-        ordering = ["pk"]
-
-    def __str__(self) -> str:
-        return self.name

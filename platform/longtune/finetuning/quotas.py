@@ -13,12 +13,8 @@ from django.db.models import BigIntegerField, Case, Sum, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from longtune.finetuning.models import (
-    TERMINAL_STATUSES,
-    FineTunedModel,
-    FineTuningJob,
-    JobCheckpoint,
-)
+from longtune.catalog.models import FineTunedModel
+from longtune.finetuning.models import TERMINAL_STATUSES, FineTuningJob, JobCheckpoint
 from longtune.tenancy.models import Organization
 from longtune.tenancy.quotas import register_usage_provider
 

@@ -9,13 +9,8 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from longtune.finetuning.models import (
-    BaseModel,
-    FineTunedModel,
-    FineTuningJob,
-    JobCheckpoint,
-    JobEvent,
-)
+from longtune.catalog.services import fine_tuned_model_name
+from longtune.finetuning.models import FineTuningJob, JobCheckpoint, JobEvent
 
 AUTO = "auto"
 MIN_CONTEXT_LENGTH = 32
@@ -241,9 +236,7 @@ def event_payload(event: JobEvent) -> dict[str, Any]:
 
 
 def checkpoint_payload(checkpoint: JobCheckpoint, job: FineTuningJob) -> dict[str, Any]:
-    base = (
-        job.fine_tuned_model or f"ft:{job.model_name}:{job.org.slug}:{job.suffix}:{job.public_id}"
-    )
+    base = job.fine_tuned_model or fine_tuned_model_name(job)
     return {
         "object": "fine_tuning.job.checkpoint",
         "id": checkpoint.public_id,
@@ -252,28 +245,4 @@ def checkpoint_payload(checkpoint: JobCheckpoint, job: FineTuningJob) -> dict[st
         "fine_tuning_job_id": job.public_id,
         "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **checkpoint.metrics},
-    }
-
-
-def base_model_payload(model: BaseModel) -> dict[str, Any]:
-    return {
-        "id": model.name,
-        "object": "model",
-        "created": unix(model.created_at),
-        "owned_by": "longtune",
-        "original_context_length": model.original_context_length,
-        "max_context_length": model.max_context_length,
-    }
-
-
-def fine_tuned_model_payload(model: FineTunedModel) -> dict[str, Any]:
-    return {
-        "id": model.name,
-        "object": "model",
-        "created": unix(model.created_at),
-        "owned_by": model.org.public_id,
-        "root": model.base_model.name,
-        "fine_tuning_job": model.job.public_id if model.job_id else None,
-        "context_length": model.context_length,
-        "method": model.method,
     }

@@ -19,11 +19,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.catalog.models import BaseModel
+from longtune.catalog.resolution import visible_base_models
 from longtune.compute.queues import training_queue_for
 from longtune.datasets.models import File, FilePurpose, FileStatus
 from longtune.finetuning.dispatch import dispatch_new_job
 from longtune.finetuning.events import record_event
-from longtune.finetuning.models import BaseModel, FineTuningJob, JobStatus
+from longtune.finetuning.models import FineTuningJob, JobStatus
 from longtune.finetuning.quotas import (
     active_job_count,
     storage_bytes_used,
@@ -92,7 +94,7 @@ def _file_for(org: Organization, file_id: str, param: str) -> File:
 
 
 def _base_model_for(org: Organization, name: str) -> BaseModel:
-    model = BaseModel.objects.visible_to(org).filter(name=name).first()
+    model = visible_base_models(org).filter(name=name).first()
     if model is None:
         raise ApiError(
             status=404,

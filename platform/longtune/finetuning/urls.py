@@ -2,10 +2,9 @@
 
 from rest_framework.routers import SimpleRouter
 
-from longtune.finetuning.views import FineTuningJobViewSet, ModelViewSet
+from longtune.finetuning.views import FineTuningJobViewSet
 
 router = SimpleRouter(trailing_slash=False)
 router.register("fine_tuning/jobs", FineTuningJobViewSet, basename="fine_tuning_job")
-router.register("models", ModelViewSet, basename="model")
 
 urlpatterns = router.urls

@@ -1,4 +1,5 @@
-"""/v1/fine_tuning/jobs and /v1/models, shaped like OpenAI's so its client works unchanged."""
+"""/v1/fine_tuning/jobs, shaped like OpenAI's so its client works unchanged (/v1/models: the
+catalog's ``CatalogModelViewSet``)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from longtune.api.errors import ApiError
-from longtune.api.pagination import OpenAICursorPagination, list_envelope
+from longtune.api.pagination import OpenAICursorPagination
 from longtune.api.viewsets import OrgScopedViewSet
-from longtune.finetuning.models import BaseModel, FineTunedModel, FineTuningJob, JobEvent
+from longtune.finetuning.models import FineTuningJob, JobEvent
 from longtune.finetuning.serializers import (
     JobCreateSerializer,
-    base_model_payload,
     checkpoint_payload,
     event_payload,
-    fine_tuned_model_payload,
     job_payload,
 )
 from longtune.finetuning.services import IDEMPOTENCY_KEY_HEADER, cancel_job, create_job
@@ -92,42 +91,3 @@ class FineTuningJobViewSet(OrgScopedViewSet):
         paginator = OpenAICursorPagination()
         page = paginator.paginate_queryset(job.checkpoints.all(), request, view=self)
         return paginator.get_paginated_response([checkpoint_payload(c, job) for c in page])
-
-
-class ModelViewSet(OrgScopedViewSet):
-    """Base models offered to the org plus its own fine-tuned models. Only fine-tuned models
-    are org-owned (the scoped queryset); another org's ``ft:...`` id is simply not found."""
-
-    model = FineTunedModel
-
-    def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
-        return queryset.select_related("org", "base_model", "job")
-
-    @extend_schema(operation_id="models_list", responses={200: OpenApiTypes.OBJECT})
-    def list(self, request: Request) -> Response:
-        data = [base_model_payload(m) for m in BaseModel.objects.visible_to(request.org)]
-        data += [fine_tuned_model_payload(m) for m in self.get_queryset().order_by("-pk")]
-        return Response(list_envelope(data))
-
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
-    def retrieve(self, request: Request, id: str) -> Response:
-        fine_tuned = self.get_queryset().filter(name=id).first()
-        if fine_tuned is not None:
-            return Response(fine_tuned_model_payload(fine_tuned))
-        base = BaseModel.objects.visible_to(request.org).filter(name=id).first()
-        if base is not None:
-            return Response(base_model_payload(base))
-        raise ApiError(
-            status=404,
-            code="not_found",
-            message=f"The model {id[:300]!r} does not exist or you do not have access to it.",
-            param="model",
-        )
-
-    @classmethod
-    def url_kwargs_for(cls, instance: FineTunedModel) -> dict[str, str]:
-        return {cls.lookup_url_kwarg: instance.name}
-
-
-# Model ids are names ("tiny-llama", "ft:tiny-llama:acme:bot:ftjob-…"), not prefixed ids.
-ModelViewSet.lookup_value_regex = r"[^/]{1,300}"

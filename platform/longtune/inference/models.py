@@ -69,7 +69,7 @@ class SharedServer(models.Model):
 
     public_id = PublicIdField(prefix="srv_")
     base_model = models.ForeignKey(
-        "finetuning.BaseModel", on_delete=models.PROTECT, related_name="shared_servers"
+        "catalog.BaseModel", on_delete=models.PROTECT, related_name="shared_servers"
     )
     queue = models.CharField(max_length=200, default=queues.INFERENCE)
     status = models.CharField(
@@ -116,10 +116,10 @@ class Endpoint(models.Model):
     display_name = models.CharField(max_length=100, blank=True)
     model = models.CharField(max_length=300, help_text="The model name clients send.")
     base_model = models.ForeignKey(
-        "finetuning.BaseModel", on_delete=models.PROTECT, related_name="endpoints"
+        "catalog.BaseModel", on_delete=models.PROTECT, related_name="endpoints"
     )
     fine_tuned_model = models.ForeignKey(
-        "finetuning.FineTunedModel",
+        "catalog.FineTunedModel",
         null=True,
         blank=True,
         on_delete=models.PROTECT,

@@ -1,4 +1,5 @@
-"""Endpoint lifecycle (API side and replica side), model resolution and usage metering.
+"""Endpoint lifecycle (API side and replica side), hosting and usage metering. Which model a
+name means (and whether it is served as an adapter) is the catalog's: ``longtune.catalog``.
 
 Every state write a replica makes is conditional on ``(endpoint, generation)``: a stop, a
 restart or a redelivered Celery message can never let an old replica overwrite a newer one.
@@ -18,9 +19,9 @@ from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_adapter
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
-from longtune.finetuning.models import BaseModel, FineTunedModel
 from longtune.inference.conf import inference_conf
 from longtune.inference.models import (
     ACTIVE_ENDPOINT_STATUSES,
@@ -44,52 +45,15 @@ logger = logging.getLogger("longtune.inference")
 LIVE_REPLICA_STATUSES = (ReplicaStatus.LOADING, ReplicaStatus.READY)
 
 
-# --------------------------------------------------------------------------- model resolution
+# --------------------------------------------------------------------------- hosting
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    name: str
-    base: BaseModel
-    fine_tuned: FineTunedModel | None
-
-    def hosting(self, deployment: str) -> str:
-        """Shared endpoints of a base or a LoRA fine-tune ride on their base's shared server;
-        dedicated endpoints and full fine-tunes (whose weights are the base) get a process."""
-        shareable = self.fine_tuned is None or self.fine_tuned.method == "lora"
-        if deployment == Deployment.SHARED and shareable:
-            return Hosting.SHARED_SERVER
-        return Hosting.OWN_PROCESS
-
-    @property
-    def context_length(self) -> int:
-        """Fine-tuned: the context it was trained at; base: its original context."""
-        if self.fine_tuned is not None:
-            return self.fine_tuned.context_length
-        return self.base.original_context_length
-
-
-def model_not_found(name: str, param: str = "model") -> ApiError:
-    return ApiError(
-        status=404,
-        code="model_not_found",
-        message=f"The model '{name}' does not exist or you do not have access to it.",
-        param=param,
-    )
-
-
-def resolve_model(org: Organization, name: str) -> ResolvedModel:
-    """The org's own fine-tuned model, or a base model visible to it; anything else 404s
-    (another org's ``ft:`` name included: it is indistinguishable from a missing one)."""
-    fine_tuned = (
-        FineTunedModel.objects.for_org(org).select_related("base_model").filter(name=name).first()
-    )
-    if fine_tuned is not None:
-        return ResolvedModel(name, fine_tuned.base_model, fine_tuned)
-    base = BaseModel.objects.visible_to(org).filter(name=name).first()
-    if base is not None:
-        return ResolvedModel(name, base, None)
-    raise model_not_found(name)
+def hosting_for(resolved: ResolvedModel, deployment: str) -> str:
+    """Shared endpoints of a base or a LoRA fine-tune ride on their base's shared server;
+    dedicated endpoints and full fine-tunes (whose weights are not the base's) get a process."""
+    if deployment == Deployment.SHARED and resolved.runs_on_base_weights:
+        return Hosting.SHARED_SERVER
+    return Hosting.OWN_PROCESS
 
 
 # --------------------------------------------------------------------------- events
@@ -142,7 +106,7 @@ def create_endpoint(
 ) -> Endpoint:
     resolved = resolve_model(org, model_name)
     queue = serving_queue_for(org, deployment)
-    hosting = resolved.hosting(deployment)
+    hosting = hosting_for(resolved, deployment)
     with reserve_quota(org) as reservation:
         reservation.check("max_endpoints", used=active_endpoint_count(org), requested=1)
         server = (
@@ -409,7 +373,7 @@ def route_for(org: Organization, model_name: str) -> Route:
             endpoint_public_id=endpoint.public_id,
             model=resolved.name,
             context_length=endpoint.context_length,
-            adapter=resolved.name if serves_adapter(endpoint) else None,
+            adapter=resolved.name if serves_as_adapter(endpoint.fine_tuned_model) else None,
             internal_url=replica.internal_url,
         )
     if endpoints.filter(status__in=ACTIVE_ENDPOINT_STATUSES).exists():
@@ -425,12 +389,6 @@ def route_for(org: Organization, model_name: str) -> Route:
         message=f"'{model_name}' has no running endpoint. Create one with POST /v1/endpoints.",
         param="model",
     )
-
-
-def serves_adapter(endpoint: Endpoint) -> bool:
-    """LoRA fine-tunes are served as an adapter on the shared base; full fine-tunes (and
-    base models) are the replica's base itself."""
-    return endpoint.fine_tuned_model_id is not None and endpoint.fine_tuned_model.method == "lora"
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from longtune.catalog.models import BaseModel
 from longtune.compute import broker, tasks
-from longtune.finetuning.models import BaseModel
 from longtune.inference.conf import inference_conf
 from longtune.inference.models import (
     ACTIVE_ENDPOINT_STATUSES,

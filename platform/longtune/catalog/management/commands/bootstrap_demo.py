@@ -14,8 +14,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from longtune.catalog.models import BaseModel
 from longtune.config import REPO_ROOT
-from longtune.finetuning.models import BaseModel
 
 DEMO_MODEL_NAME = "tiny-llama"
 DEMO_ORIGINAL_CONTEXT = 256

@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("finetuning", "0001_initial"),
+        ("finetuning", "0002_models_move_to_catalog"),
         # The data migration copies OrgFinetuningSettings.dedicated_queue before it is dropped.
         ("compute", "0002_dedicated_queues_from_finetuning_settings"),
     ]

@@ -1,0 +1,104 @@
+"""The model catalog: base models staff register, and the fine-tuned models jobs produce.
+
+Why an app of its own: fine-tuning creates models, inference serves them and datasets count
+tokens with their tokenizers; none of those should own "which models exist and who may use
+them". The tables keep their original names (``finetuning_*``): the models moved here in
+state only (catalog/migrations/0001), no row was copied.
+"""
+
+from __future__ import annotations
+
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import Q
+
+from longtune.api.ids import PublicIdField
+from longtune.tenancy.models import Organization
+from longtune.tenancy.scoping import OrgScopedManager
+
+BASE_MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # no ":" — that marks ft: names
+
+
+class BaseModelQuerySet(models.QuerySet):
+    def visible_to(self, org: Organization) -> models.QuerySet:
+        """Public models plus the private ones staff registered for this org."""
+        return self.filter(Q(is_public=True) | Q(org=org))
+
+
+class BaseModel(models.Model):
+    """An open model staff registered in the admin. Weights live at ``location``: a local
+    directory or an ``s3://bucket/prefix`` (config.json + safetensors + tokenizer)."""
+
+    name = models.CharField(
+        max_length=100, unique=True, validators=[RegexValidator(BASE_MODEL_NAME_RE)]
+    )
+    location = models.CharField(max_length=1000, help_text="Local directory or s3://bucket/prefix")
+    original_context_length = models.PositiveIntegerField(
+        validators=[MinValueValidator(2)],
+        help_text="Context the model was pre-trained at (RoPE factor = target / this).",
+    )
+    max_context_length = models.PositiveIntegerField(
+        validators=[MinValueValidator(2)], help_text="Longest context a job may ask for."
+    )
+    is_public = models.BooleanField(default=True, help_text="Offered to every organization.")
+    org = models.ForeignKey(
+        Organization,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="private_base_models",
+        help_text="A non-public model is offered to this organization only.",
+    )
+    description = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = BaseModelQuerySet.as_manager()
+
+    class Meta:
+        db_table = "finetuning_basemodel"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FineTunedModel(models.Model):
+    """A trained artifact (adapter or full weights + config + tokenizer + summary) under
+    ``orgs/<org>/models/<public_id>/``; ``name`` is the OpenAI-style model id.
+
+    ``context`` is the run's ``gpu_runtime.contract.ContextSpec`` as a dict (original and
+    target length, RoPE method and factor); ``context_length`` is its ``target_length``, kept as
+    a column because the API shows it and queries filter on it. Both are written together by
+    ``catalog.services.publish_fine_tuned_model`` only.
+    """
+
+    public_id = PublicIdField(prefix="ftm_")
+    org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="ft_models")
+    name = models.CharField(max_length=300, unique=True)
+    job = models.OneToOneField(
+        "finetuning.FineTuningJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="result_model",
+    )
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="+")
+    method = models.CharField(max_length=10, default="lora")
+    context_length = models.PositiveIntegerField()
+    context = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="ContextSpec: original_length, target_length, rope_method, rope_factor.",
+    )
+    artifact_prefix = models.CharField(max_length=500)
+    artifact_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = OrgScopedManager()
+
+    class Meta:
+        db_table = "finetuning_finetunedmodel"
+        ordering = ["pk"]
+
+    def __str__(self) -> str:
+        return self.name

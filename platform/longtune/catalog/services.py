@@ -1,0 +1,91 @@
+"""What the catalog does to its rows: publish a finished job's model (and, in time, delete one).
+
+Why workers call this instead of writing rows: a training worker only knows what it uploaded
+(where, how many bytes, the metrics CSV). The model's name, its storage layout, its context
+spec and the result File are catalog and datasets rules, kept out of the Celery bridge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from longtune.api.ids import new_public_id, public_id_prefix
+from longtune.catalog.models import FineTunedModel
+from longtune.datasets.models import File
+from longtune.datasets.services import create_results_file
+from longtune.storage import org_prefix
+
+if TYPE_CHECKING:
+    from gpu_runtime.contract import ContextSpec
+    from longtune.finetuning.models import FineTuningJob
+
+RESULTS_FILENAME = "step_metrics.csv"
+
+
+@dataclass(frozen=True)
+class ArtifactLocation:
+    """Where a model's files go before its row exists (the worker uploads there first)."""
+
+    public_id: str
+    prefix: str
+
+
+@dataclass(frozen=True)
+class Published:
+    model: FineTunedModel
+    results_file: File
+
+
+def fine_tuned_model_name(job: FineTuningJob) -> str:
+    """OpenAI's shape: ``ft:<base>:<org>:<suffix>:<job id>`` (unique: the job id is)."""
+    return f"ft:{job.model_name}:{job.org.slug}:{job.suffix}:{job.public_id}"
+
+
+def new_artifact_location(org_public_id: str) -> ArtifactLocation:
+    """A fresh model id and its prefix, ``orgs/<org>/models/<model id>/``."""
+    public_id = new_public_id(public_id_prefix(FineTunedModel))
+    return ArtifactLocation(public_id, f"{org_prefix(org_public_id)}models/{public_id}/")
+
+
+def context_spec_for(job: FineTuningJob) -> ContextSpec:
+    """The context the job trained at. (Built from the job's fields until the job stores its
+    planned spec; then this returns that spec unchanged.)"""
+    from gpu_runtime.contract import ContextSpec  # torch-free; see tests/platform
+
+    return ContextSpec(
+        original_length=job.base_model.original_context_length,
+        target_length=job.context_length,
+        rope_method=job.rope_method,
+        rope_factor=job.rope_factor,
+    )
+
+
+def publish_fine_tuned_model(
+    job: FineTuningJob,
+    *,
+    location: ArtifactLocation,
+    artifact_bytes: int,
+    metrics_csv: bytes,
+) -> Published:
+    """The model row of a finished job whose artifact is already under ``location``, plus its
+    step-metrics result File, atomically. ``context_length`` is written from the spec here and
+    nowhere else."""
+    context = context_spec_for(job)
+    with transaction.atomic():
+        results_file = create_results_file(job.org, filename=RESULTS_FILENAME, content=metrics_csv)
+        model = FineTunedModel.objects.create(
+            public_id=location.public_id,
+            org=job.org,
+            name=fine_tuned_model_name(job),
+            job=job,
+            base_model=job.base_model,
+            method=job.method,
+            context=context.to_dict(),
+            context_length=context.target_length,
+            artifact_prefix=location.prefix,
+            artifact_bytes=artifact_bytes,
+        )
+    return Published(model, results_file)

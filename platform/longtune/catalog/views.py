@@ -1,0 +1,58 @@
+"""/v1/models: the base models offered to the org plus its own fine-tuned models.
+
+Named ``CatalogModelViewSet`` so it does not shadow DRF's ``ModelViewSet``.
+"""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from longtune.api.errors import ApiError
+from longtune.api.pagination import list_envelope
+from longtune.api.viewsets import OrgScopedViewSet
+from longtune.catalog.models import FineTunedModel
+from longtune.catalog.resolution import visible_base_models
+from longtune.catalog.serializers import base_model_payload, fine_tuned_model_payload
+
+
+class CatalogModelViewSet(OrgScopedViewSet):
+    """Base models offered to the org plus its own fine-tuned models. Only fine-tuned models
+    are org-owned (the scoped queryset); another org's ``ft:...`` id is simply not found."""
+
+    model = FineTunedModel
+
+    def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
+        return queryset.select_related("org", "base_model", "job")
+
+    @extend_schema(operation_id="models_list", responses={200: OpenApiTypes.OBJECT})
+    def list(self, request: Request) -> Response:
+        data = [base_model_payload(m) for m in visible_base_models(request.org)]
+        data += [fine_tuned_model_payload(m) for m in self.get_queryset().order_by("-pk")]
+        return Response(list_envelope(data))
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def retrieve(self, request: Request, id: str) -> Response:
+        fine_tuned = self.get_queryset().filter(name=id).first()
+        if fine_tuned is not None:
+            return Response(fine_tuned_model_payload(fine_tuned))
+        base = visible_base_models(request.org).filter(name=id).first()
+        if base is not None:
+            return Response(base_model_payload(base))
+        raise ApiError(
+            status=404,
+            code="not_found",
+            message=f"The model {id[:300]!r} does not exist or you do not have access to it.",
+            param="model",
+        )
+
+    @classmethod
+    def url_kwargs_for(cls, instance: FineTunedModel) -> dict[str, str]:
+        return {cls.lookup_url_kwarg: instance.name}
+
+
+# Model ids are names ("tiny-llama", "ft:tiny-llama:acme:bot:ftjob-…"), not prefixed ids.
+CatalogModelViewSet.lookup_value_regex = r"[^/]{1,300}"
