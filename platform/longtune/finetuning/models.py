@@ -9,7 +9,6 @@ overwrite the state of the attempt that replaced it.
 
 from __future__ import annotations
 
-from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
