@@ -30,7 +30,7 @@ from longtune.finetuning.conf import FinetuneConf, finetune_conf
 from longtune.finetuning.dispatch import TRAIN_TASK, WATCHDOG_TASK, send_training
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTunedModel, FineTuningJob
-from longtune.finetuning.training import train_config_for
+from longtune.finetuning.planning import train_config_for
 from longtune.storage import ObjectStorage, get_storage
 from workers.celery_app import app
 from workers.heartbeat import BackgroundHeartbeat
