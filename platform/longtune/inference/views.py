@@ -235,9 +235,11 @@ class _GatewayView(APIView):
             include_usage=bool((data.get("stream_options") or {}).get("include_usage")),
         )
 
+    # Proxy one authorized call (``dispatch`` prepared it) on the event loop: the one
+    # implementation behind /v1/chat/completions and /v1/completions. (A comment, not a
+    # docstring: drf-spectacular would publish an inherited docstring as the operation's
+    # description.)
     async def post(self, request: HttpRequest, call: gateway.GatewayCall) -> HttpResponseBase:
-        """Proxy one authorized call (``dispatch`` prepared it) on the event loop: the one
-        implementation behind /v1/chat/completions and /v1/completions."""
         upstream = gateway.Upstream(call)
         await upstream.open()
         if not call.stream:
