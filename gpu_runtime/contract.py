@@ -31,8 +31,9 @@ ROPE_METHODS: tuple[str, ...] = ("none", "linear", "yarn", "dynamic", "ntk", "ll
 # does not decide this — re-run the across-seed script before changing it.
 DEFAULT_ROPE_METHOD: RopeMethod = "yarn"
 
-# The one error code for "the prompt plus the completion budget does not fit the model's context"
-# (engine, worker and gateway all report this code; see ContextSpec.overflow).
+# The one error code for "the prompt plus the completion budget does not fit the model's context".
+# The serving engine raises it (ContextSpec.overflow, its one fits check); the replica and the
+# gateway pass it through. tests/gpu_runtime/test_context_spec.py keeps it the only spelling.
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
