@@ -31,8 +31,9 @@ ROPE_METHODS: tuple[str, ...] = ("none", "linear", "yarn", "dynamic", "ntk", "ll
 # does not decide this — re-run the across-seed script before changing it.
 DEFAULT_ROPE_METHOD: RopeMethod = "yarn"
 
-# The one error code for "the prompt plus the completion budget does not fit the model's context"
-# (engine, worker and gateway all report this code; see ContextSpec.overflow).
+# The one error code for "the prompt plus the completion budget does not fit the model's context".
+# The serving engine raises it (ContextSpec.overflow, its one fits check); the replica and the
+# gateway pass it through. tests/gpu_runtime/test_context_spec.py keeps it the only spelling.
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
 
@@ -57,6 +58,9 @@ class ContextSpec:
     rope_factor: float = 1.0
 
     CONFIG_KEY = "longtune_context"  # key in a saved model's config.json
+    # What models saved before the spec existed carry (method/factor/original/context_length);
+    # read by `of_model_config` only, never written.
+    LEGACY_CONFIG_KEY = "longtune_rope"
 
     def __post_init__(self) -> None:
         for error in _context_errors(self):
@@ -91,6 +95,25 @@ class ContextSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def of_model_config(cls, config: dict[str, Any]) -> ContextSpec:
+        """The spec a saved model's config.json (as a dict) declares.
+
+        ``CONFIG_KEY`` when LongTune wrote it; ``LEGACY_CONFIG_KEY`` (what models saved before
+        the spec existed carry) translated once here; otherwise the model is served at its own
+        ``max_position_embeddings``. Serving reads the limit through this and nothing else."""
+        if config.get(cls.CONFIG_KEY):
+            return cls.from_dict(config[cls.CONFIG_KEY])
+        legacy = config.get(cls.LEGACY_CONFIG_KEY) or {}
+        if legacy.get("original_context_length") and legacy.get("context_length"):
+            return cls(
+                int(legacy["original_context_length"]),
+                int(legacy["context_length"]),
+                str(legacy.get("method", "none")),
+                float(legacy.get("factor", 1.0)),
+            )
+        return cls.native(int(config["max_position_embeddings"]))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContextSpec:
@@ -152,8 +175,12 @@ class TrainConfig:
     # LongLoRA's "LoRA+": embeddings and norms are cheap to train and matter at long context.
     lora_train_embeddings_and_norms: bool = False
 
-    # RoPE extension: factor = context_length / the base model's original context.
+    # RoPE extension. With `original_context_length` and `rope_factor` given (a job's planned
+    # ContextSpec: see `context`), the run uses them verbatim; left None, the spec is planned
+    # once from the base model's own config when the model is built (library callers).
     rope_method: str = DEFAULT_ROPE_METHOD
+    original_context_length: int | None = None
+    rope_factor: float | None = None
 
     # Optimisation (AdamW)
     learning_rate: float = 2e-4
@@ -201,6 +228,28 @@ class TrainConfig:
     @property
     def tokens_per_micro_batch(self) -> int:
         return self.context_length * self.micro_batch_size
+
+    @property
+    def context(self) -> ContextSpec | None:
+        """The planned spec this run carries, or None when the caller gave only a length."""
+        if self.original_context_length is None:
+            return None
+        return ContextSpec(
+            self.original_context_length,
+            self.context_length,
+            self.rope_method,
+            float(self.rope_factor),  # type: ignore[arg-type]  # both or neither: validated
+        )
+
+    @classmethod
+    def context_fields(cls, spec: ContextSpec) -> dict[str, Any]:
+        """The TrainConfig fields that carry ``spec`` (``TrainConfig(**context_fields(s))``)."""
+        return {
+            "context_length": spec.target_length,
+            "rope_method": spec.rope_method,
+            "original_context_length": spec.original_length,
+            "rope_factor": spec.rope_factor,
+        }
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -291,6 +340,16 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         "rope_method",
         f"must be one of {ROPE_METHODS}, got {c.rope_method!r}",
     )
+    if (c.original_context_length is None) != (c.rope_factor is None):
+        errors.append(
+            "original_context_length: give it together with rope_factor (a planned ContextSpec)"
+            " or neither"
+        )
+    elif c.original_context_length is not None and not errors:
+        try:
+            c.context  # noqa: B018 - ContextSpec validates itself
+        except ValueError as exc:
+            errors.append(str(exc))
     check(is_number(c.learning_rate) and c.learning_rate > 0, "learning_rate", "must be > 0")
     check(
         c.lr_schedule in LR_SCHEDULES,

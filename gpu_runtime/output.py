@@ -9,7 +9,7 @@
         adapter_model.safetensors + adapter_config.json   (method "lora", peft format)
         model.safetensors                                 (method "full")
         config.json           with the RoPE extension: rope_parameters, raised
-                              max_position_embeddings and longtune_rope
+                              max_position_embeddings and the run's ContextSpec (longtune_context)
         tokenizer files, training_summary.json, metrics.csv
 
 A LoRA artifact's config.json is the *extended* base config, so loading base weights with it

@@ -24,7 +24,13 @@ from transformers import (
 )
 
 from gpu_runtime.attention import select_attention_implementation
-from gpu_runtime.rope import DEFAULT_ROPE_METHOD, apply_rope_scaling, original_context_length
+from gpu_runtime.rope import (
+    DEFAULT_ROPE_METHOD,
+    ContextSpec,
+    apply_context,
+    apply_rope_scaling,
+    original_context_length,
+)
 
 # Llama-architecture decoders with RoPE whose attention goes through AttentionInterface.
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("llama", "mistral", "qwen2", "qwen3")
@@ -121,12 +127,14 @@ def load_model(
     attn_implementation: str = "auto",
     rope_method: str | None = None,
     target_context: int | None = None,
+    context: ContextSpec | None = None,
     cache_dir: str | Path | None = None,
 ) -> PreTrainedModel:
     """Load a causal LM, optionally RoPE-extended to `target_context` with `rope_method`.
 
-    rope_method alone keeps the original context (factor 1); target_context alone uses the
-    default method. Attention "auto" becomes flash_attention_2 on CUDA+flash-attn, else
+    `context` (a planned ContextSpec, e.g. a job's) is applied verbatim and excludes the two
+    others. rope_method alone keeps the original context (factor 1); target_context alone uses
+    the default method. Attention "auto" becomes flash_attention_2 on CUDA+flash-attn, else
     LongTune's packed-aware varlen SDPA.
     """
     model_dir = resolve_model_dir(location, cache_dir)
@@ -136,7 +144,11 @@ def load_model(
             f"model type {config.model_type!r} is not supported; expected one of "
             f"{SUPPORTED_MODEL_TYPES}"
         )
-    if rope_method is not None or target_context is not None:
+    if context is not None:
+        if rope_method is not None or target_context is not None:
+            raise ValueError("give either a context spec or rope_method/target_context, not both")
+        config = apply_context(config, context)
+    elif rope_method is not None or target_context is not None:
         config = apply_rope_scaling(
             config,
             rope_method or DEFAULT_ROPE_METHOD,

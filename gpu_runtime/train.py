@@ -49,6 +49,7 @@ from gpu_runtime.checkpoint import (
     save_checkpoint,
 )
 from gpu_runtime.config import ALL_LINEAR, TrainConfig
+from gpu_runtime.contract import ContextSpec
 from gpu_runtime.data import Batch, BatchPlan, collate, load_examples, pack_dataset
 from gpu_runtime.distributed import (
     DistContext,
@@ -122,6 +123,9 @@ def seed_everything(seed: int) -> None:
 def build_model(config: TrainConfig, device: torch.device, compute_dtype: torch.dtype) -> nn.Module:
     """Base model RoPE-extended to config.context_length, with LoRA attached for method "lora".
 
+    A config carrying a planned ContextSpec (``config.context``: a job's) is applied verbatim;
+    one with only a length and a method is planned once, here, from the base's own config.
+
     With activation checkpointing, the decoder MLPs also run in `mlp_chunk_size`-token
     recomputed slices (tiling.py), which bounds the one layer that backward holds at a time.
 
@@ -132,8 +136,11 @@ def build_model(config: TrainConfig, device: torch.device, compute_dtype: torch.
         config.base_model,
         dtype=compute_dtype if config.method == "lora" else torch.float32,
         attn_implementation=config.attn_implementation,
-        rope_method=config.rope_method,
-        target_context=config.context_length,
+        **(
+            {"context": config.context}
+            if config.context is not None
+            else {"rope_method": config.rope_method, "target_context": config.context_length}
+        ),
     )
     if config.activation_checkpointing:
         enable_activation_checkpointing(model)
@@ -480,7 +487,7 @@ def _run(
         "model_ready",
         method=config.method,
         trainable_parameters=trainable,
-        rope=getattr(causal_lm.config, "longtune_rope", None),
+        context=getattr(causal_lm.config, ContextSpec.CONFIG_KEY, None),
         attn_implementation=causal_lm.config._attn_implementation,
         world_size=ctx.world_size,
     )
@@ -570,7 +577,7 @@ def _run(
         "packing": asdict(packing),
         "trainable_parameters": trainable,
         "world_size": ctx.world_size,
-        "rope": getattr(causal_lm.config, "longtune_rope", None),
+        "context": getattr(causal_lm.config, ContextSpec.CONFIG_KEY, None),
         "config": config.to_dict(),
     }
     if ctx.is_main:

@@ -31,7 +31,7 @@ from longtune.finetuning import lifecycle
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTuningJob
-from longtune.finetuning.training import train_config_for
+from longtune.finetuning.planning import train_config_for
 from longtune.storage import ObjectStorage, get_storage
 from workers.celery_app import app
 from workers.heartbeat import BackgroundHeartbeat

@@ -67,7 +67,11 @@ def _on_worker_shutdown(**_: Any) -> None:
 
 @dataclass(frozen=True)
 class ServedModel:
-    """What this replica serves: the adapter name (None: the base itself) and its context."""
+    """What this replica serves: the adapter name (None: the base itself) and its context.
+
+    ``context_length`` is read back from the served model (``engine.context``: the ContextSpec
+    its saved config records), never from a DB row; it only sizes the default completion
+    budget — the fits check itself is the engine's (see Generator.submit)."""
 
     adapter: str | None
     context_length: int
@@ -87,14 +91,19 @@ def build_engine(endpoint: Endpoint, conf: InferenceConf) -> tuple[Any, ServedMo
     fine_tuned = endpoint.fine_tuned_model
     if fine_tuned is None:
         engine = InferenceEngine(EngineConfig(base_model=endpoint.base_model.location))
-        return engine, ServedModel(None, min(engine.max_context, endpoint.context_length))
+        return engine, served_model(engine, None)
     artifact = download_artifact(endpoint, conf)
     if serves_as_adapter(fine_tuned):
         engine = InferenceEngine(EngineConfig(base_model=endpoint.base_model.location))
         engine.register_adapter(endpoint.model, str(artifact))
-        return engine, ServedModel(endpoint.model, fine_tuned.context_length)
+        return engine, served_model(engine, endpoint.model)
     engine = InferenceEngine(EngineConfig(base_model=str(artifact)))  # full fine-tune
-    return engine, ServedModel(None, min(engine.max_context, fine_tuned.context_length))
+    return engine, served_model(engine, None)
+
+
+def served_model(engine: Any, adapter: str | None) -> ServedModel:
+    """`adapter` (None: the engine's base) at the context its saved config records."""
+    return ServedModel(adapter, engine.context(adapter).target_length)
 
 
 def warm_up(engine: Any, served: ServedModel) -> dict[str, Any]:
@@ -189,21 +198,17 @@ class Generator:
         return self.engine.tokenizer(body["prompt"]).input_ids, "prompt"
 
     def submit(self, body: dict[str, Any]) -> tuple[Any, int]:
+        """The engine request for ``body``. No fits check here: the engine runs THE one
+        (ContextSpec.overflow against the spec of the instance that serves the request — for an
+        adapter known only once its group loads) and its ContextLengthError reaches the caller
+        as a coded 400; a prompt that already fills the context asks for one token so that
+        check, not a sampling error, reports it."""
         from gpu_runtime.serving import GenerationRequest, SamplingParams
 
         served = self.served_model(body.get("adapter"))
-        ids, field = self.prompt_ids(body)
+        ids, _ = self.prompt_ids(body)
         room = served.context_length - len(ids)
-        max_tokens = body.get("max_tokens") or min(self.conf.default_max_tokens, room)
-        if room < 1 or len(ids) + max_tokens > served.context_length:
-            raise ReplicaError(
-                400,
-                "context_length_exceeded",
-                f"This model's maximum context length is {served.context_length} tokens; "
-                f"the request has {len(ids)} prompt tokens and asks for {max(max_tokens, 0)} "
-                "completion tokens.",
-                field,
-            )
+        max_tokens = body.get("max_tokens") or max(1, min(self.conf.default_max_tokens, room))
         sampling = SamplingParams(
             max_tokens=int(max_tokens),
             temperature=float(body.get("temperature", 1.0)),
@@ -256,8 +261,10 @@ def make_handler(generator: Generator) -> type[BaseHTTPRequestHandler]:
             if self.path != "/generate":
                 self._json(404, {"error": {"code": "not_found", "message": self.path}})
                 return
+            body: dict[str, Any] = {}
             try:
-                handle, prompt_tokens = generator.submit(self._body())
+                body = self._body()
+                handle, prompt_tokens = generator.submit(body)
                 deltas = handle.stream(timeout=generator.conf.request_timeout_seconds)
                 first = next(deltas, None)  # the status line waits for the first token
             except ReplicaError as exc:
@@ -268,7 +275,7 @@ def make_handler(generator: Generator) -> type[BaseHTTPRequestHandler]:
                     _status_for(exc),
                     getattr(exc, "code", "generation_failed"),
                     getattr(exc, "message", str(exc)),
-                    _param(getattr(exc, "field", None)),
+                    _param(_field_of(getattr(exc, "field", None), body)),
                 )
                 return
             self._stream(handle, prompt_tokens, first, deltas)
@@ -327,6 +334,13 @@ def make_handler(generator: Generator) -> type[BaseHTTPRequestHandler]:
             self._json(HTTPStatus(status), {"error": body})
 
     return Handler
+
+
+def _field_of(field: str | None, body: dict[str, Any]) -> str | None:
+    """The engine says "prompt" for token ids; the API names the field the client sent."""
+    if field == "prompt" and "messages" in body:
+        return "messages"
+    return field
 
 
 def _param(field: str | None) -> str | None:

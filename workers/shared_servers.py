@@ -31,6 +31,7 @@ from workers.inference import (
     ReplicaServer,
     ServedModel,
     download_artifact,
+    served_model,
     warm_up,
     worker_stopping,
 )
@@ -48,10 +49,10 @@ def build_shared_engine(server: Any) -> Any:
 def attach_endpoint(engine: Any, endpoint: Endpoint, conf: InferenceConf) -> ServedModel:
     """Make `endpoint`'s model servable on a shared engine (LoRA adapter or the base)."""
     if endpoint.fine_tuned_model is None:
-        return ServedModel(None, min(engine.max_context, endpoint.context_length))
+        return served_model(engine, None)
     artifact = download_artifact(endpoint, conf)
     engine.register_adapter(endpoint.model, str(artifact))
-    return ServedModel(endpoint.model, endpoint.fine_tuned_model.context_length)
+    return served_model(engine, endpoint.model)
 
 
 @dataclass

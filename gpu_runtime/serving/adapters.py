@@ -45,6 +45,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Pretrai
 from transformers.cache_utils import DynamicLayer
 
 from gpu_runtime.attention import FLASH_ATTENTION_2, VARLEN_SDPA, select_attention_implementation
+from gpu_runtime.rope import ContextSpec, context_of
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,15 @@ def adapter_config(adapter_dir: Path) -> PretrainedConfig | None:
     return AutoConfig.from_pretrained(adapter_dir, local_files_only=True)
 
 
+def saved_context(adapter_dir: Path) -> ContextSpec | None:
+    """The spec in an adapter artifact's saved config.json (None: it carries no config and is
+    served in the default group). Plain JSON: no weights, no transformers config class."""
+    path = adapter_dir / "config.json"
+    if not path.is_file():
+        return None
+    return ContextSpec.of_model_config(json.loads(path.read_text()))
+
+
 @dataclass(frozen=True)
 class InstanceSpec:
     """How to load a base: weights directory + the config (with RoPE scaling) to load it with."""
@@ -127,8 +137,14 @@ class ModelInstance:
         self._aux_wrappers: list[torch.nn.Module] = []  # peft modules_to_save/token wrappers
 
     @property
+    def context(self) -> ContextSpec:
+        """The context this instance serves: the spec recorded in the config it was loaded
+        with (a LongTune artifact's), else the base's own length."""
+        return context_of(self.base.config)
+
+    @property
     def max_context(self) -> int:
-        return int(self.base.config.max_position_embeddings)
+        return self.context.target_length
 
     @property
     def adapters(self) -> list[str]:

@@ -36,7 +36,14 @@ import torch
 from transformers import DynamicCache
 
 from gpu_runtime.registry import load_model, load_tokenizer, resolve_model_dir
-from gpu_runtime.serving.adapters import AdapterPool, InstanceSpec, ModelInstance
+from gpu_runtime.rope import ContextSpec
+from gpu_runtime.serving.adapters import (
+    AdapterPool,
+    InstanceSpec,
+    ModelInstance,
+    resolve_adapter_dir,
+    saved_context,
+)
 from gpu_runtime.serving.handle import RequestHandle
 from gpu_runtime.serving.kv_cache import (
     BatchedCache,
@@ -170,6 +177,17 @@ class InferenceEngine:
         """Context of the default (base) group."""
         return self.pool.default.max_context
 
+    def context(self, adapter: str | None = None) -> ContextSpec:
+        """The context `adapter` (None: the base) is served at: the spec its saved config
+        records, the same one the instance serving it is loaded with (one source)."""
+        if adapter is None:
+            return self.pool.default.context
+        with self._lock:
+            location = self._adapters.get(adapter)
+        if location is None:
+            raise UnknownAdapterError(f"unknown adapter {adapter!r}", field="adapter")
+        return saved_context(resolve_adapter_dir(location)) or self.pool.default.context
+
     def register_adapter(self, name: str, location: str) -> None:
         """Make `name` servable; it is loaded on first use (local dir or s3:// prefix)."""
         if not name or not isinstance(name, str):
@@ -190,7 +208,7 @@ class InferenceEngine:
             raise UnknownAdapterError(f"unknown adapter {request.adapter!r}", field="adapter")
         prompt_ids = self._prompt_ids(request)
         if request.adapter is None:  # other groups' contexts are known once their adapter loads
-            _check_context(len(prompt_ids), request.sampling.max_tokens, self.max_context)
+            _check_context(len(prompt_ids), request.sampling.max_tokens, self.pool.default)
         handle = RequestHandle(request.request_id, self._cancel)
         stop_ids = request.sampling.stop_token_ids
         seq = Sequence(
@@ -350,9 +368,7 @@ class InferenceEngine:
         instance = self.pool.acquire(seq.adapter, location)
         if instance is not None:
             try:
-                _check_context(
-                    len(seq.prompt_ids), seq.request.sampling.max_tokens, instance.max_context
-                )
+                _check_context(len(seq.prompt_ids), seq.request.sampling.max_tokens, instance)
             except ContextLengthError:
                 self.pool.release(seq.adapter)
                 raise
@@ -651,12 +667,17 @@ class InferenceEngine:
             self.pool.unload_all()
 
 
-def _check_context(prompt_tokens: int, max_tokens: int, max_context: int) -> None:
-    if prompt_tokens + max_tokens > max_context:
+def _check_context(prompt_tokens: int, max_tokens: int, instance: ModelInstance) -> None:
+    """THE fits-in-context check of a request (ContextSpec.overflow against the spec of the
+    instance that serves it). It runs here, once per request, because only here are both the
+    prompt's token count and the served model's saved spec known: for the base at submit,
+    for an adapter once its group instance is acquired. The worker and the gateway pass the
+    coded 400 through instead of checking again."""
+    spec = instance.context
+    message = spec.overflow(prompt_tokens, max_tokens)
+    if message is not None:
         raise ContextLengthError(
-            f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceeds the served "
-            f"context of {max_context} tokens",
-            field="max_tokens" if prompt_tokens < max_context else "prompt",
+            message, field="max_tokens" if prompt_tokens < spec.target_length else "prompt"
         )
 
 

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal
 
+from gpu_runtime.contract import CONTEXT_LENGTH_EXCEEDED
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
 
@@ -45,7 +47,7 @@ class UnknownAdapterError(InvalidRequestError):
 class ContextLengthError(InvalidRequestError):
     """prompt + max_tokens does not fit the context the model is served with (HTTP 400)."""
 
-    code = "context_length_exceeded"
+    code = CONTEXT_LENGTH_EXCEEDED
 
 
 class EngineClosedError(ServingError):

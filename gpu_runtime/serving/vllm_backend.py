@@ -22,14 +22,26 @@ import itertools
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import AutoConfig, PretrainedConfig
 
 from gpu_runtime.registry import load_tokenizer, resolve_model_dir
-from gpu_runtime.rope import DEFAULT_ROPE_METHOD, apply_rope_scaling, original_context_length
-from gpu_runtime.serving.adapters import adapter_config, resolve_adapter_dir, rope_signature
+from gpu_runtime.rope import (
+    DEFAULT_ROPE_METHOD,
+    ContextSpec,
+    apply_rope_scaling,
+    context_of,
+    original_context_length,
+)
+from gpu_runtime.serving.adapters import (
+    adapter_config,
+    resolve_adapter_dir,
+    rope_signature,
+    saved_context,
+)
 from gpu_runtime.serving.handle import RequestHandle
 from gpu_runtime.serving.types import (
     BackendUnavailableError,
@@ -127,6 +139,13 @@ class VLLMBackend:  # pragma: no cover - needs vLLM + CUDA
     @property
     def max_context(self) -> int:
         return int(self.base_config.max_position_embeddings)
+
+    def context(self, adapter: str | None = None) -> ContextSpec:
+        """As InferenceEngine.context: the spec the served model's saved config records."""
+        base = context_of(self.base_config)
+        if adapter is None or adapter not in self._adapters:
+            return base
+        return saved_context(Path(self._adapters[adapter][1])) or base
 
     def register_adapter(self, name: str, location: str) -> None:
         adapter_dir = resolve_adapter_dir(location)

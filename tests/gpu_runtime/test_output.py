@@ -71,7 +71,7 @@ def test_artifact_reloads_to_identical_logits_with_rope_scaling(base_model, tmp_
         and saved["rope_parameters"]["factor"] == 4.0
     )
     assert saved["max_position_embeddings"] == 4 * ORIGINAL_CONTEXT
-    assert saved["longtune_rope"]["context_length"] == 4 * ORIGINAL_CONTEXT
+    assert saved["longtune_context"]["target_length"] == 4 * ORIGINAL_CONTEXT
     if method == "lora":
         adapter = json.loads((artifact / "adapter_config.json").read_text())
         assert adapter["base_model_name_or_path"] == base_model

@@ -40,8 +40,8 @@ def test_scaling_round_trips_and_changes_inference(
 
     assert reloaded.config.rope_parameters == extended.config.rope_parameters
     assert reloaded.config.max_position_embeddings == extended.config.max_position_embeddings
-    assert reloaded.config.longtune_rope["method"] == method
-    assert reloaded.config.longtune_rope["original_context_length"] == ORIGINAL
+    assert reloaded.config.longtune_context["rope_method"] == method
+    assert reloaded.config.longtune_context["original_length"] == ORIGINAL
 
     scaled = _logits(extended, long_input)
     torch.testing.assert_close(_logits(reloaded, long_input), scaled, rtol=0, atol=0)

@@ -368,8 +368,8 @@ def test_output_config_carries_rope_scaling_and_reload_honours_it(base_model, tm
     assert saved["rope_parameters"]["rope_type"] == "linear"
     assert saved["rope_parameters"]["factor"] == 2.0
     assert saved["max_position_embeddings"] == 2 * ORIGINAL_CONTEXT
-    assert saved["longtune_rope"]["method"] == "linear"
-    assert saved["longtune_rope"]["original_context_length"] == ORIGINAL_CONTEXT
+    assert saved["longtune_context"]["rope_method"] == "linear"
+    assert saved["longtune_context"]["original_length"] == ORIGINAL_CONTEXT
 
     model, _ = load_trained_model(result.artifact_dir)
     assert model.config.rope_parameters["rope_type"] == "linear"
@@ -383,7 +383,7 @@ def test_output_config_carries_rope_scaling_and_reload_honours_it(base_model, tm
     assert summary["steps"] == 2 and summary["config"]["rope_method"] == "linear"
     assert 0 < summary["packing"]["efficiency"] <= 1
     assert summary["tokens_seen"] == 2 * config.tokens_per_micro_batch
-    assert summary["rope"]["factor"] == 2.0
+    assert summary["context"]["rope_factor"] == 2.0
 
 
 def test_lora_artifact_loads_and_generates_what_it_learned(base_model, tmp_path):
@@ -407,7 +407,7 @@ def test_lora_artifact_loads_and_generates_what_it_learned(base_model, tmp_path)
 
     model, tokenizer = load_trained_model(artifact)
     # The default scaling, read back from the saved config (not re-derived at load time).
-    assert model.config.longtune_rope["method"] == DEFAULT_ROPE_METHOD
+    assert model.config.longtune_context["rope_method"] == DEFAULT_ROPE_METHOD
     assert model.config.rope_parameters == rope_parameters_for(
         DEFAULT_ROPE_METHOD, 2.0, ORIGINAL_CONTEXT, 10000.0, head_dim(model.config)
     )

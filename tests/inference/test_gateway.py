@@ -223,8 +223,9 @@ BAD_BODIES = [
     ({"model": "tiny-gw", "messages": [{"role": "user", "content": 5}]}, "messages.0.content",
      "invalid"),
     ({"model": "tiny-gw", "messages": HELLO, "max_tokens": 0}, "max_tokens", "min_value"),
+    # One code for every "does not fit the context" (was a second one, max_tokens_too_large).
     ({"model": "tiny-gw", "messages": HELLO, "max_tokens": 64}, "max_tokens",
-     "max_tokens_too_large"),
+     "context_length_exceeded"),
     ({"model": "tiny-gw", "messages": HELLO, "temperature": 2.5}, "temperature", "max_value"),
     ({"model": "tiny-gw", "messages": HELLO, "temperature": "hot"}, "temperature", "invalid"),
     ({"model": "tiny-gw", "messages": HELLO, "top_p": 0}, "top_p", "invalid"),

@@ -72,9 +72,12 @@ class FineTuningJob(GpuWork):
     method = models.CharField(max_length=10, default="lora")  # "lora" | "full"
     hyperparameters = models.JSONField(default=dict)  # n_epochs, batch_size, lr multiplier
     lora = models.JSONField(null=True, blank=True)  # r, alpha, dropout, target_modules
-    context_length = models.PositiveIntegerField()
-    rope_method = models.CharField(max_length=20)
-    rope_factor = models.FloatField()
+    # The run's ContextSpec (gpu_runtime.contract) as planned once at creation
+    # (finetuning.planning.plan_context): the ONE record of its lengths and RoPE scaling, handed
+    # unchanged to TrainConfig and from there into the saved model config.
+    context = models.JSONField(
+        help_text='{"original_length", "target_length", "rope_method", "rope_factor"}'
+    )
     recipe = models.JSONField(null=True, blank=True)
     train_on_inputs = models.BooleanField(default=False)
     suffix = models.CharField(max_length=64, blank=True)
@@ -116,6 +119,19 @@ class FineTuningJob(GpuWork):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    # Read-only views of ``context`` under the API's names (context_length, rope_scaling).
+    @property
+    def context_length(self) -> int:
+        return int(self.context["target_length"])
+
+    @property
+    def rope_method(self) -> str:
+        return str(self.context["rope_method"])
+
+    @property
+    def rope_factor(self) -> float:
+        return float(self.context["rope_factor"])
 
 
 class EventType(models.TextChoices):

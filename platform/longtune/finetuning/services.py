@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -26,13 +25,13 @@ from longtune.datasets.models import File, FilePurpose, FileStatus
 from longtune.finetuning.dispatch import dispatch_new_job
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTuningJob, JobStatus
+from longtune.finetuning.planning import plan_context, train_config_for
 from longtune.finetuning.quotas import (
     active_job_count,
     storage_bytes_used,
     training_tokens_this_month,
 )
 from longtune.finetuning.serializers import AUTO, MAX_SEED, JobCreateSerializer
-from longtune.finetuning.training import train_config_for
 from longtune.tenancy.models import ApiKey, Organization
 from longtune.tenancy.quotas import reserve_quota
 
@@ -134,40 +133,6 @@ def _hyperparameters(data: dict[str, Any], file: File) -> dict[str, Any]:
     }
 
 
-def _context_and_rope(data: dict[str, Any], model: BaseModel) -> tuple[int, str, float]:
-    """(context_length, rope method, factor); factor = context / the model's original."""
-    from gpu_runtime.contract import DEFAULT_ROPE_METHOD  # torch-free; see _default_lora
-
-    rope = data.get("rope_scaling") or {}
-    method = rope.get("type", DEFAULT_ROPE_METHOD)
-    original = model.original_context_length
-    given_factor = rope.get("factor")
-    if "context_length" in data:
-        context = data["context_length"]
-    elif given_factor is not None:
-        context = round(original * given_factor)
-    else:
-        context = original
-    if context > model.max_context_length:
-        raise ApiError(
-            status=400,
-            code="context_length_too_large",
-            message=f"context_length {context} exceeds {model.name}'s maximum of "
-            f"{model.max_context_length}.",
-            param="context_length",
-        )
-    factor = max(1.0, context / original)
-    if given_factor is not None and not math.isclose(given_factor, factor, rel_tol=1e-3):
-        raise ApiError(
-            status=400,
-            code="rope_factor_mismatch",
-            message=f"rope_scaling.factor {given_factor} disagrees with context_length {context} / "
-            f"{model.name}'s original context {original} = {factor:g}; give one of the two.",
-            param="rope_scaling.factor",
-        )
-    return context, method, factor
-
-
 def _recipe(org: Organization, recipe: dict[str, Any] | None) -> tuple[dict | None, list[File]]:
     if not recipe:
         return None, []
@@ -203,7 +168,7 @@ def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
         else None
     )
     hyperparameters = _hyperparameters(data, training_file)
-    context, rope_method, rope_factor = _context_and_rope(data, base_model)
+    context = plan_context(data, base_model)
     recipe, recipe_files = _recipe(org, data.get("recipe"))
     full = bool(data.get("full"))
     lora = None if full else {**_default_lora(), **(data.get("lora") or {})}
@@ -220,9 +185,7 @@ def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
         method="full" if full else "lora",
         hyperparameters=hyperparameters,
         lora=lora,
-        context_length=context,
-        rope_method=rope_method,
-        rope_factor=rope_factor,
+        context=context.to_dict(),
         recipe=recipe,
         train_on_inputs=bool(data.get("train_on_inputs")),
         suffix=data.get("suffix") or "",

@@ -219,8 +219,12 @@ class ChatCompletionRequestSerializer(_SamplingSerializer):
             attrs["max_tokens"] = attrs["max_completion_tokens"]
         total = sum(len(m["content"]) for m in attrs["messages"])
         if total > MAX_PROMPT_CHARS:
+            # A request-size guard (no tokenizer here), not the fits check: that one runs in
+            # the engine against the served model's ContextSpec. Same code, one spelling.
+            from gpu_runtime.contract import CONTEXT_LENGTH_EXCEEDED
+
             raise serializers.ValidationError(
-                {"messages": "The conversation is too long."}, code="context_length_exceeded"
+                {"messages": "The conversation is too long."}, code=CONTEXT_LENGTH_EXCEEDED
             )
         return attrs
 
