@@ -7,7 +7,8 @@ import pytest
 
 from gpu_runtime.contract import DEFAULT_ROPE_METHOD, ContextSpec, TrainConfig
 from longtune.api.errors import ApiError
-from longtune.finetuning.models import BaseModel, FineTuningJob
+from longtune.catalog.models import BaseModel
+from longtune.finetuning.models import FineTuningJob
 from longtune.finetuning.planning import plan_context, train_config_for
 
 BASE = BaseModel(

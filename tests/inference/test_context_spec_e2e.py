@@ -14,7 +14,8 @@ import pytest
 from transformers import AutoTokenizer
 
 from gpu_runtime.contract import CONTEXT_LENGTH_EXCEEDED, ContextSpec
-from longtune.finetuning.models import FineTunedModel, FineTuningJob
+from longtune.catalog.models import FineTunedModel
+from longtune.finetuning.models import FineTuningJob
 from longtune.inference.models import Endpoint
 from longtune.tenancy.models import OrgQuota
 from tests.conftest import api_client

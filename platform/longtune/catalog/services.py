@@ -51,16 +51,10 @@ def new_artifact_location(org_public_id: str) -> ArtifactLocation:
 
 
 def context_spec_for(job: FineTuningJob) -> ContextSpec:
-    """The context the job trained at. (Built from the job's fields until the job stores its
-    planned spec; then this returns that spec unchanged.)"""
-    from gpu_runtime.contract import ContextSpec  # torch-free; see tests/platform
+    """The context the job trained at: the spec it stored at planning, unchanged."""
+    from longtune.finetuning.planning import context_spec_of
 
-    return ContextSpec(
-        original_length=job.base_model.original_context_length,
-        target_length=job.context_length,
-        rope_method=job.rope_method,
-        rope_factor=job.rope_factor,
-    )
+    return context_spec_of(job)
 
 
 def publish_fine_tuned_model(

@@ -16,7 +16,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from longtune.api.errors import ApiError
-from longtune.finetuning.models import BaseModel, FineTuningJob
+from longtune.catalog.models import BaseModel
+from longtune.finetuning.models import FineTuningJob
 
 if TYPE_CHECKING:
     from gpu_runtime.contract import ContextSpec, TrainConfig
