@@ -198,7 +198,7 @@ def longtune_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_i
     import torch
 
     from gpu_runtime import train as trainer
-    from gpu_runtime.config import TrainConfig
+    from gpu_runtime.contract import TrainConfig
     from gpu_runtime.distributed import DistContext, wrap_for_training
 
     train_config = TrainConfig(
@@ -218,9 +218,9 @@ def longtune_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_i
     model = trainer.build_model(train_config, ctx.device, torch.float32)
     causal_lm = trainer.causal_lm_of(model)
     objective = trainer.CausalLMObjective(causal_lm, train_config.loss_chunk_size)
-    engine = wrap_for_training(objective, ctx, method="lora", compute_dtype=torch.float32)
+    wrapped = wrap_for_training(objective, ctx, method="lora", compute_dtype=torch.float32)
     optimizer = trainer.build_optimizer(objective, train_config)
-    engine.train()  # as trainer._run does: HF only checkpoints layers in training mode
+    wrapped.train()  # as trainer._run does: HF only checkpoints layers in training mode
     trainable = [p for p in objective.parameters() if p.requires_grad]
     batch = {
         "input_ids": input_ids,  # [1, N]
@@ -235,7 +235,7 @@ def longtune_step(model_dir: Path, tokens: int, config: BenchmarkConfig, input_i
     hooks = [
         p.register_post_accumulate_grad_hook(lambda _: grads_seen.append(True)) for p in trainable
     ]
-    outcome = trainer.train_step(engine, [batch], optimizer, train_config, ctx, torch.float32)
+    outcome = trainer.train_step(wrapped, [batch], optimizer, train_config, ctx, torch.float32)
     seconds = time.perf_counter() - started
     for hook in hooks:
         hook.remove()

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from gpu_runtime.config import TrainConfig
+from gpu_runtime.contract import TrainConfig
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

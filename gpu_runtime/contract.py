@@ -5,7 +5,7 @@ dataclass and option lists the worker trains with, but the web process must neve
 torch (slow start, gigabytes of memory, and no GPU there). This is the ONLY gpu_runtime module
 the web tier (platform/) may import, and it imports nothing but the standard library --
 tests/platform/test_web_process.py enforces both. Everything else in gpu_runtime is free to
-pull in the ML stack; `gpu_runtime.rope` and `gpu_runtime.config` re-export these names.
+pull in the ML stack; `gpu_runtime.rope` re-exports the RoPE names.
 
 `TrainConfig` is every knob of a fine-tuning run in one explicit, JSON-round-trippable
 dataclass. Workers receive it through Celery as a plain dict, so `to_dict`/`from_dict` must

@@ -7,7 +7,7 @@
     4. wrap it (DDP for LoRA, FSDP2 for full), AdamW + schedule
     5. resume from the newest checkpoint if there is one        checkpoint.py
     6. per step: micro-batches → hidden states → chunked loss → backward → clip → step
-    7. validation loss every `eval_every_steps` and at the end     evaluation.py
+    7. validation loss every `eval_every_steps` and at the end     validation_loss.py
        callbacks (metrics, cancellation), periodic checkpoints
     8. write the artifact and summary                           output.py
 
@@ -48,8 +48,7 @@ from gpu_runtime.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from gpu_runtime.config import ALL_LINEAR, TrainConfig
-from gpu_runtime.contract import ContextSpec
+from gpu_runtime.contract import ALL_LINEAR, ContextSpec, TrainConfig
 from gpu_runtime.data import Batch, BatchPlan, collate, load_examples, pack_dataset
 from gpu_runtime.distributed import (
     DistContext,
@@ -62,7 +61,6 @@ from gpu_runtime.distributed import (
     shutdown,
     wrap_for_training,
 )
-from gpu_runtime.evaluation import evaluate, rank_eval_batches
 from gpu_runtime.loss import IGNORE_INDEX, chunked_causal_lm_loss, shift_labels
 from gpu_runtime.output import (
     ARTIFACT_DIR,
@@ -74,6 +72,7 @@ from gpu_runtime.output import (
 )
 from gpu_runtime.registry import load_model, load_tokenizer
 from gpu_runtime.tiling import enable_tiled_mlp
+from gpu_runtime.validation_loss import evaluate, rank_eval_batches
 
 COMPLETED = "completed"
 STOPPED = "stopped"
@@ -291,7 +290,7 @@ def forward_context(config: TrainConfig, ctx: DistContext, compute_dtype: torch.
 
 
 def train_step(
-    engine: nn.Module,
+    wrapped: nn.Module,
     micro_batches: list[Batch],
     optimizer: torch.optim.Optimizer,
     config: TrainConfig,
@@ -313,9 +312,9 @@ def train_step(
     loss_sum = torch.zeros((), device=ctx.device)
     for index, batch in enumerate(micro_batches):
         batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
-        with gradient_sync(engine, enabled=index == len(micro_batches) - 1):
+        with gradient_sync(wrapped, enabled=index == len(micro_batches) - 1):
             with forward_context(config, ctx, compute_dtype):
-                summed = engine(batch["input_ids"], batch["position_ids"], batch["labels"])
+                summed = wrapped(batch["input_ids"], batch["position_ids"], batch["labels"])
             (summed * scale).backward()
         loss_sum += summed.detach().float()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -479,7 +478,8 @@ def _run(
     model = build_model(config, ctx.device, compute_dtype)
     causal_lm = causal_lm_of(model)
     objective = CausalLMObjective(causal_lm, config.loss_chunk_size)
-    engine = wrap_for_training(objective, ctx, method=config.method, compute_dtype=compute_dtype)
+    # The objective as this run trains it: under DDP (LoRA) or FSDP2 (full), or itself alone.
+    wrapped = wrap_for_training(objective, ctx, method=config.method, compute_dtype=compute_dtype)
     optimizer = build_optimizer(objective, config)
     scheduler = build_scheduler(optimizer, config, total_steps)
     trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
@@ -508,7 +508,7 @@ def _run(
         return wall_before + time.perf_counter() - attempt_started
 
     hooks.event("training_started", step=state.step, total_steps=total_steps)
-    engine.train()
+    wrapped.train()
     last_loss: float | None = None
     last_valid_loss: float | None = None
     stop_reason: str | None = None
@@ -518,7 +518,7 @@ def _run(
         row_indices, next_cursor = plan.step_rows(state.cursor)
         micro_batches = [collate([rows[i] for i in indices]) for indices in row_indices]
         lr = scheduler.get_last_lr()[0]
-        outcome = train_step(engine, micro_batches, optimizer, config, ctx, compute_dtype)
+        outcome = train_step(wrapped, micro_batches, optimizer, config, ctx, compute_dtype)
         scheduler.step()
         state.step += 1
         state.cursor = next_cursor
@@ -531,7 +531,7 @@ def _run(
             state.step, total_steps, config.eval_every_steps
         ):
             valid_loss = evaluate(
-                engine, eval_batches, ctx, lambda: forward_context(config, ctx, compute_dtype)
+                wrapped, eval_batches, ctx, lambda: forward_context(config, ctx, compute_dtype)
             ).loss
             last_valid_loss = valid_loss
         metrics = StepMetrics(

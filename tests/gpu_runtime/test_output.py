@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from gpu_runtime.config import TrainConfig
+from gpu_runtime.contract import TrainConfig
 from gpu_runtime.output import MetricsCSV, load_trained_model, read_metrics, save_artifact
 from gpu_runtime.registry import load_model, load_tokenizer
 from gpu_runtime.tiny import build_tiny_model_dir

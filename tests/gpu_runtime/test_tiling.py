@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from gpu_runtime import train as trainer
-from gpu_runtime.config import TrainConfig
+from gpu_runtime.contract import TrainConfig
 from gpu_runtime.tiling import decoder_mlps, disable_tiled_mlp, enable_tiled_mlp
 
 LENGTH = 50

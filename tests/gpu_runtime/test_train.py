@@ -11,7 +11,7 @@ import torch
 from gpu_runtime import attention
 from gpu_runtime.callbacks import Control, StepMetrics, StopTraining, StopWhen
 from gpu_runtime.checkpoint import latest_checkpoint, load_checkpoint
-from gpu_runtime.config import ATTENTION_IMPLEMENTATIONS, TrainConfig
+from gpu_runtime.contract import ATTENTION_IMPLEMENTATIONS, TrainConfig
 from gpu_runtime.output import load_trained_model, read_metrics
 from gpu_runtime.rope import DEFAULT_ROPE_METHOD, head_dim, rope_parameters_for
 from gpu_runtime.tiny import build_tiny_model_dir
