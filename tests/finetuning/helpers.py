@@ -99,5 +99,7 @@ def give_dedicated_queue(org) -> str:
     from workers.celery_app import dedicated_gpu_queue
 
     queue = dedicated_gpu_queue(org.slug)
-    OrgFinetuningSettings.objects.update_or_create(org=org, defaults={"dedicated_queue": queue})
+    OrgFinetuningSettings.objects.unscoped_across_orgs().update_or_create(
+        org=org, defaults={"dedicated_queue": queue}
+    )
     return queue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
+
 from longtune.finetuning.models import (
     BaseModel,
     FineTunedModel,
@@ -28,13 +30,13 @@ class BaseModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrgFinetuningSettings)
-class OrgFinetuningSettingsAdmin(admin.ModelAdmin):
+class OrgFinetuningSettingsAdmin(CrossOrgModelAdmin):
     list_display = ("org", "dedicated_queue")
     search_fields = ("org__slug", "org__name")
     autocomplete_fields = ("org",)
 
 
-class JobEventInline(admin.TabularInline):
+class JobEventInline(CrossOrgAdminMixin, admin.TabularInline):
     model = JobEvent
     fields = ("created_at", "level", "type", "message")
     readonly_fields = fields
@@ -47,7 +49,7 @@ class JobEventInline(admin.TabularInline):
 
 
 @admin.register(FineTuningJob)
-class FineTuningJobAdmin(admin.ModelAdmin):
+class FineTuningJobAdmin(CrossOrgModelAdmin):
     """Read-only: jobs change state through the API and workers, never by hand."""
 
     list_display = ("public_id", "org", "model_name", "status", "attempts", "created_at")
@@ -56,7 +58,7 @@ class FineTuningJobAdmin(admin.ModelAdmin):
     inlines = (JobEventInline,)
 
     def get_queryset(self, request):
-        return FineTuningJob.objects.unscoped_across_orgs().select_related("org")
+        return super().get_queryset(request).select_related("org")
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -66,7 +68,7 @@ class FineTuningJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(FineTunedModel)
-class FineTunedModelAdmin(admin.ModelAdmin):
+class FineTunedModelAdmin(CrossOrgModelAdmin):
     list_display = ("name", "org", "base_model", "context_length", "created_at")
     search_fields = ("name", "org__slug")
 

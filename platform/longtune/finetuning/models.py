@@ -16,7 +16,7 @@ from django.db.models import Q
 from longtune.api.ids import PublicIdField
 from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
+from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet, org_scoped_manager
 
 BASE_MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # no ":" — that marks ft: names
 
@@ -105,10 +105,6 @@ class JobQuerySet(OrgScopedQuerySet):
         return self.filter(status__in=ACTIVE_STATUSES)
 
 
-class JobManager(models.Manager.from_queryset(JobQuerySet)):
-    pass
-
-
 class FineTuningJob(models.Model):
     public_id = PublicIdField(prefix="ftjob-")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="ft_jobs")
@@ -169,7 +165,7 @@ class FineTuningJob(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = JobManager()
+    objects = org_scoped_manager(JobQuerySet)
 
     class Meta:
         ordering = ["pk"]

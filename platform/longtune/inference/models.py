@@ -22,7 +22,7 @@ from django.db import models
 from longtune.api.ids import PublicIdField
 from longtune.events import OrgEvent
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
+from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet, org_scoped_manager
 
 
 class EndpointStatus(models.TextChoices):
@@ -102,10 +102,6 @@ class EndpointQuerySet(OrgScopedQuerySet):
         return self.filter(deleted_at__isnull=True)
 
 
-class EndpointManager(models.Manager.from_queryset(EndpointQuerySet)):
-    pass
-
-
 class Endpoint(models.Model):
     public_id = PublicIdField(prefix="ep_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="endpoints")
@@ -146,7 +142,7 @@ class Endpoint(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
-    objects = EndpointManager()
+    objects = org_scoped_manager(EndpointQuerySet)
 
     class Meta:
         ordering = ["pk"]

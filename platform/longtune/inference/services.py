@@ -486,10 +486,16 @@ def endpoint_stats(endpoint: Endpoint) -> dict[str, Any]:
         .order_by("-pk")
         .values_list("pk", flat=True)[:window]
     )
-    agg = UsageRecord.objects.filter(pk__in=recent_ids).aggregate(
-        requests=Count("pk"),
-        avg_ttft_ms=Avg("ttft_ms"),
-        avg_tokens_per_second=Avg("tokens_per_second", filter=Q(tokens_per_second__isnull=False)),
+    agg = (
+        UsageRecord.objects.for_org(endpoint.org)
+        .filter(pk__in=recent_ids)
+        .aggregate(
+            requests=Count("pk"),
+            avg_ttft_ms=Avg("ttft_ms"),
+            avg_tokens_per_second=Avg(
+                "tokens_per_second", filter=Q(tokens_per_second__isnull=False)
+            ),
+        )
     )
     return {
         "window": window,

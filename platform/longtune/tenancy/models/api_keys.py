@@ -62,5 +62,5 @@ class ApiKey(models.Model):
         stale = models.Q(last_used_at__isnull=True) | models.Q(
             last_used_at__lt=now - LAST_USED_RESOLUTION
         )
-        ApiKey.objects.filter(stale, pk=self.pk).update(last_used_at=now)
+        ApiKey.objects.for_org(self.org).filter(stale, pk=self.pk).update(last_used_at=now)
         self.last_used_at = now

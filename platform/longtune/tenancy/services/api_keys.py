@@ -79,7 +79,7 @@ def revoke_api_key(
     key: ApiKey, *, request: HttpRequest | None = None, reason: str = "revoked"
 ) -> ApiKey:
     """Idempotent: revoking a revoked key changes nothing and logs nothing."""
-    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    locked = ApiKey.objects.for_org(key.org).select_for_update().get(pk=key.pk)
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])

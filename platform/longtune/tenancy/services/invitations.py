@@ -74,7 +74,7 @@ def create_invitation(
 
 @transaction.atomic
 def revoke_invitation(invitation: Invitation, *, request: HttpRequest | None = None) -> Invitation:
-    locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    locked = Invitation.objects.for_org(invitation.org).select_for_update().get(pk=invitation.pk)
     if locked.accepted_at is not None:
         raise conflict(
             "invitation_accepted", "An accepted invitation cannot be revoked; remove the member."

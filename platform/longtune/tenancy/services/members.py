@@ -20,14 +20,17 @@ from longtune.tenancy.services.errors import conflict, forbidden
 
 
 def _lock(membership: Membership) -> Membership:
-    Organization.objects.select_for_update().get(pk=membership.org_id)
+    org = Organization.objects.select_for_update().get(pk=membership.org_id)
     return (
-        Membership.objects.select_for_update().select_related("org", "user").get(pk=membership.pk)
+        Membership.objects.for_org(org)
+        .select_for_update()
+        .select_related("org", "user")
+        .get(pk=membership.pk)
     )
 
 
-def _owner_count(org_id: int) -> int:
-    return Membership.objects.filter(org_id=org_id, role=Role.OWNER).count()
+def _owner_count(org: Organization) -> int:
+    return Membership.objects.for_org(org).filter(role=Role.OWNER).count()
 
 
 def _check_may_touch(target: Membership, *, actor_role: str, new_role: str | None = None) -> None:
@@ -43,7 +46,7 @@ def _check_may_touch(target: Membership, *, actor_role: str, new_role: str | Non
 
 
 def _check_not_last_owner(target: Membership) -> None:
-    if target.role == Role.OWNER and _owner_count(target.org_id) <= 1:
+    if target.role == Role.OWNER and _owner_count(target.org) <= 1:
         raise conflict("last_owner", "The organization must keep at least one owner.")
 
 
