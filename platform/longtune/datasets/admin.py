@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
-
 from longtune.datasets.models import File, OrgPiiPolicy
+from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
 @admin.register(File)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
-
 from longtune.finetuning.models import (
     BaseModel,
     FineTunedModel,
@@ -13,6 +11,7 @@ from longtune.finetuning.models import (
     JobEvent,
     OrgFinetuningSettings,
 )
+from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
 
 
 @admin.register(BaseModel)

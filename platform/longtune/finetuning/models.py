@@ -16,7 +16,12 @@ from django.db.models import Q
 from longtune.api.ids import PublicIdField
 from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet, org_scoped_manager
+from longtune.tenancy.scoping import (
+    OrgOwnedModelMixin,
+    OrgScopedManager,
+    OrgScopedQuerySet,
+    org_scoped_manager,
+)
 
 BASE_MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # no ":" — that marks ft: names
 
@@ -63,7 +68,7 @@ class BaseModel(models.Model):
         return self.name
 
 
-class OrgFinetuningSettings(models.Model):
+class OrgFinetuningSettings(OrgOwnedModelMixin, models.Model):
     """Per-org routing: a non-NULL ``dedicated_queue`` sends the org's training there
     (normally ``workers.celery_app.dedicated_gpu_queue(slug)``) instead of the shared pool."""
 
@@ -105,7 +110,7 @@ class JobQuerySet(OrgScopedQuerySet):
         return self.filter(status__in=ACTIVE_STATUSES)
 
 
-class FineTuningJob(models.Model):
+class FineTuningJob(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="ftjob-")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="ft_jobs")
     created_by_key = models.ForeignKey(
@@ -207,7 +212,7 @@ class JobEvent(OrgEvent):
         indexes = [models.Index(fields=["job", "id"])]
 
 
-class JobCheckpoint(models.Model):
+class JobCheckpoint(OrgOwnedModelMixin, models.Model):
     """A checkpoint uploaded to object storage (``storage_prefix``); the newest one is what a
     fresh worker on another machine resumes from."""
 
@@ -232,7 +237,7 @@ class JobCheckpoint(models.Model):
         return f"{self.job.public_id} step {self.step}"
 
 
-class FineTunedModel(models.Model):
+class FineTunedModel(OrgOwnedModelMixin, models.Model):
     """A trained artifact (adapter or full weights + config + tokenizer + summary) under
     ``orgs/<org>/models/<public_id>/``; ``name`` is the OpenAI-style model id."""
 

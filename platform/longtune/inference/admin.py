@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
-
 from longtune.inference.models import Endpoint, EndpointEvent, Replica, SharedServer, UsageRecord
+from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
 @admin.register(Endpoint)

@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
+from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
 from longtune.tenancy.models import (
     ApiKey,
     AuditLogEntry,
@@ -19,7 +20,6 @@ from longtune.tenancy.models import (
     OrgQuota,
     User,
 )
-from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
 from longtune.tenancy.services.api_keys import revoke_api_key
 
 

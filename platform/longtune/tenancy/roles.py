@@ -92,6 +92,12 @@ def role_at_least(role: str, other: str) -> bool:
     return ROLE_RANK[role] >= ROLE_RANK[other]
 
 
+def default_scopes_for_role(role: str) -> list[str]:
+    """Least privilege for keys handed out automatically (a viewer's key only reads), and the
+    scopes a session acting in an org holds."""
+    return [Scope.READ.value] if role == Role.VIEWER else list(ALL_SCOPES)
+
+
 def default_scope_for_method(method: str) -> str:
     return Scope.READ if method.upper() in SAFE_METHODS else Scope.WRITE
 

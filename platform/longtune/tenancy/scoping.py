@@ -195,10 +195,28 @@ def is_org_owned(model: type[models.Model]) -> bool:
     return isinstance(model._default_manager, OrgScopedManager)
 
 
+class OrgOwnedModelMixin:
+    """First base of every org-owned model (``class File(OrgOwnedModelMixin, models.Model)``).
+
+    ``full_clean()`` (admin forms, ``ModelForm``) checks unique fields and constraints with
+    ``_default_manager...exists()``: a question about every org's rows (a fine-tuned model's
+    name is unique across orgs), answered with a boolean, never with rows. Those two checks
+    run through the hatch; nothing else does.
+    """
+
+    def validate_unique(self, exclude: Any = None) -> None:
+        with across_orgs():
+            super().validate_unique(exclude=exclude)
+
+    def validate_constraints(self, exclude: Any = None) -> None:
+        with across_orgs():
+            super().validate_constraints(exclude=exclude)
+
+
 @contextmanager
 def across_orgs() -> Iterator[None]:
     """The escape hatch as a block, for Django code that reads ``_default_manager`` itself
-    (admin forms' unique and constraint validation, raw-id widgets). Our own code calls
+    (unique and constraint validation, the admin's raw-id widgets). Our own code calls
     ``unscoped_across_orgs()`` on the queryset instead."""
     token = _across_orgs_block.set(True)
     try:

@@ -16,7 +16,7 @@ from django.db import models
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.models.api_keys import ApiKey
 from longtune.tenancy.models.organizations import Organization
-from longtune.tenancy.scoping import OrgScopedQuerySet, org_scoped_manager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedQuerySet, org_scoped_manager
 
 
 class AuditLogIsAppendOnly(Exception):
@@ -47,7 +47,7 @@ class AppendOnlyQuerySet(OrgScopedQuerySet):
         raise AuditLogIsAppendOnly("audit log entries cannot be updated")
 
 
-class AuditLogEntry(models.Model):
+class AuditLogEntry(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="audit_")
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="audit_log")
     actor_user = models.ForeignKey(
