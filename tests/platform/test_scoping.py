@@ -248,3 +248,30 @@ def test_the_sanctioned_hooks_are_accepted():
             return queryset.get(filename=self.kwargs["id"])
 
     assert FileByNameViewSet.lookup_value_regex  # set from the model's public-id prefix
+
+
+# --- the admin goes through the hatch -------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_every_org_owned_admin_page_renders_across_orgs(org_a, org_b, admin_client):
+    from django.contrib import admin
+
+    from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin
+    from tests.org_factories import load_all_factories
+
+    factories = load_all_factories()
+    registered = [m for m in admin.site._registry if is_org_owned(m)]
+    assert len(registered) >= 10
+    for model in registered:
+        model_admin = admin.site._registry[model]
+        assert isinstance(model_admin, CrossOrgAdminMixin), model.__name__
+        opts = model._meta
+        changelist = f"/admin/{opts.app_label}/{opts.model_name}/"
+        assert admin_client.get(changelist).status_code == 200, changelist
+        if model in factories:
+            objs = [factories[model](org_a.org), factories[model](org_b.org)]
+            listed = admin_client.get(changelist).context["cl"].queryset
+            assert {o.pk for o in objs} <= set(listed.values_list("pk", flat=True)), changelist
+            change = f"{changelist}{objs[1].pk}/change/"
+            assert admin_client.get(change).status_code == 200, change
