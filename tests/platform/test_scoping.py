@@ -3,6 +3,7 @@ methods. Each rule is also shown failing on a violating example built inside the
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,33 @@ def test_no_unscoped_manager_use_in_platform_or_workers():
         "Read org-owned models through .objects.for_org(org), or .objects.unscoped_across_orgs() "
         "where the code spans organizations."
     )
+
+
+ACROSS_ORGS_USERS = {SCOPING_MODULE, REPO / "platform/longtune/tenancy/cross_org_admin.py"}
+
+
+def modules_using_across_orgs(root: Path) -> set[Path]:
+    """Files that name ``across_orgs`` (the block form of the hatch) anywhere in their code."""
+    return {
+        path
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if (isinstance(node, ast.Name) and node.id == "across_orgs")
+        or (isinstance(node, ast.alias) and node.name == "across_orgs")
+        or (isinstance(node, ast.Attribute) and node.attr == "across_orgs")
+    }
+
+
+def test_the_block_hatch_is_used_only_by_the_scoping_module_and_the_admin(tmp_path):
+    users = modules_using_across_orgs(REPO / "platform") | modules_using_across_orgs(
+        REPO / "workers"
+    )
+    assert users == ACROSS_ORGS_USERS
+    (tmp_path / "views.py").write_text(
+        "from longtune.tenancy.scoping import across_orgs\n"
+        "def leak():\n    with across_orgs():\n        return list(File.objects.all())\n"
+    )
+    assert modules_using_across_orgs(tmp_path) == {tmp_path / "views.py"}
 
 
 VIOLATING_SOURCE = """

@@ -18,8 +18,9 @@ What needs no scope:
 
 Code that legitimately spans tenants — workers addressing a job by primary key, sweeps, the
 Django admin — calls ``unscoped_across_orgs()``. For Django code we do not write ourselves
-(the admin's unique/constraint validation and raw-id widgets read ``_default_manager``),
-``across_orgs()`` opens the same hatch for a block; ``tenancy.cross_org_admin`` is its one user.
+(unique/constraint validation in ``full_clean()``, the admin's raw-id widgets read
+``_default_manager``), ``across_orgs()`` opens the same hatch for a block; its only users are
+``OrgOwnedModelMixin`` (below) and ``tenancy.cross_org_admin`` (a test holds that line).
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ class OrgScopedQuerySet(models.QuerySet):
     def iterator(self, chunk_size: int | None = None) -> Iterator[Any]:
         self._require_scope("iterator")
         return super().iterator(chunk_size=chunk_size)
+
+    def aiterator(self, chunk_size: int = 2000) -> Any:
+        self._require_scope("aiterator")
+        return super().aiterator(chunk_size=chunk_size)
 
     def get(self, *args: Any, **kwargs: Any) -> Any:
         self._require_scope("get")
