@@ -48,7 +48,7 @@ def _presented_key(request: Request) -> str | None:
         return None
     parts = header.split()
     if not parts or parts[0].lower() != b"bearer":
-        return None  # another scheme: leave it to another authenticator (e.g. sessions later)
+        return None  # another scheme: leave it to another authenticator
     if len(parts) != 2 or len(parts[1]) > MAX_KEY_LENGTH:
         raise _invalid("Malformed Authorization header; expected 'Bearer lt_...'.")
     try:

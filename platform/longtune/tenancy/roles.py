@@ -116,6 +116,9 @@ def render_permissions_markdown() -> str:
         "needs: `read` for GET, `write` for POST/PATCH/PUT/DELETE, `inference` for inference",
         "endpoints.",
         "",
+        "A logged-in user acting in an organization (the dashboard) holds their membership's role",
+        "and every scope of that role (a viewer: `read` only).",
+        "",
         "| permission | " + " | ".join(role.value for role in roles) + " | covers |",
         "|---|" + "---|" * len(roles) + "---|",
     ]
