@@ -125,11 +125,7 @@ def requested_org_slug(request: Request) -> str | None:
 
 def session_membership(user: User, slug: str | None) -> Membership:
     """The membership a session acts through (org and quota joined, like an API key's)."""
-    memberships = (
-        Membership.objects.unscoped_across_orgs()  # the user's own memberships decide the org
-        .select_related("org", "org__quota")
-        .filter(user=user)
-    )
+    memberships = user.memberships.select_related("org", "org__quota")  # the user's own
     if slug is not None:
         membership = memberships.filter(org__slug=slug).first()
         if membership is None:
