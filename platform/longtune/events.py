@@ -13,7 +13,7 @@ from typing import Any
 from django.db import models
 
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 MESSAGE_MAX_LENGTH = 2000
 
@@ -24,7 +24,7 @@ class EventLevel(models.TextChoices):
     ERROR = "error"
 
 
-class OrgEvent(models.Model):
+class OrgEvent(OrgOwnedModelMixin, models.Model):
     """One event of an org-owned object. Subclasses add the owner FK and ``public_id``."""
 
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")

@@ -162,7 +162,10 @@ TOKEN_STATS_MAX_BYTES = env_int("TOKEN_STATS_MAX_BYTES", 8 * 1024 * 1024)
 
 # --- REST framework ---------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["longtune.tenancy.authentication.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "longtune.tenancy.authentication.ApiKeyAuthentication",
+        "longtune.tenancy.authentication.SessionOrgAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["longtune.tenancy.permissions.HasOrgRole"],
     "DEFAULT_THROTTLE_CLASSES": ["longtune.tenancy.throttling.OrgRateThrottle"],
     "EXCEPTION_HANDLER": "longtune.api.errors.exception_handler",
@@ -189,6 +192,8 @@ SPECTACULAR_SETTINGS = {
         "PurposeEnum": "longtune.datasets.models.DATASET_PURPOSE_CHOICES",
         "FilePurposeEnum": "longtune.datasets.models.FilePurpose",
     },
+    # The API is documented for API keys; the session door is the dashboard's, not a client's.
+    "AUTHENTICATION_WHITELIST": ["longtune.tenancy.authentication.ApiKeyAuthentication"],
 }
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024

@@ -55,7 +55,7 @@ def test_upload_streams_into_quarantine_and_enqueues_on_commit(
     )
     assert body["status"] == "uploaded" and isinstance(body["created_at"], int)
 
-    file = File.objects.get(public_id=body["id"])
+    file = File.objects.unscoped_across_orgs().get(public_id=body["id"])
     assert file.raw_key == quarantine_key(org_a.org, file.public_id)
     assert file.raw_key == f"orgs/{org_a.org.public_id}/quarantine/{file.public_id}"
     with get_storage().open(file.raw_key) as raw:
@@ -155,7 +155,7 @@ def test_delete_removes_objects_and_row(org_a):
     assert response.status_code == 200
     assert response.json() == {"id": file_id, "object": "file", "deleted": True}
     assert stored_keys(org_a.org) == []
-    assert not File.objects.filter(public_id=file_id).exists()
+    assert not File.objects.unscoped_across_orgs().filter(public_id=file_id).exists()
     assert_error(client.get(f"/v1/files/{file_id}"), 404, "not_found", None)
     assert AuditLogEntry.objects.for_org(org_a.org).filter(action="file.deleted").count() == 1
 
@@ -188,4 +188,6 @@ def test_big_upload_reaches_storage_as_a_temp_file_not_memory(org_a, settings, m
     data = good_upload() * (settings.FILE_UPLOAD_MAX_MEMORY_SIZE // len(good_upload()) + 2)
     body = post_file(org_a.client(), data).json()
     assert seen == [TemporaryUploadedFile]
-    assert get_storage().size(File.objects.get(public_id=body["id"]).raw_key) == len(data)
+    assert get_storage().size(
+        File.objects.unscoped_across_orgs().get(public_id=body["id"]).raw_key
+    ) == len(data)

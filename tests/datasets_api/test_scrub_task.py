@@ -142,7 +142,7 @@ def test_redelivery_is_idempotent_and_finishes_raw_deletion(org_a):
 
     # A worker that died between "processed" and deleting the raw object: redelivery deletes it.
     get_storage().put_bytes("orgs/x/leftover", b"x")
-    File.objects.filter(pk=file.pk).update(raw_key="orgs/x/leftover")
+    File.objects.unscoped_across_orgs().filter(pk=file.pk).update(raw_key="orgs/x/leftover")
     assert process_file(file.pk)["status"] == "skipped"
     assert not get_storage().exists("orgs/x/leftover")
     file.refresh_from_db()
@@ -152,7 +152,7 @@ def test_redelivery_is_idempotent_and_finishes_raw_deletion(org_a):
 def test_missing_raw_object_is_an_error_not_a_crash(org_a):
     client = org_a.client()
     body = upload(client, good_upload())
-    file = File.objects.get(public_id=body["id"])
+    file = File.objects.unscoped_across_orgs().get(public_id=body["id"])
     get_storage().delete(file.raw_key)
 
     process_file(file.pk)
@@ -163,7 +163,7 @@ def test_missing_raw_object_is_an_error_not_a_crash(org_a):
 def test_deleted_file_is_skipped(org_a):
     client = org_a.client()
     body = upload(client, good_upload())
-    file = File.objects.get(public_id=body["id"])
+    file = File.objects.unscoped_across_orgs().get(public_id=body["id"])
     assert client.delete(f"/v1/files/{body['id']}").status_code == 200
 
     assert process_file(file.pk) == {"file": file.pk, "status": "skipped"}

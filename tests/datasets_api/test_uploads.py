@@ -112,7 +112,7 @@ def test_parts_out_of_order_assemble_in_the_given_order_and_scrub(
     assert done["file"]["id"].startswith("file-") and done["file"]["status"] == "uploaded"
     assert done["file"]["bytes"] == len(data) and done["file"]["filename"] == "train.jsonl"
 
-    file = File.objects.get(public_id=done["file"]["id"])
+    file = File.objects.unscoped_across_orgs().get(public_id=done["file"]["id"])
     assert file.raw_key == f"orgs/{org_a.org.public_id}/quarantine/{file.public_id}"
     with get_storage().open(file.raw_key) as raw:
         assert raw.read() == data  # the client's order, not the arrival order
@@ -188,13 +188,16 @@ def test_expired_upload_refuses_parts_and_is_cleaned_up(org_a, local_storage):
     client = org_a.client()
     upload_id = create(client, 8).json()["id"]
     part = send_part(client, upload_id, b"1234").json()
-    Upload.objects.filter(public_id=upload_id).update(
+    Upload.objects.unscoped_across_orgs().filter(public_id=upload_id).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     assert client.get(f"/v1/uploads/{upload_id}").json()["status"] == "expired"
 
     assert_error(send_part(client, upload_id, b"5678"), 409, "upload_expired", None)
-    assert Upload.objects.get(public_id=upload_id).status == UploadStatus.EXPIRED
+    assert (
+        Upload.objects.unscoped_across_orgs().get(public_id=upload_id).status
+        == UploadStatus.EXPIRED
+    )
     assert quarantined_keys(org_a.org) == [], "an expired upload's parts are deleted"
     assert_error(complete(client, upload_id, part_ids=[part["id"]]), 409, "upload_expired", None)
     # its quota reservation is released
@@ -207,9 +210,11 @@ def test_sweeper_expires_untouched_uploads(org_a, local_storage):
     stale = create(client, 4).json()["id"]
     send_part(client, stale, b"abcd")
     fresh = create(client, 4).json()["id"]
-    Upload.objects.filter(public_id=stale).update(expires_at=timezone.now() - timedelta(minutes=1))
+    Upload.objects.unscoped_across_orgs().filter(public_id=stale).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
     assert uploads.expire_stale_uploads() == 1
-    statuses = dict(Upload.objects.values_list("public_id", "status"))
+    statuses = dict(Upload.objects.unscoped_across_orgs().values_list("public_id", "status"))
     assert (statuses[stale], statuses[fresh]) == ("expired", "pending")
     assert quarantined_keys(org_a.org) == []
 
@@ -259,7 +264,7 @@ def test_storage_quota_is_reserved_at_create(org_a, local_storage):
 )
 def test_bad_create_bodies(org_a, local_storage, body, status, code, param):
     assert_error(create(org_a.client(), 10, **body), status, code, param)
-    assert not Upload.objects.exists()
+    assert not Upload.objects.unscoped_across_orgs().exists()
 
 
 @pytest.mark.django_db
@@ -319,7 +324,10 @@ def test_roles_and_isolation(org_a, org_b, local_storage):
     assert_error(send_part(other, upload_id, b"abcd"), 404, "not_found", None)
     assert_error(complete(other, upload_id, part_ids=[part["id"]]), 404, "not_found", None)
     assert_error(other.post(f"/v1/uploads/{upload_id}/cancel"), 404, "not_found", None)
-    assert Upload.objects.get(public_id=upload_id).status == UploadStatus.PENDING
+    assert (
+        Upload.objects.unscoped_across_orgs().get(public_id=upload_id).status
+        == UploadStatus.PENDING
+    )
 
 
 # --- storage multipart: the local folder behaves like the real S3 server -------------------

@@ -101,5 +101,5 @@ def make_job(org, **fields) -> FineTuningJob:
 
 
 def give_dedicated_queue(org) -> str:
-    capacity, _ = DedicatedCapacity.objects.get_or_create(org=org, hosts="training")
+    capacity, _ = DedicatedCapacity.objects.for_org(org).get_or_create(org=org, hosts="training")
     return capacity.queue

@@ -192,7 +192,7 @@ def test_monthly_token_budget_is_reserved_then_reconciled(org_a, base):
         create(client, body_for(file, **hp)), 429, "quota_exceeded", "monthly_training_tokens"
     )
     # The first job ends having trained only 500 tokens: the rest goes back to the budget.
-    FineTuningJob.objects.filter(public_id=first.json()["id"]).update(
+    FineTuningJob.objects.unscoped_across_orgs().filter(public_id=first.json()["id"]).update(
         status="cancelled", trained_tokens=500
     )
     assert training_tokens_this_month(org_a.org) == 500

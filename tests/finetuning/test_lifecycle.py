@@ -60,7 +60,7 @@ def test_watchdog_gives_up_after_max_attempts(org_a):
 def test_progress_reports_the_cancel_flag(org_a):
     job = make_job(org_a.org, status="running")
     assert lifecycle.record_progress(job.pk, 1, {"step": 1}).cancel is False
-    type(job).objects.filter(pk=job.pk).update(cancel_requested=True)
+    type(job).objects.unscoped_across_orgs().filter(pk=job.pk).update(cancel_requested=True)
     control = lifecycle.record_progress(job.pk, 1, {"step": 2, "total_steps": 4})
     assert control == lifecycle.StepControl(owned=True, cancel=True)
     job.refresh_from_db()

@@ -176,7 +176,7 @@ def test_worker_killed_mid_training_resumes_from_stored_checkpoint(
     assert job_row(job_id).queue == queue
 
     wait_for(
-        lambda: JobCheckpoint.objects.filter(job__public_id=job_id).exists(),
+        lambda: JobCheckpoint.objects.unscoped_across_orgs().filter(job__public_id=job_id).exists(),
         timeout=240,
         what="a first checkpoint",
         worker=first,
@@ -185,7 +185,8 @@ def test_worker_killed_mid_training_resumes_from_stored_checkpoint(
     killed = job_row(job_id)
     assert killed.status == "running"
     stored_step = (
-        JobCheckpoint.objects.filter(job=killed)
+        JobCheckpoint.objects.unscoped_across_orgs()
+        .filter(job=killed)
         .exclude(storage_prefix="")
         .order_by("-step")[0]
         .step
@@ -243,7 +244,7 @@ def test_cancel_running_job_stops_with_checkpoint(
     assert job.status == "cancelled", (job.error, messages(job_id))
     stopped_at = job.progress["step"]
     assert stopped_at < job.progress["total_steps"]
-    checkpoint = JobCheckpoint.objects.get(job=job, step=stopped_at)
+    checkpoint = JobCheckpoint.objects.unscoped_across_orgs().get(job=job, step=stopped_at)
     assert any(
         i.key.endswith("trainable.safetensors")
         for i in shared_storage.list(checkpoint.storage_prefix)
@@ -252,4 +253,4 @@ def test_cancel_running_job_stops_with_checkpoint(
     assert "Cancellation requested; stopping at the next step boundary." in log
     assert f"Job cancelled at step {stopped_at}; checkpoint saved." in log
     assert 0 < job.trained_tokens < job.progress["total_steps"] * 256
-    assert not FineTunedModel.objects.filter(job=job).exists()
+    assert not FineTunedModel.objects.unscoped_across_orgs().filter(job=job).exists()

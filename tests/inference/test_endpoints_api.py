@@ -48,7 +48,7 @@ def test_create_list_get_stop_start_delete(org_a, base):
     assert stopped["status"] == "stopped"  # pending: nothing to wait for
     restarted = client.post(f"{url}/start").json()
     assert restarted["status"] == "pending"
-    assert Endpoint.objects.get(pk=row.pk).generation == 2
+    assert Endpoint.objects.unscoped_across_orgs().get(pk=row.pk).generation == 2
     messages = [e["message"] for e in client.get(f"{url}/events").json()["data"]]
     assert any("Start requested (generation 2)" in m for m in messages)
     assert any(m.startswith("Endpoint created for tiny-api") for m in messages)
@@ -56,7 +56,9 @@ def test_create_list_get_stop_start_delete(org_a, base):
     assert client.delete(url).json()["deleted"] is True
     assert client.get(url).status_code == 404
     assert client.get(ENDPOINTS).json()["data"] == []
-    assert Endpoint.objects.get(pk=row.pk).stop_requested  # kept for the usage ledger
+    assert (
+        Endpoint.objects.unscoped_across_orgs().get(pk=row.pk).stop_requested
+    )  # kept for the usage ledger
 
 
 def test_dedicated_deployment_uses_the_orgs_queue(org_a, base):
@@ -104,21 +106,23 @@ def test_replica_lifecycle_is_generation_guarded(org_a, base):
     assert endpoint_row.status == "loading"
     assert claim_for_replica(endpoint.pk, 1, "w2", 2) is None  # redelivered message
     assert mark_ready(replica, "http://127.0.0.1:1", {"warmup_ms": 1.0})
-    assert Endpoint.objects.get(pk=endpoint.pk).status == "ready"
+    assert Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk).status == "ready"
     assert replica_heartbeat(replica)
 
     org_a.client().post(f"{ENDPOINTS}/{endpoint.public_id}/stop")
-    assert Endpoint.objects.get(pk=endpoint.pk).status == "ready"  # until the replica exits
+    assert (
+        Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk).status == "ready"
+    )  # until the replica exits
     assert not replica_heartbeat(replica)
     # Started again before the old replica exited: the old one must not stop the new one.
     conflict = org_a.client().post(f"{ENDPOINTS}/{endpoint.public_id}/start")
     assert (conflict.status_code, conflict.json()["error"]["code"]) == (409, "endpoint_stopping")
     finish_replica(replica)
-    assert Endpoint.objects.get(pk=endpoint.pk).status == "stopped"
-    assert Replica.objects.get(pk=replica.pk).status == "stopped"
+    assert Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk).status == "stopped"
+    assert Replica.objects.unscoped_across_orgs().get(pk=replica.pk).status == "stopped"
     org_a.client().post(f"{ENDPOINTS}/{endpoint.public_id}/start")
     finish_replica(replica, error={"code": "x", "message": "late"})  # generation 1: ignored
-    assert Endpoint.objects.get(pk=endpoint.pk).status == "pending"
+    assert Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk).status == "pending"
 
 
 def test_usage_grouping_and_errors(org_a, org_b, base):
@@ -149,19 +153,19 @@ def test_watchdog_restarts_an_endpoint_whose_replica_died(org_a, base):
     mark_ready(replica, "http://127.0.0.1:1", {})
     assert recover_lost_replicas() == []  # heartbeating: nothing to do
 
-    Replica.objects.filter(pk=replica.pk).update(
+    Replica.objects.unscoped_across_orgs().filter(pk=replica.pk).update(
         heartbeat_at=timezone.now() - timedelta(minutes=10)
     )
     assert recover_lost_replicas() == [endpoint.public_id]
-    row = Endpoint.objects.get(pk=endpoint.pk)
+    row = Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk)
     assert (row.status, row.generation) == ("pending", 2)
-    assert Replica.objects.get(pk=replica.pk).status == "failed"
+    assert Replica.objects.unscoped_across_orgs().get(pk=replica.pk).status == "failed"
     assert row.events.filter(level="warn", message__contains="lost").exists()
 
     # The old replica waking up (a zombie) neither serves on nor touches the new generation.
     assert not replica_heartbeat(replica)
     finish_replica(replica)
-    assert Endpoint.objects.get(pk=endpoint.pk).status == "pending"
+    assert Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk).status == "pending"
     _, fresh = claim_for_replica(endpoint.pk, 2, "w2", 2)
     assert fresh.generation == 2 and recover_lost_replicas() == []
 
@@ -185,7 +189,10 @@ def test_max_endpoints_quota_counts_creates_and_starts(org_a, base):
     assert replacement.status_code == 201  # a stopped endpoint frees its slot
     restart = client.post(f"{first_url}/start")
     assert (restart.status_code, restart.json()["error"]["param"]) == (429, "max_endpoints")
-    assert Endpoint.objects.get(public_id=first.json()["id"]).status == "stopped"
+    assert (
+        Endpoint.objects.unscoped_across_orgs().get(public_id=first.json()["id"]).status
+        == "stopped"
+    )
     usage = client.get("/v1/organization").json()
     assert usage["quotas"]["max_endpoints"] == 1 and usage["usage"]["max_endpoints"] == 1
 
@@ -201,7 +208,9 @@ def test_monthly_inference_tokens_quota_is_checked_before_routing(org_a, base):
     OrgQuota.objects.create(org=org_a.org, monthly_inference_tokens=100)
     endpoint = make_endpoint(org_a.org, model=base)  # no replica: a routed call would be 503
     old = make_usage(endpoint, prompt=500, completion=500)
-    UsageRecord.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=40))
+    UsageRecord.objects.unscoped_across_orgs().filter(pk=old.pk).update(
+        created_at=timezone.now() - timedelta(days=40)
+    )
     make_usage(endpoint, prompt=60, completion=30)  # 90 this month: under the limit
     client = org_a.client("member", scopes=["inference"])
     body = {"model": "tiny-api", "messages": [{"role": "user", "content": "hi"}]}

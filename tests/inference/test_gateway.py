@@ -299,7 +299,7 @@ def test_scope_and_role_are_enforced(served):
 
 def test_rate_limit_applies_to_the_gateway(served):
     handle, client, _ = served
-    OrgQuota.objects.filter(org=handle.org).update(requests_per_minute=1)
+    OrgQuota.objects.unscoped_across_orgs().filter(org=handle.org).update(requests_per_minute=1)
     body = {"model": "nope", "messages": HELLO}
     assert client.post(CHAT, body, format="json").status_code == 404
     limited = client.post(CHAT, body, format="json")

@@ -98,7 +98,7 @@ def test_idle_stop_waits_for_attached_endpoints_and_a_new_endpoint_restarts(org_
     org_a.client().post(f"{ENDPOINTS}/{endpoint.public_id}/start")
     row = SharedServer.objects.get()
     assert (row.status, row.generation) == ("pending", 2)
-    assert Endpoint.objects.get(pk=endpoint.pk).shared_server == row
+    assert Endpoint.objects.unscoped_across_orgs().get(pk=endpoint.pk).shared_server == row
 
 
 def test_a_server_that_cannot_start_fails_its_waiting_endpoints(org_a, org_b, base):

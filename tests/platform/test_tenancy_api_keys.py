@@ -55,7 +55,7 @@ def test_expired_and_revoked_keys(org_a):
     assert error_code(api_client(expired).get("/v1/organization")) == "api_key_expired"
 
     secret = org_a.key("owner")
-    key = ApiKey.objects.get(key_hash=hash_secret(secret))
+    key = ApiKey.objects.unscoped_across_orgs().get(key_hash=hash_secret(secret))
     response = api_client(org_a.owner_secret).delete(f"/v1/api_keys/{key.public_id}")
     assert response.status_code == 200 and response.json()["revoked_at"] is not None
     revoked = api_client(secret).get("/v1/organization")
@@ -82,7 +82,7 @@ def test_create_returns_secret_once_and_stores_only_its_hash(org_a):
     secret = created["secret"]
     assert secret.startswith("lt_") and len(secret) == 51
     assert created["redacted_value"] == f"lt_...{secret[-4:]}"
-    stored = ApiKey.objects.get(public_id=created["id"])
+    stored = ApiKey.objects.unscoped_across_orgs().get(public_id=created["id"])
     assert stored.key_hash == hash_secret(secret) and secret not in stored.key_hash
     listed = client.get("/v1/api_keys").json()
     assert created["id"] in [k["id"] for k in listed["data"]]
@@ -114,16 +114,18 @@ def test_member_cannot_manage_keys(org_a):
 
 def test_last_used_at_is_written_at_most_once_a_minute(org_a, django_assert_num_queries):
     client = api_client(org_a.owner_secret)
-    key = ApiKey.objects.get(key_hash=hash_secret(org_a.owner_secret))
+    key = ApiKey.objects.unscoped_across_orgs().get(key_hash=hash_secret(org_a.owner_secret))
     assert key.last_used_at is None
     client.get("/v1/organization")
-    first = ApiKey.objects.get(pk=key.pk).last_used_at
+    first = ApiKey.objects.unscoped_across_orgs().get(pk=key.pk).last_used_at
     assert first is not None
     client.get("/v1/organization")
-    assert ApiKey.objects.get(pk=key.pk).last_used_at == first
-    ApiKey.objects.filter(pk=key.pk).update(last_used_at=first - timedelta(minutes=2))
+    assert ApiKey.objects.unscoped_across_orgs().get(pk=key.pk).last_used_at == first
+    ApiKey.objects.unscoped_across_orgs().filter(pk=key.pk).update(
+        last_used_at=first - timedelta(minutes=2)
+    )
     client.get("/v1/organization")
-    assert ApiKey.objects.get(pk=key.pk).last_used_at > first
+    assert ApiKey.objects.unscoped_across_orgs().get(pk=key.pk).last_used_at > first
 
 
 def test_authenticated_request_costs_one_query(org_a, django_assert_num_queries, monkeypatch):

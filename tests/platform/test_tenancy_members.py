@@ -95,7 +95,10 @@ def test_demotion_clamps_keys_and_removal_revokes_them(org_a):
     admin_membership = membership(org_a, "admin")
     owner = api_client(org_a.owner_secret)
     owner.patch(f"/v1/members/{admin_membership.public_id}", {"role": "viewer"}, format="json")
-    assert ApiKey.objects.get(key_hash=hash_secret(admin_secret)).role == "viewer"
+    assert (
+        ApiKey.objects.unscoped_across_orgs().get(key_hash=hash_secret(admin_secret)).role
+        == "viewer"
+    )
     assert error_code(api_client(admin_secret).get("/v1/api_keys")) == "insufficient_role"
     assert owner.delete(f"/v1/members/{admin_membership.public_id}").status_code == 204
     assert error_code(api_client(admin_secret).get("/v1/organization")) == "api_key_revoked"
@@ -147,7 +150,7 @@ def test_invitation_role_caps_expiry_and_revocation(org_a):
         admin.post("/v1/invitations", {"email": "o@x.co", "role": "owner"}, format="json")
     ) == ("owner_protected")
     created = admin.post("/v1/invitations", {"email": "late@x.co"}, format="json").json()
-    Invitation.objects.filter(public_id=created["id"]).update(
+    Invitation.objects.unscoped_across_orgs().filter(public_id=created["id"]).update(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     late = api_client().post(

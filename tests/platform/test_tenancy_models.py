@@ -32,10 +32,10 @@ def test_audit_log_refuses_update_and_delete(org_a):
     with pytest.raises(AuditLogIsAppendOnly):
         entry.delete()
     with pytest.raises(AuditLogIsAppendOnly):
-        AuditLogEntry.objects.filter(pk=entry.pk).update(action="x")
+        AuditLogEntry.objects.unscoped_across_orgs().filter(pk=entry.pk).update(action="x")
     with pytest.raises(AuditLogIsAppendOnly):
         AuditLogEntry.objects.for_org(org_a.org).delete()
-    assert AuditLogEntry.objects.get(pk=entry.pk).metadata == {}
+    assert AuditLogEntry.objects.unscoped_across_orgs().get(pk=entry.pk).metadata == {}
 
 
 def test_public_ids():
@@ -59,12 +59,12 @@ def test_base_viewset_owns_get_queryset():
             model = ApiKey
 
             def get_queryset(self):
-                return ApiKey.objects.all()
+                return ApiKey.objects.unscoped_across_orgs().all()
 
     with pytest.raises(ImproperlyConfigured):
 
         class AlsoSneaky(OrgScopedViewSet):  # noqa: F841
-            queryset = ApiKey.objects.all()
+            queryset = ApiKey.objects.unscoped_across_orgs().all()
 
 
 @pytest.mark.django_db

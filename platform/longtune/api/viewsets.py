@@ -1,10 +1,17 @@
 """OrgScopedViewSet: the one door through which every /v1/ resource is read.
 
-PostHog's ``safely_get_queryset`` pattern: the base class owns ``get_queryset`` and always
-starts from ``Model.objects.for_org(request.org)``; a subclass may only narrow that queryset
-in ``safely_get_queryset``. Defining ``get_queryset`` or ``queryset`` on a subclass is refused
-at import time, so a view cannot forget the org filter. Objects are looked up by public id
-(``/v1/things/{id}``), so another org's object is simply absent: 404, never 403.
+PostHog's ``routing.py`` pattern (``protected_methods``): the base class owns the four methods
+that decide *who* is calling and *what* they may see, and refuses, when the subclass is
+created, any subclass that overrides one of them (or sets the attribute behind it):
+
+- ``get_queryset`` always starts from ``Model.objects.for_org(request.org)``; a subclass
+  narrows it in ``safely_get_queryset``.
+- ``get_object`` looks up by public id in that queryset; a subclass may change the lookup in
+  ``safely_get_object``. Another org's object is simply absent: 404, never 403.
+- ``get_permissions`` is ``HasOrgRole`` (the settings' default); a subclass declares
+  ``required_permissions`` / ``required_scope``.
+- ``get_authenticators`` are the settings' API-key and session doors, which resolve
+  ``request.org`` once (tenancy.authentication).
 
 A subclass declares::
 
@@ -25,10 +32,31 @@ from typing import Any, ClassVar
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.generics import get_object_or_404
+from rest_framework.permissions import BasePermission
 from rest_framework.viewsets import GenericViewSet
 
 from longtune.api.ids import public_id_prefix, url_regex_for_prefix
 from longtune.api.pagination import OpenAICursorPagination
+
+# name on a subclass -> why it is refused and what to do instead
+PROTECTED_ATTRIBUTES: dict[str, str] = {
+    "get_queryset": "it is what scopes every query to request.org; narrow the org-scoped "
+    "queryset in safely_get_queryset() instead",
+    "queryset": "a class-level queryset is not scoped to the caller's org; declare `model` "
+    "and narrow in safely_get_queryset()",
+    "get_object": "it looks objects up inside the org-scoped queryset; change the lookup in "
+    "safely_get_object() instead",
+    "get_permissions": "every /v1/ view is checked by HasOrgRole; declare "
+    "required_permissions / required_scope instead",
+    "permission_classes": "every /v1/ view is checked by HasOrgRole; declare "
+    "required_permissions / required_scope instead",
+    "get_authenticators": "the authenticators resolve request.org once (API key or session "
+    "membership); there is no other door",
+    "authentication_classes": "the authenticators resolve request.org once (API key or "
+    "session membership); there is no other door",
+}
 
 
 class OrgScopedViewSet(GenericViewSet):
@@ -43,11 +71,15 @@ class OrgScopedViewSet(GenericViewSet):
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "get_queryset" in cls.__dict__ or cls.__dict__.get("queryset") is not None:
-            raise ImproperlyConfigured(
-                f"{cls.__name__}: narrow the org-scoped queryset in safely_get_queryset(); "
-                "get_queryset/queryset are owned by OrgScopedViewSet."
-            )
+        # Every class between the subclass and OrgScopedViewSet in the MRO, so a mixin listed
+        # before OrgScopedViewSet cannot smuggle an override in either.
+        below = cls.__mro__[: cls.__mro__.index(OrgScopedViewSet)]
+        for name, reason in PROTECTED_ATTRIBUTES.items():
+            if any(name in klass.__dict__ for klass in below):
+                raise ImproperlyConfigured(
+                    f"{cls.__name__}.{name} is protected on OrgScopedViewSet and must not be "
+                    f"overridden: {reason}."
+                )
         model = cls.__dict__.get("model")
         if model is not None:
             if not hasattr(model.objects, "for_org"):
@@ -66,6 +98,23 @@ class OrgScopedViewSet(GenericViewSet):
     def safely_get_queryset(self, queryset: models.QuerySet) -> models.QuerySet:
         """Hook: narrow (filter, select_related, annotate) the already org-scoped queryset."""
         return queryset
+
+    def get_object(self) -> models.Model:
+        obj = self.safely_get_object(self.filter_queryset(self.get_queryset()))
+        self.check_object_permissions(self.request, obj)
+        return obj
+
+    def safely_get_object(self, queryset: models.QuerySet) -> models.Model:
+        """Hook: find the object in the org-scoped queryset (default: ``lookup_field`` from the
+        URL); 404 when it is not there."""
+        value = self.kwargs[self.lookup_url_kwarg or self.lookup_field]
+        return get_object_or_404(queryset, **{self.lookup_field: value})
+
+    def get_permissions(self) -> list[BasePermission]:
+        return super().get_permissions()
+
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        return super().get_authenticators()
 
     @classmethod
     def url_kwargs_for(cls, instance: models.Model) -> dict[str, str]:

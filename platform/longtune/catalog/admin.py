@@ -8,10 +8,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from longtune.catalog.models import BaseModel, FineTunedModel
+from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
 @admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
+class BaseModelAdmin(CrossOrgModelAdmin):  # its org choices span every org
     list_display = (
         "name",
         "location",
@@ -25,7 +26,7 @@ class BaseModelAdmin(admin.ModelAdmin):
 
 
 @admin.register(FineTunedModel)
-class FineTunedModelAdmin(admin.ModelAdmin):
+class FineTunedModelAdmin(CrossOrgModelAdmin):
     list_display = ("name", "org", "base_model", "context_length", "created_at")
     search_fields = ("name", "org__slug")
 

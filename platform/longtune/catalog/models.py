@@ -14,7 +14,7 @@ from django.db.models import Q
 
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 BASE_MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # no ":" — that marks ft: names
 
@@ -62,7 +62,7 @@ class BaseModel(models.Model):
         return self.name
 
 
-class FineTunedModel(models.Model):
+class FineTunedModel(OrgOwnedModelMixin, models.Model):
     """A trained artifact (adapter or full weights + config + tokenizer + summary) under
     ``orgs/<org>/models/<public_id>/``; ``name`` is the OpenAI-style model id.
 

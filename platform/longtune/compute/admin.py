@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from longtune.compute.models import DedicatedCapacity
+from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
 @admin.register(DedicatedCapacity)
-class DedicatedCapacityAdmin(admin.ModelAdmin):
+class DedicatedCapacityAdmin(CrossOrgModelAdmin):
     list_display = ("org", "hosts", "queue", "active", "created_at")
     list_filter = ("hosts", "active")
     search_fields = ("org__slug", "org__name", "queue")

@@ -19,7 +19,7 @@ from django.db import models
 
 from longtune.compute import queues
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 DEDICATED_QUEUE_RE = r"^(gpu|inference)\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_.-]+)?$"
 
@@ -30,7 +30,7 @@ class Hosts(models.TextChoices):
     BOTH = queues.BOTH
 
 
-class DedicatedCapacity(models.Model):
+class DedicatedCapacity(OrgOwnedModelMixin, models.Model):
     """Machines reserved for one org, reached through their own Celery queue.
 
     Staff create it in the admin (previously ``OrgFinetuningSettings.dedicated_queue``). A

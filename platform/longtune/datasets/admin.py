@@ -1,6 +1,6 @@
 """Django admin for staff: files are read-only records; PII policies are editable.
 
-Cross-org by nature, so querysets read through unscoped_across_orgs(). Raw bytes and scrubbed
+Cross-org by nature: CrossOrgModelAdmin reads through unscoped_across_orgs(). Raw bytes and scrubbed
 content never appear here, only metadata and the report (which holds masked samples only).
 """
 
@@ -9,10 +9,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from longtune.datasets.models import File, OrgPiiPolicy
+from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
 @admin.register(File)
-class FileAdmin(admin.ModelAdmin):
+class FileAdmin(CrossOrgModelAdmin):
     list_display = [
         "public_id",
         "org",
@@ -27,7 +28,7 @@ class FileAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in File._meta.fields]
 
     def get_queryset(self, request):
-        return File.objects.unscoped_across_orgs().select_related("org")
+        return super().get_queryset(request).select_related("org")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False  # files arrive through the API, which scrubs them
@@ -37,7 +38,7 @@ class FileAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrgPiiPolicy)
-class OrgPiiPolicyAdmin(admin.ModelAdmin):
+class OrgPiiPolicyAdmin(CrossOrgModelAdmin):
     """Validated by OrgPiiPolicy.clean(): unknown entity types and bad regexes are refused."""
 
     list_display = ["org", "updated_at"]
@@ -46,4 +47,4 @@ class OrgPiiPolicyAdmin(admin.ModelAdmin):
     readonly_fields = ["updated_at"]
 
     def get_queryset(self, request):
-        return OrgPiiPolicy.objects.unscoped_across_orgs().select_related("org")
+        return super().get_queryset(request).select_related("org")

@@ -8,7 +8,7 @@ from django.db import models
 
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 
 class FilePurpose(models.TextChoices):
@@ -30,7 +30,7 @@ class FileStatus(models.TextChoices):
     ERROR = "error", "error"  # rejected (see `error`); raw deleted, nothing kept
 
 
-class File(models.Model):
+class File(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="file-")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="files")
     uploaded_by_key = models.ForeignKey(
@@ -78,7 +78,7 @@ def default_pii_entities() -> list[str]:
     return sorted(ALL_ENTITIES)
 
 
-class OrgPiiPolicy(models.Model):
+class OrgPiiPolicy(OrgOwnedModelMixin, models.Model):
     """What the scrubber replaces for one organization, and what it must leave alone.
 
     One row per org, created on first edit; an org without a row gets the default policy
@@ -130,7 +130,7 @@ class UploadStatus(models.TextChoices):
     EXPIRED = "expired", "expired"  # not completed within the hour; parts deleted
 
 
-class Upload(models.Model):
+class Upload(OrgOwnedModelMixin, models.Model):
     """A big file arriving in parts, assembled into a File (in quarantine) on completion.
 
     The File's public id is chosen at creation so every byte (parts sent through the API, or

@@ -105,7 +105,12 @@ def _state_error(upload: Upload) -> ApiError:
 
 def _locked(upload: Upload) -> Upload:
     """The upload re-read under its row lock (inside a transaction); 409 unless pending."""
-    locked = Upload.objects.select_for_update().select_related("org").get(pk=upload.pk)
+    locked = (
+        Upload.objects.for_org(upload.org)
+        .select_for_update()
+        .select_related("org")
+        .get(pk=upload.pk)
+    )
     if effective_status(locked) != UploadStatus.PENDING:
         raise _state_error(locked)
     return locked
@@ -127,8 +132,10 @@ def expire_if_stale(upload: Upload) -> bool:
     """
     if effective_status(upload) != UploadStatus.EXPIRED or upload.status == UploadStatus.EXPIRED:
         return False
-    marked = Upload.objects.filter(pk=upload.pk, status=UploadStatus.PENDING).update(
-        status=UploadStatus.EXPIRED
+    marked = (
+        Upload.objects.for_org(upload.org)
+        .filter(pk=upload.pk, status=UploadStatus.PENDING)
+        .update(status=UploadStatus.EXPIRED)
     )
     upload.status = UploadStatus.EXPIRED
     if marked:

@@ -210,7 +210,7 @@ class PiiPolicyView(APIView):
     def put(self, request: Request) -> Response:
         body = PiiPolicySerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        row, _ = OrgPiiPolicy.objects.update_or_create(
+        row, _ = OrgPiiPolicy.objects.for_org(request.org).update_or_create(
             org=request.org, defaults=body.validated_data
         )
         audit.record(

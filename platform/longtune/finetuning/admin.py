@@ -5,9 +5,10 @@ from __future__ import annotations
 from django.contrib import admin
 
 from longtune.finetuning.models import FineTuningJob, JobEvent
+from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
 
 
-class JobEventInline(admin.TabularInline):
+class JobEventInline(CrossOrgAdminMixin, admin.TabularInline):
     model = JobEvent
     fields = ("created_at", "level", "type", "message")
     readonly_fields = fields
@@ -20,7 +21,7 @@ class JobEventInline(admin.TabularInline):
 
 
 @admin.register(FineTuningJob)
-class FineTuningJobAdmin(admin.ModelAdmin):
+class FineTuningJobAdmin(CrossOrgModelAdmin):
     """Read-only: jobs change state through the API and workers, never by hand."""
 
     list_display = ("public_id", "org", "model_name", "status", "attempts", "created_at")
@@ -29,7 +30,7 @@ class FineTuningJobAdmin(admin.ModelAdmin):
     inlines = (JobEventInline,)
 
     def get_queryset(self, request):
-        return FineTuningJob.objects.unscoped_across_orgs().select_related("org")
+        return super().get_queryset(request).select_related("org")
 
     def has_add_permission(self, request) -> bool:
         return False

@@ -74,7 +74,7 @@ def record_metrics_event(job: FineTuningJob, progress: dict[str, Any]) -> None:
 def record_checkpoint(
     job: FineTuningJob, *, step: int, metrics: dict[str, Any], storage_prefix: str, size: int
 ) -> JobCheckpoint:
-    checkpoint, _ = JobCheckpoint.objects.update_or_create(
+    checkpoint, _ = JobCheckpoint.objects.for_org(job.org).update_or_create(
         job=job,
         step=step,
         defaults={
@@ -108,7 +108,9 @@ def forget_pruned_checkpoints(job: FineTuningJob, keep: int) -> list[str]:
         .order_by("-step")[keep:]
     )
     prefixes = [c.storage_prefix for c in stored]
-    JobCheckpoint.objects.filter(pk__in=[c.pk for c in stored]).update(storage_prefix="", bytes=0)
+    JobCheckpoint.objects.for_org(job.org).filter(pk__in=[c.pk for c in stored]).update(
+        storage_prefix="", bytes=0
+    )
     return prefixes
 
 

@@ -16,7 +16,12 @@ from longtune.api.ids import PublicIdField
 from longtune.compute.models import GpuWork
 from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
+from longtune.tenancy.scoping import (
+    OrgOwnedModelMixin,
+    OrgScopedManager,
+    OrgScopedQuerySet,
+    org_scoped_manager,
+)
 
 
 class JobStatus(models.TextChoices):
@@ -37,11 +42,7 @@ class JobQuerySet(OrgScopedQuerySet):
         return self.filter(status__in=ACTIVE_STATUSES)
 
 
-class JobManager(models.Manager.from_queryset(JobQuerySet)):
-    pass
-
-
-class FineTuningJob(GpuWork):
+class FineTuningJob(OrgOwnedModelMixin, GpuWork):
     """Execution fields (queue, attempts, heartbeat, progress, error, timestamps) come from
     ``compute.models.GpuWork``; ``finetuning.lifecycle`` drives them."""
 
@@ -96,7 +97,7 @@ class FineTuningJob(GpuWork):
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)
 
-    objects = JobManager()
+    objects = org_scoped_manager(JobQuerySet)
 
     class Meta:
         ordering = ["pk"]
@@ -151,7 +152,7 @@ class JobEvent(OrgEvent):
         indexes = [models.Index(fields=["job", "id"])]
 
 
-class JobCheckpoint(models.Model):
+class JobCheckpoint(OrgOwnedModelMixin, models.Model):
     """A checkpoint uploaded to object storage (``storage_prefix``); the newest one is what a
     fresh worker on another machine resumes from."""
 

@@ -277,7 +277,7 @@ def cancel_job(job: FineTuningJob) -> FineTuningJob:
     """Not started yet: cancelled at once. Running: a flag the training loop polls at each
     step boundary (it then checkpoints and the worker marks the job cancelled)."""
     with transaction.atomic():
-        job = FineTuningJob.objects.select_for_update().get(pk=job.pk)
+        job = FineTuningJob.objects.for_org(job.org).select_for_update().get(pk=job.pk)
         if job.is_terminal:
             raise ApiError(
                 status=409,

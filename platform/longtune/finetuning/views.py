@@ -73,7 +73,8 @@ class FineTuningJobViewSet(OrgScopedViewSet):
                 param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
             )
         job = cancel_job(self.get_object())
-        return Response(job_payload(FineTuningJob.objects.select_related("org").get(pk=job.pk)))
+        fresh = FineTuningJob.objects.for_org(request.org).select_related("org").get(pk=job.pk)
+        return Response(job_payload(fresh))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["get"])

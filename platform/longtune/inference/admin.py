@@ -5,10 +5,11 @@ from __future__ import annotations
 from django.contrib import admin
 
 from longtune.inference.models import Endpoint, EndpointEvent, Replica, SharedServer, UsageRecord
+from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
 @admin.register(Endpoint)
-class EndpointAdmin(admin.ModelAdmin):
+class EndpointAdmin(CrossOrgModelAdmin):
     list_display = (
         "public_id",
         "org",
@@ -43,18 +44,18 @@ class SharedServerAdmin(admin.ModelAdmin):
 
 
 @admin.register(Replica)
-class ReplicaAdmin(admin.ModelAdmin):
+class ReplicaAdmin(CrossOrgModelAdmin):
     list_display = ("public_id", "endpoint", "status", "worker", "internal_url", "heartbeat_at")
     list_filter = ("status",)
 
 
 @admin.register(EndpointEvent)
-class EndpointEventAdmin(admin.ModelAdmin):
+class EndpointEventAdmin(CrossOrgModelAdmin):
     list_display = ("endpoint", "level", "message", "created_at")
 
 
 @admin.register(UsageRecord)
-class UsageRecordAdmin(admin.ModelAdmin):
+class UsageRecordAdmin(CrossOrgModelAdmin):
     list_display = (
         "created_at",
         "org",

@@ -23,7 +23,12 @@ from longtune.api.ids import PublicIdField
 from longtune.compute import queues
 from longtune.events import OrgEvent
 from longtune.tenancy.models import Organization
-from longtune.tenancy.scoping import OrgScopedManager, OrgScopedQuerySet
+from longtune.tenancy.scoping import (
+    OrgOwnedModelMixin,
+    OrgScopedManager,
+    OrgScopedQuerySet,
+    org_scoped_manager,
+)
 
 
 class EndpointStatus(models.TextChoices):
@@ -103,11 +108,7 @@ class EndpointQuerySet(OrgScopedQuerySet):
         return self.filter(deleted_at__isnull=True)
 
 
-class EndpointManager(models.Manager.from_queryset(EndpointQuerySet)):
-    pass
-
-
-class Endpoint(models.Model):
+class Endpoint(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="ep_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="endpoints")
     created_by_key = models.ForeignKey(
@@ -147,7 +148,7 @@ class Endpoint(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
 
-    objects = EndpointManager()
+    objects = org_scoped_manager(EndpointQuerySet)
 
     class Meta:
         ordering = ["pk"]
@@ -164,7 +165,7 @@ class ReplicaStatus(models.TextChoices):
     FAILED = "failed"
 
 
-class Replica(models.Model):
+class Replica(OrgOwnedModelMixin, models.Model):
     """One endpoint generation being served: either its own Celery task on the endpoint's
     queue, or its slot on a SharedServer (``shared_server`` set). Either way ``internal_url``
     is a small HTTP server that only the gateway calls."""
@@ -211,7 +212,7 @@ class EndpointEvent(OrgEvent):
         indexes = [models.Index(fields=["endpoint", "id"])]
 
 
-class UsageRecord(models.Model):
+class UsageRecord(OrgOwnedModelMixin, models.Model):
     """One metered request: what billing sums (tokens) and what the endpoint page averages
     (TTFT, decode tokens/s). Rows survive the endpoint's deletion (``endpoint_ref``)."""
 

@@ -138,7 +138,7 @@ def create_endpoint(
 
 
 def _locked(endpoint: Endpoint) -> Endpoint:
-    return Endpoint.objects.unscoped_across_orgs().select_for_update().get(pk=endpoint.pk)
+    return Endpoint.objects.for_org(endpoint.org).select_for_update().get(pk=endpoint.pk)
 
 
 def start_endpoint(endpoint: Endpoint) -> Endpoint:
@@ -184,7 +184,7 @@ def stop_endpoint(endpoint: Endpoint, *, reason: str = "Stop requested.") -> End
 def delete_endpoint(endpoint: Endpoint) -> None:
     """Stop it and hide it; the row stays so usage records keep their endpoint."""
     stop_endpoint(endpoint, reason="Endpoint deleted.")
-    Endpoint.objects.unscoped_across_orgs().filter(pk=endpoint.pk).update(deleted_at=timezone.now())
+    Endpoint.objects.for_org(endpoint.org).filter(pk=endpoint.pk).update(deleted_at=timezone.now())
 
 
 # --------------------------------------------------------------------------- replica side
@@ -434,10 +434,16 @@ def endpoint_stats(endpoint: Endpoint) -> dict[str, Any]:
         .order_by("-pk")
         .values_list("pk", flat=True)[:window]
     )
-    agg = UsageRecord.objects.filter(pk__in=recent_ids).aggregate(
-        requests=Count("pk"),
-        avg_ttft_ms=Avg("ttft_ms"),
-        avg_tokens_per_second=Avg("tokens_per_second", filter=Q(tokens_per_second__isnull=False)),
+    agg = (
+        UsageRecord.objects.for_org(endpoint.org)
+        .filter(pk__in=recent_ids)
+        .aggregate(
+            requests=Count("pk"),
+            avg_ttft_ms=Avg("ttft_ms"),
+            avg_tokens_per_second=Avg(
+                "tokens_per_second", filter=Q(tokens_per_second__isnull=False)
+            ),
+        )
     )
     return {
         "window": window,

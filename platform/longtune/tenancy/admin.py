@@ -1,4 +1,5 @@
-"""Django admin for staff. Cross-org by nature, so it reads through unscoped_across_orgs().
+"""Django admin for staff. Cross-org by nature: org-owned models use CrossOrgModelAdmin /
+CrossOrgAdminMixin, which read through unscoped_across_orgs().
 
 Secrets never appear: API keys show their hash read-only; the audit log is read-only.
 """
@@ -9,6 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 
+from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
 from longtune.tenancy.models import (
     ApiKey,
     AuditLogEntry,
@@ -53,7 +55,7 @@ class UserAdmin(DjangoUserAdmin):
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
 
 
-class MembershipInline(admin.TabularInline):
+class MembershipInline(CrossOrgAdminMixin, admin.TabularInline):
     model = Membership
     extra = 0
     fields = ["user", "role", "created_at"]
@@ -61,7 +63,7 @@ class MembershipInline(admin.TabularInline):
     raw_id_fields = ["user"]
 
 
-class OrgQuotaInline(admin.StackedInline):
+class OrgQuotaInline(CrossOrgAdminMixin, admin.StackedInline):
     model = OrgQuota
     extra = 0
     max_num = 1
@@ -70,7 +72,7 @@ class OrgQuotaInline(admin.StackedInline):
 
 
 @admin.register(Organization)
-class OrganizationAdmin(admin.ModelAdmin):
+class OrganizationAdmin(CrossOrgModelAdmin):
     list_display = ["name", "slug", "plan", "public_id", "created_at"]
     list_filter = ["plan"]
     search_fields = ["name", "slug", "public_id"]
@@ -78,7 +80,7 @@ class OrganizationAdmin(admin.ModelAdmin):
     inlines = [MembershipInline, OrgQuotaInline]
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(CrossOrgModelAdmin):
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
@@ -107,7 +109,7 @@ class ApiKeyAdmin(ReadOnlyAdmin):
     actions = ["revoke_selected"]
 
     def get_queryset(self, request):
-        return ApiKey.objects.unscoped_across_orgs().select_related("org", "created_by")
+        return super().get_queryset(request).select_related("org", "created_by")
 
     def has_change_permission(self, request, obj=None) -> bool:
         return obj is None and request.user.is_superuser  # enables the revoke action only
@@ -126,7 +128,7 @@ class InvitationAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in Invitation._meta.fields]
 
     def get_queryset(self, request):
-        return Invitation.objects.unscoped_across_orgs().select_related("org")
+        return super().get_queryset(request).select_related("org")
 
 
 @admin.register(AuditLogEntry)
@@ -145,4 +147,4 @@ class AuditLogEntryAdmin(ReadOnlyAdmin):
     readonly_fields = [f.name for f in AuditLogEntry._meta.fields]
 
     def get_queryset(self, request):
-        return AuditLogEntry.objects.unscoped_across_orgs().select_related("org", "actor_user")
+        return super().get_queryset(request).select_related("org", "actor_user")

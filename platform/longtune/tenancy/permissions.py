@@ -1,4 +1,8 @@
-"""HasOrgRole: the key's scope for the method AND its role's permission for the action.
+"""HasOrgRole: the principal's scope for the method AND its role's permission for the action.
+
+The principal is whatever the authenticator attached (``tenancy.authentication``): an API key
+(its scopes and role) or a session user acting in an org (its membership's role and every
+scope of that role). The permission reads ``request.org``/``role``/``scopes`` only.
 
 A view declares what it needs (both optional):
 - ``required_permissions = {"list": "members.read", "partial_update": "members.manage"}``
@@ -35,13 +39,13 @@ def required_permission(request: Request, view: Any) -> str:
 
 class HasOrgRole(BasePermission):
     def has_permission(self, request: Request, view: Any) -> bool:
-        key = getattr(request, "api_key", None)
-        if key is None:
+        if getattr(request, "org", None) is None:  # no authenticator resolved an org
             raise exceptions.NotAuthenticated()
         scope = required_scope(request, view)
-        if scope not in key.scopes:
+        if scope not in request.scopes:
+            holder = "This API key" if request.api_key is not None else "This session"
             raise exceptions.PermissionDenied(
-                f"This API key lacks the '{scope}' scope needed for {request.method} {request.path}.",
+                f"{holder} lacks the '{scope}' scope needed for {request.method} {request.path}.",
                 code="insufficient_scope",
             )
         permission = required_permission(request, view)

@@ -92,6 +92,12 @@ def role_at_least(role: str, other: str) -> bool:
     return ROLE_RANK[role] >= ROLE_RANK[other]
 
 
+def default_scopes_for_role(role: str) -> list[str]:
+    """Least privilege for keys handed out automatically (a viewer's key only reads), and the
+    scopes a session acting in an org holds."""
+    return [Scope.READ.value] if role == Role.VIEWER else list(ALL_SCOPES)
+
+
 def default_scope_for_method(method: str) -> str:
     return Scope.READ if method.upper() in SAFE_METHODS else Scope.WRITE
 
@@ -109,6 +115,9 @@ def render_permissions_markdown() -> str:
         "role holds the permission the endpoint needs **and** the key has the scope the method",
         "needs: `read` for GET, `write` for POST/PATCH/PUT/DELETE, `inference` for inference",
         "endpoints.",
+        "",
+        "A logged-in user acting in an organization (the dashboard) holds their membership's role",
+        "and every scope of that role (a viewer: `read` only).",
         "",
         "| permission | " + " | ".join(role.value for role in roles) + " | covers |",
         "|---|" + "---|" * len(roles) + "---|",

@@ -14,7 +14,7 @@ from django.utils import timezone
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.models.organizations import Organization
 from longtune.tenancy.roles import Role
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 from longtune.tenancy.tokens import redacted
 
 # last_used_at is written at most this often per key: one UPDATE a minute instead of one
@@ -22,7 +22,7 @@ from longtune.tenancy.tokens import redacted
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
-class ApiKey(models.Model):
+class ApiKey(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="key_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField(max_length=200, blank=True)
@@ -62,5 +62,5 @@ class ApiKey(models.Model):
         stale = models.Q(last_used_at__isnull=True) | models.Q(
             last_used_at__lt=now - LAST_USED_RESOLUTION
         )
-        ApiKey.objects.filter(stale, pk=self.pk).update(last_used_at=now)
+        ApiKey.objects.for_org(self.org).filter(stale, pk=self.pk).update(last_used_at=now)
         self.last_used_at = now

@@ -16,7 +16,7 @@ from django.db import models
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.models.api_keys import ApiKey
 from longtune.tenancy.models.organizations import Organization
-from longtune.tenancy.scoping import OrgScopedQuerySet
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedQuerySet, org_scoped_manager
 
 
 class AuditLogIsAppendOnly(Exception):
@@ -47,7 +47,7 @@ class AppendOnlyQuerySet(OrgScopedQuerySet):
         raise AuditLogIsAppendOnly("audit log entries cannot be updated")
 
 
-class AuditLogEntry(models.Model):
+class AuditLogEntry(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="audit_")
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="audit_log")
     actor_user = models.ForeignKey(
@@ -63,7 +63,7 @@ class AuditLogEntry(models.Model):
     ip_address = models.GenericIPAddressField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
-    objects = models.Manager.from_queryset(AppendOnlyQuerySet)()
+    objects = org_scoped_manager(AppendOnlyQuerySet)
 
     class Meta:
         ordering = ["pk"]

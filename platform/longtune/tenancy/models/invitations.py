@@ -11,7 +11,7 @@ from django.utils import timezone
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.models.organizations import Organization
 from longtune.tenancy.roles import Role
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 INVITATION_LIFETIME = timedelta(days=7)
 
@@ -27,7 +27,7 @@ def default_expiry():
     return timezone.now() + INVITATION_LIFETIME
 
 
-class Invitation(models.Model):
+class Invitation(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="inv_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField()

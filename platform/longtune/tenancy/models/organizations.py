@@ -7,7 +7,7 @@ from django.db import models
 
 from longtune.api.ids import PublicIdField
 from longtune.tenancy.roles import Role
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 
 class Plan(models.TextChoices):
@@ -34,7 +34,7 @@ class Organization(models.Model):
         return f"{self.name} ({self.slug})"
 
 
-class Membership(models.Model):
+class Membership(OrgOwnedModelMixin, models.Model):
     public_id = PublicIdField(prefix="mem_")
     org = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
     user = models.ForeignKey(

@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.db import models
 
 from longtune.tenancy.models.organizations import Organization
-from longtune.tenancy.scoping import OrgScopedManager
+from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
 
-class OrgQuota(models.Model):
+class OrgQuota(OrgOwnedModelMixin, models.Model):
     """One row per org at most; a NULL field means "the plan default"."""
 
     org = models.OneToOneField(Organization, on_delete=models.CASCADE, related_name="quota")

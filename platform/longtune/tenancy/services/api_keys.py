@@ -11,14 +11,9 @@ from django.utils import timezone
 
 from longtune.tenancy import audit
 from longtune.tenancy.models import ApiKey, AuditAction, Organization, User
-from longtune.tenancy.roles import ALL_SCOPES, ROLE_RANK, Role, Scope, role_at_least
+from longtune.tenancy.roles import ROLE_RANK, default_scopes_for_role, role_at_least
 from longtune.tenancy.services.errors import forbidden
 from longtune.tenancy.tokens import generate_api_key
-
-
-def default_scopes_for_role(role: str) -> list[str]:
-    """Least privilege for keys handed out automatically: a viewer's key only reads."""
-    return [Scope.READ.value] if role == Role.VIEWER else list(ALL_SCOPES)
 
 
 def check_grant(
@@ -79,7 +74,7 @@ def revoke_api_key(
     key: ApiKey, *, request: HttpRequest | None = None, reason: str = "revoked"
 ) -> ApiKey:
     """Idempotent: revoking a revoked key changes nothing and logs nothing."""
-    locked = ApiKey.objects.select_for_update().get(pk=key.pk)
+    locked = ApiKey.objects.for_org(key.org).select_for_update().get(pk=key.pk)
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])

@@ -23,6 +23,7 @@ from longtune.tenancy.models import (
 from longtune.tenancy.roles import Role, role_allows, role_at_least
 from longtune.tenancy.services.api_keys import default_scopes_for_role, issue_api_key
 from longtune.tenancy.services.errors import bad_request, conflict, forbidden
+from longtune.tenancy.services.members import add_member
 from longtune.tenancy.services.organizations import check_password_strength
 from longtune.tenancy.tokens import generate_invitation_token, hash_secret
 
@@ -74,7 +75,7 @@ def create_invitation(
 
 @transaction.atomic
 def revoke_invitation(invitation: Invitation, *, request: HttpRequest | None = None) -> Invitation:
-    locked = Invitation.objects.select_for_update().get(pk=invitation.pk)
+    locked = Invitation.objects.for_org(invitation.org).select_for_update().get(pk=invitation.pk)
     if locked.accepted_at is not None:
         raise conflict(
             "invitation_accepted", "An accepted invitation cannot be revoked; remove the member."
@@ -138,24 +139,17 @@ def accept_invitation(
     org = invitation.org
     if Membership.objects.for_org(org).filter(user=user).exists():
         raise conflict("already_member", f"{email} is already a member.", "email")
-    membership = Membership.objects.create(org=org, user=user, role=invitation.role)
     invitation.accepted_at = timezone.now()
     invitation.accepted_by = user
     invitation.save(update_fields=["accepted_at", "accepted_by"])
-    audit.record(
+    membership = add_member(
         org=org,
-        action=AuditAction.INVITATION_ACCEPTED,
-        target=invitation,
-        actor_user=user,
+        user=user,
+        role=invitation.role,
+        cause=AuditAction.INVITATION_ACCEPTED,
+        cause_target=invitation,
         request=request,
-    )
-    audit.record(
-        org=org,
-        action=AuditAction.MEMBER_ADDED,
-        target=membership,
-        actor_user=user,
-        request=request,
-        metadata={"email": email, "role": membership.role, "via": invitation.public_id},
+        metadata={"via": invitation.public_id},
     )
     key, secret = issue_api_key(
         org=org,

@@ -9,25 +9,56 @@ cannot leave the org ownerless.
 
 from __future__ import annotations
 
-from django.db import transaction
+from typing import Any
+
+from django.db import models, transaction
 from django.http import HttpRequest
 
 from longtune.tenancy import audit
-from longtune.tenancy.models import ApiKey, AuditAction, Membership, Organization
+from longtune.tenancy.models import ApiKey, AuditAction, Membership, Organization, User
 from longtune.tenancy.roles import Role, role_allows, role_at_least
 from longtune.tenancy.services.api_keys import clamp_keys_to_role, revoke_api_key
 from longtune.tenancy.services.errors import conflict, forbidden
 
 
+def add_member(
+    *,
+    org: Organization,
+    user: User,
+    role: str,
+    cause: str,
+    cause_target: models.Model,
+    request: HttpRequest | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Membership:
+    """The one way a person joins an org: the membership, then two audit entries — what made
+    it happen (``cause``: the org was created, an invitation was accepted) and
+    ``member.added`` (email, role, plus ``metadata``), both acted by the new member."""
+    membership = Membership.objects.create(org=org, user=user, role=role)
+    audit.record(org=org, action=cause, target=cause_target, actor_user=user, request=request)
+    audit.record(
+        org=org,
+        action=AuditAction.MEMBER_ADDED,
+        target=membership,
+        actor_user=user,
+        request=request,
+        metadata={"email": user.email, "role": role} | (metadata or {}),
+    )
+    return membership
+
+
 def _lock(membership: Membership) -> Membership:
-    Organization.objects.select_for_update().get(pk=membership.org_id)
+    org = Organization.objects.select_for_update().get(pk=membership.org_id)
     return (
-        Membership.objects.select_for_update().select_related("org", "user").get(pk=membership.pk)
+        Membership.objects.for_org(org)
+        .select_for_update()
+        .select_related("org", "user")
+        .get(pk=membership.pk)
     )
 
 
-def _owner_count(org_id: int) -> int:
-    return Membership.objects.filter(org_id=org_id, role=Role.OWNER).count()
+def _owner_count(org: Organization) -> int:
+    return Membership.objects.for_org(org).filter(role=Role.OWNER).count()
 
 
 def _check_may_touch(target: Membership, *, actor_role: str, new_role: str | None = None) -> None:
@@ -43,7 +74,7 @@ def _check_may_touch(target: Membership, *, actor_role: str, new_role: str | Non
 
 
 def _check_not_last_owner(target: Membership) -> None:
-    if target.role == Role.OWNER and _owner_count(target.org_id) <= 1:
+    if target.role == Role.OWNER and _owner_count(target.org) <= 1:
         raise conflict("last_owner", "The organization must keep at least one owner.")
 
 

@@ -11,7 +11,6 @@ from django.http import HttpRequest
 from django.utils.crypto import get_random_string
 from django.utils.text import slugify
 
-from longtune.tenancy import audit
 from longtune.tenancy.models import (
     ApiKey,
     AuditAction,
@@ -24,6 +23,7 @@ from longtune.tenancy.models import (
 from longtune.tenancy.roles import Role
 from longtune.tenancy.services.api_keys import issue_api_key
 from longtune.tenancy.services.errors import bad_request, conflict
+from longtune.tenancy.services.members import add_member
 
 SLUG_MAX = 50
 
@@ -82,21 +82,13 @@ def create_organization_with_owner(
         check_password_strength(password, User(email=email))
         user = User.objects.create_user(email=email, password=password)
     org = Organization.objects.create(name=org_name.strip(), slug=unique_slug(org_name), plan=plan)
-    membership = Membership.objects.create(org=org, user=user, role=Role.OWNER)
-    audit.record(
+    membership = add_member(
         org=org,
-        action=AuditAction.ORGANIZATION_CREATED,
-        target=org,
-        actor_user=user,
+        user=user,
+        role=Role.OWNER,
+        cause=AuditAction.ORGANIZATION_CREATED,
+        cause_target=org,
         request=request,
-    )
-    audit.record(
-        org=org,
-        action=AuditAction.MEMBER_ADDED,
-        target=membership,
-        actor_user=user,
-        request=request,
-        metadata={"email": user.email, "role": Role.OWNER},
     )
     key, secret = issue_api_key(
         org=org, created_by=user, role=Role.OWNER, name="default", request=request

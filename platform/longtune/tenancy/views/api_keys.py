@@ -39,16 +39,18 @@ class ApiKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedV
     def create(self, request: Request) -> Response:
         body = ApiKeyCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        caller = request.api_key
-        role = body.validated_data.get("role") or caller.role
-        scopes = body.validated_data.get("scopes") or list(caller.scopes)
+        role = body.validated_data.get("role") or request.role
+        scopes = body.validated_data.get("scopes") or list(request.scopes)
         check_grant(
-            granted_role=role, granted_scopes=scopes, by_role=caller.role, by_scopes=caller.scopes
+            granted_role=role,
+            granted_scopes=scopes,
+            by_role=request.role,
+            by_scopes=request.scopes,
         )
         days = body.validated_data.get("expires_in_days")
         key, secret = issue_api_key(
             org=request.org,
-            created_by=caller.created_by,
+            created_by=request.user,  # the key's creator, or the session user
             role=role,
             scopes=scopes,
             name=body.validated_data["name"],

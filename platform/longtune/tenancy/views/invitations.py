@@ -39,7 +39,7 @@ class InvitationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgSco
             org=request.org,
             email=body.validated_data["email"],
             role=body.validated_data["role"],
-            invited_by=request.api_key.created_by,
+            invited_by=request.user,  # the key's creator, or the session user
             actor_role=request.role,
             request=request,
         )
