@@ -93,6 +93,9 @@ class FineTunedModel(OrgOwnedModelMixin, models.Model):
     artifact_prefix = models.CharField(max_length=500)
     artifact_bytes = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # DELETE /v1/models/{id}: hidden from the org and its artifact removed; the row stays for
+    # the job that made it and for the endpoints and usage rows that name it.
+    deleted_at = models.DateTimeField(null=True, blank=True)
 
     objects = OrgScopedManager()
 

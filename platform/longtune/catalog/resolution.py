@@ -62,8 +62,8 @@ def visible_base_models(org: Organization) -> QuerySet[BaseModel]:
 
 
 def visible_fine_tuned_models(org: Organization) -> QuerySet[FineTunedModel]:
-    """Fine-tuned models the org may use: its own, never another org's."""
-    return FineTunedModel.objects.for_org(org)
+    """Fine-tuned models the org may use: its own and not deleted, never another org's."""
+    return FineTunedModel.objects.for_org(org).filter(deleted_at__isnull=True)
 
 
 def resolve_model(org: Organization, name: str) -> ResolvedModel:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from rest_framework import serializers
+
 from longtune.catalog.models import BaseModel, FineTunedModel
 
 
@@ -29,3 +31,11 @@ def fine_tuned_model_payload(model: FineTunedModel) -> dict[str, Any]:
         "context_length": model.context_length,
         "method": model.method,
     }
+
+
+class ModelDeletedSerializer(serializers.Serializer):
+    """OpenAI's deletion object for a model (documents DELETE /v1/models/{id})."""
+
+    id = serializers.CharField()
+    object = serializers.CharField(help_text='Always "model".')
+    deleted = serializers.BooleanField()

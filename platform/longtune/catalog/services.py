@@ -1,4 +1,4 @@
-"""What the catalog does to its rows: publish a finished job's model (and, in time, delete one).
+"""What the catalog does to its rows: publish a finished job's model, delete one.
 
 Why workers call this instead of writing rows: a training worker only knows what it uploaded
 (where, how many bytes, the metrics CSV). The model's name, its storage layout, its context
@@ -7,16 +7,22 @@ spec and the result File are catalog and datasets rules, kept out of the Celery 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.db import transaction
+from django.http import HttpRequest
+from django.utils import timezone
 
+from longtune.api.errors import ApiError
 from longtune.api.ids import new_public_id, public_id_prefix
 from longtune.catalog.models import FineTunedModel
 from longtune.datasets.models import File
 from longtune.datasets.services import create_results_file
-from longtune.storage import org_prefix
+from longtune.storage import get_storage, org_prefix
+from longtune.tenancy import audit
+from longtune.tenancy.models import AuditAction
 
 if TYPE_CHECKING:
     from gpu_runtime.contract import ContextSpec
@@ -83,3 +89,47 @@ def publish_fine_tuned_model(
             artifact_bytes=artifact_bytes,
         )
     return Published(model, results_file)
+
+
+# --------------------------------------------------------------------------- deletion
+
+# "Is this model still in use?" asked of the apps that use models (inference registers one in
+# its AppConfig.ready): the catalog knows no app above it. A check returns why, or None.
+InUseCheck = Callable[[FineTunedModel], "str | None"]
+_IN_USE_CHECKS: list[InUseCheck] = []
+
+
+def register_in_use_check(check: InUseCheck) -> None:
+    if check not in _IN_USE_CHECKS:
+        _IN_USE_CHECKS.append(check)
+
+
+def delete_fine_tuned_model(
+    model: FineTunedModel, *, request: HttpRequest | None = None
+) -> dict[str, object]:
+    """Hide the model from its org, remove its artifact once the row says so, audit it; OpenAI's
+    deletion object back. Refused (409 ``model_in_use``) while something still serves it."""
+    with transaction.atomic():
+        locked = FineTunedModel.objects.for_org(model.org).select_for_update().get(pk=model.pk)
+        for check in _IN_USE_CHECKS:
+            reason = check(locked)
+            if reason:
+                raise ApiError(
+                    status=409,
+                    code="model_in_use",
+                    message=f"The model '{locked.name}' cannot be deleted: {reason}",
+                    param="model",
+                )
+        prefix = locked.artifact_prefix
+        locked.deleted_at = timezone.now()
+        locked.artifact_bytes = 0  # frees the org's storage quota at once
+        locked.save(update_fields=["deleted_at", "artifact_bytes"])
+        audit.record(
+            org=locked.org,
+            action=AuditAction.MODEL_DELETED,
+            target=locked,
+            request=request,
+            metadata={"name": locked.name},
+        )
+        transaction.on_commit(lambda: get_storage().delete_prefix(prefix))
+    return {"id": locked.name, "object": "model", "deleted": True}

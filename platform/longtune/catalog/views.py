@@ -15,8 +15,13 @@ from longtune.api.errors import ApiError
 from longtune.api.pagination import list_envelope
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.catalog.models import FineTunedModel
-from longtune.catalog.resolution import visible_base_models
-from longtune.catalog.serializers import base_model_payload, fine_tuned_model_payload
+from longtune.catalog.resolution import model_not_found, visible_base_models
+from longtune.catalog.serializers import (
+    ModelDeletedSerializer,
+    base_model_payload,
+    fine_tuned_model_payload,
+)
+from longtune.catalog.services import delete_fine_tuned_model
 
 
 class CatalogModelViewSet(OrgScopedViewSet):
@@ -26,7 +31,7 @@ class CatalogModelViewSet(OrgScopedViewSet):
     model = FineTunedModel
 
     def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
-        return queryset.select_related("org", "base_model", "job")
+        return queryset.filter(deleted_at__isnull=True).select_related("org", "base_model", "job")
 
     @extend_schema(operation_id="models_list", responses={200: OpenApiTypes.OBJECT})
     def list(self, request: Request) -> Response:
@@ -48,6 +53,27 @@ class CatalogModelViewSet(OrgScopedViewSet):
             message=f"The model {id[:300]!r} does not exist or you do not have access to it.",
             param="model",
         )
+
+    @extend_schema(
+        operation_id="models_delete",
+        responses={200: ModelDeletedSerializer},
+        description="Delete one of the org's fine-tuned models (OpenAI's DELETE /v1/models/"
+        "{model}): it disappears from /v1/models and from inference, its artifact is removed. "
+        "409 model_in_use while an endpoint serves it (stop or delete the endpoint first); "
+        "403 model_not_deletable for a base model; 404 for anything the org cannot see.",
+    )
+    def destroy(self, request: Request, id: str) -> Response:
+        fine_tuned = self.get_queryset().filter(name=id).first()
+        if fine_tuned is not None:
+            return Response(delete_fine_tuned_model(fine_tuned, request=request))
+        if visible_base_models(request.org).filter(name=id).exists():
+            raise ApiError(
+                status=403,
+                code="model_not_deletable",
+                message=f"'{id}' is a base model; only your fine-tuned models can be deleted.",
+                param="model",
+            )
+        raise model_not_found(id[:300])
 
     @classmethod
     def url_kwargs_for(cls, instance: FineTunedModel) -> dict[str, str]:

@@ -8,9 +8,12 @@ class InferenceConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from longtune.catalog.services import register_in_use_check
         from longtune.compute.sweep import register_redispatch
         from longtune.inference.quotas import register_usage_providers
+        from longtune.inference.services import endpoint_using
         from longtune.inference.shared_servers import redispatch_lost_servers
 
         register_usage_providers()
         register_redispatch("shared servers", redispatch_lost_servers)
+        register_in_use_check(endpoint_using)

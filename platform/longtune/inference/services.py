@@ -19,6 +19,7 @@ from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.catalog.models import FineTunedModel
 from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_adapter
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
@@ -99,6 +100,15 @@ def _dispatch_after_commit(endpoint: Endpoint) -> None:
                 )
 
     transaction.on_commit(publish)
+
+
+def endpoint_using(model: FineTunedModel) -> str | None:
+    """The catalog's in-use check: a fine-tuned model cannot be deleted while an endpoint
+    (even a stopped one, which could be started again) is attached to it."""
+    endpoint = Endpoint.objects.for_org(model.org).live().filter(fine_tuned_model=model).first()
+    if endpoint is None:
+        return None
+    return f"endpoint {endpoint.public_id} is attached to it; delete the endpoint first."
 
 
 def create_endpoint(

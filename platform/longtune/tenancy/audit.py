@@ -7,7 +7,7 @@ from typing import Any
 from django.db import models
 from django.http import HttpRequest
 
-from longtune.tenancy.models import ApiKey, AuditLogEntry, Organization, User
+from longtune.tenancy.models import ApiKey, AuditAction, AuditLogEntry, Organization, User
 
 
 def client_ip(request: HttpRequest | None) -> str | None:
@@ -28,7 +28,11 @@ def record(
     metadata: dict[str, Any] | None = None,
 ) -> AuditLogEntry:
     """Append one entry. Unless given explicitly, the actor is the request's API key and the
-    user who created it (or the session user)."""
+    user who created it (or the session user). ``action`` must be an ``AuditAction``: the
+    OpenAPI enum of the audit log lists exactly those, so an unlisted action is refused here
+    rather than returned to clients the schema does not describe."""
+    if action not in AuditAction.values:
+        raise ValueError(f"unknown audit action {action!r}: add it to AuditAction")
     if request is not None and actor_api_key is None:
         actor_api_key = getattr(request, "api_key", None)
     if actor_user is None and actor_api_key is not None:

@@ -34,6 +34,12 @@ class AuditAction(models.TextChoices):
     INVITATION_ACCEPTED = "invitation.accepted"
     INVITATION_REVOKED = "invitation.revoked"
     QUOTA_CHANGED = "quota.changed"
+    FILE_UPLOADED = "file.uploaded"
+    FILE_SCRUBBED = "file.scrubbed"
+    FILE_REJECTED = "file.rejected"
+    FILE_DELETED = "file.deleted"
+    PII_POLICY_CHANGED = "pii_policy.changed"
+    MODEL_DELETED = "model.deleted"
 
 
 class AppendOnlyQuerySet(OrgScopedQuerySet):
