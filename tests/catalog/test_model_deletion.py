@@ -56,16 +56,12 @@ def test_owner_deletes_a_fine_tune_and_it_is_gone_everywhere(org_a):
     row = FineTunedModel.objects.for_org(org_a.org).get(pk=model.pk)  # kept for the job
     assert row.deleted_at is not None and row.job_id == model.job_id
     # A second DELETE: the model no longer exists for the org.
-    assert error_of(client.delete(path_of(model.name))) == (404, "model_not_found", "model")
+    assert error_of(client.delete(path_of(model.name))) == (404, "not_found", "model")
 
 
 def test_another_orgs_model_is_a_404_and_stays(org_a, org_b):
     theirs = with_artifact(make_fine_tuned(org_b.org))
-    assert error_of(org_a.client().delete(path_of(theirs.name))) == (
-        404,
-        "model_not_found",
-        "model",
-    )
+    assert error_of(org_a.client().delete(path_of(theirs.name))) == (404, "not_found", "model")
     assert FineTunedModel.objects.for_org(org_b.org).get(pk=theirs.pk).deleted_at is None
     assert len(list(get_storage().list(theirs.artifact_prefix))) == 1
 

@@ -15,13 +15,24 @@ from longtune.api.errors import ApiError
 from longtune.api.pagination import list_envelope
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.catalog.models import FineTunedModel
-from longtune.catalog.resolution import model_not_found, visible_base_models
+from longtune.catalog.resolution import visible_base_models
 from longtune.catalog.serializers import (
     ModelDeletedSerializer,
     base_model_payload,
     fine_tuned_model_payload,
 )
 from longtune.catalog.services import delete_fine_tuned_model
+
+
+def _not_found(name: str) -> ApiError:
+    """The 404 of /v1/models/{id}, for a missing model and another org's alike (the same
+    ``not_found`` every other /v1/ resource answers; tests/platform/test_tenant_isolation.py)."""
+    return ApiError(
+        status=404,
+        code="not_found",
+        message=f"The model {name[:300]!r} does not exist or you do not have access to it.",
+        param="model",
+    )
 
 
 class CatalogModelViewSet(OrgScopedViewSet):
@@ -47,12 +58,7 @@ class CatalogModelViewSet(OrgScopedViewSet):
         base = visible_base_models(request.org).filter(name=id).first()
         if base is not None:
             return Response(base_model_payload(base))
-        raise ApiError(
-            status=404,
-            code="not_found",
-            message=f"The model {id[:300]!r} does not exist or you do not have access to it.",
-            param="model",
-        )
+        raise _not_found(id)
 
     @extend_schema(
         operation_id="models_delete",
@@ -73,7 +79,7 @@ class CatalogModelViewSet(OrgScopedViewSet):
                 message=f"'{id}' is a base model; only your fine-tuned models can be deleted.",
                 param="model",
             )
-        raise model_not_found(id[:300])
+        raise _not_found(id)
 
     @classmethod
     def url_kwargs_for(cls, instance: FineTunedModel) -> dict[str, str]:
