@@ -11,8 +11,8 @@ import pytest
 from longtune.events import MESSAGE_MAX_LENGTH, OrgEvent
 from longtune.finetuning.events import record_event as record_job_event
 from longtune.finetuning.models import JobEvent
+from longtune.inference.events import record_event as record_endpoint_event
 from longtune.inference.models import EndpointEvent
-from longtune.inference.services import record_event as record_endpoint_event
 from tests.finetuning.helpers import make_job
 from tests.inference.helpers import make_endpoint
 

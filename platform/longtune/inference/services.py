@@ -24,11 +24,11 @@ from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
 from longtune.inference.conf import inference_conf
+from longtune.inference.events import record_event
 from longtune.inference.models import (
     ACTIVE_ENDPOINT_STATUSES,
     Deployment,
     Endpoint,
-    EndpointEvent,
     EndpointStatus,
     Hosting,
     Replica,
@@ -55,17 +55,6 @@ def hosting_for(resolved: ResolvedModel, deployment: str) -> str:
     if deployment == Deployment.SHARED and resolved.runs_on_base_weights:
         return Hosting.SHARED_SERVER
     return Hosting.OWN_PROCESS
-
-
-# --------------------------------------------------------------------------- events
-
-
-def record_event(
-    endpoint: Endpoint, message: str, *, level: str = "info", data: dict | None = None
-) -> EndpointEvent:
-    return EndpointEvent.objects.create(
-        org_id=endpoint.org_id, endpoint=endpoint, level=level, message=message, data=data
-    )
 
 
 # --------------------------------------------------------------------------- API side

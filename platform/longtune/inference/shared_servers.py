@@ -28,6 +28,7 @@ from django.utils import timezone
 from longtune.catalog.models import BaseModel
 from longtune.compute import broker, tasks
 from longtune.inference.conf import inference_conf
+from longtune.inference.events import record_event
 from longtune.inference.models import (
     ACTIVE_ENDPOINT_STATUSES,
     ACTIVE_SERVER_STATUSES,
@@ -38,12 +39,6 @@ from longtune.inference.models import (
 )
 
 logger = logging.getLogger("longtune.inference")
-
-
-def _record(endpoint: Endpoint, message: str, **kwargs: Any) -> None:
-    from longtune.inference.services import record_event  # services imports this module
-
-    record_event(endpoint, message, **kwargs)
 
 
 def _stale_before() -> Any:
@@ -199,7 +194,7 @@ def finish_server_by_pk(pk: int, generation: int, *, error: dict[str, str] | Non
                 endpoint.status, endpoint.stopped_at = EndpointStatus.FAILED, now
                 endpoint.error = {"code": "replica_failed", "message": error["message"]}
                 endpoint.save(update_fields=["status", "stopped_at", "error"])
-                _record(
+                record_event(
                     endpoint,
                     f"Replica failed: the shared server could not start: {error['message']}",
                     level="error",
@@ -207,7 +202,7 @@ def finish_server_by_pk(pk: int, generation: int, *, error: dict[str, str] | Non
             else:
                 endpoint.status, endpoint.stopped_at = EndpointStatus.STOPPED, now
                 endpoint.save(update_fields=["status", "stopped_at"])
-                _record(endpoint, "Endpoint stopped: its shared server shut down.")
+                record_event(endpoint, "Endpoint stopped: its shared server shut down.")
 
 
 def recover_lost_servers() -> list[str]:
@@ -263,7 +258,7 @@ def redispatch_lost_servers(
                 shared_server=server, status=EndpointStatus.PENDING, deleted_at__isnull=True
             )
             for endpoint in waiting:
-                _record(
+                record_event(
                     endpoint,
                     f"Shared server {server.public_id} was not picked up (its start message "
                     f"was lost); restarting it as generation {server.generation}.",
