@@ -5,7 +5,7 @@ decides which scaling method is the default (gpu_runtime.rope.DEFAULT_ROPE_METHO
 every method under identical conditions on a task whose answer is unambiguous: retrieve a
 5-digit passkey hidden at some depth of a long filler sequence.
 
-Protocol (calibrated in shared/notes/context-extension.md):
+Protocol (calibrated in docs/context-extension-calibration.md):
   1. Train a tiny Llama (4 layers, hidden 128) from scratch at L = 128 on the passkey task.
      The weights are cached under var/bench-cache/ keyed by every hyper-parameter.
   2. For each arm, take a copy of the SAME base weights, apply
