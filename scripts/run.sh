@@ -14,7 +14,13 @@ python3 manage.py bootstrap_demo   # tiny local base model in the registry (buil
 # A fixed mmap threshold keeps freed activation buffers from fragmenting glibc's heap: it halved
 # the training step's peak RSS in benchmarks/train_memory.py.
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072}
-python3 -m celery -A workers.celery_app worker -Q cpu,gpu -P solo -c 1 -l INFO \
+# Scrubbing (cpu) and training (gpu) get a worker each: an upload is never queued behind a
+# fine-tune that holds its worker for minutes (or hours). The cpu worker also runs celery beat
+# (-B): the watchdogs and the lost-message sweep of compute/schedule.py.
+python3 -m celery -A workers.celery_app worker -Q cpu -P solo -c 1 -l INFO -n cpu@%h \
+  -B -s "$LONGTUNE_VAR_DIR/celerybeat-schedule" --without-gossip --without-mingle &
+CPU_WORKER=$!
+python3 -m celery -A workers.celery_app worker -Q gpu -P solo -c 1 -l INFO -n gpu@%h \
   --without-gossip --without-mingle &
 WORKER=$!
 # Serving holds a worker slot while it runs. Shared endpoints (the default) of the tiny base and
@@ -22,7 +28,7 @@ WORKER=$!
 python3 -m celery -A workers.celery_app worker -Q inference -P solo -c 1 -l INFO -n serve@%h \
   --without-gossip --without-mingle &
 SERVE_WORKER=$!
-trap 'kill $WORKER $SERVE_WORKER 2>/dev/null; wait $WORKER $SERVE_WORKER 2>/dev/null' EXIT INT TERM
+trap 'kill $CPU_WORKER $WORKER $SERVE_WORKER 2>/dev/null; wait $CPU_WORKER $WORKER $SERVE_WORKER 2>/dev/null' EXIT INT TERM
 
 echo
 echo "LongTune is up:  http://127.0.0.1:$PORT/  (API docs: http://127.0.0.1:$PORT/v1/docs)"
