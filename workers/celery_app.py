@@ -59,6 +59,7 @@ app.conf.update(
         "workers.tasks",
         "workers.compute",
         "workers.datasets",
+        "workers.evaluation",
         "workers.finetuning",
         "workers.inference",
         "workers.shared_servers",

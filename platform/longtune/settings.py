@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "longtune.tenancy",
     "longtune.compute.apps.ComputeConfig",
     "longtune.catalog.apps.CatalogConfig",
+    "longtune.evaluation.apps.EvaluationConfig",
     "longtune.datasets.apps.DatasetsConfig",
     "longtune.finetuning.apps.FinetuningConfig",
     "longtune.inference.apps.InferenceConfig",

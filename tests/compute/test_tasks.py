@@ -42,6 +42,7 @@ def test_the_beat_schedule_is_computes(settings):
     assert {entry["task"] for entry in planned.values()} == {
         tasks.FINETUNE_WATCHDOG,
         tasks.INFERENCE_WATCHDOG,
+        tasks.EVALUATION_WATCHDOG,
         tasks.REDISPATCH_SWEEP,
     }
     assert all(entry["options"]["queue"] == queues.CPU for entry in planned.values())

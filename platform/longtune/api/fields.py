@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
@@ -47,3 +48,8 @@ class ObjectTypeFieldSchema(OpenApiSerializerFieldExtension):
         # across resources; OpenAPI 3.0 has no "const", so a pattern pins the value instead.
         value = self.target.value
         return {"type": "string", "pattern": f"^{re.escape(value)}$", "example": value}
+
+
+def unix(dt: Any) -> int | None:
+    """A datetime as OpenAI's integer Unix seconds (None stays None)."""
+    return int(dt.timestamp()) if dt is not None else None

@@ -14,6 +14,7 @@ def beat_schedule() -> dict[str, dict[str, Any]]:
     periodic = {
         "finetuning-watchdog": (tasks.FINETUNE_WATCHDOG, conf.finetune_watchdog_interval_seconds),
         "inference-watchdog": (tasks.INFERENCE_WATCHDOG, conf.inference_watchdog_interval_seconds),
+        "evaluation-watchdog": (tasks.EVALUATION_WATCHDOG, conf.finetune_watchdog_interval_seconds),
         "compute-redispatch": (tasks.REDISPATCH_SWEEP, conf.redispatch_interval_seconds),
     }
     return {

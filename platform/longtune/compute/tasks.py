@@ -16,3 +16,5 @@ SERVE_ENDPOINT = "longtune.inference.serve_endpoint"  # args [endpoint_pk, gener
 SERVE_SHARED_BASE = "longtune.inference.serve_shared_base"  # args [server_pk, generation]
 INFERENCE_WATCHDOG = "longtune.inference.watchdog"
 REDISPATCH_SWEEP = "longtune.compute.redispatch"  # re-publishes work whose message was lost
+EVALUATE = "longtune.evaluation.run"  # args [evaluation_pk, attempt]
+EVALUATION_WATCHDOG = "longtune.evaluation.watchdog"

@@ -16,6 +16,8 @@ class FilePurpose(models.TextChoices):
     EVALUATION = "evaluation", "evaluation"  # decontamination reference sets
     # A finished job's step metrics (CSV), written by the catalog when it publishes the model.
     FINE_TUNE_RESULTS = "fine-tune-results", "fine-tune-results"
+    # An evaluation job's heatmap (PNG), written when the evaluation finishes.
+    EVALUATION_RESULTS = "evaluation-results", "evaluation-results"
 
 
 # What a client may upload: JSONL datasets. Result files are only ever written by the platform.

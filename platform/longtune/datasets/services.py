@@ -254,9 +254,15 @@ def open_scrubbed(file: File) -> BinaryIO:
 
 
 def create_results_file(
-    org: Organization, *, filename: str, content: bytes, format: str = "csv"
+    org: Organization,
+    *,
+    filename: str,
+    content: bytes,
+    format: str = "csv",
+    purpose: str = FilePurpose.FINE_TUNE_RESULTS,
 ) -> File:
-    """A file the platform produced (a job's step metrics), stored and ``processed`` at once.
+    """A file the platform produced (a job's step metrics, an evaluation's heatmap), stored and
+    ``processed`` at once.
 
     Why here: Files, their object keys and their deletion are this app's; a result file is
     stored under the file's own prefix like a scrubbed upload, so ``GET .../content`` serves it
@@ -270,7 +276,7 @@ def create_results_file(
         public_id=file_id,
         org=org,
         filename=filename,
-        purpose=FilePurpose.FINE_TUNE_RESULTS,
+        purpose=purpose,
         status=FileStatus.PROCESSED,
         bytes=len(content),
         scrubbed_bytes=len(content),

@@ -9,6 +9,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from longtune.api.fields import unix
 from longtune.catalog.services import fine_tuned_model_name
 from longtune.finetuning.models import FineTuningJob, JobCheckpoint, JobEvent
 
@@ -150,10 +151,6 @@ class JobCreateSerializer(serializers.Serializer):
 
 
 # --------------------------------------------------------------------------- responses
-
-
-def unix(dt: Any) -> int | None:
-    return int(dt.timestamp()) if dt is not None else None
 
 
 def hyperparameters_payload(job: FineTuningJob) -> dict[str, Any]:

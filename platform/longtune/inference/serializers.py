@@ -12,16 +12,13 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from longtune.api.fields import unix
 from longtune.inference.models import Deployment, Endpoint, EndpointEvent, UsageRecord
 
 MAX_STOP_SEQUENCES = 4
 MAX_MESSAGES = 2048
 MAX_PROMPT_CHARS = 4_000_000  # ~1M tokens; the replica applies the real context limit
 CHAT_ROLES = ("system", "developer", "user", "assistant")
-
-
-def unix(dt: Any) -> int | None:
-    return int(dt.timestamp()) if dt is not None else None
 
 
 # --------------------------------------------------------------------------- endpoints

@@ -1,0 +1,99 @@
+"""Request validation and the response shape of /v1/evaluations (both in the OpenAPI schema)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from longtune.api.fields import unix
+from longtune.evaluation.models import EvaluationEvent, EvaluationJob, Suite
+
+MAX_LENGTHS = 12
+MAX_DEPTHS = 11
+
+
+class EvaluationCreateSerializer(serializers.Serializer):
+    model = serializers.CharField(max_length=300, help_text="A base model or your ft: model.")
+    suite = serializers.ChoiceField(choices=Suite.choices)
+    lengths = serializers.ListField(
+        child=serializers.IntegerField(min_value=16, max_value=1_048_576),
+        min_length=1,
+        max_length=MAX_LENGTHS,
+        help_text="Context lengths in tokens; each must fit the model's context.",
+    )
+    depths = serializers.ListField(
+        child=serializers.FloatField(min_value=0.0, max_value=1.0),
+        min_length=1,
+        max_length=MAX_DEPTHS,
+        required=False,
+        help_text="Needle depths for passkey (0 = start, 1 = end); default [0.1, 0.5, 0.9].",
+    )
+    samples = serializers.IntegerField(
+        min_value=1, max_value=50, default=1, help_text="Keys per (length, depth) cell."
+    )
+    seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["suite"] != Suite.PASSKEY and attrs.get("depths"):
+            raise serializers.ValidationError(
+                {"depths": "depths apply to the passkey suite only."}, code="invalid"
+            )
+        return attrs
+
+
+class EvaluationSerializer(serializers.Serializer):
+    """What GET/POST /v1/evaluations return."""
+
+    object = serializers.CharField(help_text='Always "evaluation".')
+    id = serializers.CharField()
+    model = serializers.CharField()
+    suite = serializers.ChoiceField(choices=Suite.choices)
+    status = serializers.ChoiceField(
+        choices=["queued", "running", "succeeded", "failed", "cancelled"]
+    )
+    lengths = serializers.ListField(child=serializers.IntegerField())
+    depths = serializers.ListField(child=serializers.FloatField())
+    samples = serializers.IntegerField()
+    seed = serializers.IntegerField()
+    created_at = serializers.IntegerField()
+    finished_at = serializers.IntegerField(allow_null=True)
+    progress = serializers.DictField()
+    results = serializers.DictField(
+        allow_null=True,
+        help_text="passkey: accuracy [length][depth], by_length, stderr_by_length, overall, "
+        "effective_context; perplexity: perplexity by length.",
+    )
+    result_file = serializers.CharField(allow_null=True, help_text="The heatmap PNG's file id.")
+    error = serializers.DictField(allow_null=True)
+
+
+def evaluation_payload(job: EvaluationJob) -> dict[str, Any]:
+    return {
+        "object": "evaluation",
+        "id": job.public_id,
+        "model": job.model,
+        "suite": job.suite,
+        "status": job.status,
+        "lengths": job.lengths,
+        "depths": job.depths,
+        "samples": job.samples,
+        "seed": job.seed,
+        "created_at": unix(job.created_at),
+        "finished_at": unix(job.finished_at) if job.finished_at else None,
+        "progress": job.progress,
+        "results": job.results,
+        "result_file": job.result_file.public_id if job.result_file_id else None,
+        "error": job.error,
+    }
+
+
+def event_payload(event: EvaluationEvent) -> dict[str, Any]:
+    return {
+        "object": "evaluation.event",
+        "id": event.public_id,
+        "created_at": unix(event.created_at),
+        "level": event.level,
+        "message": event.message,
+        "data": event.data,
+    }

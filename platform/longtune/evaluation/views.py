@@ -1,0 +1,91 @@
+"""/v1/evaluations: long-context evaluation jobs (create, list, retrieve, cancel, events)."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.decorators import action
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from longtune.api.errors import ApiError
+from longtune.api.pagination import OpenAICursorPagination
+from longtune.api.viewsets import OrgScopedViewSet
+from longtune.evaluation.models import EvaluationEvent, EvaluationJob
+from longtune.evaluation.serializers import (
+    EvaluationCreateSerializer,
+    EvaluationSerializer,
+    evaluation_payload,
+    event_payload,
+)
+from longtune.evaluation.services import cancel_evaluation, create_evaluation
+
+EVALUATION_LIST = inline_serializer(
+    "EvaluationList",
+    {
+        "object": serializers.CharField(),
+        "data": EvaluationSerializer(many=True),
+        "has_more": serializers.BooleanField(),
+    },
+)
+
+
+class EvaluationViewSet(OrgScopedViewSet):
+    model = EvaluationJob
+
+    def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
+        return queryset.select_related("result_file")
+
+    @extend_schema(operation_id="evaluations_list", responses={200: EVALUATION_LIST})
+    def list(self, request: Request) -> Response:
+        page = self.paginator.paginate_queryset(self.get_queryset(), request, view=self)
+        return self.paginator.get_paginated_response([evaluation_payload(j) for j in page])
+
+    @extend_schema(responses={200: EvaluationSerializer})
+    def retrieve(self, request: Request, id: str) -> Response:
+        return Response(evaluation_payload(self.get_object()))
+
+    @extend_schema(request=EvaluationCreateSerializer, responses={201: EvaluationSerializer})
+    def create(self, request: Request) -> Response:
+        serializer = EvaluationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job = create_evaluation(
+            org=request.org,
+            data=serializer.validated_data,
+            api_key=getattr(request, "api_key", None),
+        )
+        return Response(evaluation_payload(job), status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: EvaluationSerializer})
+    @action(detail=True, methods=["post"])
+    def cancel(self, request: Request, id: str) -> Response:
+        if request.data:
+            raise ApiError(
+                status=400,
+                code="unknown_parameter",
+                message="cancel takes no request body.",
+                param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
+            )
+        job = cancel_evaluation(self.get_object())
+        return Response(evaluation_payload(job))
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "EvaluationEventList",
+                {
+                    "object": serializers.CharField(),
+                    "data": serializers.ListField(child=serializers.DictField()),
+                    "has_more": serializers.BooleanField(),
+                },
+            )
+        }
+    )
+    @action(detail=True, methods=["get"])
+    def events(self, request: Request, id: str) -> Response:
+        job = self.get_object()
+        events = EvaluationEvent.objects.for_org(request.org).filter(evaluation=job)
+        paginator = OpenAICursorPagination()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response([event_payload(e) for e in page])
