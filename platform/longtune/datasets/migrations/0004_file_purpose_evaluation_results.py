@@ -4,15 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('lt_datasets', '0003_file_purpose_fine_tune_results'),
+        ("lt_datasets", "0003_file_purpose_fine_tune_results"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='file',
-            name='purpose',
-            field=models.CharField(choices=[('fine-tune', 'fine-tune'), ('evaluation', 'evaluation'), ('fine-tune-results', 'fine-tune-results'), ('evaluation-results', 'evaluation-results')], max_length=20),
+            model_name="file",
+            name="purpose",
+            field=models.CharField(
+                choices=[
+                    ("fine-tune", "fine-tune"),
+                    ("evaluation", "evaluation"),
+                    ("fine-tune-results", "fine-tune-results"),
+                    ("evaluation-results", "evaluation-results"),
+                ],
+                max_length=20,
+            ),
         ),
     ]
