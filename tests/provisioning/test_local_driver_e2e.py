@@ -162,9 +162,13 @@ def test_local_instance_end_to_end(make_org, supervisor, settings, shared_storag
     assert finished.worker.startswith(worker) and finished.attempts == 1
     assert driver.pids(instance) == {}
     for pid in (first_pid, restarted):
-        assert not os.path.exists(f"/proc/{pid}") or b"Z" in open(f"/proc/{pid}/stat", "rb").read().split(b")")[-1][:3]
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or b"Z" in open(f"/proc/{pid}/stat", "rb").read().split(b")")[-1][:3]
+        )
     events = list(
-        DedicatedInstance.objects.unscoped_across_orgs().get(pk=instance.pk)
+        DedicatedInstance.objects.unscoped_across_orgs()
+        .get(pk=instance.pk)
         .events.values_list("to_state", flat=True)
     )
     assert [e for e in events if e] == ["requested", "provisioning", "ready", "draining",

@@ -42,7 +42,11 @@ def test_sales_books_and_runs_every_action_with_confirmation(org_a):
     response = client.post(f"{ADMIN}add/", booking(org_a.org))
     assert response.status_code == 302, response.content.decode()[-3000:]
     instance = DedicatedInstance.objects.for_org(org_a.org).get()
-    assert (instance.size, instance.state, instance.max_replicas) == ("8x_h100_80gb", "requested", 2)
+    assert (instance.size, instance.state, instance.max_replicas) == (
+        "8x_h100_80gb",
+        "requested",
+        2,
+    )
 
     page = act(client, "provision_action", [instance])  # the confirmation page, nothing done
     assert page.status_code == 200 and b"Yes, provision" in page.content
@@ -87,7 +91,10 @@ def test_capacity_view_and_the_add_form_refuse_over_allocation(org_a, org_b):
     assert DedicatedInstance.objects.for_org(org_b.org).count() == 0
     page = client.get(f"{ADMIN}capacity/")
     assert page.status_code == 200
-    assert b"<td>us-east</td><td>h100_80gb</td><td>16</td>\n        <td>16</td><td>0</td>" in page.content
+    assert (
+        b"<td>us-east</td><td>h100_80gb</td><td>16</td>\n        <td>16</td><td>0</td>"
+        in page.content
+    )
 
 
 def test_non_staff_owner_and_plain_staff_cannot(org_a):

@@ -155,7 +155,9 @@ def test_capacity_refuses_to_over_allocate(org_a, org_b):
     rows = {(r.pool, r.accelerator_type): r for r in capacity_rows()}
     assert (rows["us-east", "h100_80gb"].allocated, rows["us-east", "h100_80gb"].free) == (16, 0)
     services.transition(first, S.DECOMMISSIONED)  # requested -> decommissioned frees it
-    assert {(r.pool, r.accelerator_type): r for r in capacity_rows()}["us-east", "h100_80gb"].free == 16
+    assert {(r.pool, r.accelerator_type): r for r in capacity_rows()}[
+        "us-east", "h100_80gb"
+    ].free == 16
     book(org_b.org, staff, accelerator_type="h100_80gb", pool="us-east", accelerators_per_replica=8)
     with pytest.raises(CapacityExceeded):  # a pool that is not in the inventory has nothing
         book(org_a.org, staff, accelerator_type="h100_80gb", pool="mars", hosts="serving")

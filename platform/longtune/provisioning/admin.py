@@ -225,7 +225,9 @@ class DedicatedInstanceAdmin(CrossOrgModelAdmin):
     ) -> HttpResponse | None:
         """Render the confirmation page; on "confirm", apply to each instance (audited by the
         service with ``request.user``) and report per instance."""
-        form = form_class(request.POST if "confirm" in request.POST else None) if form_class else None
+        form = (
+            form_class(request.POST if "confirm" in request.POST else None) if form_class else None
+        )
         if "confirm" in request.POST and (form is None or form.is_valid()):
             for instance in queryset:
                 try:

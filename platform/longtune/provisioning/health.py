@@ -37,7 +37,11 @@ def replica_health(instance: DedicatedInstance) -> Health:
         instance=instance, stopped=False, last_seen__gte=_fresh_after()
     )
     workers = tuple(sorted(rows.values_list("worker", flat=True)))
-    expected = instance.replicas if instance.state in (InstanceState.PROVISIONING, InstanceState.READY) else 0
+    expected = (
+        instance.replicas
+        if instance.state in (InstanceState.PROVISIONING, InstanceState.READY)
+        else 0
+    )
     return Health(ready=len(workers), expected=expected, workers=workers)
 
 
@@ -54,7 +58,12 @@ def beat(instance_public_id: str, worker: str, pid: int | None = None) -> bool:
     ReplicaHeartbeat.objects.unscoped_across_orgs().update_or_create(
         instance=instance,
         worker=worker[:255],
-        defaults={"org_id": instance.org_id, "pid": pid, "last_seen": timezone.now(), "stopped": False},
+        defaults={
+            "org_id": instance.org_id,
+            "pid": pid,
+            "last_seen": timezone.now(),
+            "stopped": False,
+        },
     )
     return True
 

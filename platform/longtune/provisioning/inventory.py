@@ -24,8 +24,7 @@ class InventoryError(ValueError):
 class CapacityExceeded(Exception):
     def __init__(self, pool: str, accelerator_type: str, wanted: int, free: int) -> None:
         super().__init__(
-            f"Pool {pool} has {free} free {accelerator_type} accelerator(s); "
-            f"this needs {wanted}."
+            f"Pool {pool} has {free} free {accelerator_type} accelerator(s); this needs {wanted}."
         )
         self.pool, self.accelerator_type, self.wanted, self.free = (
             pool,

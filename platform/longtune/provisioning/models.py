@@ -153,7 +153,9 @@ class InstanceUsage(OrgOwnedModelMixin, models.Model):
     class Meta:
         ordering = ["instance_id", "hour_start"]
         constraints = [
-            models.UniqueConstraint(fields=["instance", "hour_start"], name="one_usage_row_per_hour")
+            models.UniqueConstraint(
+                fields=["instance", "hour_start"], name="one_usage_row_per_hour"
+            )
         ]
 
     @property

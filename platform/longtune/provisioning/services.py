@@ -363,7 +363,9 @@ def extend_contract(
         before = row.contract_end
         row.contract_end = contract_end
         row.save(update_fields=["contract_end"])
-        record_event(row, f"Contract extended: {before} -> {contract_end}.", actor=_actor_name(staff))
+        record_event(
+            row, f"Contract extended: {before} -> {contract_end}.", actor=_actor_name(staff)
+        )
         _audit(
             row,
             AuditAction.DEDICATED_INSTANCE_CONTRACT_EXTENDED,

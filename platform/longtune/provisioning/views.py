@@ -11,9 +11,7 @@ from longtune.provisioning.models import DedicatedInstance
 from longtune.provisioning.serializers import DedicatedInstanceSerializer
 
 
-class DedicatedInstanceViewSet(
-    mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet
-):
+class DedicatedInstanceViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedViewSet):
     model = DedicatedInstance
     serializer_class = DedicatedInstanceSerializer
 

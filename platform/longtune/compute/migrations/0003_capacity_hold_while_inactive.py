@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('compute', '0002_dedicated_queues_from_finetuning_settings'),
+        ("compute", "0002_dedicated_queues_from_finetuning_settings"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='dedicatedcapacity',
-            name='hold_while_inactive',
-            field=models.BooleanField(default=False, help_text='While inactive, new work still queues here and waits for the machines (instead of going to the shared pool).'),
+            model_name="dedicatedcapacity",
+            name="hold_while_inactive",
+            field=models.BooleanField(
+                default=False,
+                help_text="While inactive, new work still queues here and waits for the machines (instead of going to the shared pool).",
+            ),
         ),
     ]

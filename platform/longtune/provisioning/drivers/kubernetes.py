@@ -149,11 +149,15 @@ class KubernetesDriver:
 
         apps = self._apps()
         try:
-            return apps.read_namespaced_deployment(deployment_name(instance), self.conf.k8s_namespace)
+            return apps.read_namespaced_deployment(
+                deployment_name(instance), self.conf.k8s_namespace
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise DriverError(f"Kubernetes refused to read the Deployment: {exc.status} {exc.reason}") from exc
+            raise DriverError(
+                f"Kubernetes refused to read the Deployment: {exc.status} {exc.reason}"
+            ) from exc
         except Exception as exc:  # noqa: BLE001
             raise DriverError(f"could not reach Kubernetes to read the Deployment: {exc}") from exc
 
@@ -164,7 +168,9 @@ class KubernetesDriver:
         if self._read(instance) is None:
             self._call("create the Deployment", apps.create_namespaced_deployment, namespace, body)
         else:
-            self._call("patch the Deployment", apps.patch_namespaced_deployment, name, namespace, body)
+            self._call(
+                "patch the Deployment", apps.patch_namespaced_deployment, name, namespace, body
+            )
         return f"{namespace}/{name}"
 
     def drain(self, instance: DedicatedInstance) -> None:

@@ -4,15 +4,46 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('tenancy', '0003_audit_actions_in_use'),
+        ("tenancy", "0003_audit_actions_in_use"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='auditlogentry',
-            name='action',
-            field=models.CharField(choices=[('organization.created', 'Organization Created'), ('api_key.created', 'Api Key Created'), ('api_key.revoked', 'Api Key Revoked'), ('member.added', 'Member Added'), ('member.removed', 'Member Removed'), ('member.role_changed', 'Member Role Changed'), ('invitation.created', 'Invitation Created'), ('invitation.accepted', 'Invitation Accepted'), ('invitation.revoked', 'Invitation Revoked'), ('quota.changed', 'Quota Changed'), ('file.uploaded', 'File Uploaded'), ('file.scrubbed', 'File Scrubbed'), ('file.rejected', 'File Rejected'), ('file.deleted', 'File Deleted'), ('pii_policy.changed', 'Pii Policy Changed'), ('model.deleted', 'Model Deleted'), ('dedicated_instance.requested', 'Dedicated Instance Requested'), ('dedicated_instance.provisioned', 'Dedicated Instance Provisioned'), ('dedicated_instance.ready', 'Dedicated Instance Ready'), ('dedicated_instance.resized', 'Dedicated Instance Resized'), ('dedicated_instance.draining', 'Dedicated Instance Draining'), ('dedicated_instance.decommissioned', 'Dedicated Instance Decommissioned'), ('dedicated_instance.failed', 'Dedicated Instance Failed'), ('dedicated_instance.contract_extended', 'Dedicated Instance Contract Extended')], db_index=True, max_length=64),
+            model_name="auditlogentry",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("organization.created", "Organization Created"),
+                    ("api_key.created", "Api Key Created"),
+                    ("api_key.revoked", "Api Key Revoked"),
+                    ("member.added", "Member Added"),
+                    ("member.removed", "Member Removed"),
+                    ("member.role_changed", "Member Role Changed"),
+                    ("invitation.created", "Invitation Created"),
+                    ("invitation.accepted", "Invitation Accepted"),
+                    ("invitation.revoked", "Invitation Revoked"),
+                    ("quota.changed", "Quota Changed"),
+                    ("file.uploaded", "File Uploaded"),
+                    ("file.scrubbed", "File Scrubbed"),
+                    ("file.rejected", "File Rejected"),
+                    ("file.deleted", "File Deleted"),
+                    ("pii_policy.changed", "Pii Policy Changed"),
+                    ("model.deleted", "Model Deleted"),
+                    ("dedicated_instance.requested", "Dedicated Instance Requested"),
+                    ("dedicated_instance.provisioned", "Dedicated Instance Provisioned"),
+                    ("dedicated_instance.ready", "Dedicated Instance Ready"),
+                    ("dedicated_instance.resized", "Dedicated Instance Resized"),
+                    ("dedicated_instance.draining", "Dedicated Instance Draining"),
+                    ("dedicated_instance.decommissioned", "Dedicated Instance Decommissioned"),
+                    ("dedicated_instance.failed", "Dedicated Instance Failed"),
+                    (
+                        "dedicated_instance.contract_extended",
+                        "Dedicated Instance Contract Extended",
+                    ),
+                ],
+                db_index=True,
+                max_length=64,
+            ),
         ),
     ]
