@@ -70,6 +70,17 @@ def test_only_the_listed_transitions_are_allowed(org_a, current):
     assert type(instance).objects.unscoped_across_orgs().get(pk=instance.pk).state == current
 
 
+def test_decommission_drains_running_instances_first(org_a):
+    staff = staff_user()
+    instance = book(org_a.org, staff)
+    services.provision(instance, staff=staff)
+    assert services.decommission(instance, staff=staff).state == S.DRAINING
+    with pytest.raises(ValidationError, match="Already draining"):
+        services.decommission(instance, staff=staff)  # would orphan the finishing workers
+    idle = book(org_a.org, staff, hosts="serving")
+    assert services.decommission(idle, staff=staff).state == S.DECOMMISSIONED  # nothing ran
+
+
 def test_failed_keeps_its_reason_and_can_be_retried(org_a):
     staff = staff_user()
     instance = book(org_a.org, staff)

@@ -299,6 +299,10 @@ def decommission(
     first (the supervisor decommissions once the workers are gone)."""
     if instance.state in (S.PROVISIONING, S.READY):
         return drain(instance, staff=staff, request=request)
+    if instance.state == S.DRAINING:
+        # Its workers may still be finishing a job: the supervisor decommissions it once they
+        # are gone; ending it now would orphan them.
+        raise ValidationError("Already draining: it is decommissioned once its workers stop.")
     return transition(
         instance, S.DECOMMISSIONED, staff=staff, request=request, message="Decommissioned."
     )
