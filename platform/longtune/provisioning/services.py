@@ -297,9 +297,10 @@ def decommission(
 ) -> DedicatedInstance:
     """Ends the instance: directly when nothing runs (requested, failed), else by draining
     first (the supervisor decommissions once the workers are gone)."""
-    if instance.state in (S.PROVISIONING, S.READY):
+    current = _rows().values_list("state", flat=True).get(pk=instance.pk)  # not a stale copy
+    if current in (S.PROVISIONING, S.READY):
         return drain(instance, staff=staff, request=request)
-    if instance.state == S.DRAINING:
+    if current == S.DRAINING:
         # Its workers may still be finishing a job: the supervisor decommissions it once they
         # are gone; ending it now would orphan them.
         raise ValidationError("Already draining: it is decommissioned once its workers stop.")
