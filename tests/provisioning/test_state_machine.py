@@ -210,3 +210,28 @@ def test_instance_hours_from_ready_to_decommissioned_are_idempotent(org_a):
     rows = InstanceUsage.objects.for_org(org_a.org).order_by("hour_start")
     assert [str(r.hours) for r in rows] == ["0.500000", "1.000000", "0.500000"]
     assert sum(r.amount for r in rows) == pytest.approx(25.0)
+
+
+def test_pending_dedicated_endpoints_are_rerouted_too(
+    org_a, monkeypatch, django_capture_on_commit_callbacks
+):
+    from longtune.compute import broker
+    from longtune.inference.models import Endpoint
+    from tests.finetuning.helpers import make_base_model
+
+    sent = []
+    monkeypatch.setattr(broker, "send", lambda task, args, queue: sent.append((args, queue)))
+    staff = staff_user()
+    instance = book(org_a.org, staff, hosts="serving")
+    assert instance.queue.startswith(f"inference.{org_a.org.slug}.")
+    make_base_model("tiny-serve", "/models/tiny", original=64, maximum=1024)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = {"model": "tiny-serve", "deployment": "dedicated"}
+        assert org_a.client().post("/v1/endpoints", body, format="json").status_code == 201
+    endpoint = Endpoint.objects.for_org(org_a.org).get()
+    assert endpoint.queue == instance.queue  # waits for the instance's machines
+    with django_capture_on_commit_callbacks(execute=True):
+        services.decommission(instance, staff=staff)  # requested: ends at once
+    endpoint.refresh_from_db()
+    assert (endpoint.queue, endpoint.generation) == (f"inference.{org_a.org.slug}", 2)
+    assert sent[-1] == ([endpoint.pk, 2], f"inference.{org_a.org.slug}")

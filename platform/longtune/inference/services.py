@@ -176,6 +176,37 @@ def start_endpoint(endpoint: Endpoint) -> Endpoint:
     return locked
 
 
+def reroute_pending(queue: str) -> list[str]:
+    """Own-process endpoints still pending on ``queue`` (a decommissioned dedicated
+    instance's) move to where ``serving_queue_for`` now points, as a new generation (the old
+    message is refused if it ever turns up). Registered with ``compute.sweep``."""
+    moved: list[str] = []
+    with transaction.atomic():
+        pending = (
+            Endpoint.objects.unscoped_across_orgs()
+            .select_for_update()
+            .select_related("org")
+            .filter(queue=queue, status=EndpointStatus.PENDING, hosting=Hosting.OWN_PROCESS)
+            .order_by("pk")
+        )
+        for endpoint in pending:
+            target = serving_queue_for(endpoint.org, endpoint.deployment)
+            if target == queue:
+                continue
+            endpoint.queue = target
+            endpoint.generation += 1
+            endpoint.save(update_fields=["queue", "generation"])
+            record_event(
+                endpoint,
+                f"Queue {queue} has no machines any more; moved to {target} "
+                f"(generation {endpoint.generation}).",
+                level="warn",
+            )
+            _dispatch_after_commit(endpoint)
+            moved.append(endpoint.public_id)
+    return moved
+
+
 def stop_endpoint(endpoint: Endpoint, *, reason: str = "Stop requested.") -> Endpoint:
     """A pending endpoint stops at once; a loading/ready one when its replica sees the flag."""
     with transaction.atomic():
