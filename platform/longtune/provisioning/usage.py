@@ -22,8 +22,8 @@ def _hours(span: datetime.timedelta) -> Decimal:
 
 
 def record_usage(instance: DedicatedInstance, now: datetime.datetime | None = None) -> int:
-    """Upsert the rows of every hour the instance was ready in, up to its decommission (or
-    its failure, or ``now``); returns how many rows were written."""
+    """Upsert the rows of the hours the instance was ready in, from the newest recorded one
+    up to its decommission (or its failure, or ``now``); returns how many rows were written."""
     if instance.ready_at is None:
         return 0
     end = instance.decommissioned_at or instance.failed_at or now or timezone.now()
@@ -31,6 +31,17 @@ def record_usage(instance: DedicatedInstance, now: datetime.datetime | None = No
         return 0
     written = 0
     hour = instance.ready_at.replace(minute=0, second=0, microsecond=0)
+    # Hours before the newest recorded one are final: start there (the supervisor calls this
+    # every few seconds for months-long contracts).
+    newest = (
+        InstanceUsage.objects.unscoped_across_orgs()
+        .filter(instance=instance)
+        .order_by("-hour_start")
+        .values_list("hour_start", flat=True)
+        .first()
+    )
+    if newest is not None and newest > hour:
+        hour = newest
     while hour < end:
         start, stop = max(hour, instance.ready_at), min(hour + HOUR, end)
         InstanceUsage.objects.unscoped_across_orgs().update_or_create(
