@@ -26,7 +26,7 @@ from longtune.provisioning import inventory, services
 from longtune.provisioning.health import replica_health
 from longtune.provisioning.models import DedicatedInstance, InstanceEvent, InstanceUsage
 from longtune.provisioning.states import IllegalTransition
-from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
+from longtune.tenancy.cross_org_admin import CrossOrgAdminMixin, CrossOrgModelAdmin
 from longtune.tenancy.models import Organization
 
 BOOKING_FIELDS = (
@@ -69,16 +69,15 @@ class ExtendForm(forms.Form):
     contract_end = forms.DateField(help_text="YYYY-MM-DD")
 
 
-class EventInline(admin.TabularInline):
+class EventInline(CrossOrgAdminMixin, admin.TabularInline):
+    """The state history on the instance page (read-only)."""
+
     model = InstanceEvent
     fields = ("created_at", "level", "from_state", "to_state", "actor", "message")
     readonly_fields = fields
     extra = 0
     can_delete = False
     ordering = ("pk",)
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return InstanceEvent.objects.unscoped_across_orgs()
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
