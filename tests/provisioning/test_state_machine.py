@@ -97,9 +97,9 @@ def test_routing_follows_the_state_without_fallback(org_a, org_b):
     staff = staff_user()
     instance = book(org_a.org, staff, hosts="both")
     queue = instance.queue
-    assert training_queue_for(org_a.org) == queue  # requested: waits for the machines
+    assert training_queue_for(org_a.org) == "gpu"  # only booked: routing unchanged
     services.provision(instance, staff=staff)
-    assert training_queue_for(org_a.org) == queue
+    assert training_queue_for(org_a.org) == queue  # provisioning: waits for the machines
     assert serving_queue_for(org_a.org, "dedicated") == queue
     services.transition(instance, S.READY)
     assert training_queue_for(org_a.org) == queue
@@ -224,6 +224,7 @@ def test_pending_dedicated_endpoints_are_rerouted_too(
     staff = staff_user()
     instance = book(org_a.org, staff, hosts="serving")
     assert instance.queue.startswith(f"inference.{org_a.org.slug}.")
+    services.provision(instance, staff=staff)
     make_base_model("tiny-serve", "/models/tiny", original=64, maximum=1024)
     with django_capture_on_commit_callbacks(execute=True):
         body = {"model": "tiny-serve", "deployment": "dedicated"}
@@ -231,7 +232,8 @@ def test_pending_dedicated_endpoints_are_rerouted_too(
     endpoint = Endpoint.objects.for_org(org_a.org).get()
     assert endpoint.queue == instance.queue  # waits for the instance's machines
     with django_capture_on_commit_callbacks(execute=True):
-        services.decommission(instance, staff=staff)  # requested: ends at once
+        services.decommission(instance, staff=staff)  # provisioning: drains first
+        services.transition(instance, S.DECOMMISSIONED)  # the supervisor, once drained
     endpoint.refresh_from_db()
     assert (endpoint.queue, endpoint.generation) == (f"inference.{org_a.org.slug}", 2)
     assert sent[-1] == ([endpoint.pk, 2], f"inference.{org_a.org.slug}")

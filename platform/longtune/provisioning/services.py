@@ -97,9 +97,9 @@ def _audit(
 
 
 def sync_capacity(instance: DedicatedInstance) -> None:
-    """Routing follows the state: active only when ready; while requested, provisioning or
-    draining the org's work waits on the instance's queue unless the contract allows falling
-    back to the shared pool; decommissioned/failed route nothing."""
+    """Routing follows the state: active only when ready; while provisioning or draining the
+    org's work waits on the instance's queue unless the contract allows falling back to the
+    shared pool; requested/decommissioned/failed route nothing."""
     active = instance.state == S.READY
     hold = instance.state in HOLDING and not instance.fallback_to_shared
     DedicatedCapacity.objects.unscoped_across_orgs().filter(pk=instance.capacity_id).update(
@@ -162,8 +162,8 @@ def request_instance(
     request: HttpRequest | None = None,
 ) -> DedicatedInstance:
     """Sales books an instance: the accelerators are allocated now (refused when the pool
-    cannot hold them), the capacity row is created inactive (its queue is named), and the
-    org's work starts waiting on it unless the contract allows fallback."""
+    cannot hold them) and the capacity row is created inactive (its queue is named); routing
+    is unchanged until it is provisioned."""
     replicas = min_replicas if replicas is None else replicas
     _validate_size(min_replicas, max_replicas, replicas)
     if contract_end < contract_start:

@@ -10,9 +10,9 @@
     failed ──decommission──> decommissioned   failed ──provision──> provisioning (retry)
 
 Routing follows the state (``services.sync_capacity``): only a ``ready`` instance's capacity
-is active; while requested/provisioning/draining its org's new work waits on the instance's
-queue, or goes to the shared pool when the contract allows fallback; decommissioned and failed
-instances route nothing.
+is active; while provisioning/draining its org's new work waits on the instance's queue, or
+goes to the shared pool when the contract allows fallback; requested, decommissioned and
+failed instances route nothing.
 """
 
 from __future__ import annotations
@@ -42,8 +42,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 ALLOCATING = frozenset({S.REQUESTED, S.PROVISIONING, S.READY, S.DRAINING})
 # States in which worker processes / pods should exist.
 RUNNING = frozenset({S.PROVISIONING, S.READY})
-# States in which the org's work waits on the instance's queue (no fallback).
-HOLDING = frozenset({S.REQUESTED, S.PROVISIONING, S.DRAINING})
+# States in which the org's work waits on the instance's queue (no fallback). Not
+# ``requested``: a booking for a contract that starts next month must not stall the org's
+# work on the shared pool until someone provisions it.
+HOLDING = frozenset({S.PROVISIONING, S.DRAINING})
 
 
 class IllegalTransition(Exception):
