@@ -237,3 +237,42 @@ def test_pending_dedicated_endpoints_are_rerouted_too(
     endpoint.refresh_from_db()
     assert (endpoint.queue, endpoint.generation) == (f"inference.{org_a.org.slug}", 2)
     assert sent[-1] == ([endpoint.pk, 2], f"inference.{org_a.org.slug}")
+
+
+def test_drain_restarts_served_endpoints_so_the_workers_can_stop(
+    org_a, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A serving replica never finishes by itself: draining its queue starts a new generation
+    (the old replica's heartbeat turns False, it exits, the warm shutdown completes), which
+    waits on the queue and moves with the other waiting work at decommission."""
+    from longtune.compute import broker
+    from longtune.inference.models import Endpoint, Replica
+    from longtune.inference.services import replica_heartbeat
+    from tests.finetuning.helpers import make_base_model
+
+    sent = []
+    monkeypatch.setattr(broker, "send", lambda task, args, queue: sent.append((args, queue)))
+    staff = staff_user()
+    instance = book(org_a.org, staff, hosts="serving")
+    services.provision(instance, staff=staff)
+    services.transition(instance, S.READY)
+    make_base_model("tiny-serve", "/models/tiny", original=64, maximum=1024)
+    with django_capture_on_commit_callbacks(execute=True):
+        body = {"model": "tiny-serve", "deployment": "dedicated"}
+        assert org_a.client().post("/v1/endpoints", body, format="json").status_code == 201
+    endpoint = Endpoint.objects.for_org(org_a.org).get()
+    Endpoint.objects.for_org(org_a.org).filter(pk=endpoint.pk).update(status="ready")
+    replica = Replica.objects.create(
+        org=org_a.org, endpoint=endpoint, generation=1, status="ready", worker="w"
+    )
+    assert replica_heartbeat(replica) is True
+    with django_capture_on_commit_callbacks(execute=True):
+        services.drain(instance, staff=staff)
+    endpoint.refresh_from_db()
+    assert (endpoint.status, endpoint.generation, endpoint.queue) == ("pending", 2, instance.queue)
+    assert replica_heartbeat(replica) is False  # the old replica exits
+    with django_capture_on_commit_callbacks(execute=True):
+        services.transition(instance, S.DECOMMISSIONED)
+    endpoint.refresh_from_db()
+    assert (endpoint.generation, endpoint.queue) == (3, f"inference.{org_a.org.slug}")
+    assert sent[-1] == ([endpoint.pk, 3], f"inference.{org_a.org.slug}")

@@ -76,3 +76,27 @@ def reroute_waiting_work(queue: str) -> dict[str, list[str]]:
             logger.exception("re-routing %s off %s failed", name, queue)
             done[name] = []
     return done
+
+
+# --- draining: work that never finishes by itself leaves a queue being drained -----------------
+
+_DRAINS: dict[str, Reroute] = {}
+
+
+def register_drain(name: str, drain: Reroute) -> None:
+    """Register how one kind of never-ending work (a serving replica) leaves a queue whose
+    workers are draining: a drain waits for running work, and a replica runs until stopped."""
+    _DRAINS[name] = drain
+
+
+def drain_queue(queue: str) -> dict[str, list[str]]:
+    """Every registered kind of never-ending work on ``queue`` is restarted where routing now
+    points (a finite job just finishes where it runs)."""
+    done: dict[str, list[str]] = {}
+    for name, drain in _DRAINS.items():
+        try:
+            done[name] = drain(queue)
+        except Exception:  # noqa: BLE001 - logged; the drain waits, staff can stop it
+            logger.exception("draining %s off %s failed", name, queue)
+            done[name] = []
+    return done

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from longtune.compute import queues
 from longtune.compute.models import DedicatedCapacity
-from longtune.compute.sweep import reroute_waiting_work
+from longtune.compute.sweep import drain_queue, reroute_waiting_work
 from longtune.events import EventLevel
 from longtune.provisioning import inventory
 from longtune.provisioning.models import DedicatedInstance, InstanceEvent
@@ -283,13 +283,17 @@ def drain(
 ) -> DedicatedInstance:
     """ready/provisioning -> draining: the workers stop taking work, finish what runs, stop;
     then the supervisor decommissions."""
-    return transition(
+    row = transition(
         instance,
         S.DRAINING,
         staff=staff,
         request=request,
         message="Draining: workers finish their running work, then stop.",
     )
+    moved = drain_queue(row.capacity.queue)  # serving replicas never finish: restart them
+    if any(moved.values()):
+        record_event(row, f"Moved off the draining queue: {moved}.", data={"moved": moved})
+    return row
 
 
 def decommission(
