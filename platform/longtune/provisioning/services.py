@@ -12,10 +12,11 @@ from __future__ import annotations
 import datetime
 import logging
 import secrets
+import zlib
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.http import HttpRequest
 from django.utils import timezone
@@ -134,7 +135,14 @@ def _validate_size(min_replicas: int, max_replicas: int, replicas: int) -> None:
 
 
 def _lock_pool(pool: str, accelerator_type: str) -> None:
-    # Serialize allocations in one pool: the rows counted by the capacity check are locked.
+    """Serialize allocations of one (pool, type) until the transaction ends, so two bookings
+    racing for the last accelerators cannot both pass the capacity check. PostgreSQL: a
+    transaction-scoped advisory lock (it also covers an empty pool, which has no row to
+    lock); SQLite serializes writers anyway. Plus the rows the check counts."""
+    if connection.vendor == "postgresql":
+        key = zlib.crc32(f"longtune.pool:{pool}:{accelerator_type}".encode())
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
     list(
         _rows()
         .select_for_update()
