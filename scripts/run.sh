@@ -28,7 +28,10 @@ WORKER=$!
 python3 -m celery -A workers.celery_app worker -Q inference -P solo -c 1 -l INFO -n serve@%h \
   --without-gossip --without-mingle &
 SERVE_WORKER=$!
-trap 'kill $CPU_WORKER $WORKER $SERVE_WORKER 2>/dev/null; wait $CPU_WORKER $WORKER $SERVE_WORKER 2>/dev/null' EXIT INT TERM
+# Dedicated instances (README): the supervisor starts/restarts/drains their worker processes.
+python3 manage.py provisioning_supervise &
+SUPERVISOR=$!
+trap 'kill $CPU_WORKER $WORKER $SERVE_WORKER $SUPERVISOR 2>/dev/null; wait $CPU_WORKER $WORKER $SERVE_WORKER $SUPERVISOR 2>/dev/null' EXIT INT TERM
 
 echo
 echo "LongTune is up:  http://127.0.0.1:$PORT/  (API docs: http://127.0.0.1:$PORT/v1/docs)"

@@ -63,6 +63,7 @@ app.conf.update(
         "workers.finetuning",
         "workers.inference",
         "workers.shared_servers",
+        "workers.provisioning",
     ],
     beat_schedule=beat_schedule(),
 )

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "longtune.datasets.apps.DatasetsConfig",
     "longtune.finetuning.apps.FinetuningConfig",
     "longtune.inference.apps.InferenceConfig",
+    "longtune.provisioning.apps.ProvisioningConfig",
 ]
 
 MIDDLEWARE = [
@@ -147,6 +148,23 @@ COMPUTE_REDISPATCH_AFTER_SECONDS = env_float("COMPUTE_REDISPATCH_AFTER_SECONDS",
 COMPUTE_REDISPATCH_INTERVAL_SECONDS = env_float("COMPUTE_REDISPATCH_INTERVAL_SECONDS", 60)
 FINETUNE_WATCHDOG_INTERVAL_SECONDS = env_float("FINETUNE_WATCHDOG_INTERVAL_SECONDS", 30)
 INFERENCE_WATCHDOG_INTERVAL_SECONDS = env_float("INFERENCE_WATCHDOG_INTERVAL_SECONDS", 30)
+
+# --- dedicated instances (provisioning/conf.py) ------------------------------------------
+# Driver: "local" (real worker processes on this machine) or "kubernetes" (a Deployment each).
+PROVISIONING_DRIVER = env_str("PROVISIONING_DRIVER", "local")
+# Accelerators per pool the sales console may allocate: "pool:type=count[,type=count];pool:..."
+PROVISIONING_INVENTORY = env_str("PROVISIONING_INVENTORY", "local:cpu=4")
+PROVISIONING_HEARTBEAT_SECONDS = env_float("PROVISIONING_HEARTBEAT_SECONDS", 5)
+PROVISIONING_HEARTBEAT_STALE_SECONDS = env_float("PROVISIONING_HEARTBEAT_STALE_SECONDS", 30)
+PROVISIONING_SUPERVISE_SECONDS = env_float("PROVISIONING_SUPERVISE_SECONDS", 5)
+PROVISIONING_K8S_NAMESPACE = env_str("PROVISIONING_K8S_NAMESPACE", "longtune")
+PROVISIONING_K8S_IMAGE = env_str("PROVISIONING_K8S_IMAGE", "longtune-worker:latest")
+PROVISIONING_K8S_ENV_SECRET = env_str("PROVISIONING_K8S_ENV_SECRET", "longtune-worker-env")
+PROVISIONING_K8S_ACCELERATOR_LABEL = env_str(
+    "PROVISIONING_K8S_ACCELERATOR_LABEL", "longtune.io/accelerator"
+)
+PROVISIONING_K8S_POOL_LABEL = env_str("PROVISIONING_K8S_POOL_LABEL", "longtune.io/pool")
+PROVISIONING_K8S_IN_CLUSTER = env_bool("PROVISIONING_K8S_IN_CLUSTER", False)
 
 # --- object storage ---------------------------------------------------------------------
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL")

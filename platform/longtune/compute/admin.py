@@ -10,7 +10,7 @@ from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 @admin.register(DedicatedCapacity)
 class DedicatedCapacityAdmin(CrossOrgModelAdmin):
-    list_display = ("org", "hosts", "queue", "active", "created_at")
+    list_display = ("org", "hosts", "queue", "active", "hold_while_inactive", "created_at")
     list_filter = ("hosts", "active")
     search_fields = ("org__slug", "org__name", "queue")
     autocomplete_fields = ("org",)

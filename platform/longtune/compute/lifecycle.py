@@ -307,6 +307,42 @@ class GpuWorkLifecycle(Generic[W]):
                 requeued.append(Requeue(row.pk, row.public_id, row.attempts, row.queue))
         return requeued
 
+    def reroute_waiting(self, queue: str, route: Callable[[Any], str]) -> list[str]:
+        """Waiting rows on ``queue`` (whose machines are gone: a decommissioned dedicated
+        instance) move to ``route(org)`` as a new attempt, so the old message is refused if it
+        ever turns up; queued ones are re-published there. Returns their public ids."""
+        moved: list[Requeue] = []
+        with transaction.atomic():
+            rows = (
+                self.rows()
+                .select_for_update()
+                .select_related("org")
+                .filter(queue=queue, status__in=self.waiting_statuses)
+                .order_by("pk")
+            )
+            for row in rows:
+                target = route(row.org)
+                if target == queue:
+                    continue
+                row.attempts += 1
+                row.queue = target
+                row.save(update_fields=["attempts", "queue"])
+                self.record_event(
+                    row,
+                    f"Queue {queue} has no machines any more; moved to {target} as attempt "
+                    f"{row.attempts}.",
+                    level=EventLevel.WARN,
+                    data={"attempt": row.attempts, "queue": target},
+                )
+                if row.status == WorkStatus.QUEUED:
+                    moved.append(Requeue(row.pk, row.public_id, row.attempts, target))
+        for item in moved:
+            try:
+                self.publish(item.pk, item.attempt, item.queue)
+            except Exception:  # noqa: BLE001 - the lost-message sweep re-publishes it
+                logger.exception("could not re-route %s", item.public_id)
+        return [item.public_id for item in moved]
+
     def sweep_lost_messages(self, older_than: timedelta, queue_is_idle: QueueIsIdle) -> list[str]:
         """``redispatch_lost`` + publish each one (the entry ``compute.sweep`` calls)."""
         requeued = self.redispatch_lost(older_than=older_than, queue_is_idle=queue_is_idle)

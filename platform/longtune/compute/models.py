@@ -36,7 +36,9 @@ class DedicatedCapacity(OrgOwnedModelMixin, models.Model):
     Staff create it in the admin (previously ``OrgFinetuningSettings.dedicated_queue``). A
     blank queue gets the conventional name (``gpu.<slug>``, ``inference.<slug>``); a given
     one must stay in the org's namespace. Deactivating it sends new work back to the shared
-    pool; work already queued keeps its queue.
+    pool (unless ``hold_while_inactive``: then it waits here); work already queued keeps its
+    queue. A ``provisioning.DedicatedInstance`` owns one row and sets both flags from its
+    state.
     """
 
     org = models.ForeignKey(
@@ -51,6 +53,14 @@ class DedicatedCapacity(OrgOwnedModelMixin, models.Model):
         help_text="Blank: gpu.<org-slug> (training, both) or inference.<org-slug> (serving).",
     )
     active = models.BooleanField(default=True)
+    # A dedicated instance that is provisioning or draining, whose contract does not allow
+    # falling back to the shared pool: its org's new work waits on this queue for its
+    # machines instead of running elsewhere (compute.queues.dedicated_capacity_for).
+    hold_while_inactive = models.BooleanField(
+        default=False,
+        help_text="While inactive, new work still queues here and waits for the machines "
+        "(instead of going to the shared pool).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = OrgScopedManager()
@@ -75,10 +85,10 @@ class DedicatedCapacity(OrgOwnedModelMixin, models.Model):
                 {"queue": f"A dedicated queue of {self.org.slug} must be named "
                  f"gpu.{self.org.slug}[.<name>] or inference.{self.org.slug}[.<name>]."}
             )  # fmt: skip
-        if self.active:
+        if self.active or self.hold_while_inactive:
             overlapping = (
                 DedicatedCapacity.objects.for_org(self.org)
-                .filter(active=True)
+                .filter(models.Q(active=True) | models.Q(hold_while_inactive=True))
                 .exclude(pk=self.pk)
                 .filter(
                     hosts__in=[Hosts.TRAINING, Hosts.SERVING, Hosts.BOTH]

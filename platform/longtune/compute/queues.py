@@ -50,14 +50,17 @@ def queue_belongs_to(queue: str, org_slug: str) -> bool:
 
 
 def dedicated_capacity_for(org: Organization, hosts: str) -> DedicatedCapacity | None:
-    """The org's newest active capacity hosting ``hosts`` work (``both`` hosts either kind)."""
+    """The org's newest active capacity hosting ``hosts`` work (``both`` hosts either kind);
+    else its newest inactive capacity that holds work while inactive (a dedicated instance
+    that is provisioning or draining without fallback to the shared pool: the work waits on
+    that queue for the machines); else None (the shared pool)."""
     from longtune.compute.models import DedicatedCapacity
 
+    rows = DedicatedCapacity.objects.for_org(org).filter(hosts__in=(hosts, BOTH))
+    newest = ("-created_at", "-pk")
     return (
-        DedicatedCapacity.objects.for_org(org)
-        .filter(active=True, hosts__in=(hosts, BOTH))
-        .order_by("-created_at", "-pk")
-        .first()
+        rows.filter(active=True).order_by(*newest).first()
+        or rows.filter(active=False, hold_while_inactive=True).order_by(*newest).first()
     )
 
 

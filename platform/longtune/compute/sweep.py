@@ -50,3 +50,53 @@ def redispatch_lost_work(
             logger.exception("re-dispatch sweep of %s failed", name)
             done[name] = []
     return done
+
+
+# --- re-routing: work waiting on a queue whose machines are gone -----------------------------
+
+Reroute = Callable[[str], list[str]]  # queue -> public ids sent elsewhere
+
+_REROUTES: dict[str, Reroute] = {}
+
+
+def register_reroute(name: str, reroute: Reroute) -> None:
+    """Register (or replace) how one kind of work leaves a queue that no machine will consume
+    again (a decommissioned dedicated instance's): e.g. ``JOBS.reroute_waiting``."""
+    _REROUTES[name] = reroute
+
+
+def reroute_waiting_work(queue: str) -> dict[str, list[str]]:
+    """Every registered kind of work waiting on ``queue`` is routed afresh and re-published;
+    one failing kind does not stop the others."""
+    done: dict[str, list[str]] = {}
+    for name, reroute in _REROUTES.items():
+        try:
+            done[name] = reroute(queue)
+        except Exception:  # noqa: BLE001 - logged; the lost-message sweep is the backstop
+            logger.exception("re-routing %s off %s failed", name, queue)
+            done[name] = []
+    return done
+
+
+# --- draining: work that never finishes by itself leaves a queue being drained -----------------
+
+_DRAINS: dict[str, Reroute] = {}
+
+
+def register_drain(name: str, drain: Reroute) -> None:
+    """Register how one kind of never-ending work (a serving replica) leaves a queue whose
+    workers are draining: a drain waits for running work, and a replica runs until stopped."""
+    _DRAINS[name] = drain
+
+
+def drain_queue(queue: str) -> dict[str, list[str]]:
+    """Every registered kind of never-ending work on ``queue`` is restarted where routing now
+    points (a finite job just finishes where it runs)."""
+    done: dict[str, list[str]] = {}
+    for name, drain in _DRAINS.items():
+        try:
+            done[name] = drain(queue)
+        except Exception:  # noqa: BLE001 - logged; the drain waits, staff can stop it
+            logger.exception("draining %s off %s failed", name, queue)
+            done[name] = []
+    return done

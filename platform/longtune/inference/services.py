@@ -165,6 +165,73 @@ def start_endpoint(endpoint: Endpoint) -> Endpoint:
     return locked
 
 
+def reroute_pending(queue: str) -> list[str]:
+    """Own-process endpoints still pending on ``queue`` (a decommissioned dedicated
+    instance's) move to where ``serving_queue_for`` now points, as a new generation (the old
+    message is refused if it ever turns up). Registered with ``compute.sweep``."""
+    moved: list[str] = []
+    with transaction.atomic():
+        pending = (
+            Endpoint.objects.unscoped_across_orgs()
+            .select_for_update()
+            .select_related("org")
+            .filter(queue=queue, status=EndpointStatus.PENDING, hosting=Hosting.OWN_PROCESS)
+            .order_by("pk")
+        )
+        for endpoint in pending:
+            target = serving_queue_for(endpoint.org, endpoint.deployment)
+            if target == queue:
+                continue
+            endpoint.queue = target
+            endpoint.generation += 1
+            endpoint.save(update_fields=["queue", "generation"])
+            record_event(
+                endpoint,
+                f"Queue {queue} has no machines any more; moved to {target} "
+                f"(generation {endpoint.generation}).",
+                level="warn",
+            )
+            _dispatch_after_commit(endpoint)
+            moved.append(endpoint.public_id)
+    return moved
+
+
+def move_live_off(queue: str) -> list[str]:
+    """Own-process endpoints served on ``queue`` (a draining dedicated instance's) restart
+    where ``serving_queue_for`` now points, as a new generation: the old replica sees the
+    generation change on its next heartbeat and exits, so the worker's drain can finish.
+    Registered with ``compute.sweep.register_drain``."""
+    moved: list[str] = []
+    with transaction.atomic():
+        live = (
+            Endpoint.objects.unscoped_across_orgs()
+            .select_for_update()
+            .select_related("org")
+            .filter(
+                queue=queue,
+                hosting=Hosting.OWN_PROCESS,
+                status__in=(EndpointStatus.LOADING, EndpointStatus.READY),
+                stop_requested=False,
+            )
+            .order_by("pk")
+        )
+        for endpoint in live:
+            endpoint.queue = serving_queue_for(endpoint.org, endpoint.deployment)
+            endpoint.generation += 1
+            endpoint.status = EndpointStatus.PENDING
+            endpoint.ready_at = None
+            endpoint.save(update_fields=["queue", "generation", "status", "ready_at"])
+            record_event(
+                endpoint,
+                f"Queue {queue} is draining; restarting on {endpoint.queue} "
+                f"(generation {endpoint.generation}).",
+                level="warn",
+            )
+            _dispatch_after_commit(endpoint)
+            moved.append(endpoint.public_id)
+    return moved
+
+
 def stop_endpoint(endpoint: Endpoint, *, reason: str = "Stop requested.") -> Endpoint:
     """A pending endpoint stops at once; a loading/ready one when its replica sees the flag."""
     with transaction.atomic():

@@ -40,6 +40,14 @@ class AuditAction(models.TextChoices):
     FILE_DELETED = "file.deleted"
     PII_POLICY_CHANGED = "pii_policy.changed"
     MODEL_DELETED = "model.deleted"
+    DEDICATED_INSTANCE_REQUESTED = "dedicated_instance.requested"
+    DEDICATED_INSTANCE_PROVISIONED = "dedicated_instance.provisioned"
+    DEDICATED_INSTANCE_READY = "dedicated_instance.ready"
+    DEDICATED_INSTANCE_RESIZED = "dedicated_instance.resized"
+    DEDICATED_INSTANCE_DRAINING = "dedicated_instance.draining"
+    DEDICATED_INSTANCE_DECOMMISSIONED = "dedicated_instance.decommissioned"
+    DEDICATED_INSTANCE_FAILED = "dedicated_instance.failed"
+    DEDICATED_INSTANCE_CONTRACT_EXTENDED = "dedicated_instance.contract_extended"
 
 
 class AppendOnlyQuerySet(OrgScopedQuerySet):
