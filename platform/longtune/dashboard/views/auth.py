@@ -16,7 +16,6 @@ from rest_framework import exceptions
 
 from longtune.dashboard.errors import NON_FIELD, field_errors
 from longtune.dashboard.forms import ThrottledLoginForm
-from longtune.tenancy.models import Membership
 from longtune.tenancy.serializers import SignupSerializer
 from longtune.tenancy.services.organizations import create_organization_with_owner
 from longtune.tenancy.throttling import PublicEndpointThrottle
@@ -34,7 +33,7 @@ def safe_next(request: HttpRequest, fallback: str) -> str:
 
 def home_for(request: HttpRequest) -> str:
     """Where a logged-in user lands: their org's overview, or the picker when they have several."""
-    memberships = list(Membership.objects.filter(user=request.user).select_related("org")[:2])
+    memberships = list(request.user.memberships.select_related("org")[:2])  # the user's own
     if len(memberships) == 1:
         return reverse("dashboard:overview", kwargs={"org_slug": memberships[0].org.slug})
     return reverse("dashboard:orgs")
@@ -94,7 +93,7 @@ class LogoutView(auth_views.LogoutView):
 
 @login_required
 def orgs(request: HttpRequest) -> HttpResponse:
-    memberships = Membership.objects.filter(user=request.user).select_related("org")
+    memberships = request.user.memberships.select_related("org")
     return render(
         request,
         "dashboard/orgs.html",

@@ -298,13 +298,13 @@ def models(request: HttpRequest) -> HttpResponse:
 def endpoints(request: HttpRequest) -> HttpResponse:
     errors: dict[str, list[str]] = {}
     if request.method == "POST":
-        body = EndpointCreateSerializer(
-            data={
-                "model": request.POST.get("model", ""),
-                "deployment": request.POST.get("deployment", Deployment.SHARED),
-                "display_name": request.POST.get("display_name", ""),
-            }
-        )
+        data = {
+            "model": request.POST.get("model", ""),
+            "deployment": request.POST.get("deployment", Deployment.SHARED),
+        }
+        if request.POST.get("display_name"):
+            data["display_name"] = request.POST["display_name"]
+        body = EndpointCreateSerializer(data=data)
         try:
             body.is_valid(raise_exception=True)
             endpoint = create_endpoint(
