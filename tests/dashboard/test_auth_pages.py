@@ -79,7 +79,8 @@ def test_log_in_and_out(org_a):
 
 
 @pytest.mark.parametrize(
-    "target", ["https://evil.example/", "//evil.example/x", "http:\\\\evil.example", "javascript:alert(1)"]
+    "target",
+    ["https://evil.example/", "//evil.example/x", "http:\\\\evil.example", "javascript:alert(1)"],
 )
 def test_log_in_never_redirects_off_site(org_a, target):
     response = Client().post(

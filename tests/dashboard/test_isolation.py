@@ -65,7 +65,9 @@ def test_owner_reaches_the_route(route: OrgRoute, org_a):
 @pytest.mark.parametrize("method", ["get", "post"])
 def test_other_org_gets_404(route: OrgRoute, method: str, org_a, org_b):
     url = url_for(route, org_a.org)
-    response = getattr(session_client(org_b.owner), method)(url, data={"name": "x", "role": "viewer"})
+    response = getattr(session_client(org_b.owner), method)(
+        url, data={"name": "x", "role": "viewer"}
+    )
     assert response.status_code == 404, (route.name, method, response.status_code)
 
 

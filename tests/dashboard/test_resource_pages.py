@@ -37,7 +37,10 @@ def test_overview_shows_quotas_and_usage(org_a):
 
 def test_api_key_secret_is_shown_once_then_never(org_a):
     client = session_client(org_a.owner)
-    created = client.post(url("api_keys", org_a.org), {"name": "ci", "role": "member", "scopes": ["read", "inference"]})
+    created = client.post(
+        url("api_keys", org_a.org),
+        {"name": "ci", "role": "member", "scopes": ["read", "inference"]},
+    )
     assert created.status_code == 200
     assert created["Cache-Control"] == "no-store"
     key = ApiKey.objects.for_org(org_a.org).get(name="ci")
@@ -54,7 +57,9 @@ def test_api_key_secret_is_shown_once_then_never(org_a):
 
 def test_api_key_grant_is_bounded_by_the_creators_role(org_a):
     admin = org_a.member("admin")
-    response = session_client(admin).post(url("api_keys", org_a.org), {"name": "up", "role": "owner"})
+    response = session_client(admin).post(
+        url("api_keys", org_a.org), {"name": "up", "role": "owner"}
+    )
     assert response.status_code == 400
     assert response.context["errors"] == {"role": ["A 'admin' key cannot create a 'owner' key."]}
     assert 'id="role-errors"' in response.content.decode()
@@ -138,7 +143,10 @@ def test_file_report_shows_line_numbers_and_pii_counts(org_a):
             "valid": True,
             "errors": [{"line": 7, "code": "missing_assistant", "message": "No assistant turn."}],
             "error_counts": {"missing_assistant": 1},
-            "pii": {"counts": {"EMAIL": 12, "PHONE": 3}, "samples": {"EMAIL": ["j***@example.com"]}},
+            "pii": {
+                "counts": {"EMAIL": 12, "PHONE": 3},
+                "samples": {"EMAIL": ["j***@example.com"]},
+            },
             "token_stats": {"total_tokens": 1234, "histogram": {"64": 3}},
         },
     )
@@ -241,7 +249,9 @@ def test_endpoint_create_and_stop(org_a, django_capture_on_commit_callbacks):
     base = make_base_model()
     client = session_client(org_a.owner)
     with django_capture_on_commit_callbacks(execute=False):
-        response = client.post(url("endpoints", org_a.org), {"model": base.name, "deployment": "shared"})
+        response = client.post(
+            url("endpoints", org_a.org), {"model": base.name, "deployment": "shared"}
+        )
     assert response.status_code == 302, response.content.decode()[:1000]
     endpoint = Endpoint.objects.for_org(org_a.org).get()
     page = client.get(url("endpoint", org_a.org, endpoint.public_id)).content.decode()
@@ -263,7 +273,9 @@ def test_usage_shows_tokens_by_day_and_model(org_a):
     make_usage(endpoint, prompt=1, completion=2)
     page = session_client(org_a.owner).get(url("usage", org_a.org))
     rows = page.context["rows"]
-    assert [(r["model"], r["requests"], r["total_tokens"]) for r in rows] == [(endpoint.model, 2, 18)]
+    assert [(r["model"], r["requests"], r["total_tokens"]) for r in rows] == [
+        (endpoint.model, 2, 18)
+    ]
     assert page.context["chart"]["tokens"] == [18]
     assert 'id="usage-data"' in page.content.decode()
 

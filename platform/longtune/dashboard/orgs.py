@@ -46,7 +46,9 @@ def resolve_org(request: HttpRequest, slug: str) -> None:
     request.membership = membership
 
 
-def org_page(*, read: str = "resources.read", write: str = "resources.write") -> Callable[[View], View]:
+def org_page(
+    *, read: str = "resources.read", write: str = "resources.write"
+) -> Callable[[View], View]:
     """Decorate a view taking ``(request, ...)`` under ``/o/<org_slug>/``."""
     for permission in (read, write):
         if permission not in PERMISSION_MATRIX:

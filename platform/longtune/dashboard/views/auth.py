@@ -72,7 +72,9 @@ def signup(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Welcome! {created.org.name} is ready.")
                 return redirect("dashboard:overview", org_slug=created.org.slug)
     status = 400 if errors else 200
-    return render(request, "dashboard/signup.html", {"errors": errors, "values": values}, status=status)
+    return render(
+        request, "dashboard/signup.html", {"errors": errors, "values": values}, status=status
+    )
 
 
 class LoginView(auth_views.LoginView):
@@ -108,5 +110,3 @@ def switch_org(request: HttpRequest) -> HttpResponse:
     if not slug:
         return redirect("dashboard:orgs")
     return redirect("dashboard:overview", org_slug=slug)
-
-

@@ -135,10 +135,9 @@ def member_action(request: HttpRequest, member_id: str) -> HttpResponse:
             change_role(membership, new_role, actor_role=request.role, request=request)
             messages.success(request, f"{membership.user.email} is now {new_role}.")
     except exceptions.APIException as exc:
-        for path, problems in field_errors(exc).items():
+        for problems in field_errors(exc).values():
             for problem in problems:
                 messages.error(request, problem)
-        return redirect("dashboard:members", org_slug=request.org.slug)
     return redirect("dashboard:members", org_slug=request.org.slug)
 
 

@@ -70,7 +70,9 @@ def files(request: HttpRequest) -> HttpResponse:
         except exceptions.APIException as exc:
             errors = field_errors(exc)
         else:
-            messages.success(request, f"{file.filename} uploaded; it is being scrubbed and checked.")
+            messages.success(
+                request, f"{file.filename} uploaded; it is being scrubbed and checked."
+            )
             return redirect("dashboard:file", org_slug=request.org.slug, file_id=file.public_id)
     rows = File.objects.for_org(request.org).order_by("-pk")
     return render(
@@ -194,7 +196,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
             errors = for_inputs(field_errors(exc), JOB_FIELD_ALIASES)
         else:
             messages.success(request, f"Fine-tuning job {outcome.job.public_id} created.")
-            return redirect("dashboard:job", org_slug=request.org.slug, job_id=outcome.job.public_id)
+            return redirect(
+                "dashboard:job", org_slug=request.org.slug, job_id=outcome.job.public_id
+            )
     processed = File.objects.for_org(request.org).filter(
         status=FileStatus.PROCESSED, purpose=FilePurpose.FINE_TUNE
     )
