@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from tests.finetuning.conftest import shared_storage, tiny_base_dir  # noqa: F401 - fixtures
+
 
 def session_client(user, *, enforce_csrf: bool = False) -> Client:
     client = Client(enforce_csrf_checks=enforce_csrf)

@@ -11,6 +11,7 @@
       var series = [data.steps, data.loss];
       var opts = {
         width: Math.max(el.clientWidth, 320), height: 300,
+        scales: { x: { time: false } },
         series: [{ label: "step" }, { label: "training loss", stroke: "#0b4fa8" }],
         axes: [{ label: "step" }, { label: "loss" }],
       };
