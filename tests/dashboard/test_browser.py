@@ -3,8 +3,10 @@ server with a real Celery worker, PostgreSQL, Redis and S3:
 
 sign up -> create an API key (secret shown once, gone on the next visit) -> upload
 examples/support_chat.jsonl (progress bar, the scrubber's PII report) -> submit a fine-tune from
-the form -> the job page's status and loss chart update live until it succeeds -> a second user
-in another org gets 404 on the first org's pages. axe-core runs on every page: no serious or
+the form -> the job page's status and loss chart update live until it succeeds -> deploy the
+fine-tuned model to an endpoint -> chat with it in the playground, the answer streamed token by
+token -> the usage page shows the tokens -> a second user in another org gets 404 on the first
+org's pages. axe-core runs on every page: no serious or
 critical violations. Screenshots of each step: var/screenshots/dashboard/.
 """
 
@@ -55,6 +57,7 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         name="tiny-dash", location=tiny_base_dir, original=64, maximum=4096, is_public=True
     )
     worker = start_worker("cpu,gpu", **FAST_WORKER_ENV)
+    server = start_worker("inference", INFERENCE_HEARTBEAT_SECONDS="1", OMP_NUM_THREADS="1")
     steps = Steps("sign-up-to-model")
     with live_server(worker_env) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
@@ -119,7 +122,32 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         assert "ft:" in page.inner_text("#job-live")
         steps.check(page, "job-succeeded")
 
-        for name in ("jobs/", "models/", "endpoints/", "usage/", "members/", "audit/"):
+        # Deploy the fine-tuned model and chat with it; the answer streams in.
+        model_name = page.inner_text("#job-live a[href*='endpoints']").strip()
+        page.click("#job-live a[href*='endpoints']")
+        assert page.input_value("#ep-model") == model_name
+        page.click("text=Create endpoint")
+        page.wait_for_url(re.compile(r"/endpoints/$"))
+        page.click("table a[href*='/endpoints/']")
+        page.wait_for_selector("#endpoint-live .status.ready", timeout=240_000)
+        steps.check(page, "endpoint-ready")
+        page.click("text=Open the playground")
+        page.fill("#chat-message", "Hello, I have a question about billing.")
+        page.fill("#chat-max-tokens", "16")
+        page.click("#chat-form button[type=submit]")
+        page.wait_for_selector(".turn.assistant span[data-done=true]", timeout=120_000)
+        assert page.inner_text("#chat-error") == ""
+        answer = page.locator(".turn.assistant span")
+        assert answer.inner_text().strip(), server.read_log()[-3000:]
+        assert int(answer.get_attribute("data-chunks")) >= 2  # streamed, not one blob
+        steps.check(page, "playground")
+
+        page.goto(base + org_path + "usage/")
+        usage = page.inner_text("#usage-table")
+        assert model_name in usage
+        steps.check(page, "usage-with-tokens")
+
+        for name in ("jobs/", "models/", "endpoints/", "members/", "audit/"):
             page.goto(base + org_path + name)
             steps.check(page, name.strip("/"))
 

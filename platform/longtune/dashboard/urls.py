@@ -28,6 +28,7 @@ ORG_PATTERNS = [
     path("models/", work.models, name="models"),
     path("endpoints/", work.endpoints, name="endpoints"),
     path("endpoints/<str:endpoint_id>", work.endpoint_detail, name="endpoint"),
+    path("endpoints/<str:endpoint_id>/chat", work.playground, name="playground"),
     path("endpoints/<str:endpoint_id>/<str:action>", work.endpoint_action, name="endpoint_action"),
 ]
 

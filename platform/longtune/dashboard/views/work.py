@@ -350,6 +350,15 @@ def endpoint_detail(request: HttpRequest, endpoint_id: str) -> HttpResponse:
     )
 
 
+@org_page(read="resources.read", write="inference.invoke")
+def playground(request: HttpRequest, endpoint_id: str) -> HttpResponse:
+    """Chat with a ready endpoint. The browser calls ``POST /v1/chat/completions`` itself with
+    the session (the API's session door: same org resolution, role check, CSRF, throttling and
+    usage ledger as an API key) and renders the SSE stream token by token."""
+    endpoint = _one(Endpoint.objects.for_org(request.org).live(), endpoint_id, "endpoint")
+    return render(request, "dashboard/playground.html", {"endpoint": endpoint})
+
+
 @org_page()
 def endpoint_action(request: HttpRequest, endpoint_id: str, action: str) -> HttpResponse:
     endpoint = _one(Endpoint.objects.for_org(request.org).live(), endpoint_id, "endpoint")

@@ -74,7 +74,96 @@
     });
   }
 
+  function csrfToken() {
+    var headers = document.body.getAttribute("hx-headers");
+    try { return JSON.parse(headers)["X-CSRFToken"]; } catch (e) { return ""; }
+  }
+
+  function playground(form) {
+    var log = document.getElementById("chat-log");
+    var errorBox = document.getElementById("chat-error");
+    var history = [];
+    function bubble(role, text) {
+      var p = document.createElement("p");
+      p.className = "turn " + role;
+      var who = document.createElement("strong");
+      who.textContent = role + ": ";
+      var body = document.createElement("span");
+      body.textContent = text;
+      p.appendChild(who); p.appendChild(body); log.appendChild(p);
+      return body;
+    }
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      errorBox.textContent = "";
+      var message = form.elements.message.value;
+      if (!message) { return; }
+      var messages = [];
+      if (form.elements.system.value) { messages.push({ role: "system", content: form.elements.system.value }); }
+      history.push({ role: "user", content: message });
+      bubble("user", message);
+      var answer = bubble("assistant", "");
+      answer.dataset.chunks = "0";
+      var button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      var text = "";
+      fetch(form.dataset.url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {
+          "Content-Type": "application/json",
+          "X-CSRFToken": csrfToken(),
+          "LongTune-Organization": form.dataset.org,
+        },
+        body: JSON.stringify({
+          model: form.dataset.model,
+          messages: messages.concat(history),
+          stream: true,
+          max_tokens: parseInt(form.elements.max_tokens.value, 10) || 64,
+        }),
+      }).then(function (response) {
+        if (!response.ok) {
+          return response.json().then(function (body) { throw new Error(body.error ? body.error.message : response.statusText); });
+        }
+        var reader = response.body.getReader();
+        var decoder = new TextDecoder();
+        var buffer = "";
+        function pump() {
+          return reader.read().then(function (part) {
+            if (part.done) { return; }
+            buffer += decoder.decode(part.value, { stream: true });
+            var events = buffer.split("\n\n");
+            buffer = events.pop();
+            events.forEach(function (raw) {
+              var line = raw.trim();
+              if (line.indexOf("data:") !== 0) { return; }
+              var data = line.slice(5).trim();
+              if (data === "[DONE]") { answer.dataset.done = "true"; return; }
+              var chunk = JSON.parse(data);
+              if (chunk.error) { throw new Error(chunk.error.message); }
+              var delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+              if (delta && delta.content) {
+                text += delta.content;
+                answer.textContent = text;
+                answer.dataset.chunks = String(parseInt(answer.dataset.chunks, 10) + 1);
+              }
+            });
+            return pump();
+          });
+        }
+        return pump();
+      }).then(function () {
+        history.push({ role: "assistant", content: text });
+        answer.dataset.done = "true";
+      }).catch(function (err) {
+        errorBox.textContent = err.message;
+      }).then(function () { button.disabled = false; form.elements.message.value = ""; });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var chat = document.getElementById("chat-form");
+    if (chat) { playground(chat); }
     var loss = document.getElementById("loss-chart");
     if (loss) { lossChart(loss); }
     var usage = document.getElementById("usage-chart");
