@@ -68,6 +68,7 @@ class Steps:
 
     def __init__(self, name: str) -> None:
         self.dir = SCREENSHOTS / name
+        shutil.rmtree(self.dir, ignore_errors=True)  # only this run's steps
         self.dir.mkdir(parents=True, exist_ok=True)
         self.count = 0
         self.problems: dict[str, list[dict]] = {}
