@@ -40,7 +40,7 @@ def kwargs_builders() -> dict[str, Callable]:
     from longtune.datasets.models import File
     from longtune.finetuning.models import FineTuningJob
     from longtune.inference.models import Endpoint
-    from longtune.tenancy.models import ApiKey, Membership
+    from longtune.tenancy.models import ApiKey, Invitation, Membership
     from tests.org_factories import load_all_factories
 
     factories = load_all_factories()
@@ -54,5 +54,6 @@ def kwargs_builders() -> dict[str, Callable]:
         "file_id": lambda org: factories[File](org).public_id,
         "job_id": lambda org: factories[FineTuningJob](org).public_id,
         "endpoint_id": lambda org: factories[Endpoint](org).public_id,
+        "invitation_id": lambda org: factories[Invitation](org).public_id,
         "action": lambda org: "stop",
     }

@@ -147,3 +147,42 @@ def _settings_under(env: dict[str, str]) -> str:
 def test_secure_cookies_follow_the_https_flag():
     assert _settings_under({"LONGTUNE_HTTPS": "true"}) == "True True True True"
     assert _settings_under({"LONGTUNE_HTTPS": "false"}) == "False False False True"
+
+
+def test_invitation_link_is_mailed_shown_once_and_accepted(org_a, mailoutbox):
+    owner = session_client(org_a.owner)
+    sent = owner.post(
+        reverse("dashboard:invite", args=[org_a.org.slug]),
+        {"email": "Invitee@Example.com", "role": "viewer"},
+    )
+    assert sent.status_code == 200 and sent["Cache-Control"] == "no-store"
+    link = sent.context["link"]
+    assert "/invite/" in link and link in mailoutbox[0].body
+    assert mailoutbox[0].to == ["invitee@example.com"]
+    listed = owner.get(reverse("dashboard:members", args=[org_a.org.slug])).content.decode()
+    assert "invitee@example.com" in listed and link not in listed  # the token only once
+
+    path = link.split("testserver", 1)[1]
+    invitee = Client()
+    wrong = invitee.post(path, {"email": "other@example.com", "password": TEST_PASSWORD})
+    assert wrong.status_code == 400
+    assert "No pending invitation" in " ".join(sum(wrong.context["errors"].values(), []))
+    joined = invitee.post(path, {"email": "invitee@example.com", "password": TEST_PASSWORD})
+    assert joined.status_code == 302
+    assert joined["Location"] == reverse("dashboard:overview", args=[org_a.org.slug])
+    user = User.objects.get(email="invitee@example.com")
+    assert Membership.objects.for_org(org_a.org).get(user=user).role == "viewer"
+    assert invitee.get(joined["Location"]).status_code == 200
+    again = Client().post(path, {"email": "invitee@example.com", "password": TEST_PASSWORD})
+    assert again.status_code == 400  # accepted: the link is spent
+
+
+def test_an_admin_cannot_invite_an_owner(org_a, mailoutbox):
+    admin = session_client(org_a.member("admin"))
+    response = admin.post(
+        reverse("dashboard:invite", args=[org_a.org.slug]),
+        {"email": "boss@example.com", "role": "owner"},
+        follow=True,
+    )
+    assert "Only owners can invite owners." in response.content.decode()
+    assert not mailoutbox

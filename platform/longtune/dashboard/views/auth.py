@@ -16,7 +16,8 @@ from rest_framework import exceptions
 
 from longtune.dashboard.errors import NON_FIELD, field_errors
 from longtune.dashboard.forms import ThrottledLoginForm
-from longtune.tenancy.serializers import SignupSerializer
+from longtune.tenancy.serializers import InvitationAcceptSerializer, SignupSerializer
+from longtune.tenancy.services.invitations import accept_invitation as accept_invitation_service
 from longtune.tenancy.services.organizations import create_organization_with_owner
 from longtune.tenancy.throttling import PublicEndpointThrottle
 
@@ -74,6 +75,39 @@ def signup(request: HttpRequest) -> HttpResponse:
     status = 400 if errors else 200
     return render(
         request, "dashboard/signup.html", {"errors": errors, "values": values}, status=status
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """The invitation link: the invitee's email and a password (new account, or the existing
+    account's password), through the API's serializer and ``accept_invitation`` service."""
+    errors: dict[str, list[str]] = {}
+    values = {"email": request.POST.get("email", ""), "name": request.POST.get("name", "")}
+    if request.method == "POST":
+        if not PublicEndpointThrottle().allow_request(request, None):
+            errors = {NON_FIELD: ["Too many attempts from your address. Try again later."]}
+        else:
+            body = InvitationAcceptSerializer(
+                data={**values, "token": token, "password": request.POST.get("password", "")}
+            )
+            try:
+                body.is_valid(raise_exception=True)
+                accepted = accept_invitation_service(**body.validated_data, request=request)
+            except exceptions.APIException as exc:
+                errors = field_errors(exc)
+            else:
+                user = accepted.membership.user
+                login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+                org = accepted.membership.org
+                messages.success(request, f"You joined {org.name} as {accepted.membership.role}.")
+                return redirect("dashboard:overview", org_slug=org.slug)
+    status = 400 if errors else 200
+    return render(
+        request,
+        "dashboard/accept_invitation.html",
+        {"errors": errors, "values": values},
+        status=status,
     )
 
 

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 from django.contrib import messages
+from django.core.mail import send_mail
 from django.core.paginator import Paginator
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDay
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from rest_framework import exceptions
 
 from longtune.dashboard.errors import field_errors
 from longtune.dashboard.orgs import org_page
 from longtune.inference.models import UsageRecord
-from longtune.tenancy.models import ApiKey, AuditLogEntry, Membership
+from longtune.tenancy.models import ApiKey, AuditLogEntry, Invitation, Membership
 from longtune.tenancy.quotas import current_usage, effective_quota
-from longtune.tenancy.roles import ALL_SCOPES, Role, role_at_least
-from longtune.tenancy.serializers import ApiKeyCreateSerializer
+from longtune.tenancy.roles import ALL_SCOPES, Role, role_allows, role_at_least
+from longtune.tenancy.serializers import ApiKeyCreateSerializer, InvitationCreateSerializer
 from longtune.tenancy.services.api_keys import check_grant, issue_api_key, revoke_api_key
+from longtune.tenancy.services.invitations import create_invitation, revoke_invitation
 from longtune.tenancy.services.members import change_role, remove_member
 
 PAGE_SIZE = 50
@@ -103,11 +107,77 @@ def revoke_key(request: HttpRequest, key_id: str) -> HttpResponse:
 @org_page(read="members.read", write="members.manage")
 def members(request: HttpRequest) -> HttpResponse:
     memberships = Membership.objects.for_org(request.org).select_related("user").order_by("pk")
+    pending = (
+        Invitation.objects.for_org(request.org)
+        .filter(accepted_at__isnull=True, revoked_at__isnull=True, expires_at__gt=timezone.now())
+        .select_related("invited_by")
+        .order_by("-pk")
+        if role_allows(request.role, "invitations.read")
+        else Invitation.objects.none()
+    )
     return render(
         request,
         "dashboard/members.html",
-        {"members": page_of(request, memberships), "roles": Role.values},
+        {
+            "members": page_of(request, memberships),
+            "roles": Role.values,
+            "invite_roles": [r for r in Role.values if role_at_least(request.role, r)],
+            "invitations": pending,
+        },
     )
+
+
+@org_page(read="invitations.manage", write="invitations.manage")
+def invite(request: HttpRequest) -> HttpResponse:
+    """POST email + role: ``create_invitation`` (the API's rules), then the accept link is
+    e-mailed (settings.EMAIL_BACKEND) and shown once on this response."""
+    if request.method != "POST":
+        return redirect("dashboard:members", org_slug=request.org.slug)
+    body = InvitationCreateSerializer(
+        data={"email": request.POST.get("email", ""), "role": request.POST.get("role", "member")}
+    )
+    try:
+        body.is_valid(raise_exception=True)
+        invitation, token = create_invitation(
+            org=request.org,
+            email=body.validated_data["email"],
+            role=body.validated_data["role"],
+            invited_by=request.user,
+            actor_role=request.role,
+            request=request,
+        )
+    except exceptions.APIException as exc:
+        for problems in field_errors(exc).values():
+            for problem in problems:
+                messages.error(request, problem)
+        return redirect("dashboard:members", org_slug=request.org.slug)
+    link = request.build_absolute_uri(reverse("dashboard:accept_invitation", args=[token]))
+    send_mail(
+        subject=f"You are invited to {request.org.name} on LongTune",
+        message=f"{request.user.email} invited you to join {request.org.name} as "
+        f"{invitation.role}.\n\nAccept: {link}\n",
+        from_email=None,
+        recipient_list=[invitation.email],
+        fail_silently=True,  # the link is also shown to the inviter below
+    )
+    response = render(
+        request,
+        "dashboard/invited.html",
+        {"invitation": invitation, "link": link},
+    )
+    response["Cache-Control"] = "no-store"  # the page carries the token
+    return response
+
+
+@org_page(read="invitations.manage", write="invitations.manage")
+def revoke_invite(request: HttpRequest, invitation_id: str) -> HttpResponse:
+    if request.method == "POST":
+        invitation = Invitation.objects.for_org(request.org).filter(public_id=invitation_id).first()
+        if invitation is None:
+            raise Http404("No such invitation.")
+        revoke_invitation(invitation, request=request)
+        messages.success(request, f"Invitation for {invitation.email} revoked.")
+    return redirect("dashboard:members", org_slug=request.org.slug)
 
 
 @org_page(read="members.manage", write="members.manage")
