@@ -186,3 +186,23 @@ def test_an_admin_cannot_invite_an_owner(org_a, mailoutbox):
     )
     assert "Only owners can invite owners." in response.content.decode()
     assert not mailoutbox
+
+
+def test_password_reset_by_email_link(org_a, mailoutbox):
+    client = Client()
+    assert client.get(reverse("dashboard:password_reset")).status_code == 200
+    sent = client.post(reverse("dashboard:password_reset"), {"email": org_a.owner.email})
+    assert sent["Location"] == reverse("dashboard:password_reset_done")
+    unknown = client.post(reverse("dashboard:password_reset"), {"email": "nobody@example.com"})
+    assert unknown["Location"] == sent["Location"]  # no probing for accounts
+    assert len(mailoutbox) == 1 and mailoutbox[0].to == [org_a.owner.email]
+    link = next(w for w in mailoutbox[0].body.split() if "/password/reset/" in w)
+    path = link.split("testserver", 1)[1]
+    form = client.get(path, follow=True)  # Django swaps the token for a session-held one
+    assert form.context["validlink"]
+    new = "a brand new password 99"
+    done = client.post(form.redirect_chain[-1][0], {"new_password1": new, "new_password2": new})
+    assert done["Location"] == reverse("dashboard:password_reset_complete")
+    org_a.owner.refresh_from_db()
+    assert org_a.owner.check_password(new)
+    assert not Client().get(path, follow=True).context["validlink"]  # single use

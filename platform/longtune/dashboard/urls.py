@@ -39,6 +39,18 @@ urlpatterns = [
     path("signup", auth.signup, name="signup"),
     path("login", auth.LoginView.as_view(), name="login"),
     path("logout", auth.LogoutView.as_view(), name="logout"),
+    path("password/reset", auth.PasswordResetView.as_view(), name="password_reset"),
+    path("password/reset/sent", auth.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "password/reset/<uidb64>/<token>",
+        auth.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path(
+        "password/reset/complete",
+        auth.PasswordResetCompleteView.as_view(),
+        name="password_reset_complete",
+    ),
     path("invite/<str:token>", auth.accept_invitation, name="accept_invitation"),
     path("orgs", auth.orgs, name="orgs"),
     path("orgs/switch", auth.switch_org, name="switch_org"),

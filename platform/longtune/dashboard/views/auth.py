@@ -9,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import reverse
+from django.urls import reverse, reverse_lazy
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from rest_framework import exceptions
@@ -125,6 +125,29 @@ class LoginView(auth_views.LoginView):
 
 class LogoutView(auth_views.LogoutView):
     next_page = "dashboard:landing"
+
+
+# Password reset: Django's views (signed, single-use, time-limited tokens; the same answer
+# whether or not the email has an account), with the dashboard's templates and URL names. The
+# mail goes through settings.EMAIL_BACKEND (console by default, SMTP from the environment).
+class PasswordResetView(auth_views.PasswordResetView):
+    template_name = "dashboard/password_reset_form.html"
+    email_template_name = "dashboard/password_reset_email.txt"
+    subject_template_name = "dashboard/password_reset_subject.txt"
+    success_url = reverse_lazy("dashboard:password_reset_done")
+
+
+class PasswordResetDoneView(auth_views.PasswordResetDoneView):
+    template_name = "dashboard/password_reset_done.html"
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    template_name = "dashboard/password_reset_confirm.html"
+    success_url = reverse_lazy("dashboard:password_reset_complete")
+
+
+class PasswordResetCompleteView(auth_views.PasswordResetCompleteView):
+    template_name = "dashboard/password_reset_complete.html"
 
 
 @login_required
