@@ -232,6 +232,8 @@ SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600)
 # Failed log-ins allowed per client IP and per email in a window before the form refuses.
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10)
 LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900)
+# Part size of the dashboard's chunked browser upload (the Uploads API takes up to 64 MiB).
+DASHBOARD_UPLOAD_PART_BYTES = env_int("DASHBOARD_UPLOAD_PART_BYTES", 8 * 1024 * 1024)
 
 # --- email (invitations, password reset): console by default, SMTP from the environment ----
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

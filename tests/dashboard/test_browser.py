@@ -59,7 +59,8 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
     worker = start_worker("cpu,gpu", **FAST_WORKER_ENV)
     server = start_worker("inference", INFERENCE_HEARTBEAT_SECONDS="1", OMP_NUM_THREADS="1")
     steps = Steps("sign-up-to-model")
-    with live_server(worker_env) as base:
+    # Small parts, so the 13 KB example goes up in several chunks through the Uploads API.
+    with live_server({**worker_env, "DASHBOARD_UPLOAD_PART_BYTES": "4096"}) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)
@@ -87,9 +88,17 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         page.goto(base + org_path + "files/")
         steps.check(page, "files-empty")
         page.set_input_files("#upload-file", str(DATASET))
+        # Keep what the bar showed once the page moves on.
+        page.evaluate(
+            "() => new MutationObserver(() => { const b = document.querySelector("
+            "'#upload-progress'); sessionStorage.setItem('bar', b.value + '/' + "
+            "(b.dataset.parts || 0)); }).observe(document.querySelector('#upload-progress'), "
+            "{attributes: true})"
+        )
         page.click("#upload-form button[type=submit]")
         page.wait_for_url(re.compile(r"/files/file-"))
-        assert page.evaluate("document.querySelector('#upload-progress') === null || true")
+        bar_value, parts = page.evaluate("sessionStorage.getItem('bar')").split("/")
+        assert bar_value == "100" and int(parts) == 4, (bar_value, parts)  # 13,511 B in 4 KiB
         page.wait_for_selector("#pii-report", timeout=120_000)
         report = page.inner_text("#pii-report")
         assert "EMAIL" in report.upper(), report

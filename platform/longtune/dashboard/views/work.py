@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -78,7 +79,12 @@ def files(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/files.html",
-        {"files": page_of(request, rows), "errors": errors, "purposes": DATASET_PURPOSES},
+        {
+            "files": page_of(request, rows),
+            "errors": errors,
+            "purposes": DATASET_PURPOSES,
+            "upload_part_bytes": settings.DASHBOARD_UPLOAD_PART_BYTES,
+        },
         status=400 if errors else 200,
     )
 

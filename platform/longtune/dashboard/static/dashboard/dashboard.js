@@ -50,33 +50,99 @@
     }, [xs, data.tokens], el);
   }
 
-  function uploadProgress(form) {
-    var bar = document.getElementById("upload-progress");
-    if (!bar || !window.XMLHttpRequest) { return; }
-    form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var xhr = new XMLHttpRequest();
-      bar.hidden = false;
-      xhr.upload.addEventListener("progress", function (e) {
-        if (e.lengthComputable) { bar.value = Math.round((e.loaded / e.total) * 100); }
-      });
-      xhr.addEventListener("load", function () {
-        // The server answers with a redirect to the file's page (followed by XHR) or the form
-        // with its errors: show whichever page it is.
-        if (xhr.responseURL && xhr.responseURL !== window.location.href && xhr.status < 400) {
-          window.location.assign(xhr.responseURL);
-        } else {
-          document.open(); document.write(xhr.responseText); document.close();
-        }
-      });
-      xhr.open("POST", form.action || window.location.href);
-      xhr.send(new FormData(form));
-    });
-  }
-
   function csrfToken() {
     var headers = document.body.getAttribute("hx-headers");
     try { return JSON.parse(headers)["X-CSRFToken"]; } catch (e) { return ""; }
+  }
+
+  /* Resumable chunked upload through the Uploads API (POST /v1/uploads, .../parts,
+     .../complete) with the session: a 1 GB file never sits in one request, a failed part is
+     retried on its own, and the bar shows the bytes sent. Without JS the form posts the whole
+     file to this page instead (multipart), which works for small files. */
+  function chunkedUpload(form) {
+    var bar = document.getElementById("upload-progress");
+    var note = document.getElementById("upload-note");
+    if (!bar || !window.fetch || !window.FormData || !window.Blob) { return; }
+    var partBytes = parseInt(form.dataset.partBytes, 10) || 8 * 1024 * 1024;
+    var headers = { "X-CSRFToken": csrfToken(), "LongTune-Organization": form.dataset.org };
+
+    function api(path, body) {
+      return fetch(path, {
+        method: "POST", credentials: "same-origin",
+        headers: Object.assign({ "Content-Type": "application/json" }, headers),
+        body: JSON.stringify(body || {}),
+      }).then(function (r) {
+        return r.json().then(function (data) {
+          if (!r.ok) { throw new Error(data.error ? data.error.message : r.statusText); }
+          return data;
+        });
+      });
+    }
+
+    function sendPart(uploadId, blob, onProgress, attempt) {
+      return new Promise(function (resolve, reject) {
+        var xhr = new XMLHttpRequest();
+        xhr.open("POST", "/v1/uploads/" + uploadId + "/parts");
+        Object.keys(headers).forEach(function (k) { xhr.setRequestHeader(k, headers[k]); });
+        xhr.upload.addEventListener("progress", function (e) { onProgress(e.loaded); });
+        xhr.addEventListener("load", function () {
+          var data = {};
+          try { data = JSON.parse(xhr.responseText); } catch (e) { /* not JSON */ }
+          if (xhr.status === 200) { resolve(data.id); return; }
+          reject({ retry: xhr.status >= 500, message: data.error ? data.error.message : "part failed" });
+        });
+        xhr.addEventListener("error", function () { reject({ retry: true, message: "network error" }); });
+        var body = new FormData();
+        body.append("data", blob, "part");
+        xhr.send(body);
+      }).catch(function (problem) {
+        if (problem.retry && attempt < 3) {
+          return new Promise(function (r) { setTimeout(r, 1000 * attempt); })
+            .then(function () { return sendPart(uploadId, blob, onProgress, attempt + 1); });
+        }
+        throw new Error(problem.message);
+      });
+    }
+
+    form.addEventListener("submit", function (event) {
+      var file = form.elements.file.files[0];
+      if (!file) { return; }  // let the server say the file is required
+      event.preventDefault();
+      var button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      bar.hidden = false; bar.value = 0;
+      note.textContent = "Uploading " + file.name + "…";
+      var done = 0;
+      var partIds = [];
+      api("/v1/uploads", {
+        filename: file.name, purpose: form.elements.purpose.value,
+        bytes: file.size, mime_type: "application/jsonl",
+      }).then(function (upload) {
+        var offsets = [];
+        for (var at = 0; at < file.size; at += partBytes) { offsets.push(at); }
+        return offsets.reduce(function (chain, start) {
+          return chain.then(function () {
+            var blob = file.slice(start, Math.min(start + partBytes, file.size));
+            return sendPart(upload.id, blob, function (loaded) {
+              bar.value = Math.round(((done + loaded) / file.size) * 100);
+            }, 1).then(function (partId) {
+              partIds.push(partId);
+              done += blob.size;
+              bar.value = Math.round((done / file.size) * 100);
+              bar.dataset.parts = String(partIds.length);
+            });
+          });
+        }, Promise.resolve()).then(function () {
+          return api("/v1/uploads/" + upload.id + "/complete", { part_ids: partIds });
+        });
+      }).then(function (completed) {
+        note.textContent = "Uploaded; checking the file…";
+        window.location.assign(form.dataset.filesUrl + completed.file.id);
+      }).catch(function (err) {
+        note.textContent = "Upload failed: " + err.message;
+        button.disabled = false;
+      });
+    });
   }
 
   function playground(form) {
@@ -169,6 +235,6 @@
     var usage = document.getElementById("usage-chart");
     if (usage) { usageChart(usage); }
     var upload = document.getElementById("upload-form");
-    if (upload) { uploadProgress(upload); }
+    if (upload) { chunkedUpload(upload); }
   });
 })();
