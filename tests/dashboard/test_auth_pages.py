@@ -206,3 +206,41 @@ def test_password_reset_by_email_link(org_a, mailoutbox):
     org_a.owner.refresh_from_db()
     assert org_a.owner.check_password(new)
     assert not Client().get(path, follow=True).context["validlink"]  # single use
+
+
+def test_email_verification_link_from_sign_up(mailoutbox):
+    client = Client()
+    client.post(
+        "/signup", {"email": "v@example.com", "password": TEST_PASSWORD, "organization_name": "V"}
+    )
+    user = User.objects.get(email="v@example.com")
+    assert user.email_verified_at is None
+    overview = client.get("/", follow=True).content.decode()
+    assert "Please confirm your email address" in overview
+    link = next(w for w in mailoutbox[0].body.split() if "/verify-email/" in w)
+    path = link.split("testserver", 1)[1]
+    assert Client().get(path[:-3] + "xyz").status_code == 400  # a forged token
+    assert client.get(path).status_code == 302
+    user.refresh_from_db()
+    assert user.email_verified_at is not None
+    assert "Please confirm" not in client.get("/", follow=True).content.decode()
+
+
+def test_verification_link_dies_with_an_email_change(mailoutbox):
+    from longtune.dashboard.verification import make_token, user_for_token
+
+    user = User.objects.create_user(email="old@example.com", password=TEST_PASSWORD)
+    token = make_token(user)
+    assert user_for_token(token) == user
+    user.email = "new@example.com"
+    user.save()
+    assert user_for_token(token) is None
+
+
+def test_resend_verification(org_a, mailoutbox):
+    client = session_client(org_a.owner)
+    response = client.post(
+        reverse("dashboard:resend_verification"), {"next": "https://evil.example"}
+    )
+    assert response["Location"] == reverse("dashboard:overview", args=[org_a.org.slug])
+    assert mailoutbox and mailoutbox[0].to == [org_a.owner.email]

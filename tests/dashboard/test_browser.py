@@ -111,6 +111,7 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         page.select_option("#rope_method", "yarn")
         page.fill("#n_epochs", "1")
         page.fill("#batch_size", "1")
+        assert "yarn ×4" in page.inner_text("#context-hint")  # 64 → 256 tokens
         steps.check(page, "job-form")
         page.click("text=Start fine-tuning")
         page.wait_for_url(re.compile(r"/jobs/ftjob-"))

@@ -52,6 +52,8 @@ urlpatterns = [
         name="password_reset_complete",
     ),
     path("invite/<str:token>", auth.accept_invitation, name="accept_invitation"),
+    path("verify-email/resend", auth.resend_verification, name="resend_verification"),
+    path("verify-email/<str:token>", auth.verify_email, name="verify_email"),
     path("orgs", auth.orgs, name="orgs"),
     path("orgs/switch", auth.switch_org, name="switch_org"),
     path("o/<slug:org_slug>/", include(ORG_PATTERNS)),

@@ -14,6 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods
 from rest_framework import exceptions
 
+from longtune.dashboard import verification
 from longtune.dashboard.errors import NON_FIELD, field_errors
 from longtune.dashboard.forms import ThrottledLoginForm
 from longtune.tenancy.serializers import InvitationAcceptSerializer, SignupSerializer
@@ -70,7 +71,11 @@ def signup(request: HttpRequest) -> HttpResponse:
                 errors = field_errors(exc)
             else:
                 login(request, created.user, backend="django.contrib.auth.backends.ModelBackend")
-                messages.success(request, f"Welcome! {created.org.name} is ready.")
+                verification.send_verification_email(request, created.user)
+                messages.success(
+                    request,
+                    f"Welcome! {created.org.name} is ready. We sent a link to confirm your email.",
+                )
                 return redirect("dashboard:overview", org_slug=created.org.slug)
     status = 400 if errors else 200
     return render(
@@ -109,6 +114,25 @@ def accept_invitation(request: HttpRequest, token: str) -> HttpResponse:
         {"errors": errors, "values": values},
         status=status,
     )
+
+
+def verify_email(request: HttpRequest, token: str) -> HttpResponse:
+    """The link from the verification mail (GET: mail clients open it; it only confirms)."""
+    user = verification.user_for_token(token)
+    if user is None:
+        return render(request, "dashboard/verify_email_invalid.html", status=400)
+    verification.mark_verified(user)
+    messages.success(request, f"{user.email} is confirmed.")
+    return redirect(home_for(request) if request.user.is_authenticated else "dashboard:login")
+
+
+@login_required
+@require_http_methods(["POST"])
+def resend_verification(request: HttpRequest) -> HttpResponse:
+    if request.user.email_verified_at is None:
+        verification.send_verification_email(request, request.user)
+        messages.success(request, f"We sent a new confirmation link to {request.user.email}.")
+    return redirect(safe_next(request, home_for(request)))
 
 
 class LoginView(auth_views.LoginView):

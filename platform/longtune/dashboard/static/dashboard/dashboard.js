@@ -227,7 +227,38 @@
     });
   }
 
+  /* The job form: say which RoPE method and factor a context length implies (the server plans
+     the same: target / original length, the chosen or default method). */
+  function contextHint(hint) {
+    var model = document.getElementById("model");
+    var length = document.getElementById("context_length");
+    var method = document.getElementById("rope_method");
+    var factor = document.getElementById("rope_factor");
+    function update() {
+      var option = model.options[model.selectedIndex];
+      if (!option) { hint.textContent = ""; return; }
+      var original = parseInt(option.dataset.original, 10);
+      var maximum = parseInt(option.dataset.max, 10);
+      var target = parseInt(length.value, 10) || original;
+      var rope = method.value || hint.dataset.defaultRope;
+      if (target > maximum) {
+        hint.textContent = "Longer than this model's maximum (" + maximum + " tokens).";
+      } else if (target <= original) {
+        hint.textContent = "Within the model's trained context (" + original + "): no RoPE scaling.";
+      } else {
+        var implied = factor.value || (target / original).toFixed(2).replace(/\.?0+$/, "");
+        hint.textContent = "RoPE " + rope + " ×" + implied + " (" + original + " → " + target + " tokens).";
+      }
+    }
+    [model, length, method, factor].forEach(function (el) {
+      el.addEventListener("input", update); el.addEventListener("change", update);
+    });
+    update();
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    var hint = document.getElementById("context-hint");
+    if (hint) { contextHint(hint); }
     var chat = document.getElementById("chat-form");
     if (chat) { playground(chat); }
     var loss = document.getElementById("loss-chart");
