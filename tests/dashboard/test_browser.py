@@ -129,6 +129,7 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         )
         page.wait_for_selector("#loss-chart[data-done=true] canvas", timeout=30_000)
         assert int(page.get_attribute("#loss-chart", "data-points")) >= 1
+        assert page.get_attribute("#loss-chart", "data-transport") == "sse"
         assert "ft:" in page.inner_text("#job-live")
         steps.check(page, "job-succeeded")
 

@@ -3,7 +3,10 @@ the API's validation messages next to the job form's fields, and no N+1 queries 
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from asgiref.sync import async_to_sync
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -222,6 +225,10 @@ def test_job_form_shows_the_apis_own_message_next_to_the_field(org_a, field, val
     assert not FineTuningJob.objects.for_org(org_a.org).exists()
 
 
+async def collect(chunks) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
 def test_job_page_metrics_and_cancel(org_a):
     job = make_job(org_a.org, status="queued")
     for step, loss in [(1, 2.5), (2, 2.1), (3, 1.7)]:
@@ -240,6 +247,15 @@ def test_job_page_metrics_and_cancel(org_a):
     client.post(url("job_cancel", org_a.org, job.public_id))
     job.refresh_from_db()
     assert job.status == "cancelled"
+    # The SSE stream: every point once, then "end" (the job is terminal now).
+    stream = client.get(url("job_metrics_stream", org_a.org, job.public_id))
+    assert stream["Content-Type"] == "text/event-stream"
+    body = async_to_sync(collect)(stream.streaming_content).decode()
+    events = [block for block in body.split("\n\n") if block.startswith("event:")]
+    assert [e.splitlines()[0] for e in events] == ["event: metrics", "event: end"]
+    payload = json.loads(events[0].splitlines()[1].removeprefix("data: "))
+    assert [p["step"] for p in payload["points"]] == [1, 2, 3]
+    assert payload["terminal"] is True and payload["status"] == "cancelled"
 
 
 # --------------------------------------------------------------------------- endpoints, usage

@@ -26,6 +26,7 @@ ORG_PATTERNS = [
     path("jobs/new", work.job_new, name="job_new"),
     path("jobs/<str:job_id>", work.job_detail, name="job"),
     path("jobs/<str:job_id>/metrics.json", work.job_metrics, name="job_metrics"),
+    path("jobs/<str:job_id>/metrics/stream", work.job_metrics_stream, name="job_metrics_stream"),
     path("jobs/<str:job_id>/cancel", work.job_cancel, name="job_cancel"),
     path("models/", work.models, name="models"),
     path("endpoints/", work.endpoints, name="endpoints"),

@@ -3,11 +3,15 @@ API view calls, each error shown with the API's message."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from rest_framework import exceptions
 
@@ -31,6 +35,8 @@ from longtune.inference.services import (
 
 EVENTS_SHOWN = 100
 CHART_POINTS = 2000
+SSE_POLL_SECONDS = 1.0
+SSE_MAX_POLLS = 3600  # an hour per connection; EventSource reconnects by itself
 
 
 def _one(queryset, public_id: str, what: str):
@@ -270,6 +276,52 @@ def job_metrics(request: HttpRequest, job_id: str) -> JsonResponse:
             "valid_loss": valid,
         }
     )
+
+
+def _metrics_since(org, job_pk: int, after_pk: int) -> tuple[list[dict[str, Any]], int, str, bool]:
+    """New loss points after event ``after_pk``, the last pk seen, and the job's status."""
+    job = FineTuningJob.objects.for_org(org).only("status").get(pk=job_pk)
+    rows = list(
+        JobEvent.objects.for_org(org)
+        .filter(job_id=job_pk, type=EventType.METRICS, pk__gt=after_pk)
+        .order_by("pk")
+        .values_list("pk", "data")[:CHART_POINTS]
+    )
+    points = [
+        {"step": d["step"], "loss": d.get("loss"), "valid_loss": d.get("valid_loss")}
+        for _, d in rows
+        if d and d.get("step") is not None
+    ]
+    return points, (rows[-1][0] if rows else after_pk), job.status, job.is_terminal
+
+
+async def _metrics_stream(org, job_pk: int) -> AsyncIterator[bytes]:
+    """Server-Sent Events: one ``metrics`` event per batch of new points, ``end`` when the job
+    is terminal. Polls the database once per SSE_POLL_SECONDS on the event loop (the query in a
+    thread), so a watcher costs no worker thread while it waits."""
+    last = 0
+    for _ in range(SSE_MAX_POLLS):
+        points, last, status, terminal = await sync_to_async(_metrics_since)(org, job_pk, last)
+        if points or terminal:
+            payload = json.dumps({"status": status, "terminal": terminal, "points": points})
+            yield f"event: metrics\ndata: {payload}\n\n".encode()
+        if terminal:
+            yield b"event: end\ndata: {}\n\n"
+            return
+        yield b": keep-alive\n\n"
+        await asyncio.sleep(SSE_POLL_SECONDS)
+
+
+@org_page()
+def job_metrics_stream(request: HttpRequest, job_id: str) -> StreamingHttpResponse:
+    """The loss curve live over SSE (the page falls back to polling metrics.json)."""
+    job = _job(request, job_id)
+    response = StreamingHttpResponse(
+        _metrics_stream(request.org, job.pk), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response
 
 
 @org_page()

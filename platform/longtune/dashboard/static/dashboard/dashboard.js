@@ -23,20 +23,46 @@
       plot = new window.uPlot(opts, series, el);
       el.dataset.points = String(data.steps.length);
     }
+    function finish() {
+      clearInterval(timer);
+      el.dataset.done = "true";
+    }
     function poll() {
       fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) { return r.json(); })
         .then(function (data) {
           if (window.uPlot && data.steps.length) { draw(data); }
-          if (data.terminal) {
-            clearInterval(timer);
-            el.dataset.done = "true";
-          }
+          if (data.terminal) { finish(); }
         })
         .catch(function () { /* a transient failure: the next poll retries */ });
     }
-    poll();
-    timer = setInterval(poll, 2000);
+    function startPolling() {
+      el.dataset.transport = "poll";
+      poll();
+      timer = setInterval(poll, 2000);
+    }
+    // Server-Sent Events when the browser has them: new points arrive as they are recorded.
+    // Any stream error falls back to polling (which re-reads every point, so nothing is lost).
+    if (window.EventSource && el.dataset.streamUrl) {
+      el.dataset.transport = "sse";
+      var data = { steps: [], loss: [], valid_loss: [] };
+      var source = new EventSource(el.dataset.streamUrl);
+      source.addEventListener("metrics", function (event) {
+        var batch = JSON.parse(event.data);
+        batch.points.forEach(function (p) {
+          data.steps.push(p.step); data.loss.push(p.loss); data.valid_loss.push(p.valid_loss);
+        });
+        if (window.uPlot && data.steps.length) { draw(data); }
+      });
+      source.addEventListener("end", function () { source.close(); finish(); });
+      source.addEventListener("error", function () {
+        if (el.dataset.done === "true") { return; }
+        source.close();
+        startPolling();
+      });
+    } else {
+      startPolling();
+    }
   }
 
   function usageChart(el) {
