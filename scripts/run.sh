@@ -35,7 +35,7 @@ trap 'kill $CPU_WORKER $WORKER $SERVE_WORKER $SUPERVISOR 2>/dev/null; wait $CPU_
 
 echo
 echo "LongTune is up:  http://127.0.0.1:$PORT/  (API docs: http://127.0.0.1:$PORT/v1/docs)"
-echo "Sign up from the shell:"
+echo "Sign up in a browser at http://127.0.0.1:$PORT/ , or from the shell:"
 echo "  curl -s -X POST localhost:$PORT/v1/auth/signup -H 'Content-Type: application/json' \\"
 echo "       -d '{\"email\":\"you@example.com\",\"password\":\"a-long-password\",\"organization_name\":\"Acme\"}'"
 echo

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything a fresh machine needs. Idempotent: re-running is fast.
 #   scripts/setup.sh            python packages (runtime + dev) — enough for the embedded default
-#   scripts/setup.sh --services also PostgreSQL and Redis from Debian's packages (tests, CI)
+#   scripts/setup.sh --services also PostgreSQL, Redis and Chromium (the dashboard's browser
+#                               tests) from Debian's packages (tests, CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,15 +12,16 @@ want_services=0
 PY=${PYTHON:-python3}
 
 if [ "$want_services" = 1 ]; then
-  have_redis=0; have_postgres=0
+  have_redis=0; have_postgres=0; have_chromium=0
   command -v redis-server >/dev/null && have_redis=1
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && have_postgres=1
-  if [ "$have_redis" = 0 ] || [ "$have_postgres" = 0 ]; then
-    echo "==> apt-get install postgresql redis-server"
+  command -v chromium >/dev/null && have_chromium=1
+  if [ "$have_redis" = 0 ] || [ "$have_postgres" = 0 ] || [ "$have_chromium" = 0 ]; then
+    echo "==> apt-get install postgresql redis-server chromium"
     export DEBIAN_FRONTEND=noninteractive
     SUDO=""; [ "$(id -u)" != 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq postgresql redis-server >/dev/null
+    $SUDO apt-get install -y -qq postgresql redis-server chromium >/dev/null
   fi
 fi
 

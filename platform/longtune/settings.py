@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "longtune.finetuning.apps.FinetuningConfig",
     "longtune.inference.apps.InferenceConfig",
     "longtune.provisioning.apps.ProvisioningConfig",
+    "longtune.dashboard.apps.DashboardConfig",
 ]
 
 MIDDLEWARE = [
@@ -75,6 +76,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "longtune.dashboard.context_processors.dashboard",
             ]
         },
     }
@@ -225,7 +227,41 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "/login"  # the dashboard's (the admin keeps its own /admin/login/)
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "/"
+
+# --- browser sessions (the dashboard) ------------------------------------------------------
+# Cookies are always HttpOnly and SameSite=Lax. LONGTUNE_HTTPS=true (set it wherever the site is
+# served over TLS, i.e. every real deployment) makes them Secure-only and turns on HSTS; the
+# embedded default serves plain http on 127.0.0.1, where Secure cookies would never be sent back.
+HTTPS = env_bool("LONGTUNE_HTTPS", False)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_HTTPONLY = True  # pages carry the token in forms and htmx headers, not JS-read cookies
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000) if HTTPS else 0
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("SECURE_PROXY_SSL_HEADER", False):  # behind a TLS-terminating proxy that sets it
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600)
+# Failed log-ins allowed per client IP and per email in a window before the form refuses.
+LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10)
+LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900)
+# Part size of the dashboard's chunked browser upload (the Uploads API takes up to 64 MiB).
+DASHBOARD_UPLOAD_PART_BYTES = env_int("DASHBOARD_UPLOAD_PART_BYTES", 8 * 1024 * 1024)
+
+# --- email (invitations, password reset): console by default, SMTP from the environment ----
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "LongTune <noreply@localhost>")
 
 LOGGING = {
     "version": 1,

@@ -28,6 +28,7 @@ urlpatterns = [
     # The embedded default runs one ASGI process and no separate static server: serve the
     # admin's and Swagger UI's (drf_spectacular_sidecar, no CDN) static files from the app.
     re_path(r"^static/(?P<path>.*)$", serve_static, {"insecure": True}),
+    path("", include("longtune.dashboard.urls")),  # the web dashboard: /, /login, /o/<slug>/...
 ]
 
 handler404 = "longtune.api.errors.handler404"

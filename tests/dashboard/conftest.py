@@ -1,0 +1,24 @@
+"""Dashboard test helpers: a logged-in browser-like client per role."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.finetuning.conftest import shared_storage, tiny_base_dir  # noqa: F401 - fixtures
+
+
+def session_client(user, *, enforce_csrf: bool = False) -> Client:
+    client = Client(enforce_csrf_checks=enforce_csrf)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def owner_client(org_a) -> Client:
+    return session_client(org_a.owner)
+
+
+@pytest.fixture
+def org_slug(org_a) -> str:
+    return org_a.org.slug
