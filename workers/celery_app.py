@@ -62,6 +62,7 @@ app.conf.update(
         "workers.finetuning",
         "workers.inference",
         "workers.shared_servers",
+        "workers.billing",
     ],
     beat_schedule=beat_schedule(),
 )

@@ -16,3 +16,5 @@ SERVE_ENDPOINT = "longtune.inference.serve_endpoint"  # args [endpoint_pk, gener
 SERVE_SHARED_BASE = "longtune.inference.serve_shared_base"  # args [server_pk, generation]
 INFERENCE_WATCHDOG = "longtune.inference.watchdog"
 REDISPATCH_SWEEP = "longtune.compute.redispatch"  # re-publishes work whose message was lost
+BILLING_SEND_METER_EVENTS = "longtune.billing.send_meter_events"  # outbox -> Stripe meters
+BILLING_DUNNING_SWEEP = "longtune.billing.dunning_sweep"  # grace over -> suspended; alerts

@@ -40,6 +40,13 @@ class AuditAction(models.TextChoices):
     FILE_DELETED = "file.deleted"
     PII_POLICY_CHANGED = "pii_policy.changed"
     MODEL_DELETED = "model.deleted"
+    BILLING_PLAN_CHANGED = "billing.plan_changed"
+    BILLING_SUBSCRIPTION_CHANGED = "billing.subscription_changed"
+    BILLING_PAST_DUE = "billing.past_due"
+    BILLING_SUSPENDED = "billing.suspended"
+    BILLING_RESTORED = "billing.restored"
+    BILLING_BUDGET_CHANGED = "billing.budget_changed"
+    BILLING_CREDIT_GRANTED = "billing.credit_granted"
 
 
 class AppendOnlyQuerySet(OrgScopedQuerySet):

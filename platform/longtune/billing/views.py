@@ -1,0 +1,88 @@
+"""/v1/billing: the org's plan, period cost and budget; checkout, portal, invoices; the webhook.
+
+Every view but the webhook acts on ``request.org``, resolved once by the authenticator (an API
+key or a session membership); there is no id to address another org's billing. The webhook
+is public: Stripe authenticates it with the signature over the raw body.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from longtune.billing import checkout, webhooks
+from longtune.billing.accounts import account_for
+from longtune.billing.conf import billing_conf
+from longtune.billing.serializers import (
+    BillingSerializer,
+    CheckoutRequestSerializer,
+    InvoiceListSerializer,
+    RedirectSerializer,
+    WebhookReceivedSerializer,
+)
+from longtune.billing.usage import period_summary
+
+
+class BillingView(APIView):
+    required_permissions = {"GET": "organization.read"}
+
+    @extend_schema(operation_id="retrieve_billing", responses=BillingSerializer)
+    def get(self, request: Request) -> Response:
+        account = account_for(request.org)
+        payload = BillingSerializer.payload(
+            enabled=billing_conf().enabled,
+            plan=request.org.plan,
+            account=account,
+            summary=period_summary(request.org, account),
+        )
+        return Response(BillingSerializer(payload).data)
+
+
+class CheckoutView(APIView):
+    required_permissions = {"POST": "billing.manage"}
+
+    @extend_schema(
+        operation_id="create_billing_checkout",
+        request=CheckoutRequestSerializer,
+        responses={200: RedirectSerializer},
+    )
+    def post(self, request: Request) -> Response:
+        body = CheckoutRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return Response({"url": checkout.checkout_url(request.org, body.validated_data["plan"])})
+
+
+class PortalView(APIView):
+    required_permissions = {"POST": "billing.manage"}
+
+    @extend_schema(operation_id="create_billing_portal", request=None, responses=RedirectSerializer)
+    def post(self, request: Request) -> Response:
+        return Response({"url": checkout.portal_url(request.org)})
+
+
+class InvoicesView(APIView):
+    required_permissions = {"GET": "billing.manage"}
+
+    @extend_schema(operation_id="list_billing_invoices", responses=InvoiceListSerializer)
+    def get(self, request: Request) -> Response:
+        return Response({"object": "list", "data": checkout.invoices(request.org)})
+
+
+class StripeWebhookView(APIView):
+    """Stripe's event delivery. The raw body is read (``request.body``), never parsed first."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="receive_stripe_webhook",
+        auth=[],
+        request={"application/json": {"type": "object"}},
+        responses=WebhookReceivedSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        received = webhooks.receive(request.body, request.headers.get("Stripe-Signature"))
+        return Response({"received": True, "duplicate": received.duplicate})
