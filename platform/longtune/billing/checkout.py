@@ -70,7 +70,7 @@ def invoices(org: Organization, limit: int = 20) -> list[dict[str, Any]]:
             "amount_due": invoice.amount_due,
             "amount_paid": invoice.amount_paid,
             "created": invoice.created,
-            "hosted_invoice_url": invoice.get("hosted_invoice_url"),
+            "hosted_invoice_url": getattr(invoice, "hosted_invoice_url", None),
         }
         for invoice in listed.data
     ]
