@@ -233,6 +233,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PurposeEnum": "longtune.datasets.models.DATASET_PURPOSE_CHOICES",
         "FilePurposeEnum": "longtune.datasets.models.FilePurpose",
+        "PaidPlanEnum": "longtune.billing.serializers.PAID_PLAN_CHOICES",
+        "PlanEnum": "longtune.tenancy.models.Plan",
     },
     # The API is documented for API keys; the session door is the dashboard's, not a client's.
     "AUTHENTICATION_WHITELIST": ["longtune.tenancy.authentication.ApiKeyAuthentication"],

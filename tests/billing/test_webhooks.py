@@ -189,5 +189,7 @@ def test_unknown_customers_and_types_are_accepted_and_ignored(billing_on, org_a)
 
 
 def test_without_a_webhook_secret_the_endpoint_is_off(org_a):
-    response = api_client().post(URL, data="{}", content_type="application/json")
+    event = '{"id": "evt_1", "type": "invoice.paid", "data": {"object": {}}}'
+    response = api_client().post(URL, data=event, content_type="application/json")
     assert response.status_code == 404
+    assert api_client().post(URL, data="NaN", content_type="application/json").status_code == 400

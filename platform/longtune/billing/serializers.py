@@ -39,7 +39,7 @@ class BudgetSerializer(serializers.Serializer):
 
 
 class BillingSerializer(serializers.Serializer):
-    object = serializers.ChoiceField(choices=["billing"])
+    object = serializers.CharField(help_text='Always "billing".')
     enabled = serializers.BooleanField(help_text="False: Stripe is off; costs are computed only.")
     plan = serializers.ChoiceField(choices=Plan.choices)
     state = serializers.ChoiceField(choices=BillingState.choices)
@@ -76,8 +76,12 @@ class BillingSerializer(serializers.Serializer):
         }
 
 
+# The plans Checkout sells (the OpenAPI enum "PaidPlanEnum", settings.ENUM_NAME_OVERRIDES).
+PAID_PLAN_CHOICES = [(Plan.PRO, "Pro"), (Plan.ENTERPRISE, "Enterprise")]
+
+
 class CheckoutRequestSerializer(serializers.Serializer):
-    plan = serializers.ChoiceField(choices=[Plan.PRO, Plan.ENTERPRISE])
+    plan = serializers.ChoiceField(choices=PAID_PLAN_CHOICES)
 
 
 class RedirectSerializer(serializers.Serializer):
@@ -95,7 +99,7 @@ class InvoiceSerializer(serializers.Serializer):
 
 
 class InvoiceListSerializer(serializers.Serializer):
-    object = serializers.ChoiceField(choices=["list"])
+    object = serializers.CharField(help_text='Always "list".')
     data = InvoiceSerializer(many=True)
 
 

@@ -13,6 +13,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from longtune.api.errors import ApiError
 from longtune.billing import checkout, webhooks
 from longtune.billing.accounts import account_for
 from longtune.billing.conf import billing_conf
@@ -60,6 +61,10 @@ class PortalView(APIView):
 
     @extend_schema(operation_id="create_billing_portal", request=None, responses=RedirectSerializer)
     def post(self, request: Request) -> Response:
+        if request.data:  # parsing it also turns a malformed body into a 400
+            raise ApiError(
+                status=400, code="unknown_parameter", message="The portal takes no request body."
+            )
         return Response({"url": checkout.portal_url(request.org)})
 
 
@@ -68,7 +73,9 @@ class InvoicesView(APIView):
 
     @extend_schema(operation_id="list_billing_invoices", responses=InvoiceListSerializer)
     def get(self, request: Request) -> Response:
-        return Response({"object": "list", "data": checkout.invoices(request.org)})
+        """Stripe's invoices of the org's customer; none while billing is off."""
+        data = checkout.invoices(request.org) if billing_conf().enabled else []
+        return Response({"object": "list", "data": data})
 
 
 class StripeWebhookView(APIView):

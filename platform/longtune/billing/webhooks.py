@@ -46,6 +46,12 @@ def _refuse(message: str) -> ApiError:
 
 def receive(payload: bytes, signature: str | None) -> Received:
     conf = billing_conf()
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        raise _refuse("The body is not a JSON Stripe event.") from error
+    if not isinstance(parsed, dict) or not {"id", "type", "data"} <= parsed.keys():
+        raise _refuse("The body is not a JSON Stripe event.")
     if not conf.stripe_webhook_secret:
         raise ApiError(status=404, code="not_found", message="Billing webhooks are not enabled.")
     try:
