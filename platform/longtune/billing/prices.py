@@ -137,3 +137,9 @@ def period_cost(plan: str, usage: dict[str, int]) -> Cost:
         for meter in METERS
     )
     return Cost(plan=plan, subscription=price.monthly_fee, lines=lines)
+
+
+def training_cost_estimate(plan: str, tokens: int) -> str:
+    """A job's price before it runs: ``estimated_tokens`` at the plan's training rate, as a
+    dollar string ("1.23", exact, like every amount in the API)."""
+    return f"{round_cents(usage_cost(plan, TRAINING_TOKENS, int(tokens or 0))):.2f}"

@@ -6,6 +6,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from longtune.api.fields import ObjectTypeField
 from longtune.billing import prices
 from longtune.billing.models import BillingAccount, BillingState
 from longtune.billing.usage import PeriodSummary
@@ -39,7 +40,7 @@ class BudgetSerializer(serializers.Serializer):
 
 
 class BillingSerializer(serializers.Serializer):
-    object = serializers.CharField(help_text='Always "billing".')
+    object = ObjectTypeField("billing")
     enabled = serializers.BooleanField(help_text="False: Stripe is off; costs are computed only.")
     plan = serializers.ChoiceField(choices=Plan.choices)
     state = serializers.ChoiceField(choices=BillingState.choices)
@@ -53,7 +54,6 @@ class BillingSerializer(serializers.Serializer):
         *, enabled: bool, plan: str, account: BillingAccount, summary: PeriodSummary
     ) -> dict[str, Any]:
         return {
-            "object": "billing",
             "enabled": enabled,
             "plan": plan,
             "state": account.state,
@@ -99,7 +99,7 @@ class InvoiceSerializer(serializers.Serializer):
 
 
 class InvoiceListSerializer(serializers.Serializer):
-    object = serializers.CharField(help_text='Always "list".')
+    object = ObjectTypeField("list")
     data = InvoiceSerializer(many=True)
 
 

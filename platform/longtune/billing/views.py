@@ -75,7 +75,7 @@ class InvoicesView(APIView):
     def get(self, request: Request) -> Response:
         """Stripe's invoices of the org's customer; none while billing is off."""
         data = checkout.invoices(request.org) if billing_conf().enabled else []
-        return Response({"object": "list", "data": data})
+        return Response(InvoiceListSerializer({"data": data}).data)
 
 
 class StripeWebhookView(APIView):
