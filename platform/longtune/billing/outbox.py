@@ -17,6 +17,7 @@ request):
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 from typing import Any
@@ -119,12 +120,32 @@ def event_payload(event: MeterEvent, customer_id: str) -> dict[str, Any]:
     }
 
 
-def _post(events: list[dict[str, Any]]) -> None:
-    client = stripe_client()
-    session = client.v2.billing.meter_event_session.create()
-    client.v2.billing.meter_event_stream.create(
-        params={"events": events}, options={"api_key": session.authentication_token}
-    )
+class _StreamSession:
+    """A meter event session (its token authenticates the stream for ~15 minutes), made on
+    first use and reused for every batch of one tick."""
+
+    def __init__(self) -> None:
+        self.client = None
+        self.token = ""
+        self.expires = 0.0
+
+    def post(self, events: list[dict[str, Any]]) -> None:
+        if self.client is None:
+            self.client = stripe_client()
+        if time.monotonic() >= self.expires:
+            session = self.client.v2.billing.meter_event_session.create()
+            self.token = session.authentication_token
+            self.expires = time.monotonic() + SESSION_REUSE_SECONDS
+        self.client.v2.billing.meter_event_stream.create(
+            params={"events": events}, options={"api_key": self.token}
+        )
+
+
+SESSION_REUSE_SECONDS = 600  # Stripe's sessions last 15 minutes; renew well before
+
+
+def _post(events: list[dict[str, Any]], session: _StreamSession | None = None) -> None:
+    (session or _StreamSession()).post(events)
 
 
 def _mark_sent(pks: list[int]) -> None:
@@ -133,7 +154,7 @@ def _mark_sent(pks: list[int]) -> None:
     )
 
 
-def send_batch(batch_size: int) -> int:
+def send_batch(batch_size: int, session: _StreamSession | None = None) -> int:
     """Send one batch; returns how many were sent (0: nothing due). Raises on a Stripe error
     after recording the backoff."""
     with transaction.atomic():
@@ -150,7 +171,7 @@ def send_batch(batch_size: int) -> int:
         pks = [e.pk for e in batch]
         failure: Exception | None = None
         try:
-            _post(payload)
+            _post(payload, session)
         except Exception as error:  # recorded in this (committed) transaction, then raised
             failure = error
             _record_failure(batch, error)
@@ -177,9 +198,10 @@ def send_pending(*, max_batches: int | None = None) -> SendReport:
     errors (the failed batch backs off; the rest wait for the next tick)."""
     conf = billing_conf()
     report = SendReport()
+    session = _StreamSession()
     for _ in range(max_batches or conf.outbox_max_batches):
         try:
-            sent = send_batch(conf.outbox_batch_size)
+            sent = send_batch(conf.outbox_batch_size, session)
         except Exception as error:  # the peer is down or refused: stop this tick
             logger.warning("meter event batch failed: %s", error)
             report.errors.append(str(error))
