@@ -135,6 +135,28 @@ def test_an_older_subscription_update_never_overwrites_a_newer_state(billing_on,
     )
 
 
+def test_an_incomplete_subscription_does_not_downgrade_a_paid_plan(billing_on, org_a):
+    org = org_a.org
+    customer = _with_customer(org)
+    now = int(time.time())
+    deliver(
+        billing_on.event(
+            "customer.subscription.updated",
+            _subscription(customer, "price_pro_monthly"),
+            created=now - 5,
+        )
+    )
+    deliver(
+        billing_on.event(
+            "customer.subscription.updated",
+            _subscription(customer, "price_pro_monthly", status="incomplete"),
+            created=now,
+        )
+    )
+    org.refresh_from_db()
+    assert org.plan == "pro" and account_for(org).subscription_status == "incomplete"
+
+
 def test_subscription_deleted_returns_the_org_to_free(billing_on, org_a):
     org = org_a.org
     customer = _with_customer(org)

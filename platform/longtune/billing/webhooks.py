@@ -29,7 +29,8 @@ from longtune.tenancy.models import AuditAction, Organization, Plan
 
 logger = logging.getLogger("longtune.billing")
 
-ACTIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due")
+ACTIVE_SUBSCRIPTION_STATUSES = ("active", "trialing", "past_due")  # the plan is the price's
+ENDED_SUBSCRIPTION_STATUSES = ("canceled", "unpaid", "incomplete_expired")  # back to free
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,12 @@ def _subscription_changed(org: Organization, subscription: Any, created: int) ->
             action=AuditAction.BILLING_SUBSCRIPTION_CHANGED,
             data={"subscription": subscription.get("id"), "status": account.subscription_status},
         )
-        plan = (
-            plan_for_price(price_id)
-            if account.subscription_status in ACTIVE_SUBSCRIPTION_STATUSES
-            else None
-        )
-        set_plan(org, plan or Plan.FREE, reason=f"subscription {account.subscription_status}")
+        status = account.subscription_status
+        if status in ACTIVE_SUBSCRIPTION_STATUSES and (plan := plan_for_price(price_id)):
+            set_plan(org, plan, reason=f"subscription {status}")
+        elif status in ENDED_SUBSCRIPTION_STATUSES:
+            set_plan(org, Plan.FREE, reason=f"subscription {status}")
+        # "incomplete" (first payment pending): the plan stays as it is.
     return f"subscription {account.subscription_status}"
 
 
