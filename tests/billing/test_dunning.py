@@ -137,3 +137,15 @@ def test_the_hard_cap_refuses_new_billable_work(org_a):
 def test_an_org_without_a_billing_account_is_never_refused(org_a):
     ensure_billable(org_a.org)
     assert not BillingAccount.objects.for_org(org_a.org).exists()
+
+
+def test_the_org_reads_its_billing_events_newest_first(org_a, org_b):
+    dunning.payment_failed(org_a.org)
+    dunning.payment_succeeded(org_a.org)
+    body = org_a.client("member").get("/v1/billing/events").json()
+    assert [(e["object"], e["kind"]) for e in body["data"]] == [
+        ("billing.event", "restored"),
+        ("billing.event", "past_due"),
+    ]
+    assert body["data"][1]["level"] == "warn" and body["data"][1]["id"].startswith("bevt_")
+    assert org_b.client().get("/v1/billing/events").json()["data"] == []

@@ -6,9 +6,9 @@ from typing import Any
 
 from rest_framework import serializers
 
-from longtune.api.fields import ObjectTypeField
+from longtune.api.fields import ObjectTypeField, UnixTimestampField, public_id_field
 from longtune.billing import prices
-from longtune.billing.models import BillingAccount, BillingState
+from longtune.billing.models import BillingAccount, BillingEvent, BillingState
 from longtune.billing.usage import PeriodSummary
 from longtune.tenancy.models import Plan
 
@@ -106,3 +106,16 @@ class InvoiceListSerializer(serializers.Serializer):
 class WebhookReceivedSerializer(serializers.Serializer):
     received = serializers.BooleanField()
     duplicate = serializers.BooleanField()
+
+
+class BillingEventSerializer(serializers.ModelSerializer):
+    """A billing event of the org: dunning transitions, budget alerts, plan and subscription
+    changes (newest first)."""
+
+    object = ObjectTypeField("billing.event")
+    id = public_id_field()
+    created_at = UnixTimestampField()
+
+    class Meta:
+        model = BillingEvent
+        fields = ["object", "id", "kind", "level", "message", "data", "created_at"]

@@ -8,16 +8,20 @@ is public: Stripe authenticates it with the signature over the raw body.
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
+from rest_framework import mixins
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from longtune.api.errors import ApiError
+from longtune.api.viewsets import OrgScopedViewSet
 from longtune.billing import checkout, webhooks
 from longtune.billing.accounts import account_for
 from longtune.billing.conf import billing_conf
+from longtune.billing.models import BillingEvent
 from longtune.billing.serializers import (
+    BillingEventSerializer,
     BillingSerializer,
     CheckoutRequestSerializer,
     InvoiceListSerializer,
@@ -76,6 +80,14 @@ class InvoicesView(APIView):
         """Stripe's invoices of the org's customer; none while billing is off."""
         data = checkout.invoices(request.org) if billing_conf().enabled else []
         return Response(InvoiceListSerializer({"data": data}).data)
+
+
+class BillingEventViewSet(mixins.ListModelMixin, OrgScopedViewSet):
+    """GET /v1/billing/events: what happened to the org's billing (alerts, dunning, plans)."""
+
+    model = BillingEvent
+    serializer_class = BillingEventSerializer
+    required_permissions = {"list": "organization.read"}
 
 
 class StripeWebhookView(APIView):
