@@ -115,3 +115,32 @@ def test_the_openapi_schema_describes_the_billing_routes(client):
     for path in ("/v1/billing/checkout", "/v1/billing/portal", "/v1/billing/webhooks/stripe"):
         assert "post" in schema["paths"][path]
     assert "get" in schema["paths"]["/v1/billing/invoices"]
+
+
+def test_the_owner_sets_the_budget_and_hard_cap(org_a):
+    client = org_a.client()
+    body = client.patch(
+        "/v1/billing", {"monthly_budget": "250.00", "hard_cap": True}, format="json"
+    )
+    assert body.status_code == 200, body.content
+    assert body.json()["budget"] == {
+        "monthly_budget": "250.00",
+        "hard_cap": True,
+        "used_percent": 0,
+    }
+    assert BillingAccount.objects.for_org(org_a.org).get().monthly_budget_cents == 25_000
+    cleared = client.patch("/v1/billing", {"monthly_budget": None}, format="json").json()
+    assert cleared["budget"]["monthly_budget"] is None and cleared["budget"]["hard_cap"] is True
+    assert client.patch("/v1/billing", {"monthly_budget": "-1"}, format="json").status_code == 400
+    assert client.patch("/v1/billing", {"budget": "1"}, format="json").status_code == 400
+    assert client.patch("/v1/billing", {}, format="json").status_code == 400
+    assert (
+        org_a.client("admin").patch("/v1/billing", {"hard_cap": False}, format="json").status_code
+        == 403
+    )
+    from longtune.tenancy.models import AuditLogEntry
+
+    assert (
+        AuditLogEntry.objects.for_org(org_a.org).filter(action="billing.budget_changed").count()
+        == 2
+    )

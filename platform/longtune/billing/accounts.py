@@ -77,3 +77,40 @@ def note(
     if action is not None:
         account = account_for(org)
         audit.record(org=org, action=action, target=account, request=request, metadata=data)
+
+
+_UNSET: Any = object()
+
+
+def set_budget(
+    org: Organization, *, monthly_budget: Any = _UNSET, hard_cap: Any = _UNSET, request: Any = None
+) -> BillingAccount:
+    """Set the monthly budget (Decimal dollars or None) and/or the hard cap; audited. A new
+    budget re-arms this period's alerts."""
+    from longtune.tenancy.models import AuditAction
+
+    with transaction.atomic():
+        account = locked_account(org)
+        if monthly_budget is not _UNSET:
+            account.monthly_budget_cents = (
+                None if monthly_budget is None else int(monthly_budget * 100)
+            )
+            account.budget_alert_percent = 0
+        if hard_cap is not _UNSET:
+            account.hard_cap = bool(hard_cap)
+        account.save()
+        note(
+            org,
+            "budget",
+            "Monthly budget set to "
+            + (
+                "none"
+                if account.monthly_budget_cents is None
+                else f"${account.monthly_budget_cents / 100:.2f}"
+            )
+            + (" with a hard cap." if account.hard_cap else "."),
+            action=AuditAction.BILLING_BUDGET_CHANGED,
+            data={"budget_cents": account.monthly_budget_cents, "hard_cap": account.hard_cap},
+            request=request,
+        )
+    return account

@@ -119,3 +119,24 @@ class BillingEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = BillingEvent
         fields = ["object", "id", "kind", "level", "message", "data", "created_at"]
+
+
+class BudgetUpdateSerializer(serializers.Serializer):
+    """PATCH /v1/billing: the org's monthly budget (USD, null = none) and its hard cap."""
+
+    monthly_budget = serializers.DecimalField(
+        max_digits=12, decimal_places=2, min_value=0, allow_null=True, required=False
+    )
+    hard_cap = serializers.BooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        unknown = (
+            set(self.initial_data) - set(self.fields)
+            if isinstance(self.initial_data, dict)
+            else set()
+        )
+        if unknown:
+            raise serializers.ValidationError({sorted(unknown)[0]: "Unknown parameter."})
+        if not attrs:
+            raise serializers.ValidationError("Give monthly_budget and/or hard_cap.")
+        return attrs

@@ -17,12 +17,13 @@ from rest_framework.views import APIView
 from longtune.api.errors import ApiError
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.billing import checkout, webhooks
-from longtune.billing.accounts import account_for
+from longtune.billing.accounts import account_for, set_budget
 from longtune.billing.conf import billing_conf
 from longtune.billing.models import BillingEvent
 from longtune.billing.serializers import (
     BillingEventSerializer,
     BillingSerializer,
+    BudgetUpdateSerializer,
     CheckoutRequestSerializer,
     InvoiceListSerializer,
     RedirectSerializer,
@@ -32,10 +33,24 @@ from longtune.billing.usage import period_summary
 
 
 class BillingView(APIView):
-    required_permissions = {"GET": "organization.read"}
+    required_permissions = {"GET": "organization.read", "PATCH": "billing.manage"}
 
     @extend_schema(operation_id="retrieve_billing", responses=BillingSerializer)
     def get(self, request: Request) -> Response:
+        return self._summary(request)
+
+    @extend_schema(
+        operation_id="update_billing_budget",
+        request=BudgetUpdateSerializer,
+        responses=BillingSerializer,
+    )
+    def patch(self, request: Request) -> Response:
+        body = BudgetUpdateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        set_budget(request.org, request=request, **body.validated_data)
+        return self._summary(request)
+
+    def _summary(self, request: Request) -> Response:
         account = account_for(request.org)
         payload = BillingSerializer.payload(
             enabled=billing_conf().enabled,
