@@ -215,3 +215,53 @@ def test_without_a_webhook_secret_the_endpoint_is_off(org_a):
     response = api_client().post(URL, data=event, content_type="application/json")
     assert response.status_code == 404
     assert api_client().post(URL, data="NaN", content_type="application/json").status_code == 400
+
+
+def test_a_meter_error_report_marks_the_rejected_outbox_rows(billing_on, org_a):
+    """Stripe accepted a batch, then rejected some events asynchronously: the thin event is
+    verified, the full event fetched, the rows marked; reconciliation stops counting them."""
+    from longtune.billing import outbox
+    from longtune.billing.models import MeterEvent
+    from longtune.billing.reconcile import reconcile
+    from tests.inference.helpers import make_endpoint, make_usage
+
+    record = make_usage(make_endpoint(org_a.org), prompt=40, completion=4)
+    outbox.run_outbox()
+    rejected = f"{record.public_id}:prompt_tokens"
+    report = billing_on.control(
+        "meter_error_report",
+        {"identifiers": [rejected], "code": "timestamp_too_far_in_past", "message": "too old"},
+    )
+    thin = "/v1/billing/webhooks/stripe/thin"
+    forged = api_client().post(
+        thin,
+        data=report["payload"],
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=report["signature"].replace("v1=", "v1=0"),
+    )
+    assert forged.status_code == 400
+    response = api_client().post(
+        thin,
+        data=report["payload"],
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=report["signature"],
+    )
+    assert response.status_code == 200, response.content
+    assert response.json() == {"received": True, "duplicate": False}
+    row = MeterEvent.objects.for_org(org_a.org).get(identifier=rejected)
+    assert row.stripe_error == "timestamp_too_far_in_past: too old"
+    assert (
+        not MeterEvent.objects.for_org(org_a.org)
+        .exclude(identifier=rejected)
+        .exclude(stripe_error="")
+        .exists()
+    )
+    rows = {r.meter: r for r in reconcile([org_a.org])}
+    assert rows["prompt_tokens"].missing == 40 and rows["completion_tokens"].missing == 0
+    again = api_client().post(
+        thin,
+        data=report["payload"],
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=report["signature"],
+    )
+    assert again.json()["duplicate"] is True

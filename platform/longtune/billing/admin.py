@@ -91,8 +91,14 @@ class MeterEventAdmin(CrossOrgModelAdmin):
         "sent_at",
         "attempts",
         "last_error",
+        "stripe_error",
     )
-    list_filter = ("meter", "source", ("sent_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        "meter",
+        "source",
+        ("sent_at", admin.EmptyFieldListFilter),
+        ("stripe_error", admin.EmptyFieldListFilter),
+    )
     search_fields = ("identifier", "org__slug")
 
 

@@ -72,6 +72,8 @@ class MeterEvent(OrgOwnedModelMixin, models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Stripe accepted the event, then rejected it asynchronously (a meter error report).
+    stripe_error = models.CharField(max_length=300, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = OrgScopedManager()

@@ -9,6 +9,7 @@ from longtune.billing.views import (
     CheckoutView,
     InvoicesView,
     PortalView,
+    StripeThinWebhookView,
     StripeWebhookView,
 )
 
@@ -21,5 +22,8 @@ urlpatterns = [
     path("billing/portal", PortalView.as_view(), name="billing-portal"),
     path("billing/invoices", InvoicesView.as_view(), name="billing-invoices"),
     path("billing/webhooks/stripe", StripeWebhookView.as_view(), name="billing-webhook"),
+    path(
+        "billing/webhooks/stripe/thin", StripeThinWebhookView.as_view(), name="billing-webhook-thin"
+    ),
     *router.urls,
 ]

@@ -40,10 +40,11 @@ def ledger_usage(org: Organization, start: datetime, end: datetime) -> dict[str,
 
 
 def sent_usage(org: Organization, start: datetime, end: datetime) -> dict[str, int]:
-    """What the outbox has reported to Stripe for the same window (reconciliation)."""
+    """What the outbox has reported to Stripe for the same window and Stripe did not reject
+    afterwards (reconciliation)."""
     rows = (
         MeterEvent.objects.for_org(org)
-        .filter(sent_at__isnull=False, timestamp__gte=start, timestamp__lt=end)
+        .filter(sent_at__isnull=False, stripe_error="", timestamp__gte=start, timestamp__lt=end)
         .values("meter")
         .annotate(total=Sum("value"))
     )

@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 
 from longtune.api.errors import ApiError
 from longtune.api.viewsets import OrgScopedViewSet
-from longtune.billing import checkout, webhooks
+from longtune.billing import checkout, meter_errors, webhooks
 from longtune.billing.accounts import account_for, set_budget
 from longtune.billing.conf import billing_conf
 from longtune.billing.models import BillingEvent
@@ -120,3 +120,22 @@ class StripeWebhookView(APIView):
     def post(self, request: Request) -> Response:
         received = webhooks.receive(request.body, request.headers.get("Stripe-Signature"))
         return Response({"received": True, "duplicate": received.duplicate})
+
+
+class StripeThinWebhookView(APIView):
+    """Stripe's thin event notifications (an event destination): meter error reports."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        operation_id="receive_stripe_thin_webhook",
+        auth=[],
+        request={"application/json": {"type": "object"}},
+        responses=WebhookReceivedSerializer,
+    )
+    def post(self, request: Request) -> Response:
+        duplicate, _ = meter_errors.receive_thin(
+            request.body, request.headers.get("Stripe-Signature")
+        )
+        return Response({"received": True, "duplicate": duplicate})
