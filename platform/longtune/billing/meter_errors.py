@@ -11,6 +11,7 @@ in the admin; reconciliation stops counting it as sent) and the error is logged.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -30,6 +31,14 @@ ERROR_REPORT = "v1.billing.meter.error_report_triggered"
 def receive_thin(payload: bytes, signature: str | None) -> tuple[bool, str]:
     """(duplicate, outcome) for one thin event notification."""
     conf = billing_conf()
+    try:
+        parsed = json.loads(payload)
+    except (ValueError, RecursionError) as error:
+        raise ApiError(status=400, code="invalid_webhook", message="Not JSON.") from error
+    if not isinstance(parsed, dict) or not {"id", "type", "created"} <= parsed.keys():
+        raise ApiError(
+            status=400, code="invalid_webhook", message="Not a Stripe event notification."
+        )
     if not conf.stripe_webhook_secret or not conf.enabled:
         raise ApiError(status=404, code="not_found", message="Billing webhooks are not enabled.")
     try:
