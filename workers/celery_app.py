@@ -64,6 +64,7 @@ app.conf.update(
         "workers.inference",
         "workers.shared_servers",
         "workers.provisioning",
+        "workers.billing",
     ],
     beat_schedule=beat_schedule(),
 )

@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "longtune.inference.apps.InferenceConfig",
     "longtune.provisioning.apps.ProvisioningConfig",
     "longtune.dashboard.apps.DashboardConfig",
+    "longtune.billing.apps.BillingConfig",
 ]
 
 MIDDLEWARE = [
@@ -167,6 +168,46 @@ PROVISIONING_K8S_ACCELERATOR_LABEL = env_str(
 )
 PROVISIONING_K8S_POOL_LABEL = env_str("PROVISIONING_K8S_POOL_LABEL", "longtune.io/pool")
 PROVISIONING_K8S_IN_CLUSTER = env_bool("PROVISIONING_K8S_IN_CLUSTER", False)
+# --- billing (billing/conf.py): off unless STRIPE_API_KEY is set ---------------------------
+STRIPE_API_KEY = env_str("STRIPE_API_KEY")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+STRIPE_API_BASE = env_str("STRIPE_API_BASE")  # tests: the fake Stripe server
+STRIPE_METER_EVENTS_BASE = env_str("STRIPE_METER_EVENTS_BASE") or STRIPE_API_BASE
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300)
+# Price ids per price key (billing/prices.py PRICE_KEYS), e.g. STRIPE_PRICE_PRO=price_123.
+STRIPE_PRICE_IDS = {
+    key: env_str(f"STRIPE_PRICE_{key.upper()}")
+    for key in (
+        "pro",
+        "enterprise",
+        "training_tokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "instance_hours",
+    )
+    if env_str(f"STRIPE_PRICE_{key.upper()}")
+}
+STRIPE_METER_EVENT_NAMES = {
+    "training_tokens": env_str("STRIPE_METER_TRAINING_TOKENS", "longtune_training_tokens"),
+    "prompt_tokens": env_str("STRIPE_METER_PROMPT_TOKENS", "longtune_prompt_tokens"),
+    "completion_tokens": env_str("STRIPE_METER_COMPLETION_TOKENS", "longtune_completion_tokens"),
+    "instance_hours": env_str("STRIPE_METER_INSTANCE_HOURS", "longtune_instance_hours"),
+}
+BILLING_GRACE_PERIOD_SECONDS = env_int("BILLING_GRACE_PERIOD_SECONDS", 7 * 24 * 3600)
+BILLING_OUTBOX_BATCH_SIZE = env_int("BILLING_OUTBOX_BATCH_SIZE", 100)
+BILLING_OUTBOX_MAX_BATCHES = env_int("BILLING_OUTBOX_MAX_BATCHES", 50)
+BILLING_OUTBOX_LOOKBACK_DAYS = env_int("BILLING_OUTBOX_LOOKBACK_DAYS", 35)
+BILLING_OUTBOX_BACKOFF_BASE_SECONDS = env_float("BILLING_OUTBOX_BACKOFF_BASE_SECONDS", 5)
+BILLING_OUTBOX_BACKOFF_MAX_SECONDS = env_float("BILLING_OUTBOX_BACKOFF_MAX_SECONDS", 900)
+BILLING_OUTBOX_INTERVAL_SECONDS = env_float("BILLING_OUTBOX_INTERVAL_SECONDS", 30)
+BILLING_DUNNING_INTERVAL_SECONDS = env_float("BILLING_DUNNING_INTERVAL_SECONDS", 300)
+BILLING_CHECKOUT_SUCCESS_URL = env_str(
+    "BILLING_CHECKOUT_SUCCESS_URL", "http://localhost:8000/billing?checkout=success"
+)
+BILLING_CHECKOUT_CANCEL_URL = env_str(
+    "BILLING_CHECKOUT_CANCEL_URL", "http://localhost:8000/billing?checkout=cancelled"
+)
+BILLING_PORTAL_RETURN_URL = env_str("BILLING_PORTAL_RETURN_URL", "http://localhost:8000/billing")
 
 # --- object storage ---------------------------------------------------------------------
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL")
@@ -212,6 +253,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "PurposeEnum": "longtune.datasets.models.DATASET_PURPOSE_CHOICES",
         "FilePurposeEnum": "longtune.datasets.models.FilePurpose",
+        "PaidPlanEnum": "longtune.billing.serializers.PAID_PLAN_CHOICES",
+        "PlanEnum": "longtune.tenancy.models.Plan",
     },
     # The API is documented for API keys; the session door is the dashboard's, not a client's.
     "AUTHENTICATION_WHITELIST": ["longtune.tenancy.authentication.ApiKeyAuthentication"],

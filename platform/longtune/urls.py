@@ -18,6 +18,7 @@ V1_PATTERNS = [
     path("", include("longtune.inference.urls")),
     path("", include("longtune.evaluation.urls")),
     path("", include("longtune.provisioning.urls")),
+    path("", include("longtune.billing.urls")),
     path("openapi.json", SpectacularJSONAPIView.as_view(), name="openapi-schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="v1:openapi-schema"), name="docs"),
 ]

@@ -44,6 +44,8 @@ def test_the_beat_schedule_is_computes(settings):
         tasks.INFERENCE_WATCHDOG,
         tasks.EVALUATION_WATCHDOG,
         tasks.REDISPATCH_SWEEP,
+        tasks.BILLING_SEND_METER_EVENTS,  # billing: the outbox and the dunning sweep
+        tasks.BILLING_DUNNING_SWEEP,
     }
     assert all(entry["options"]["queue"] == queues.CPU for entry in planned.values())
     assert planned["finetuning-watchdog"]["schedule"] == 30.0  # the defaults of before

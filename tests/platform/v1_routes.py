@@ -18,6 +18,8 @@ PUBLIC_ROUTES: dict[str, str] = {
     "v1:auth-signup": "creates a new organization; the caller has no org or key yet",
     "v1:invitation-accept": "the invitee has no key yet; the invitation token authenticates",
     "v1:openapi-schema": "the API description; contains no tenant data",
+    "v1:billing-webhook": "Stripe's event delivery; the signature over the raw body authenticates",
+    "v1:billing-webhook-thin": "Stripe's thin event notifications; signed like the webhook",
     "v1:docs": "Swagger UI page for the schema; contains no tenant data",
 }
 

@@ -18,3 +18,5 @@ INFERENCE_WATCHDOG = "longtune.inference.watchdog"
 REDISPATCH_SWEEP = "longtune.compute.redispatch"  # re-publishes work whose message was lost
 EVALUATE = "longtune.evaluation.run"  # args [evaluation_pk, attempt]
 EVALUATION_WATCHDOG = "longtune.evaluation.watchdog"
+BILLING_SEND_METER_EVENTS = "longtune.billing.send_meter_events"  # outbox -> Stripe meters
+BILLING_DUNNING_SWEEP = "longtune.billing.dunning_sweep"  # grace over -> suspended; alerts

@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from longtune.api.fields import unix
+from longtune.billing.prices import training_cost_estimate
 from longtune.catalog.services import fine_tuned_model_name
 from longtune.finetuning.models import FineTuningJob, JobCheckpoint, JobEvent
 
@@ -195,6 +196,8 @@ def job_payload(job: FineTuningJob) -> dict[str, Any]:
         "recipe": job.recipe,
         "train_on_inputs": job.train_on_inputs,
         "estimated_tokens": job.estimated_tokens,
+        # USD at the org's plan's training price (billing.prices), like Together's estimate.
+        "estimated_cost": training_cost_estimate(job.org.plan, job.estimated_tokens),
         "progress": progress_payload(job),
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.billing.guard import ensure_billable
 from longtune.catalog.models import BaseModel
 from longtune.catalog.resolution import visible_base_models
 from longtune.compute.queues import training_queue_for
@@ -253,6 +254,7 @@ def create_job(
     with reserve_quota(org) as reservation:
         if key and (existing := _replay(org, key, fingerprint)) is not None:
             return CreateOutcome(existing, created=False)  # a concurrent twin won the race
+        ensure_billable(reservation.org)  # 402 billing_suspended / budget_exceeded
         reservation.check("max_concurrent_jobs", used=active_job_count(org), requested=1)
         reservation.check(
             "monthly_training_tokens",

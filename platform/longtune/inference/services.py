@@ -19,6 +19,7 @@ from django.db.models import Avg, Count, F, Q
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
+from longtune.billing.guard import ensure_billable
 from longtune.catalog.models import FineTunedModel
 from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_adapter
 from longtune.compute import broker, tasks
@@ -107,6 +108,7 @@ def create_endpoint(
     queue = serving_queue_for(org, deployment)
     hosting = hosting_for(resolved, deployment)
     with reserve_quota(org) as reservation:
+        ensure_billable(reservation.org)  # 402 billing_suspended / budget_exceeded
         reservation.check("max_endpoints", used=active_endpoint_count(org), requested=1)
         server = (
             ensure_shared_server(resolved.base, queue) if hosting == Hosting.SHARED_SERVER else None
@@ -153,6 +155,7 @@ def start_endpoint(endpoint: Endpoint) -> Endpoint:
                 code="endpoint_stopping",
                 message="The endpoint is still stopping; start it again once it is stopped.",
             )
+        ensure_billable(reservation.org)  # 402 billing_suspended / budget_exceeded
         reservation.check("max_endpoints", used=active_endpoint_count(endpoint.org), requested=1)
         locked.generation += 1
         locked.status = EndpointStatus.PENDING

@@ -48,6 +48,13 @@ class AuditAction(models.TextChoices):
     DEDICATED_INSTANCE_DECOMMISSIONED = "dedicated_instance.decommissioned"
     DEDICATED_INSTANCE_FAILED = "dedicated_instance.failed"
     DEDICATED_INSTANCE_CONTRACT_EXTENDED = "dedicated_instance.contract_extended"
+    BILLING_PLAN_CHANGED = "billing.plan_changed"
+    BILLING_SUBSCRIPTION_CHANGED = "billing.subscription_changed"
+    BILLING_PAST_DUE = "billing.past_due"
+    BILLING_SUSPENDED = "billing.suspended"
+    BILLING_RESTORED = "billing.restored"
+    BILLING_BUDGET_CHANGED = "billing.budget_changed"
+    BILLING_CREDIT_GRANTED = "billing.credit_granted"
 
 
 class AppendOnlyQuerySet(OrgScopedQuerySet):

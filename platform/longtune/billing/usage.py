@@ -1,0 +1,94 @@
+"""The current period's usage and cost, from the ledgers (Stripe on or off), and the budget.
+
+The period is the calendar month (UTC), the same window the monthly quotas count. Cost is the
+price table's (``prices.period_cost``) for the org's plan, less granted credits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db.models import Sum
+from django.utils import timezone
+
+from longtune.billing import prices
+from longtune.billing.models import BillingAccount, MeterEvent
+from longtune.billing.sources import meter_sources
+from longtune.tenancy.models import Organization
+
+
+def period_bounds(now: datetime | None = None) -> tuple[datetime, datetime]:
+    now = now or timezone.now()
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    end = (
+        start.replace(year=start.year + 1, month=1)
+        if start.month == 12
+        else start.replace(month=start.month + 1)
+    )
+    return start, end
+
+
+def ledger_usage(org: Organization, start: datetime, end: datetime) -> dict[str, int]:
+    """Raw units per meter in [start, end), summed over every registered source."""
+    usage = {meter: 0 for meter in prices.METERS}
+    for source in meter_sources():
+        for meter, value in source.usage(org, start, end).items():
+            usage[meter] += int(value)
+    return usage
+
+
+def sent_usage(org: Organization, start: datetime, end: datetime) -> dict[str, int]:
+    """What the outbox has reported to Stripe for the same window and Stripe did not reject
+    afterwards (reconciliation)."""
+    rows = (
+        MeterEvent.objects.for_org(org)
+        .filter(sent_at__isnull=False, stripe_error="", timestamp__gte=start, timestamp__lt=end)
+        .values("meter")
+        .annotate(total=Sum("value"))
+    )
+    usage = {meter: 0 for meter in prices.METERS}
+    for row in rows:
+        usage[row["meter"]] = int(row["total"])
+    return usage
+
+
+@dataclass(frozen=True)
+class PeriodSummary:
+    start: datetime
+    end: datetime
+    usage: dict[str, int]
+    cost: prices.Cost
+    credit: Decimal
+    budget: Decimal | None
+
+    @property
+    def amount_due(self) -> Decimal:
+        return max(self.cost.total - self.credit, Decimal("0"))
+
+    @property
+    def budget_used_percent(self) -> int | None:
+        """Of the budget, how much the usage-based charges (not the fixed fee) have used."""
+        if not self.budget:
+            return None
+        return int(self.cost.usage_total * 100 / self.budget)
+
+
+def cents_to_dollars(cents: int | None) -> Decimal | None:
+    return None if cents is None else Decimal(cents) / 100
+
+
+def period_summary(
+    org: Organization, account: BillingAccount, now: datetime | None = None
+) -> PeriodSummary:
+    start, end = period_bounds(now)
+    usage = ledger_usage(org, start, end)
+    return PeriodSummary(
+        start=start,
+        end=end,
+        usage=usage,
+        cost=prices.period_cost(org.plan, usage),
+        credit=Decimal(account.credit_cents) / 100,
+        budget=cents_to_dollars(account.monthly_budget_cents),
+    )
