@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from longtune.catalog.models import BaseModel
 from longtune.finetuning import lifecycle
-from tests.finetuning.helpers import make_job
+from tests.finetuning.helpers import give_dedicated_queue, make_job
 
 pytestmark = pytest.mark.django_db
 
@@ -77,3 +77,28 @@ def test_bootstrap_demo_builds_once_and_registers(tmp_path):
     assert model.location == str((tmp_path / "tiny-llama").resolve())
     assert model.original_context_length == 128 and model.max_context_length == 128 * 32
     assert model.is_public
+
+
+def test_watchdog_sends_a_lost_attempt_where_the_orgs_work_goes_now(org_a):
+    """A job whose dedicated queue lost its machines (the capacity is no longer active) is
+    re-queued on the queue routing names today, not on the dead one."""
+    from longtune.compute.models import DedicatedCapacity
+
+    queue = give_dedicated_queue(org_a.org)
+    job = make_job(
+        org_a.org, status="running", queue=queue, heartbeat_at=timezone.now() - timedelta(hours=1)
+    )
+    DedicatedCapacity.objects.for_org(org_a.org).update(active=False)
+    requeued = lifecycle.requeue_stale_jobs(stale_after=timedelta(minutes=3), max_attempts=3)
+    assert [(r.public_id, r.queue) for r in requeued] == [(job.public_id, "gpu")]
+    job.refresh_from_db()
+    assert job.queue == "gpu"
+    assert f"on gpu (was {queue})" in job.events.last().message
+    # With the capacity active again, a lost attempt goes back to the org's own machines.
+    DedicatedCapacity.objects.for_org(org_a.org).update(active=True)
+    job.status, job.heartbeat_at = "running", timezone.now() - timedelta(hours=1)
+    job.save(update_fields=["status", "heartbeat_at"])
+    assert [
+        r.queue
+        for r in lifecycle.requeue_stale_jobs(stale_after=timedelta(minutes=3), max_attempts=5)
+    ] == [queue]

@@ -75,6 +75,9 @@ class GpuWorkLifecycle(Generic[W]):
     claim_related: tuple[str, ...] = ("org",)  # select_related of the row a claim returns
     never_ran_fields: Mapping[str, Any] = field(default_factory=dict)  # cancelled/unqueued
     lost_fields: Callable[[W], dict[str, Any]] = _nothing  # failed after max_attempts
+    # Where a re-queued attempt goes: ``route(org)`` -- where the org's work goes NOW (its
+    # dedicated instance may have been decommissioned meanwhile). None: back to its own queue.
+    route: Callable[[Any], str] | None = None
 
     # ----------------------------------------------------------------------- rows
 
@@ -244,13 +247,17 @@ class GpuWorkLifecycle(Generic[W]):
                 row.status = WorkStatus.QUEUED
                 row.heartbeat_at = None
                 row.dispatched_at = timezone.now()
-                row.save(update_fields=["attempts", "status", "heartbeat_at", "dispatched_at"])
+                previous, row.queue = row.queue, self.route(row.org) if self.route else row.queue
+                row.save(
+                    update_fields=["attempts", "status", "heartbeat_at", "dispatched_at", "queue"]
+                )
+                moved = f" on {row.queue} (was {previous})" if row.queue != previous else ""
                 self.record_event(
                     row,
                     f"Worker {row.worker or '?'} lost (no heartbeat for {silent} s); "
-                    f"re-queued as attempt {row.attempts}.",
+                    f"re-queued as attempt {row.attempts}{moved}.",
                     level=EventLevel.WARN,
-                    data={"attempt": row.attempts},
+                    data={"attempt": row.attempts, "queue": row.queue},
                 )
                 requeued.append(Requeue(row.pk, row.public_id, row.attempts, row.queue))
         return requeued

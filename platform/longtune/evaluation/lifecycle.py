@@ -9,6 +9,7 @@ from typing import Any
 
 from longtune.compute import tasks
 from longtune.compute.lifecycle import GpuWorkLifecycle
+from longtune.compute.queues import training_queue_for
 from longtune.evaluation.models import EvaluationEvent, EvaluationJob, EventLevel
 
 
@@ -31,4 +32,5 @@ EVALUATIONS: GpuWorkLifecycle[EvaluationJob] = GpuWorkLifecycle(
     label="Evaluation",
     activity="evaluating",
     claim_related=("org", "base_model"),  # no nullable FK: FOR UPDATE refuses outer joins
+    route=training_queue_for,  # a lost worker's attempt goes where the org's work goes now
 )

@@ -16,6 +16,7 @@ from typing import Any
 
 from longtune.compute import tasks
 from longtune.compute.lifecycle import GpuWorkLifecycle, Requeue, StepControl
+from longtune.compute.queues import training_queue_for
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import (
     EventType,
@@ -38,6 +39,7 @@ JOBS: GpuWorkLifecycle[FineTuningJob] = GpuWorkLifecycle(
     claim_related=("org", "base_model"),
     never_ran_fields={"trained_tokens": 0},
     lost_fields=lambda job: {"trained_tokens": job.progress.get("trained_tokens", 0)},
+    route=training_queue_for,  # a lost worker's attempt goes where the org's work goes now
 )
 
 
