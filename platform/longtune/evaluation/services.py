@@ -32,6 +32,8 @@ def create_evaluation(
     *, org: Organization, data: dict[str, Any], api_key: Any = None
 ) -> EvaluationJob:
     """``data`` is validated by ``EvaluationCreateSerializer``; this adds the model rules."""
+    from gpu_runtime.contract import CONTEXT_LENGTH_EXCEEDED  # torch-free; see tests/platform
+
     resolved = resolve_model(org, data["model"])
     lengths = sorted(set(data["lengths"]))
     limit = _context_limit(resolved)
@@ -39,7 +41,7 @@ def create_evaluation(
     if too_long:
         raise ApiError(
             status=400,
-            code="context_length_exceeded",
+            code=CONTEXT_LENGTH_EXCEEDED,
             message=f"lengths {too_long} exceed {resolved.name}'s context of {limit} tokens.",
             param="lengths",
         )
