@@ -8,13 +8,9 @@ path. axe-core is the copy vendored under the dashboard's static files (no netwo
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from tests.fixtures.services import REPO_ROOT, free_port, wait_for_port
+from tests.fixtures.services import REPO_ROOT
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -32,23 +28,6 @@ BLOCKING_IMPACTS = ("serious", "critical")
 
 def chromium_path() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-@contextmanager
-def live_server(env: dict[str, str]) -> Iterator[str]:
-    """uvicorn serving longtune.asgi, the production shape (as scripts/run.sh starts it)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO_ROOT, env=env,
-    )  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def axe_violations(page) -> list[dict]:

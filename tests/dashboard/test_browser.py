@@ -16,10 +16,10 @@ import re
 
 import pytest
 
-from tests.dashboard.browser import CHROMIUM_ARGS, Steps, chromium_path, live_server
+from tests.dashboard.browser import CHROMIUM_ARGS, Steps, chromium_path
 from tests.finetuning.conftest import FAST_WORKER_ENV
 from tests.finetuning.helpers import make_base_model
-from tests.fixtures.services import REPO_ROOT
+from tests.fixtures.services import REPO_ROOT, asgi_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -60,7 +60,7 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
     server = start_worker("inference", INFERENCE_HEARTBEAT_SECONDS="1", OMP_NUM_THREADS="1")
     steps = Steps("sign-up-to-model")
     # Small parts, so the 13 KB example goes up in several chunks through the Uploads API.
-    with live_server({**worker_env, "DASHBOARD_UPLOAD_PART_BYTES": "4096"}) as base:
+    with asgi_server({**worker_env, "DASHBOARD_UPLOAD_PART_BYTES": "4096"}) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)

@@ -6,10 +6,6 @@ server) calls it, streaming and not; usage rows match; another org gets 404; sto
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from contextlib import contextmanager
-
 import httpx
 import openai
 import pytest
@@ -20,7 +16,7 @@ from longtune.tenancy.models import OrgQuota
 from tests.conftest import api_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
-from tests.fixtures.services import REPO_ROOT, free_port, wait_for_port
+from tests.fixtures.services import asgi_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 FAST_REPLICA_ENV = {"INFERENCE_HEARTBEAT_SECONDS": "1", "OMP_NUM_THREADS": "1"}
@@ -48,23 +44,6 @@ def train_fine_tuned_model(handle, worker) -> str:
     )
     assert job["status"] == "succeeded", (job["error"], worker.read_log()[-3000:])
     return job["fine_tuned_model"]
-
-
-@contextmanager
-def asgi_server(env: dict[str, str]):
-    """The production shape: uvicorn serving longtune.asgi (async views, SSE on the loop)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
-         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-        cwd=REPO_ROOT, env=env,
-    )  # fmt: skip
-    try:
-        wait_for_port("127.0.0.1", port, timeout=60)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def prompt_of_tokens(tokenizer, low: int, high: int) -> tuple[str, int]:
