@@ -28,6 +28,16 @@ class EndpointCreateSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=300)
     deployment = serializers.ChoiceField(choices=Deployment.choices, default=Deployment.SHARED)
     display_name = serializers.CharField(max_length=100, required=False, default="")
+    min_passkey_accuracy = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Eval gate: refuse the deploy (409 evaluation_required / "
+        "evaluation_below_threshold) unless the newest succeeded passkey evaluation of the model "
+        "at its context length scored at least this.",
+    )
 
 
 def endpoint_payload(endpoint: Endpoint, stats: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from longtune.catalog.models import FineTunedModel
 from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_adapter
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
+from longtune.evaluation.gate import ensure_evaluated
 from longtune.inference.conf import inference_conf
 from longtune.inference.events import record_event
 from longtune.inference.models import (
@@ -102,9 +103,17 @@ def endpoint_using(model: FineTunedModel) -> str | None:
 
 
 def create_endpoint(
-    *, org: Organization, model_name: str, deployment: str, display_name: str, api_key: Any
+    *,
+    org: Organization,
+    model_name: str,
+    deployment: str,
+    display_name: str,
+    api_key: Any,
+    min_passkey_accuracy: float | None = None,
 ) -> Endpoint:
     resolved = resolve_model(org, model_name)
+    if min_passkey_accuracy is not None:  # the eval gate
+        ensure_evaluated(org, resolved, min_passkey_accuracy)
     queue = serving_queue_for(org, deployment)
     hosting = hosting_for(resolved, deployment)
     with reserve_quota(org) as reservation:

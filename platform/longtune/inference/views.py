@@ -91,6 +91,7 @@ class EndpointViewSet(OrgScopedViewSet):
             deployment=data["deployment"],
             display_name=data["display_name"],
             api_key=getattr(request, "api_key", None),
+            min_passkey_accuracy=data["min_passkey_accuracy"],
         )
         return Response(endpoint_payload(endpoint), status=status.HTTP_201_CREATED)
 
