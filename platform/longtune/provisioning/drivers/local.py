@@ -46,7 +46,12 @@ def worker_command(instance: DedicatedInstance, replica: int) -> list[str]:
 
 def _alive(pid: int, instance: DedicatedInstance) -> bool:
     child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
+    if child is not None:
+        # Our own child: its exit status is the truth. (Its /proc cmdline is still the
+        # parent's between fork and exec, so the check below would call a just-started
+        # worker dead.)
+        if child.poll() is None:
+            return True
         _CHILDREN.pop(pid, None)
         return False
     try:
