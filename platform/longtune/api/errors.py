@@ -193,6 +193,18 @@ def as_api_exception(exc: Exception) -> drf_exceptions.APIException | None:
     return None
 
 
+def reject_request_body(request: Any, action_name: str) -> None:
+    """400 ``unknown_parameter`` for an action that takes no body (naming its first key).
+    Reading ``request.data`` also turns a malformed body into a coded 400."""
+    if request.data:
+        raise ApiError(
+            status=400,
+            code="unknown_parameter",
+            message=f"{action_name} takes no request body.",
+            param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
+        )
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF's EXCEPTION_HANDLER: every handled error leaves as the envelope.
 

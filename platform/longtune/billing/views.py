@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from longtune.api.errors import ApiError
+from longtune.api.errors import reject_request_body
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.billing import checkout, meter_errors, webhooks
 from longtune.billing.accounts import account_for, set_budget
@@ -80,10 +80,7 @@ class PortalView(APIView):
 
     @extend_schema(operation_id="create_billing_portal", request=None, responses=RedirectSerializer)
     def post(self, request: Request) -> Response:
-        if request.data:  # parsing it also turns a malformed body into a 400
-            raise ApiError(
-                status=400, code="unknown_parameter", message="The portal takes no request body."
-            )
+        reject_request_body(request, "The portal")
         return Response({"url": checkout.portal_url(request.org)})
 
 

@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from longtune.api.errors import ApiError
+from longtune.api.errors import reject_request_body
 from longtune.api.pagination import OpenAICursorPagination
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.evaluation.models import EvaluationEvent, EvaluationJob
@@ -60,13 +60,7 @@ class EvaluationViewSet(OrgScopedViewSet):
     @extend_schema(request=None, responses={200: EvaluationSerializer})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, id: str) -> Response:
-        if request.data:
-            raise ApiError(
-                status=400,
-                code="unknown_parameter",
-                message="cancel takes no request body.",
-                param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
-            )
+        reject_request_body(request, "cancel")
         job = cancel_evaluation(self.get_object())
         return Response(evaluation_payload(job))
 

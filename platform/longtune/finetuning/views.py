@@ -11,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from longtune.api.errors import ApiError
+from longtune.api.errors import reject_request_body
 from longtune.api.pagination import OpenAICursorPagination
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.finetuning.models import FineTuningJob, JobEvent
@@ -65,13 +65,7 @@ class FineTuningJobViewSet(OrgScopedViewSet):
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def cancel(self, request: Request, id: str) -> Response:
-        if request.data:  # parsing it also turns a malformed body into a 400
-            raise ApiError(
-                status=400,
-                code="unknown_parameter",
-                message="cancel takes no request body.",
-                param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
-            )
+        reject_request_body(request, "cancel")
         job = cancel_job(self.get_object())
         fresh = FineTuningJob.objects.for_org(request.org).select_related("org").get(pk=job.pk)
         return Response(job_payload(fresh))

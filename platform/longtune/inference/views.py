@@ -24,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from longtune.api.errors import ApiError
+from longtune.api.errors import ApiError, reject_request_body
 from longtune.api.pagination import OpenAICursorPagination, list_envelope
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.inference import gateway
@@ -46,16 +46,6 @@ from longtune.inference.services import (
     start_endpoint,
     stop_endpoint,
 )
-
-
-def _no_body(request: Request, action_name: str) -> None:
-    if request.data:  # parsing it also turns a malformed body into a 400
-        raise ApiError(
-            status=400,
-            code="unknown_parameter",
-            message=f"{action_name} takes no request body.",
-            param=next(iter(request.data), None) if isinstance(request.data, dict) else None,
-        )
 
 
 def _validated(serializer_class: type, data: Any) -> dict[str, Any]:
@@ -104,13 +94,13 @@ class EndpointViewSet(OrgScopedViewSet):
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def start(self, request: Request, id: str) -> Response:
-        _no_body(request, "start")
+        reject_request_body(request, "start")
         return Response(endpoint_payload(start_endpoint(self.get_object())))
 
     @extend_schema(request=None, responses={200: OpenApiTypes.OBJECT})
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, id: str) -> Response:
-        _no_body(request, "stop")
+        reject_request_body(request, "stop")
         return Response(endpoint_payload(stop_endpoint(self.get_object())))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})
