@@ -69,6 +69,14 @@ def run_suite(job: EvaluationJob, model: Any, tokenizer: Any, progress) -> dict[
             grid["lengths"], grid["by_length"]
         )
         return grid
+    if job.suite == Suite.RULER:
+        grid = context_eval.ruler_grid(
+            model, tokenizer, job.tasks, job.lengths, job.samples, job.seed, progress
+        )
+        grid["effective_context"] = context_eval.effective_context(
+            grid["lengths"], grid["by_length"]
+        )
+        return grid
     ids = context_eval.long_text_ids(tokenizer, max(job.lengths))
     return context_eval.perplexity_by_length(model, ids, job.lengths, progress)
 
@@ -87,9 +95,12 @@ def _progress_callback(job: EvaluationJob, attempt: int):
 
 
 def _heatmap(job: EvaluationJob, results: dict[str, Any], work_dir: Path):
-    from gpu_runtime.context_eval import heatmap_png
+    from gpu_runtime.context_eval import heatmap_png, ruler_heatmap_png
 
-    path = heatmap_png(results, work_dir / "heatmap.png", f"{job.model}: passkey accuracy")
+    if job.suite == Suite.RULER:
+        path = ruler_heatmap_png(results, work_dir / "heatmap.png", f"{job.model}: RULER score")
+    else:
+        path = heatmap_png(results, work_dir / "heatmap.png", f"{job.model}: passkey accuracy")
     return save_heatmap(job, path.read_bytes())
 
 
@@ -103,12 +114,13 @@ def run_evaluation_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, 
         record_event(job, "Model loaded.")
         results = run_suite(job, model, tokenizer, _progress_callback(job, attempt))
         fields: dict[str, Any] = {"results": results}
-        if job.suite == Suite.PASSKEY:
+        if job.suite in (Suite.PASSKEY, Suite.RULER):
             fields["result_file"] = _heatmap(job, results, work_dir)
         summary = (
-            f"overall accuracy {results['overall']:.2f}"
-            if job.suite == Suite.PASSKEY
-            else "perplexity " + ", ".join(f"{p:.2f}" for p in results["perplexity"])
+            "perplexity " + ", ".join(f"{p:.2f}" for p in results["perplexity"])
+            if job.suite == Suite.PERPLEXITY
+            else f"overall {'accuracy' if job.suite == Suite.PASSKEY else 'score'} "
+            f"{results['overall']:.2f}"
         )
         EVALUATIONS.finish(
             job.pk,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from longtune.compute.models import WorkStatus
-from longtune.evaluation.models import EvaluationJob
+from longtune.evaluation.models import EvaluationJob, RulerTask
 from longtune.tenancy.models import OrgQuota
 from tests.catalog.helpers import make_fine_tuned
 from tests.conftest import api_client
@@ -39,6 +39,18 @@ def error_of(response):
           "depths": [0, 0.25, 0.5, 0.75, 1], "samples": 50},
          (400, "evaluation_too_large", "samples")),
         ({"model": "nope", "suite": "passkey", "lengths": [32]}, (404, "model_not_found", "model")),
+        ({"model": "tiny-ev", "suite": "ruler", "lengths": [32], "tasks": ["qa_hotpot"]},
+         (400, "invalid_choice", "tasks.0")),
+        ({"model": "tiny-ev", "suite": "ruler", "lengths": [32], "tasks": []},
+         (400, "min_length", "tasks")),
+        ({"model": "tiny-ev", "suite": "ruler", "lengths": [32],
+          "tasks": ["niah_single", "niah_single"]}, (400, "invalid", "tasks")),
+        ({"model": "tiny-ev", "suite": "passkey", "lengths": [32], "tasks": ["niah_single"]},
+         (400, "invalid", "tasks")),
+        ({"model": "tiny-ev", "suite": "ruler", "lengths": [32], "depths": [0.5]},
+         (400, "invalid", "depths")),
+        ({"model": "tiny-ev", "suite": "ruler", "lengths": [16, 32, 48, 64], "samples": 20},
+         (400, "evaluation_too_large", "samples")),  # 4 lengths x 6 tasks x 20 > 400
     ],
 )  # fmt: skip
 def test_bad_requests_are_coded_and_create_nothing(org_a, body, expected):
@@ -77,8 +89,12 @@ def test_queued_evaluation_cancels_at_once_and_viewers_cannot_create(org_a, monk
     assert cancelled.json()["status"] == "cancelled"
     viewer = org_a.client("viewer").post(EVALS, body, format="json")
     assert error_of(viewer)[:2] == (403, "insufficient_role")
+    ruler = org_a.client().post(EVALS, {"model": "tiny-ev", "suite": "ruler", "lengths": [64]},
+                                format="json").json()  # fmt: skip
+    assert ruler["tasks"] == list(RulerTask.values) and ruler["depths"] == []
+    org_a.client().post(f"{EVALS}/{ruler['id']}/cancel")
     listed = org_a.client("viewer").get(EVALS).json()
-    assert [e["id"] for e in listed["data"]] == [data["id"]]
+    assert [e["id"] for e in listed["data"]] == [ruler["id"], data["id"]]
 
 
 @pytest.mark.integration
@@ -118,6 +134,15 @@ def test_evaluations_run_on_a_real_worker(make_org, start_worker, shared_storage
     file = client.get(f"/v1/files/{passkey['result_file']}").json()
     assert file["purpose"] == "evaluation-results"
 
+    ruler = run({"model": "tiny-ev", "suite": "ruler", "lengths": [1024],
+                 "tasks": ["niah_multikey", "variable_tracking"]})  # fmt: skip
+    assert ruler["status"] == "succeeded", (ruler["error"], worker.read_log()[-3000:])
+    assert set(ruler["results"]["accuracy"]) == {"niah_multikey", "variable_tracking"}
+    assert ruler["results"]["effective_context"]["relative_threshold"] == 0.9
+    assert ruler["progress"]["done"] == 2 and ruler["result_file"] != passkey["result_file"]
+    heatmap = client.get(f"/v1/files/{ruler['result_file']}/content")
+    assert b"".join(heatmap.streaming_content)[:8] == b"\x89PNG\r\n\x1a\n"
+
     perplexity = run({"model": "tiny-ev", "suite": "perplexity", "lengths": [64, 256]})
     assert perplexity["status"] == "succeeded", perplexity["error"]
     assert perplexity["results"]["lengths"] == [64, 256]
@@ -126,5 +151,5 @@ def test_evaluations_run_on_a_real_worker(make_org, start_worker, shared_storage
     assert any(m.startswith("Evaluation started on ") for m in events)
     assert any(m.startswith("Evaluation done: perplexity") for m in events)
     assert (
-        EvaluationJob.objects.for_org(handle.org).filter(status=WorkStatus.SUCCEEDED).count() == 2
+        EvaluationJob.objects.for_org(handle.org).filter(status=WorkStatus.SUCCEEDED).count() == 3
     )

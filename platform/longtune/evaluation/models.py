@@ -1,4 +1,5 @@
-"""An evaluation job: one suite (passkey retrieval, perplexity by length) run on one model.
+"""An evaluation job: one suite (passkey retrieval, RULER-style tasks, perplexity by length) run
+on one model.
 
 The execution fields (queue, attempts, heartbeat, progress, cancel flag, error, timestamps)
 are ``compute.models.GpuWork``'s; ``evaluation.lifecycle.EVALUATIONS`` drives them.
@@ -14,12 +15,25 @@ from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import ApiKey, Organization
 from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
-__all__ = ["EvaluationEvent", "EvaluationJob", "EventLevel", "Suite", "WorkStatus"]
+__all__ = ["EvaluationEvent", "EvaluationJob", "EventLevel", "RulerTask", "Suite", "WorkStatus"]
 
 
 class Suite(models.TextChoices):
     PASSKEY = "passkey", "passkey"  # needle in a haystack: accuracy by length x depth
     PERPLEXITY = "perplexity", "perplexity"  # perplexity of long real text by length
+    RULER = "ruler", "ruler"  # RULER's synthetic tasks: score per task and length
+
+
+class RulerTask(models.TextChoices):
+    """The tasks of the ruler suite: ``gpu_runtime.context_eval.RULER_TASKS`` (which the web
+    tier may not import; tests/evaluation/test_context_eval.py keeps the two equal)."""
+
+    NIAH_SINGLE = "niah_single", "niah_single"
+    NIAH_MULTIKEY = "niah_multikey", "niah_multikey"
+    NIAH_MULTIVALUE = "niah_multivalue", "niah_multivalue"
+    NIAH_MULTIQUERY = "niah_multiquery", "niah_multiquery"
+    VARIABLE_TRACKING = "variable_tracking", "variable_tracking"
+    COMMON_WORDS_EXTRACTION = "common_words_extraction", "common_words_extraction"
 
 
 TERMINAL_STATUSES = (WorkStatus.SUCCEEDED, WorkStatus.FAILED, WorkStatus.CANCELLED)
@@ -39,6 +53,7 @@ class EvaluationJob(OrgOwnedModelMixin, GpuWork):
     suite = models.CharField(max_length=20, choices=Suite.choices)
     lengths = models.JSONField()  # [int] context lengths in tokens, ascending
     depths = models.JSONField(default=list)  # [float] needle depths (passkey only)
+    tasks = models.JSONField(default=list)  # [str] RULER tasks (ruler only), in request order
     samples = models.PositiveIntegerField(default=1)  # keys per (length, depth) cell
     seed = models.BigIntegerField(default=0)
     status = models.CharField(max_length=20, choices=WorkStatus.choices, default=WorkStatus.QUEUED)

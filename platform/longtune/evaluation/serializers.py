@@ -7,7 +7,7 @@ from typing import Any
 from rest_framework import serializers
 
 from longtune.api.fields import unix
-from longtune.evaluation.models import EvaluationEvent, EvaluationJob, Suite
+from longtune.evaluation.models import EvaluationEvent, EvaluationJob, RulerTask, Suite
 
 MAX_LENGTHS = 12
 MAX_DEPTHS = 11
@@ -29,8 +29,19 @@ class EvaluationCreateSerializer(serializers.Serializer):
         required=False,
         help_text="Needle depths for passkey (0 = start, 1 = end); default [0.1, 0.5, 0.9].",
     )
+    tasks = serializers.ListField(
+        child=serializers.ChoiceField(choices=RulerTask.choices),
+        min_length=1,
+        max_length=len(RulerTask.choices),
+        required=False,
+        help_text="RULER tasks for the ruler suite; default all of them.",
+    )
     samples = serializers.IntegerField(
-        min_value=1, max_value=50, default=1, help_text="Keys per (length, depth) cell."
+        min_value=1,
+        max_value=50,
+        default=1,
+        help_text="Prompts per cell: keys per (length, depth) for passkey, per (task, length) "
+        "for ruler.",
     )
     seed = serializers.IntegerField(min_value=0, max_value=2**31 - 1, default=0)
 
@@ -38,6 +49,14 @@ class EvaluationCreateSerializer(serializers.Serializer):
         if attrs["suite"] != Suite.PASSKEY and attrs.get("depths"):
             raise serializers.ValidationError(
                 {"depths": "depths apply to the passkey suite only."}, code="invalid"
+            )
+        if attrs["suite"] != Suite.RULER and attrs.get("tasks"):
+            raise serializers.ValidationError(
+                {"tasks": "tasks apply to the ruler suite only."}, code="invalid"
+            )
+        if len(set(attrs.get("tasks") or ())) != len(attrs.get("tasks") or ()):
+            raise serializers.ValidationError(
+                {"tasks": "each task may be listed once."}, code="invalid"
             )
         return attrs
 
@@ -54,6 +73,7 @@ class EvaluationSerializer(serializers.Serializer):
     )
     lengths = serializers.ListField(child=serializers.IntegerField())
     depths = serializers.ListField(child=serializers.FloatField())
+    tasks = serializers.ListField(child=serializers.ChoiceField(choices=RulerTask.choices))
     samples = serializers.IntegerField()
     seed = serializers.IntegerField()
     created_at = serializers.IntegerField()
@@ -62,9 +82,12 @@ class EvaluationSerializer(serializers.Serializer):
     results = serializers.DictField(
         allow_null=True,
         help_text="passkey: accuracy [length][depth], by_length, stderr_by_length, overall, "
-        "effective_context; perplexity: perplexity by length.",
+        "effective_context; ruler: accuracy {task: [per length]}, stderr, by_length, "
+        "stderr_by_length, overall, effective_context; perplexity: perplexity by length.",
     )
-    result_file = serializers.CharField(allow_null=True, help_text="The heatmap PNG's file id.")
+    result_file = serializers.CharField(
+        allow_null=True, help_text="The heatmap PNG's file id (passkey, ruler)."
+    )
     error = serializers.DictField(allow_null=True)
 
 
@@ -77,6 +100,7 @@ def evaluation_payload(job: EvaluationJob) -> dict[str, Any]:
         "status": job.status,
         "lengths": job.lengths,
         "depths": job.depths,
+        "tasks": job.tasks,
         "samples": job.samples,
         "seed": job.seed,
         "created_at": unix(job.created_at),

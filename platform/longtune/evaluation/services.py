@@ -15,7 +15,7 @@ from longtune.compute.queues import training_queue_for
 from longtune.datasets.models import File, FilePurpose
 from longtune.datasets.services import create_results_file
 from longtune.evaluation.lifecycle import EVALUATIONS, record_event
-from longtune.evaluation.models import TERMINAL_STATUSES, EvaluationJob, Suite
+from longtune.evaluation.models import TERMINAL_STATUSES, EvaluationJob, RulerTask, Suite
 from longtune.tenancy.models import Organization
 
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
@@ -46,8 +46,9 @@ def create_evaluation(
             param="lengths",
         )
     depths = list(data.get("depths") or DEFAULT_DEPTHS) if data["suite"] == Suite.PASSKEY else []
+    tasks = list(data.get("tasks") or RulerTask.values) if data["suite"] == Suite.RULER else []
     samples = data.get("samples", 1)
-    cells = len(lengths) * max(len(depths), 1) * samples
+    cells = len(lengths) * max(len(depths), 1) * max(len(tasks), 1) * samples
     if cells > MAX_CELLS:
         raise ApiError(
             status=400,
@@ -65,6 +66,7 @@ def create_evaluation(
             suite=data["suite"],
             lengths=lengths,
             depths=depths,
+            tasks=tasks,
             samples=samples,
             seed=data.get("seed", 0),
             queue=training_queue_for(org),
@@ -98,7 +100,7 @@ def cancel_evaluation(job: EvaluationJob) -> EvaluationJob:
 
 
 def save_heatmap(job: EvaluationJob, png: bytes) -> File:
-    """The passkey heatmap as a result File of the org (served by GET /v1/files/{id}/content)."""
+    """The passkey (or ruler) heatmap as a result File of the org (served by GET /v1/files/{id}/content)."""
     return create_results_file(
         job.org,
         filename=f"{job.public_id}-heatmap.png",
