@@ -38,6 +38,7 @@ def org_routes() -> list[OrgRoute]:
 def kwargs_builders() -> dict[str, Callable]:
     """URL kwarg -> (org) -> value addressing a fresh object of that org."""
     from longtune.datasets.models import File
+    from longtune.evaluation.models import EvaluationJob
     from longtune.finetuning.models import FineTuningJob
     from longtune.inference.models import Endpoint
     from longtune.tenancy.models import ApiKey, Invitation, Membership
@@ -55,5 +56,6 @@ def kwargs_builders() -> dict[str, Callable]:
         "job_id": lambda org: factories[FineTuningJob](org).public_id,
         "endpoint_id": lambda org: factories[Endpoint](org).public_id,
         "invitation_id": lambda org: factories[Invitation](org).public_id,
+        "eval_id": lambda org: factories[EvaluationJob](org).public_id,
         "action": lambda org: "stop",
     }

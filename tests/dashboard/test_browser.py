@@ -158,6 +158,22 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         assert model_name in usage
         steps.check(page, "usage-with-tokens")
 
+        # Evaluate the fine-tune from the form: the page refreshes itself until the heatmap
+        # (the worker's PNG, through the dashboard) and the chart (uPlot) are drawn.
+        page.goto(base + org_path + "evaluations/")
+        steps.check(page, "evaluations-empty")
+        page.select_option("#model", model_name)
+        page.select_option("#suite", "passkey")
+        page.fill("#lengths", "256")
+        page.fill("#depths", "0.5")
+        page.click("text=Start evaluation")
+        page.wait_for_url(re.compile(r"/evaluations/evaljob-"))
+        page.wait_for_selector(".status.succeeded", timeout=240_000)
+        page.wait_for_selector("#eval-chart canvas", timeout=30_000)
+        width = page.eval_on_selector("img.heatmap", "img => img.complete && img.naturalWidth")
+        assert width and width > 100, width
+        steps.check(page, "evaluation-result")
+
         for name in ("jobs/", "models/", "endpoints/", "members/", "audit/"):
             page.goto(base + org_path + name)
             steps.check(page, name.strip("/"))

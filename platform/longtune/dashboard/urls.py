@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from longtune.dashboard.views import auth, org, work
+from longtune.dashboard.views import auth, evaluations, org, work
 
 app_name = "dashboard"
 
@@ -28,6 +28,21 @@ ORG_PATTERNS = [
     path("jobs/<str:job_id>/metrics.json", work.job_metrics, name="job_metrics"),
     path("jobs/<str:job_id>/metrics/stream", work.job_metrics_stream, name="job_metrics_stream"),
     path("jobs/<str:job_id>/cancel", work.job_cancel, name="job_cancel"),
+    path("evaluations/", evaluations.evaluations, name="evaluations"),
+    path("evaluations/<str:eval_id>", evaluations.evaluation_detail, name="evaluation"),
+    path(
+        "evaluations/<str:eval_id>/compare",
+        evaluations.evaluation_compare,
+        name="evaluation_compare",
+    ),
+    path(
+        "evaluations/<str:eval_id>/heatmap.png",
+        evaluations.evaluation_heatmap,
+        name="evaluation_heatmap",
+    ),
+    path(
+        "evaluations/<str:eval_id>/cancel", evaluations.evaluation_cancel, name="evaluation_cancel"
+    ),
     path("models/", work.models, name="models"),
     path("endpoints/", work.endpoints, name="endpoints"),
     path("endpoints/<str:endpoint_id>", work.endpoint_detail, name="endpoint"),

@@ -76,6 +76,29 @@
     }, [xs, data.tokens], el);
   }
 
+  /* Evaluation charts: x = context length (log2 axis), one line per series; the data comes
+     from the page (json_script), the same numbers as the table below the chart. */
+  var PALETTE = ["#0b4fa8", "#a40e0e", "#1b7f3b", "#8a5a00", "#6b2fa0", "#00707a", "#555555"];
+  function evalChart(el) {
+    var source = document.getElementById(el.dataset.chartSource);
+    if (!source || !window.uPlot) { return; }
+    var data = JSON.parse(source.textContent);
+    var series = [{ label: "tokens" }];
+    var columns = [data.lengths];
+    data.series.forEach(function (s, i) {
+      series.push({ label: s.label, stroke: PALETTE[i % PALETTE.length], width: i === 0 ? 2.5 : 1.5,
+                    points: { show: true }, spanGaps: true });
+      columns.push(s.values);
+    });
+    new window.uPlot({
+      width: Math.max(el.clientWidth, 320), height: 300,
+      scales: { x: { time: false, distr: 3, log: 2 }, y: data.log_y ? { distr: 3 } : { range: [0, 1] } },
+      series: series,
+      axes: [{ label: "context length (tokens)" }, { label: data.y_label }],
+    }, columns, el);
+    el.dataset.series = String(data.series.length);
+  }
+
   function csrfToken() {
     var headers = document.body.getAttribute("hx-headers");
     try { return JSON.parse(headers)["X-CSRFToken"]; } catch (e) { return ""; }
@@ -291,6 +314,7 @@
     if (loss) { lossChart(loss); }
     var usage = document.getElementById("usage-chart");
     if (usage) { usageChart(usage); }
+    document.querySelectorAll(".eval-chart").forEach(evalChart);
     var upload = document.getElementById("upload-form");
     if (upload) { chunkedUpload(upload); }
   });
