@@ -29,6 +29,7 @@ Run:  python benchmarks/real_model_context.py                  (hours on 2 CPU c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -109,6 +110,21 @@ def cell_key(kind: str, method: str, target: int, length: int, depth: float | No
     return f"{kind}|{method}|{target}|{length}|{'' if depth is None else depth}"
 
 
+def cells_in_order(plan: Plan) -> list[tuple[str, str, int, int, float | None]]:
+    """(kind, method, target, length, depth) in the order they are measured: for each target,
+    length by length (in the order given) and depth by depth, every method at that point
+    before the next -- so an interrupted run still compares all methods on what it measured."""
+    out: list[tuple[str, str, int, int, float | None]] = []
+    for target in plan.targets:
+        lengths, depths = plan.passkey.get(target, ((), ()))
+        for length in lengths:
+            for depth in depths:
+                out += [("passkey", m, target, length, depth) for m in plan.methods]
+        for length in plan.perplexity.get(target, ()):
+            out += [("ppl", m, target, length, None) for m in plan.methods]
+    return out
+
+
 def run(plan: Plan, model_dir: Path, out_json: Path, resume: bool = True) -> dict[str, Any]:
     """Measure every cell of the plan not already in `out_json`; returns the whole record."""
     record: dict[str, Any] = {"cells": {}, "plan": None}
@@ -122,55 +138,34 @@ def run(plan: Plan, model_dir: Path, out_json: Path, resume: bool = True) -> dic
     )
     record["threads"] = torch.get_num_threads()
     cells: dict[str, Any] = record["cells"]
+    loaded: dict[tuple[str, int], tuple[Any, Any]] = {}  # 0.5 GB each in fp32
 
     def save() -> None:
         out_json.write_text(json.dumps(record, indent=1, sort_keys=True))
 
-    for target in plan.targets:
-        for method in plan.methods:
-            lengths, depths = plan.passkey.get(target, ((), ()))
-            todo_passkey = [
-                (n, d)
-                for n in lengths
-                for d in depths
-                if cell_key("passkey", method, target, n, d) not in cells
-            ]
-            todo_ppl = [
-                n
-                for n in plan.perplexity.get(target, ())
-                if cell_key("ppl", method, target, n, None) not in cells
-            ]
-            if not todo_passkey and not todo_ppl:
-                continue
-            model, tokenizer = load(model_dir, method, target)
-            for length, depth in todo_passkey:
-                started = time.perf_counter()
-                grid = context_eval.passkey_grid(
-                    model, tokenizer, [length], [depth], plan.samples, seed=plan.seed
-                )
-                cells[cell_key("passkey", method, target, length, depth)] = {
-                    "accuracy": grid["accuracy"][0][0],
-                    "trials": plan.samples,
-                    "seconds": round(time.perf_counter() - started, 1),
-                }
-                print(
-                    f"passkey {method:8} target {target} len {length} depth {depth}: "
-                    f"{grid['accuracy'][0][0]:.2f}",
-                    flush=True,
-                )
-                save()
-            if todo_ppl:
-                ids = context_eval.long_text_ids(tokenizer, max(todo_ppl))
-                for length in todo_ppl:
-                    started = time.perf_counter()
-                    ppl = context_eval.perplexity_by_length(model, ids, [length])["perplexity"][0]
-                    cells[cell_key("ppl", method, target, length, None)] = {
-                        "perplexity": ppl,
-                        "seconds": round(time.perf_counter() - started, 1),
-                    }
-                    print(f"ppl     {method:8} target {target} len {length}: {ppl:.3f}", flush=True)
-                    save()
-            del model
+    for kind, method, target, length, depth in cells_in_order(plan):
+        key = cell_key(kind, method, target, length, depth)
+        if key in cells:
+            continue
+        if (method, target) not in loaded:
+            loaded[(method, target)] = load(model_dir, method, target)
+        model, tokenizer = loaded[(method, target)]
+        started = time.perf_counter()
+        if kind == "passkey":
+            grid = context_eval.passkey_grid(
+                model, tokenizer, [length], [depth], plan.samples, seed=plan.seed
+            )
+            cells[key] = {"accuracy": grid["accuracy"][0][0], "trials": plan.samples}
+        else:
+            ids = context_eval.long_text_ids(tokenizer, length)
+            ppl = context_eval.perplexity_by_length(model, ids, [length])["perplexity"][0]
+            cells[key] = {"perplexity": ppl}
+        cells[key]["seconds"] = round(time.perf_counter() - started, 1)
+        print(
+            f"{kind:7} {method:8} target {target} len {length} depth {depth}: {cells[key]}",
+            flush=True,
+        )
+        save()
     save()
     return record
 
@@ -276,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="+", default=list(TRAINING_FREE_METHODS))
     parser.add_argument("--targets", nargs="+", type=int, default=[16384, 32768])
     parser.add_argument("--samples", type=int, default=1)
+    parser.add_argument(
+        "--passkey-lengths", nargs="+", type=int, help="passkey lengths (every target)"
+    )
+    parser.add_argument("--depths", nargs="+", type=float, help="passkey needle depths")
+    parser.add_argument("--ppl-lengths", nargs="+", type=int, help="perplexity lengths")
     parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--no-resume", action="store_true")
@@ -286,6 +286,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.quick
         else Plan(methods=tuple(args.methods), targets=tuple(args.targets), samples=args.samples)
     )
+    if not args.quick and (args.passkey_lengths or args.depths or args.ppl_lengths):
+        default = Plan()
+        passkey = {
+            t: (
+                tuple(args.passkey_lengths or default.passkey.get(t, ((t,), ()))[0]),
+                tuple(args.depths or default.passkey.get(t, ((), (0.5,)))[1]),
+            )
+            for t in plan.targets
+        }
+        perplexity = {
+            t: tuple(args.ppl_lengths or default.perplexity.get(t, (t,))) for t in plan.targets
+        }
+        plan = dataclasses.replace(plan, passkey=passkey, perplexity=perplexity)
     for method in plan.methods:
         if method not in TRAINING_FREE_METHODS:
             parser.error(f"--methods: {method!r} is not one of {TRAINING_FREE_METHODS}")
