@@ -481,7 +481,7 @@ def scores_heatmap_png(
 
     scores = np.asarray(rows, dtype=float)  # [y, x]
     label_width = max(len(label) for label in ylabels) * 0.07
-    width = 1.2 + label_width + 0.9 * len(xlabels)
+    width = max(4.5, 1.2 + label_width + 0.9 * len(xlabels))  # room for the title
     height = 1.2 + 0.5 * len(ylabels)
     fig, ax = plt.subplots(figsize=(width, height))
     image = ax.imshow(scores, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
@@ -489,7 +489,7 @@ def scores_heatmap_png(
     ax.set_yticks(range(len(ylabels)), list(ylabels))
     ax.set_xlabel("context length (tokens)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=8, wrap=True)
     for (y, x), value in np.ndenumerate(scores):
         ax.text(x, y, f"{value:.2f}", ha="center", va="center", fontsize=7)
     fig.colorbar(image, ax=ax, label="score")
