@@ -208,6 +208,8 @@ BILLING_CHECKOUT_CANCEL_URL = env_str(
     "BILLING_CHECKOUT_CANCEL_URL", "http://localhost:8000/billing?checkout=cancelled"
 )
 BILLING_PORTAL_RETURN_URL = env_str("BILLING_PORTAL_RETURN_URL", "http://localhost:8000/billing")
+# The dashboard's public base URL, for links in emails sent without a request (budget alerts).
+LONGTUNE_PUBLIC_URL = env_str("LONGTUNE_PUBLIC_URL", "http://localhost:8000")
 
 # --- object storage ---------------------------------------------------------------------
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL")
