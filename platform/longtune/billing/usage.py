@@ -7,7 +7,7 @@ price table's (``prices.period_cost``) for the org's plan, less granted credits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db.models import Sum
@@ -92,3 +92,26 @@ def period_summary(
         credit=Decimal(account.credit_cents) / 100,
         budget=cents_to_dollars(account.monthly_budget_cents),
     )
+
+
+@dataclass(frozen=True)
+class DailyCost:
+    day: datetime  # 00:00 UTC
+    usage_cost: Decimal  # that day's usage charges (the fixed fee excluded)
+
+
+def daily_costs(org: Organization, now: datetime | None = None) -> list[DailyCost]:
+    """This period's usage charges per UTC day up to today (the dashboard's chart), from the
+    same ledgers and price table as ``period_summary``: one ``ledger_usage`` per day, a month
+    at most. Lines are rounded to cents per day, so the days' sum can differ from the period's
+    usage cost by rounding (a few cents); the page's figures come from ``period_summary``."""
+    now = now or timezone.now()
+    start, end = period_bounds(now)
+    out = []
+    day = start
+    while day < end and day <= now:
+        following = day + timedelta(days=1)
+        cost = prices.period_cost(org.plan, ledger_usage(org, day, following))
+        out.append(DailyCost(day=day, usage_cost=cost.usage_total))
+        day = following
+    return out

@@ -76,6 +76,29 @@
     }, [xs, data.tokens], el);
   }
 
+  /* The billing page: cumulative usage cost per UTC day, with the budget as a flat line. */
+  function billingChart(el) {
+    var source = document.getElementById("billing-data");
+    if (!source || !window.uPlot) { return; }
+    var data = JSON.parse(source.textContent);
+    var xs = data.days.map(function (d) { return Date.parse(d + "T00:00:00Z") / 1000; });
+    var series = [{}, { label: "usage cost ($)", stroke: "#0b4fa8", fill: "rgba(11,79,168,0.1)" }];
+    var columns = [xs, data.cost];
+    if (data.budget !== null) {
+      series.push({ label: "budget ($)", stroke: "#a40e0e", dash: [6, 4] });
+      columns.push(xs.map(function () { return data.budget; }));
+    }
+    var period = [Date.parse(data.start) / 1000, Date.parse(data.end) / 1000];
+    new window.uPlot({
+      width: Math.max(el.clientWidth, 320), height: 260, series: series,
+      scales: {
+        x: { time: true, range: function () { return period; } },  // the whole month
+        y: { range: function (u, min, max) { return [0, Math.max(max * 1.1, 1)]; } },
+      },
+    }, columns, el);
+    el.dataset.points = String(xs.length);
+  }
+
   function csrfToken() {
     var headers = document.body.getAttribute("hx-headers");
     try { return JSON.parse(headers)["X-CSRFToken"]; } catch (e) { return ""; }
@@ -291,6 +314,8 @@
     if (loss) { lossChart(loss); }
     var usage = document.getElementById("usage-chart");
     if (usage) { usageChart(usage); }
+    var billing = document.getElementById("billing-chart");
+    if (billing) { billingChart(billing); }
     var upload = document.getElementById("upload-form");
     if (upload) { chunkedUpload(upload); }
   });
