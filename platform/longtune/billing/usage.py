@@ -39,6 +39,25 @@ def ledger_usage(org: Organization, start: datetime, end: datetime) -> dict[str,
     return usage
 
 
+def ledger_amounts(org: Organization, start: datetime, end: datetime) -> dict[str, Decimal]:
+    """Unrounded dollars per meter from the sources that price their own rows (contract
+    prices of dedicated instances); the other meters are priced by the plan's table."""
+    amounts: dict[str, Decimal] = {}
+    for source in meter_sources():
+        if source.amounts is not None:
+            for meter, amount in source.amounts(org, start, end).items():
+                amounts[meter] = amounts.get(meter, Decimal("0")) + amount
+    return amounts
+
+
+def period_cost_of(
+    org: Organization, start: datetime, end: datetime
+) -> tuple[dict[str, int], prices.Cost]:
+    """(usage per meter, its ``prices.Cost``) of [start, end) for the org's plan."""
+    usage = ledger_usage(org, start, end)
+    return usage, prices.period_cost(org.plan, usage, ledger_amounts(org, start, end))
+
+
 def sent_usage(org: Organization, start: datetime, end: datetime) -> dict[str, int]:
     """What the outbox has reported to Stripe for the same window and Stripe did not reject
     afterwards (reconciliation)."""
@@ -83,12 +102,12 @@ def period_summary(
     org: Organization, account: BillingAccount, now: datetime | None = None
 ) -> PeriodSummary:
     start, end = period_bounds(now)
-    usage = ledger_usage(org, start, end)
+    usage, cost = period_cost_of(org, start, end)
     return PeriodSummary(
         start=start,
         end=end,
         usage=usage,
-        cost=prices.period_cost(org.plan, usage),
+        cost=cost,
         credit=Decimal(account.credit_cents) / 100,
         budget=cents_to_dollars(account.monthly_budget_cents),
     )
@@ -111,7 +130,7 @@ def daily_costs(org: Organization, now: datetime | None = None) -> list[DailyCos
     day = start
     while day < end and day <= now:
         following = day + timedelta(days=1)
-        cost = prices.period_cost(org.plan, ledger_usage(org, day, following))
+        _, cost = period_cost_of(org, day, following)
         out.append(DailyCost(day=day, usage_cost=cost.usage_total))
         day = following
     return out
