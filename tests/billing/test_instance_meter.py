@@ -13,7 +13,7 @@ from django.utils import timezone
 from longtune.billing import outbox, prices
 from longtune.billing.models import MeterEvent
 from longtune.billing.reconcile import reconcile
-from longtune.billing.sources import instance_minutes
+from longtune.billing.sources import MIN_METERED_HOURS, instance_minutes
 from longtune.billing.usage import ledger_usage, period_cost_of, sent_usage
 from longtune.provisioning import services
 from longtune.provisioning.models import DedicatedInstance, InstanceState, InstanceUsage
@@ -62,7 +62,15 @@ def test_minutes_round_half_up():
     assert instance_minutes(Decimal("0.500000")) == 30
     assert instance_minutes(Decimal("1.000000")) == 60
     assert instance_minutes(Decimal("0.008333")) == 0  # 29.99 s
-    assert instance_minutes(Decimal("0.008334")) == 1  # 30.0 s
+    assert instance_minutes(MIN_METERED_HOURS) == 1  # 30.0 s: the shortest row collected
+
+
+def test_a_row_under_half_a_minute_is_never_collected(billing_on, org_a, base):
+    instance = ready_instance(org_a.org, base + HOUR - timedelta(seconds=20))
+    end_instance(instance, base + HOUR)  # 20 s, closed
+    assert InstanceUsage.objects.for_org(org_a.org).get().closed
+    assert outbox.collect() == 0
+    assert not MeterEvent.objects.for_org(org_a.org).exists()
 
 
 def test_record_usage_closes_an_hour_only_when_it_is_final(org_a, base):

@@ -127,13 +127,18 @@ def instance_minutes(hours: Decimal) -> int:
     return int((Decimal(hours) * 60).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+# The smallest fraction of an hour that is at least one minute once rounded (30 s): a shorter
+# row meters nothing, so the collector must not pick it up again on every tick.
+MIN_METERED_HOURS = Decimal("0.008334")
+
+
 def _closed_instance_hours_since(since: datetime) -> QuerySet:
     from longtune.provisioning.models import InstanceUsage
 
     return (
         InstanceUsage.objects.unscoped_across_orgs()
         .select_related("instance")
-        .filter(closed=True, hours__gt=0, hour_start__gte=since)
+        .filter(closed=True, hours__gte=MIN_METERED_HOURS, hour_start__gte=since)
     )
 
 
@@ -143,7 +148,9 @@ def _instance_rows(org: Any, start: datetime, end: datetime) -> list[tuple[int, 
 
     rows = (
         InstanceUsage.objects.for_org(org)
-        .filter(closed=True, hours__gt=0, hour_start__gte=start, hour_start__lt=end)
+        .filter(
+            closed=True, hours__gte=MIN_METERED_HOURS, hour_start__gte=start, hour_start__lt=end
+        )
         .values_list("hours", "hourly_price")
     )
     return [(instance_minutes(hours), price) for hours, price in rows]
