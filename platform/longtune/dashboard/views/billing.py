@@ -10,10 +10,8 @@ and the budget; the Stripe buttons say billing is off instead.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import stripe
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -24,12 +22,11 @@ from longtune.billing.accounts import account_for, set_budget
 from longtune.billing.conf import billing_conf
 from longtune.billing.models import BillingEvent
 from longtune.billing.serializers import PAID_PLAN_CHOICES, BudgetUpdateSerializer
+from longtune.billing.stripe_api import StripeUnavailable
 from longtune.billing.usage import daily_costs, period_summary
 from longtune.dashboard.errors import field_errors
 from longtune.dashboard.orgs import org_page
 from longtune.tenancy.roles import role_allows
-
-logger = logging.getLogger("longtune.dashboard")
 
 RECENT_EVENTS = 10
 
@@ -60,8 +57,7 @@ def _invoices(request: HttpRequest, account) -> tuple[list[dict], str]:
         return [], ""
     try:
         return checkout.invoices(request.org), ""
-    except stripe.StripeError as error:
-        logger.warning("invoices of %s unavailable: %s", request.org.slug, error)
+    except StripeUnavailable:  # logged by the service
         return [], "Invoices cannot be loaded from Stripe right now; try again later."
 
 
@@ -118,11 +114,10 @@ def _to_stripe(request: HttpRequest, make_url) -> HttpResponse:
         return back
     try:
         return redirect(make_url())
+    except StripeUnavailable:
+        messages.error(request, "Stripe is unavailable right now; nothing was changed.")
     except exceptions.APIException as exc:  # billing_disabled, invalid_plan: the API's words
         messages.error(request, " ".join(m for ms in field_errors(exc).values() for m in ms))
-    except stripe.StripeError as error:
-        logger.warning("Stripe refused a redirect for %s: %s", request.org.slug, error)
-        messages.error(request, "Stripe is unavailable right now; nothing was changed.")
     return back
 
 
