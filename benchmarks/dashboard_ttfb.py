@@ -7,7 +7,8 @@ Reproduce:
 Setup: a fresh SQLite database under a temporary LONGTUNE_VAR_DIR (the embedded default:
 no PostgreSQL, no Redis), migrated; one org whose owner is logged in (a real session cookie),
 ``--jobs`` fine-tuning jobs, ``--events`` job events (metrics rows, spread over the jobs, a
-tenth of them on the job whose page is measured), 100 files and 200 usage rows. Server: one
+tenth of them on the job whose page is measured), 100 files, 200 usage rows and a monthly
+budget (the billing page). Server: one
 uvicorn process, as ``scripts/run.sh`` starts it. Client: httpx, one connection, sequential
 requests; TTFB = request sent -> first body byte received. Baseline in the same run:
 ``GET /v1/organization`` with an API key (auth, org, quotas, usage: the API's cheapest
@@ -129,6 +130,9 @@ def prepare(jobs: int, events: int) -> dict[str, str]:
         )  # fmt: skip
         for i in range(200)
     )
+    from longtune.billing.models import BillingAccount
+
+    BillingAccount.objects.create(org=org, monthly_budget_cents=10_000)  # a budget to show
     session = SessionStore()
     session[SESSION_KEY] = str(user.pk)
     session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
@@ -215,6 +219,7 @@ def main(argv: list[str] | None = None) -> Path:
         "file report": (org + f"files/{state['file']}", "session"),
         "usage": (org + "usage/", "session"),
         "audit log": (org + "audit/", "session"),
+        "billing (cost, daily chart, budget)": (org + "billing/", "session"),
     }
     rows = []
     try:

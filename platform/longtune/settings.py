@@ -183,7 +183,7 @@ STRIPE_PRICE_IDS = {
         "training_tokens",
         "prompt_tokens",
         "completion_tokens",
-        "instance_hours",
+        "instance_minutes",
     )
     if env_str(f"STRIPE_PRICE_{key.upper()}")
 }
@@ -191,7 +191,7 @@ STRIPE_METER_EVENT_NAMES = {
     "training_tokens": env_str("STRIPE_METER_TRAINING_TOKENS", "longtune_training_tokens"),
     "prompt_tokens": env_str("STRIPE_METER_PROMPT_TOKENS", "longtune_prompt_tokens"),
     "completion_tokens": env_str("STRIPE_METER_COMPLETION_TOKENS", "longtune_completion_tokens"),
-    "instance_hours": env_str("STRIPE_METER_INSTANCE_HOURS", "longtune_instance_hours"),
+    "instance_minutes": env_str("STRIPE_METER_INSTANCE_MINUTES", "longtune_instance_minutes"),
 }
 BILLING_GRACE_PERIOD_SECONDS = env_int("BILLING_GRACE_PERIOD_SECONDS", 7 * 24 * 3600)
 BILLING_OUTBOX_BATCH_SIZE = env_int("BILLING_OUTBOX_BATCH_SIZE", 100)
@@ -208,6 +208,8 @@ BILLING_CHECKOUT_CANCEL_URL = env_str(
     "BILLING_CHECKOUT_CANCEL_URL", "http://localhost:8000/billing?checkout=cancelled"
 )
 BILLING_PORTAL_RETURN_URL = env_str("BILLING_PORTAL_RETURN_URL", "http://localhost:8000/billing")
+# The dashboard's public base URL, for links in emails sent without a request (budget alerts).
+LONGTUNE_PUBLIC_URL = env_str("LONGTUNE_PUBLIC_URL", "http://localhost:8000")
 
 # --- object storage ---------------------------------------------------------------------
 S3_ENDPOINT_URL = env_str("S3_ENDPOINT_URL")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.finetuning.conftest import shared_storage, tiny_base_dir  # noqa: F401 - fixtures
+
 SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "fake_stripe" / "server.py"
 API_KEY = "sk_test_longtune_fake"
 WEBHOOK_SECRET = "whsec_longtune_fake"
@@ -33,7 +35,7 @@ class FakeStripe:
         request = urllib.request.Request(
             f"{self.url}/_fake/{path}", data=data, method="POST" if data is not None else "GET"
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())
 
     def state(self) -> dict:

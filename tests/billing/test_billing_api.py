@@ -144,3 +144,17 @@ def test_the_owner_sets_the_budget_and_hard_cap(org_a):
         AuditLogEntry.objects.for_org(org_a.org).filter(action="billing.budget_changed").count()
         == 2
     )
+
+
+def test_stripe_down_is_a_coded_502_not_a_500(billing_on, org_a, settings):
+    client = org_a.client()
+    assert client.post("/v1/billing/portal").status_code == 200  # the customer exists now
+    settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # nothing listens there
+    for response in (
+        client.post("/v1/billing/portal"),
+        client.post("/v1/billing/checkout", {"plan": "pro"}, format="json"),
+        client.get("/v1/billing/invoices"),
+    ):
+        assert response.status_code == 502, response.content
+        assert response.json()["error"]["code"] == "stripe_unavailable"
+    assert client.get("/v1/billing").status_code == 200  # the computed side needs no Stripe

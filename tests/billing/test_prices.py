@@ -20,11 +20,12 @@ def test_every_plan_has_a_price_and_its_quota_defaults():
     )
 
 
-def test_usage_cost_is_per_million_tokens_and_per_hour():
+def test_usage_cost_is_per_million_tokens_and_per_instance_hour_of_minutes():
     assert prices.usage_cost(Plan.PRO, prices.TRAINING_TOKENS, 1_000_000) == Decimal("3.00")
     assert prices.usage_cost(Plan.PRO, prices.TRAINING_TOKENS, 2_500_000) == Decimal("7.50")
     assert prices.usage_cost(Plan.PRO, prices.PROMPT_TOKENS, 500_000) == Decimal("0.10")
-    assert prices.usage_cost(Plan.PRO, prices.INSTANCE_HOURS, 3) == Decimal("8.70")
+    assert prices.usage_cost(Plan.PRO, prices.INSTANCE_MINUTES, 180) == Decimal("8.70")  # 3 h
+    assert prices.usage_cost(Plan.PRO, prices.INSTANCE_MINUTES, 30) == Decimal("1.45")
 
 
 def test_period_cost_rounds_each_line_and_adds_the_fee():
@@ -40,7 +41,7 @@ def test_period_cost_rounds_each_line_and_adds_the_fee():
     assert lines[prices.TRAINING_TOKENS].amount == Decimal("3.70")  # 3.703701 -> 3.70
     assert lines[prices.PROMPT_TOKENS].amount == Decimal("0.00")
     assert lines[prices.COMPLETION_TOKENS].amount == Decimal("1.20")
-    assert lines[prices.INSTANCE_HOURS].quantity == 0
+    assert lines[prices.INSTANCE_MINUTES].quantity == 0
     assert cost.usage_total == Decimal("4.90")
     assert cost.total == Decimal("53.90")
 

@@ -15,6 +15,21 @@ def session_client(user, *, enforce_csrf: bool = False) -> Client:
 
 
 @pytest.fixture
+def browser():
+    """Debian's chromium through Playwright (tests/dashboard/browser.py), skipped without it."""
+    from tests.dashboard.browser import CHROMIUM_ARGS, chromium_path
+
+    path = chromium_path()
+    if path is None:
+        pytest.skip("chromium is not installed (scripts/setup.sh --services installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
 def owner_client(org_a) -> Client:
     return session_client(org_a.owner)
 

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from tests.dashboard.browser import CHROMIUM_ARGS, Steps, chromium_path
+from tests.dashboard.browser import Steps
 from tests.finetuning.conftest import FAST_WORKER_ENV
 from tests.finetuning.helpers import make_base_model
 from tests.fixtures.services import REPO_ROOT, asgi_server
@@ -25,18 +25,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(t
 
 DATASET = REPO_ROOT / "examples" / "support_chat.jsonl"
 PASSWORD = "a long browser password 77"
-
-
-@pytest.fixture
-def browser():
-    path = chromium_path()
-    if path is None:
-        pytest.skip("chromium is not installed (scripts/setup.sh --services installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 def sign_up(page, base: str, email: str, org_name: str) -> str:

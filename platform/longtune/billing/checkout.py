@@ -1,6 +1,7 @@
 """Checkout (upgrade), the Customer Portal (self-service) and the invoice list, through Stripe.
 
-Each needs the org's Stripe customer, created here on first need. The Checkout Session
+Each needs the org's Stripe customer, created here on first need. They run in a request, so
+a Stripe failure is a 502 ``stripe_unavailable`` (``stripe_api.stripe_errors_as_502``). The Checkout Session
 subscribes the customer to the plan's price plus every configured metered price, and
 carries the org and plan in ``client_reference_id``/``metadata`` so the
 ``checkout.session.completed`` webhook knows whom to upgrade.
@@ -14,12 +15,13 @@ from longtune.api.errors import ApiError
 from longtune.billing import prices
 from longtune.billing.accounts import ensure_customer
 from longtune.billing.conf import billing_conf
-from longtune.billing.stripe_api import stripe_client
+from longtune.billing.stripe_api import stripe_client, stripe_errors_as_502
 from longtune.tenancy.models import Organization, Plan
 
 PAID_PLANS = (Plan.PRO, Plan.ENTERPRISE)
 
 
+@stripe_errors_as_502
 def checkout_url(org: Organization, plan: str) -> str:
     conf = billing_conf()
     client = stripe_client()
@@ -51,6 +53,7 @@ def checkout_url(org: Organization, plan: str) -> str:
     return session.url
 
 
+@stripe_errors_as_502
 def portal_url(org: Organization) -> str:
     session = stripe_client().v1.billing_portal.sessions.create(
         params={"customer": ensure_customer(org), "return_url": billing_conf().portal_return_url}
@@ -58,6 +61,7 @@ def portal_url(org: Organization) -> str:
     return session.url
 
 
+@stripe_errors_as_502
 def invoices(org: Organization, limit: int = 20) -> list[dict[str, Any]]:
     listed = stripe_client().v1.invoices.list(
         params={"customer": ensure_customer(org), "limit": limit}

@@ -31,6 +31,7 @@ class BillingConf:
     checkout_success_url: str
     checkout_cancel_url: str
     portal_return_url: str
+    public_url: str  # the dashboard's base URL, for links in emails
 
     @property
     def enabled(self) -> bool:
@@ -57,4 +58,5 @@ def billing_conf() -> BillingConf:
         checkout_success_url=settings.BILLING_CHECKOUT_SUCCESS_URL,
         checkout_cancel_url=settings.BILLING_CHECKOUT_CANCEL_URL,
         portal_return_url=settings.BILLING_PORTAL_RETURN_URL,
+        public_url=settings.LONGTUNE_PUBLIC_URL,
     )

@@ -6,7 +6,8 @@
 
 Nothing is deleted at any step; every transition is an org event and an audit entry. The
 sweep (``compute.tasks.BILLING_DUNNING_SWEEP``, beat) also sends the budget alerts at 50, 80
-and 100% of the monthly budget, once each per period.
+and 100% of the monthly budget, once each per period (an org event and an email,
+``emails.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from django.utils import timezone
 
 from longtune.billing.accounts import account_for, locked_account, note
 from longtune.billing.conf import billing_conf
+from longtune.billing.emails import send_budget_alert_email
 from longtune.billing.models import BillingAccount, BillingState
 from longtune.billing.usage import period_summary
 from longtune.events import EventLevel
@@ -104,29 +106,45 @@ def suspend(org: Organization) -> bool:
 
 
 def send_budget_alerts(account: BillingAccount) -> int | None:
-    """The highest threshold newly crossed this period (an org event), or None."""
+    """The highest threshold newly crossed this period, or None. Each threshold is sent at
+    most once per period (checked and recorded under the account's row lock, so two sweeps
+    racing send one alert): an org event, then, once committed, an email to the members who
+    may manage billing. Crossing several thresholds at once sends one alert, the highest."""
     if not account.monthly_budget_cents:
         return None
-    summary = period_summary(account.org, account)
-    period = f"{summary.start:%Y-%m}"
-    already = account.budget_alert_percent if account.budget_alert_period == period else 0
-    used = summary.budget_used_percent or 0
-    crossed = [p for p in BUDGET_ALERT_PERCENTS if already < p <= used]
-    if not crossed:
-        return None
-    BillingAccount.objects.for_org(account.org).filter(pk=account.pk).update(
-        budget_alert_period=period, budget_alert_percent=crossed[-1]
-    )
-    note(
-        account.org,
-        "budget_alert",
-        f"This month's usage (${summary.cost.usage_total:.2f}) has reached {crossed[-1]}% of the "
-        f"${summary.budget:.2f} budget"
-        + (" (hard cap: new work is refused)." if account.hard_cap and crossed[-1] >= 100 else "."),
-        level=EventLevel.WARN if crossed[-1] >= 80 else EventLevel.INFO,
-        data={"percent": crossed[-1], "usage": str(summary.cost.usage_total), "period": period},
-    )
-    return crossed[-1]
+    org = account.org
+    with transaction.atomic():
+        account = locked_account(org)
+        if not account.monthly_budget_cents:
+            return None
+        summary = period_summary(org, account)
+        period = f"{summary.start:%Y-%m}"
+        already = account.budget_alert_percent if account.budget_alert_period == period else 0
+        used = summary.budget_used_percent or 0
+        crossed = [p for p in BUDGET_ALERT_PERCENTS if already < p <= used]
+        if not crossed:
+            return None
+        percent = crossed[-1]
+        account.budget_alert_period, account.budget_alert_percent = period, percent
+        account.save(update_fields=["budget_alert_period", "budget_alert_percent", "updated_at"])
+        note(
+            org,
+            "budget_alert",
+            f"This month's usage (${summary.cost.usage_total:.2f}) has reached {percent}% of "
+            f"the ${summary.budget:.2f} budget"
+            + (" (hard cap: new work is refused)." if account.hard_cap and percent >= 100 else "."),
+            level=EventLevel.WARN if percent >= 80 else EventLevel.INFO,
+            data={"percent": percent, "usage": str(summary.cost.usage_total), "period": period},
+        )
+        alert = {
+            "percent": percent,
+            "usage": summary.cost.usage_total,
+            "budget": summary.budget,
+            "hard_cap": account.hard_cap,
+            "period": period,
+        }
+        transaction.on_commit(lambda: send_budget_alert_email(org, **alert))
+    return percent
 
 
 def sweep() -> dict[str, list[str]]:

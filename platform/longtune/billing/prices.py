@@ -20,19 +20,21 @@ CENT = Decimal("0.01")
 TRAINING_TOKENS = "training_tokens"
 PROMPT_TOKENS = "prompt_tokens"
 COMPLETION_TOKENS = "completion_tokens"
-INSTANCE_HOURS = "instance_hours"
-METERS: tuple[str, ...] = (TRAINING_TOKENS, PROMPT_TOKENS, COMPLETION_TOKENS, INSTANCE_HOURS)
+# Dedicated-instance time is metered in whole minutes (Stripe meter values are integers; a
+# minute keeps a partial first or last hour exact enough) and priced per hour (60 minutes).
+INSTANCE_MINUTES = "instance_minutes"
+METERS: tuple[str, ...] = (TRAINING_TOKENS, PROMPT_TOKENS, COMPLETION_TOKENS, INSTANCE_MINUTES)
 UNIT_SIZE: dict[str, int] = {
     TRAINING_TOKENS: 1_000_000,
     PROMPT_TOKENS: 1_000_000,
     COMPLETION_TOKENS: 1_000_000,
-    INSTANCE_HOURS: 1,
+    INSTANCE_MINUTES: 60,
 }
 UNIT_LABEL: dict[str, str] = {
     TRAINING_TOKENS: "1M training tokens",
     PROMPT_TOKENS: "1M prompt tokens",
     COMPLETION_TOKENS: "1M completion tokens",
-    INSTANCE_HOURS: "dedicated-instance hour",
+    INSTANCE_MINUTES: "dedicated-instance hour",
 }
 # Stripe price keys: one subscription price per paid plan plus one metered price per meter.
 PRICE_KEYS: tuple[str, ...] = (Plan.PRO, Plan.ENTERPRISE, *METERS)
@@ -58,7 +60,7 @@ PRICE_TABLE: dict[str, PlanPrice] = {
             TRAINING_TOKENS: Decimal("4.00"),
             PROMPT_TOKENS: Decimal("0.30"),
             COMPLETION_TOKENS: Decimal("0.90"),
-            INSTANCE_HOURS: Decimal("3.50"),
+            INSTANCE_MINUTES: Decimal("3.50"),
         },
     ),
     Plan.PRO: PlanPrice(
@@ -68,7 +70,7 @@ PRICE_TABLE: dict[str, PlanPrice] = {
             TRAINING_TOKENS: Decimal("3.00"),
             PROMPT_TOKENS: Decimal("0.20"),
             COMPLETION_TOKENS: Decimal("0.60"),
-            INSTANCE_HOURS: Decimal("2.90"),
+            INSTANCE_MINUTES: Decimal("2.90"),
         },
     ),
     Plan.ENTERPRISE: PlanPrice(
@@ -78,7 +80,7 @@ PRICE_TABLE: dict[str, PlanPrice] = {
             TRAINING_TOKENS: Decimal("2.00"),
             PROMPT_TOKENS: Decimal("0.12"),
             COMPLETION_TOKENS: Decimal("0.40"),
-            INSTANCE_HOURS: Decimal("2.20"),
+            INSTANCE_MINUTES: Decimal("2.20"),
         },
     ),
 }
@@ -122,21 +124,34 @@ def round_cents(amount: Decimal) -> Decimal:
     return amount.quantize(CENT, rounding=ROUND_HALF_UP)
 
 
-def period_cost(plan: str, usage: dict[str, int]) -> Cost:
+def period_cost(
+    plan: str, usage: dict[str, int], amounts: dict[str, Decimal] | None = None
+) -> Cost:
     """The bill for one period: the plan's fee plus each meter's usage, rounded per line (as
-    Stripe rounds each invoice line)."""
+    Stripe rounds each invoice line). ``amounts`` are unrounded dollars of meters whose source
+    prices its own rows (dedicated-instance minutes at each contract's hourly price): that
+    line's amount is the source's, and its unit price the average rate actually charged."""
     price = plan_price(plan)
-    lines = tuple(
-        CostLine(
-            meter=meter,
-            quantity=int(usage.get(meter, 0)),
-            unit=UNIT_LABEL[meter],
-            unit_price=price.rates[meter],
-            amount=round_cents(usage_cost(plan, meter, int(usage.get(meter, 0)))),
+    lines = []
+    for meter in METERS:
+        quantity = int(usage.get(meter, 0))
+        if amounts is not None and meter in amounts:
+            raw = amounts[meter]
+            unit_price = (
+                round_cents(raw * UNIT_SIZE[meter] / quantity) if quantity else price.rates[meter]
+            )
+        else:
+            raw, unit_price = usage_cost(plan, meter, quantity), price.rates[meter]
+        lines.append(
+            CostLine(
+                meter=meter,
+                quantity=quantity,
+                unit=UNIT_LABEL[meter],
+                unit_price=unit_price,
+                amount=round_cents(raw),
+            )
         )
-        for meter in METERS
-    )
-    return Cost(plan=plan, subscription=price.monthly_fee, lines=lines)
+    return Cost(plan=plan, subscription=price.monthly_fee, lines=tuple(lines))
 
 
 def training_cost_estimate(plan: str, tokens: int) -> str:

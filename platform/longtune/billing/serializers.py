@@ -15,7 +15,9 @@ from longtune.tenancy.models import Plan
 
 class CostLineSerializer(serializers.Serializer):
     meter = serializers.ChoiceField(choices=prices.METERS)
-    quantity = serializers.IntegerField(help_text="Raw units: tokens or instance hours.")
+    quantity = serializers.IntegerField(
+        help_text="Raw units: tokens, or minutes of dedicated-instance time (instance_minutes)."
+    )
     unit = serializers.CharField(help_text="What unit_price is quoted per.")
     unit_price = serializers.DecimalField(max_digits=12, decimal_places=2)
     amount = serializers.DecimalField(max_digits=14, decimal_places=2)

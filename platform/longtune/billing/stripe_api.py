@@ -6,6 +6,11 @@ tests/fixtures; production leaves them empty (Stripe's own hosts).
 
 from __future__ import annotations
 
+import functools
+import logging
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
 import stripe
 
 from longtune.api.errors import ApiError
@@ -19,6 +24,38 @@ class BillingDisabled(ApiError):
             code="billing_disabled",
             message="Billing is not enabled on this installation (no Stripe API key is set).",
         )
+
+
+logger = logging.getLogger("longtune.billing")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StripeUnavailable(ApiError):
+    """Stripe could not do what a request needed (down, rate-limited, or it refused our call):
+    the client's request was fine, so 502, never a 500; nothing was changed here."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            status=502,
+            code="stripe_unavailable",
+            message="Stripe could not be reached or refused the request; try again later.",
+        )
+
+
+def stripe_errors_as_502(func: Callable[P, R]) -> Callable[P, R]:
+    """For the request path (checkout, portal, invoices): a ``stripe.StripeError`` becomes
+    ``StripeUnavailable``, logged with Stripe's own message (which is not shown)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except stripe.StripeError as error:
+            logger.warning("Stripe call %s failed: %s", func.__name__, error)
+            raise StripeUnavailable() from error
+
+    return wrapper
 
 
 def stripe_client() -> stripe.StripeClient:

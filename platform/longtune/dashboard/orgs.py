@@ -86,4 +86,13 @@ def org_context(request: HttpRequest) -> dict[str, Any]:
         "my_memberships": list(
             request.user.memberships.select_related("org").order_by("org__name")
         ),
+        "billing_account": billing_account_of(org),
     }
+
+
+def billing_account_of(org: Any) -> Any:
+    """The org's billing account, for the past-due / suspended (402) banner; None if never set
+    up (nothing is refused then)."""
+    from longtune.billing.models import BillingAccount
+
+    return BillingAccount.objects.for_org(org).filter(org=org).first()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.urls import include, path
 
-from longtune.dashboard.views import auth, evaluations, org, work
+from longtune.dashboard.views import auth, billing, evaluations, org, work
 
 app_name = "dashboard"
 
@@ -20,6 +20,9 @@ ORG_PATTERNS = [
     path("members/<str:member_id>", org.member_action, name="member_action"),
     path("audit/", org.audit_log, name="audit_log"),
     path("usage/", org.usage, name="usage"),
+    path("billing/", billing.billing, name="billing"),
+    path("billing/checkout", billing.billing_checkout, name="billing_checkout"),
+    path("billing/portal", billing.billing_portal, name="billing_portal"),
     path("files/", work.files, name="files"),
     path("files/<str:file_id>", work.file_detail, name="file"),
     path("jobs/", work.jobs, name="jobs"),

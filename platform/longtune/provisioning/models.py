@@ -139,13 +139,16 @@ class ReplicaHeartbeat(OrgOwnedModelMixin, models.Model):
 class InstanceUsage(OrgOwnedModelMixin, models.Model):
     """Instance-hours, one row per instance and clock hour it was ready in (``hours`` is the
     fraction of that hour, 1 for a full one). Idempotent: rewriting an hour updates its row.
-    The billing outbox meters these rows."""
+    The billing outbox meters these rows once ``closed`` (``billing.sources``)."""
 
     org = models.ForeignKey(Organization, on_delete=models.PROTECT, related_name="+")
     instance = models.ForeignKey(DedicatedInstance, on_delete=models.PROTECT, related_name="usage")
     hour_start = models.DateTimeField()
     hours = models.DecimalField(max_digits=8, decimal_places=6)
     hourly_price = models.DecimalField(max_digits=10, decimal_places=2)
+    # The hour is over (or the instance ended inside it): ``hours`` is final. Billing meters
+    # only closed rows, once each, so an hour still running is never billed short.
+    closed = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     objects = OrgScopedManager()

@@ -2,7 +2,9 @@
 instance and clock hour), for the billing outbox to meter.
 
 Idempotent: every call recomputes the hours from the instance's timestamps and upserts the
-rows, so the supervisor can call it on each pass and a decommission closes the last hour.
+rows, so the supervisor can call it on each pass and a decommission closes the last hour. A
+row is ``closed`` once it was computed up to the hour's end (or the instance's end): its hours
+are final, and only then does billing meter it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def record_usage(instance: DedicatedInstance, now: datetime.datetime | None = No
     )
     if newest is not None and newest > hour:
         hour = newest
+    ended = instance.decommissioned_at or instance.failed_at
     while hour < end:
         start, stop = max(hour, instance.ready_at), min(hour + HOUR, end)
         InstanceUsage.objects.unscoped_across_orgs().update_or_create(
@@ -51,6 +54,8 @@ def record_usage(instance: DedicatedInstance, now: datetime.datetime | None = No
                 "org_id": instance.org_id,
                 "hours": _hours(stop - start),
                 "hourly_price": instance.hourly_price,
+                # Final when computed up to the hour's end, or up to the instance's end.
+                "closed": stop == hour + HOUR or (ended is not None and stop == ended),
             },
         )
         written += 1

@@ -97,6 +97,27 @@
       axes: [{ label: "context length (tokens)" }, { label: data.y_label }],
     }, columns, el);
     el.dataset.series = String(data.series.length);
+  /* The billing page: cumulative usage cost per UTC day, with the budget as a flat line. */
+  function billingChart(el) {
+    var source = document.getElementById("billing-data");
+    if (!source || !window.uPlot) { return; }
+    var data = JSON.parse(source.textContent);
+    var xs = data.days.map(function (d) { return Date.parse(d + "T00:00:00Z") / 1000; });
+    var series = [{}, { label: "usage cost ($)", stroke: "#0b4fa8", fill: "rgba(11,79,168,0.1)" }];
+    var columns = [xs, data.cost];
+    if (data.budget !== null) {
+      series.push({ label: "budget ($)", stroke: "#a40e0e", dash: [6, 4] });
+      columns.push(xs.map(function () { return data.budget; }));
+    }
+    var period = [Date.parse(data.start) / 1000, Date.parse(data.end) / 1000];
+    new window.uPlot({
+      width: Math.max(el.clientWidth, 320), height: 260, series: series,
+      scales: {
+        x: { time: true, range: function () { return period; } },  // the whole month
+        y: { range: function (u, min, max) { return [0, Math.max(max * 1.1, 1)]; } },
+      },
+    }, columns, el);
+    el.dataset.points = String(xs.length);
   }
 
   function csrfToken() {
@@ -315,6 +336,8 @@
     var usage = document.getElementById("usage-chart");
     if (usage) { usageChart(usage); }
     document.querySelectorAll(".eval-chart").forEach(evalChart);
+    var billing = document.getElementById("billing-chart");
+    if (billing) { billingChart(billing); }
     var upload = document.getElementById("upload-form");
     if (upload) { chunkedUpload(upload); }
   });
