@@ -435,9 +435,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_measurements(path: Path) -> dict[int, tm.Measurement]:
+def load_measurements(path: Path) -> tuple[dict[int, tm.Measurement], str]:
+    """Saved measurements and how they were made (the file's ``provenance``)."""
     raw = json.loads(path.read_text())
-    return {int(item["tokens"]): tm.Measurement(**item) for item in raw["measurements"]}
+    measured = {int(item["tokens"]): tm.Measurement(**item) for item in raw["measurements"]}
+    return measured, str(raw.get("provenance", "unknown"))
 
 
 def run_benchmark(argv: Sequence[str]) -> tuple[list[Row], Path]:
@@ -451,19 +453,19 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Row], Path]:
     args.output_dir.mkdir(parents=True, exist_ok=True)
     measured_path = args.output_dir / "memory_planner_measured.json"
     if args.measured:
-        measured = load_measurements(args.measured)
-        provenance = f"reused from `{args.measured}` (no step re-run)"
+        measured, how = load_measurements(args.measured)
+        provenance = f"reused from `{args.measured}` (no step re-run); they were {how}"
     else:
         started = time.perf_counter()
         to_measure = [t for t in lengths if t <= args.measure_up_to]
         measured = measure_all(config, to_measure, args.cache_dir)
-        provenance = (
-            f"measured in this run ({(time.perf_counter() - started) / 60:.1f} min), saved to "
-            f"`{measured_path.name}`"
-        )
+        minutes = (time.perf_counter() - started) / 60
+        how = f"measured by `{reproduce_command(argv)}` in {minutes:.1f} min"
+        provenance = f"measured in this run ({minutes:.1f} min), saved to `{measured_path.name}`"
         measured_path.write_text(
             json.dumps(
                 {
+                    "provenance": how,
                     "model": dataclasses.asdict(config.model),
                     "measurements": [dataclasses.asdict(m) for m in measured.values()],
                 },

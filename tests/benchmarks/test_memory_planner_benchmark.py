@@ -18,6 +18,7 @@ def saved_measurements(path, peaks: dict[int, float]) -> None:
     path.write_text(
         json.dumps(
             {
+                "provenance": "made up by the test",
                 "model": {},
                 "measurements": [
                     dataclasses.asdict(tm.Measurement(tm.LONGTUNE, t, peak_mb=p, baseline_mb=400.0))
@@ -45,7 +46,7 @@ def test_reprediction_from_saved_measurements_and_the_verdict(tmp_path):
     assert table[3][1] == "not measured"
     assert "worst -30.0% at 16,384 tokens → NOT MET" in text
     assert "predicted only: 65,536" in text
-    assert "reused from" in text
+    assert "reused from" in text and "they were made up by the test" in text
     assert f"Reproduce: `python benchmarks/memory_planner.py {' '.join(argv)}`" in text
     assert not (tmp_path / "out" / "memory_planner_measured.json").exists()  # nothing re-measured
 
@@ -72,4 +73,7 @@ def test_quick_run_measures_fresh_processes(tmp_path):
     assert all(r.measured_mb and r.measured_mb > r.predicted_mb * 0.3 for r in rows)
     saved = json.loads((tmp_path / "memory_planner_measured.json").read_text())
     assert {m["tokens"] for m in saved["measurements"]} == {r.tokens for r in rows}
+    assert saved["provenance"].startswith(
+        "measured by `python benchmarks/memory_planner.py --quick"
+    )
     assert "measured in this run" in report_path.read_text()

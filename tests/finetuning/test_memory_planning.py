@@ -85,15 +85,15 @@ def test_a_job_that_fits_is_planned_stored_returned_and_told(org_a, tiny):
 
 
 def test_a_job_that_fits_no_layout_is_refused_saying_what_would_fit(org_a, llama8b):
-    """8B LoRA at 150K on the default shared pool (one CPU worker with 16 GiB): the frozen
+    """8B LoRA at 150K on the default shared pool (one CPU worker with 8 GiB): the frozen
     base alone is 32 GB in fp32."""
     response = create(org_a, llama8b, context_length=150_000)
     assert response.status_code == 400, response.content
     error = response.json()["error"]
     assert (error["code"], error["param"]) == (INSUFFICIENT_ACCELERATOR_MEMORY, "context_length")
     message = error["message"]
-    assert "does not fit the shared pool (1x cpu, 16 GiB each)" in message
-    assert "GiB more than the 16.0 GiB usable" in message
+    assert "does not fit the shared pool (1x cpu, 8 GiB each)" in message
+    assert "GiB more than the 8.0 GiB usable" in message
     assert "Not even the weights and optimizer state fit there" in message
     setup = mp.TrainingSetup(context_length=150_000, lora_dropout=0.05)
     elsewhere = mp.smallest_fitting_capacity(mp.LLAMA3_8B, setup)
