@@ -9,6 +9,7 @@ import datetime
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from gpu_runtime import memory_planner as mp
 from longtune.compute.models import DedicatedCapacity
@@ -19,6 +20,7 @@ from longtune.finetuning.planning import (
     training_capacity_for,
 )
 from longtune.provisioning.models import DedicatedInstance
+from tests.dashboard.conftest import session_client
 from tests.finetuning.helpers import make_base_model, make_file
 
 pytestmark = pytest.mark.django_db
@@ -174,3 +176,11 @@ def test_staff_cannot_save_a_malformed_architecture(db):
     model.architecture = {**TINY.to_dict(), "layerz": 1}
     with pytest.raises(ValidationError, match="unknown ModelShape field"):
         model.full_clean()
+
+
+def test_the_dashboard_job_page_shows_the_plan(org_a, tiny):
+    job_id = create(org_a, tiny, context_length=256).json()["id"]
+    job = FineTuningJob.objects.for_org(org_a.org).get(public_id=job_id)
+    page = session_client(org_a.owner).get(reverse("dashboard:job", args=[org_a.org.slug, job_id]))
+    assert page.status_code == 200
+    assert f"<dt>Memory plan</dt><dd>{job.memory_plan['summary']}</dd>" in page.content.decode()
