@@ -93,6 +93,15 @@ def _strict_from_dict(cls: type, data: Any) -> Any:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    missing = sorted(
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    )
+    if missing:
+        raise ValueError(f"missing {cls.__name__} field(s): {', '.join(missing)}")
     values = {
         k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
     }  # JSON lists back to the tuples the frozen dataclasses hold

@@ -52,6 +52,10 @@ def test_model_shape_from_hf_config_and_strict_round_trip():
     assert mp.ModelShape.from_dict(shape.to_dict()) == shape
     with pytest.raises(ValueError, match="unknown ModelShape field"):
         mp.ModelShape.from_dict({**shape.to_dict(), "layerz": 3})
+    with pytest.raises(ValueError, match="missing ModelShape field.*vocab"):
+        mp.ModelShape.from_dict({k: v for k, v in shape.to_dict().items() if k != "vocab"})
+    with pytest.raises(ValueError, match="layers"):
+        mp.ModelShape.from_dict({**shape.to_dict(), "layers": "32"})  # typed as text
     with pytest.raises(ValueError, match="heads"):
         mp.ModelShape(layers=1, hidden=64, intermediate=1, heads=3, kv_heads=1, vocab=2)
 

@@ -77,7 +77,7 @@ class BaseModel(models.Model):
 
             try:
                 ModelShape.from_dict(self.architecture)
-            except (ValueError, TypeError) as exc:
+            except ValueError as exc:
                 raise ValidationError({"architecture": str(exc)}) from exc
 
 
