@@ -1,7 +1,9 @@
 """The web process: stdlib ``platform`` is not shadowed, and torch is never imported.
 
-The web tier reaches gpu_runtime only through ``gpu_runtime.contract``, which must itself stay
-torch-free (and stdlib-only) whatever the rest of gpu_runtime imports.
+The web tier reaches gpu_runtime only through ``gpu_runtime.contract`` and the memory planner
+(``gpu_runtime.memory_planner``, which job planning runs at create time), which must stay
+torch-free whatever the rest of gpu_runtime imports: the contract imports only the standard
+library, the planner only the standard library and the contract.
 """
 
 from __future__ import annotations
@@ -12,8 +14,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = "gpu_runtime.contract"
+PLANNER = "gpu_runtime.memory_planner"
+# The only gpu_runtime modules platform/ may import, each with what it may import itself.
+WEB_TIER_MODULES = {CONTRACT: set(), PLANNER: {CONTRACT}}
 
 
 def run_python(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -121,21 +128,42 @@ def test_platform_imports_no_gpu_runtime_module_but_the_contract():
         for line, module in gpu_runtime_imports(path.read_text())
     }
     assert CONTRACT in imports.values(), "scanned no platform import of the contract"
-    forbidden = {where: module for where, module in imports.items() if module != CONTRACT}
-    assert forbidden == {}, f"platform/ may import only {CONTRACT} from gpu_runtime"
+    assert PLANNER in imports.values(), "scanned no platform import of the memory planner"
+    forbidden = {
+        where: module for where, module in imports.items() if module not in WEB_TIER_MODULES
+    }
+    assert forbidden == {}, f"platform/ may import only {sorted(WEB_TIER_MODULES)} from gpu_runtime"
 
 
-def test_the_contract_imports_only_the_standard_library():
-    path = REPO_ROOT / "gpu_runtime" / "contract.py"
+def top_level_imports(source: str) -> set[str]:
+    """Every module an import statement in ``source`` names: top-level package for the
+    standard library, the full name for gpu_runtime modules."""
     imported = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            imported.update(alias.name.split(".")[0] for alias in node.names)
+            names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0 and node.module, "relative import in the contract"
-            imported.add(node.module.split(".")[0])
+            assert node.level == 0 and node.module, "relative import in a web-tier module"
+            names = [node.module]
+        else:
+            continue
+        imported.update(n if n.startswith("gpu_runtime.") else n.split(".")[0] for n in names)
+    return imported
+
+
+def test_the_import_rule_of_web_tier_modules_catches_a_violation():
+    bad = "import json\nfrom gpu_runtime.contract import X\nimport torch\n"
+    assert top_level_imports(bad) == {"json", "gpu_runtime.contract", "torch"}
+
+
+@pytest.mark.parametrize("module", sorted(WEB_TIER_MODULES))
+def test_web_tier_modules_import_only_the_standard_library_and_the_contract(module):
+    path = REPO_ROOT / Path(*module.split(".")).with_suffix(".py")
+    imported = top_level_imports(path.read_text())
     assert imported, "found no imports at all: is the scan broken?"
-    assert imported - {"__future__"} <= sys.stdlib_module_names, imported
+    ours = {m for m in imported if m.startswith("gpu_runtime")}
+    assert ours <= WEB_TIER_MODULES[module], ours
+    assert imported - ours - {"__future__"} <= sys.stdlib_module_names, imported
 
 
 def test_importing_the_contract_loads_no_torch(tmp_path):
@@ -151,6 +179,24 @@ def test_importing_the_contract_loads_no_torch(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "LOADED ['gpu_runtime', 'gpu_runtime.contract']" in result.stdout
+
+
+def test_importing_the_memory_planner_loads_no_torch(tmp_path):
+    result = run_python(
+        """
+        import sys
+        import gpu_runtime.memory_planner
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] == "gpu_runtime")
+        print("LOADED", loaded)
+        assert "torch" not in sys.modules
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (
+        "LOADED ['gpu_runtime', 'gpu_runtime.contract', 'gpu_runtime.memory_planner']"
+        in result.stdout
+    )
 
 
 def module_level_gpu_runtime_imports(source: str) -> list[tuple[int, str]]:

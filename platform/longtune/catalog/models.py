@@ -8,6 +8,7 @@ state only (catalog/migrations/0001), no row was copied.
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import Q
@@ -50,6 +51,15 @@ class BaseModel(models.Model):
         help_text="A non-public model is offered to this organization only.",
     )
     description = models.CharField(max_length=500, blank=True)
+    # gpu_runtime.memory_planner.ModelShape as a dict: what job planning predicts peak memory
+    # from (finetuning.planning.plan_memory). Empty: jobs on this model are not memory-planned.
+    architecture = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='{"layers", "hidden", "intermediate", "heads", "kv_heads", "vocab", '
+        '"tie_embeddings", "params"} (from config.json; bootstrap_demo fills it). Empty: jobs '
+        "on this model are not memory-planned.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = BaseModelQuerySet.as_manager()
@@ -60,6 +70,15 @@ class BaseModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        if self.architecture:
+            from gpu_runtime.memory_planner import ModelShape
+
+            try:
+                ModelShape.from_dict(self.architecture)
+            except ValueError as exc:
+                raise ValidationError({"architecture": str(exc)}) from exc
 
 
 class FineTunedModel(OrgOwnedModelMixin, models.Model):

@@ -20,6 +20,9 @@ class FinetuneConf:
     checkpoint_every_steps: int  # periodic checkpoint interval (uploaded to object storage)
     metrics_event_seconds: int  # at most one metrics event per this many seconds (plus last step)
     eval_every_steps: int  # validation-loss interval for jobs with a validation_file (+ the end)
+    shared_accelerator: str  # memory planning: the shared pool's accelerator (catalogue name)
+    shared_accelerators_per_job: int  # ... and how many of them one job may use
+    cpu_memory_bytes: int  # RAM a CPU training worker may fill (accelerator "cpu")
     # The watchdog's beat period is FINETUNE_WATCHDOG_INTERVAL_SECONDS (compute.schedule).
 
     @property
@@ -36,4 +39,7 @@ def finetune_conf() -> FinetuneConf:
         checkpoint_every_steps=int(settings.FINETUNE_CHECKPOINT_EVERY_STEPS),
         metrics_event_seconds=int(settings.FINETUNE_METRICS_EVENT_SECONDS),
         eval_every_steps=int(settings.FINETUNE_EVAL_EVERY_STEPS),
+        shared_accelerator=str(settings.FINETUNE_SHARED_ACCELERATOR),
+        shared_accelerators_per_job=int(settings.FINETUNE_SHARED_ACCELERATORS_PER_JOB),
+        cpu_memory_bytes=int(settings.FINETUNE_CPU_MEMORY_MB) * 1024 * 1024,
     )

@@ -79,6 +79,12 @@ class FineTuningJob(OrgOwnedModelMixin, GpuWork):
     context = models.JSONField(
         help_text='{"original_length", "target_length", "rope_method", "rope_factor"}'
     )
+    # The memory plan chosen at creation (finetuning.planning.plan_memory): the accelerator,
+    # the layout (parallel degrees, checkpointing, tiling, offload) and the predicted peak per
+    # rank by component (gpu_runtime.memory_planner.MemoryPlan.to_dict). train_config_for
+    # applies its knobs. Null: the base model has no recorded architecture (or the job predates
+    # planning).
+    memory_plan = models.JSONField(null=True, blank=True)
     recipe = models.JSONField(null=True, blank=True)
     train_on_inputs = models.BooleanField(default=False)
     suffix = models.CharField(max_length=64, blank=True)

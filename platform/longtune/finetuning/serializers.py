@@ -191,6 +191,9 @@ def job_payload(job: FineTuningJob) -> dict[str, Any]:
         # LongTune extensions
         "context_length": job.context_length,
         "rope_scaling": {"type": job.rope_method, "factor": job.rope_factor},
+        # gpu_runtime.memory_planner.MemoryPlan.to_dict(): accelerator, layout, predicted peak
+        # per rank by component; null when the base model has no recorded architecture.
+        "memory_plan": job.memory_plan,
         "lora": job.lora if job.method == "lora" else None,
         "full": job.method == "full",
         "recipe": job.recipe,

@@ -1,7 +1,7 @@
 """Creating and cancelling fine-tuning jobs (what the API views call).
 
 Creation is two phases: ``plan_job`` resolves and validates the request against the database
-(no locks: model, files, hyperparameters, context) and ``create_job`` then checks the quotas
+(no locks: model, files, hyperparameters, context, memory plan) and ``create_job`` then checks the quotas
 and inserts the job in ONE transaction holding the org row lock (tenancy.quotas), so 100
 simultaneous submissions against a limit of N admit exactly N.
 """
@@ -26,7 +26,12 @@ from longtune.datasets.models import File, FilePurpose, FileStatus
 from longtune.finetuning.dispatch import dispatch_new_job
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTuningJob, JobStatus
-from longtune.finetuning.planning import plan_context, train_config_for
+from longtune.finetuning.planning import (
+    MemoryPlanning,
+    plan_context,
+    plan_memory,
+    train_config_for,
+)
 from longtune.finetuning.quotas import (
     active_job_count,
     storage_bytes_used,
@@ -159,8 +164,10 @@ def _file_tokens(file: File) -> int:
     )
 
 
-def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
-    """An unsaved job with every "auto" resolved; raises coded ApiErrors (4xx)."""
+def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, MemoryPlanning]:
+    """An unsaved job with every "auto" resolved and its memory plan (``job.memory_plan``;
+    the planning outcome comes along for the creation event); raises coded ApiErrors (4xx),
+    ``insufficient_accelerator_memory`` among them."""
     base_model = _base_model_for(org, data["model"])
     training_file = _file_for(org, data["training_file"], "training_file")
     validation_file = (
@@ -200,7 +207,17 @@ def plan_job(org: Organization, data: dict[str, Any]) -> FineTuningJob:
         raise ApiError(
             status=400, code="invalid_hyperparameters", message=str(exc), param=None
         ) from exc
-    return job
+    memory = plan_memory(job)  # 400 insufficient_accelerator_memory when nothing fits
+    job.memory_plan = memory.plan
+    return job, memory
+
+
+def _memory_sentence(memory: MemoryPlanning) -> str:
+    """The creation event's account of the memory plan (its data carries the whole plan)."""
+    if memory.plan is None:
+        return f"Memory not planned: {memory.reason}."
+    source = memory.capacity.source if memory.capacity else "the shared pool"
+    return f"Memory plan on {source}: {memory.plan['summary']}."
 
 
 # --------------------------------------------------------------------------- creation
@@ -247,7 +264,7 @@ def create_job(
     fingerprint = request_fingerprint(body)
     if key and (existing := _replay(org, key, fingerprint)) is not None:
         return CreateOutcome(existing, created=False)  # fast path, no lock
-    job = plan_job(org, serializer.validated_data)
+    job, memory = plan_job(org, serializer.validated_data)
     job.created_by_key = api_key
     job.idempotency_key = key
     job.request_fingerprint = fingerprint
@@ -266,7 +283,9 @@ def create_job(
         record_event(
             job,
             f"Created fine-tuning job {job.public_id}: {job.model_name} at context "
-            f"{job.context_length} ({job.rope_method} ×{job.rope_factor:g}), {job.method}.",
+            f"{job.context_length} ({job.rope_method} ×{job.rope_factor:g}), {job.method}. "
+            + _memory_sentence(memory),
+            data={"memory_plan": memory.plan} if memory.plan else None,
         )
         transaction.on_commit(lambda: dispatch_new_job(job.pk))
     return CreateOutcome(job, created=True)

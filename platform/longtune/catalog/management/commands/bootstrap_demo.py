@@ -114,7 +114,10 @@ class Command(BaseCommand):
         )
 
     def _register(self, name: str, out_dir: Path, max_factor: int, description: str) -> None:
-        original = json.loads((out_dir / "config.json").read_text())["max_position_embeddings"]
+        from gpu_runtime.memory_planner import ModelShape
+
+        config = json.loads((out_dir / "config.json").read_text())
+        original = config["max_position_embeddings"]
         model, created = BaseModel.objects.update_or_create(
             name=name,
             defaults={
@@ -123,6 +126,8 @@ class Command(BaseCommand):
                 "max_context_length": original * max_factor,
                 "is_public": True,
                 "description": description,
+                # what job planning predicts memory from (finetuning.planning.plan_memory)
+                "architecture": ModelShape.from_hf_config(config).to_dict(),
             },
         )
         self.stdout.write(
