@@ -470,10 +470,29 @@ def _flash_forward(q, k, v, causal: bool, scale: float):
 
 
 def _flash_backward(dout, q, k, v, out, lse, causal: bool, scale: float):
+    """flash-attn's block backward given the final out/lse. Its private `_flash_attn_backward`
+    spells the window as one `window_size` tuple up to 2.6 and as `window_size_left/right`
+    from 2.7; the keywords are chosen from its signature."""
+    import inspect
+
     from flash_attn.flash_attn_interface import _flash_attn_backward
 
     qt, kt, vt = (t.transpose(1, 2).contiguous() for t in (q, k, v))  # [B, n, H, D]
     dq, dk, dv = torch.empty_like(qt), torch.empty_like(kt), torch.empty_like(vt)
+    accepted = inspect.signature(_flash_attn_backward).parameters
+    options: dict[str, Any] = {
+        "dropout_p": 0.0,
+        "softmax_scale": scale,
+        "causal": causal,
+        "alibi_slopes": None,
+        "deterministic": False,
+    }
+    if "window_size_left" in accepted:
+        options.update(window_size_left=-1, window_size_right=-1)
+    else:
+        options["window_size"] = (-1, -1)
+    if "softcap" in accepted:
+        options["softcap"] = 0.0
     _flash_attn_backward(
         dout.to(q.dtype).transpose(1, 2).contiguous(),
         qt,
@@ -484,16 +503,9 @@ def _flash_backward(dout, q, k, v, out, lse, causal: bool, scale: float):
         dq,
         dk,
         dv,
-        dropout_p=0.0,
-        softmax_scale=scale,
-        causal=causal,
-        window_size_left=-1,
-        window_size_right=-1,
-        softcap=0.0,
-        alibi_slopes=None,
-        deterministic=False,
+        **{key: value for key, value in options.items() if key in accepted},
     )
-    return (t.transpose(1, 2).float() for t in (dq, dk, dv))
+    return tuple(t.transpose(1, 2).float() for t in (dq, dk, dv))
 
 
 @dataclass(frozen=True)
@@ -561,9 +573,7 @@ class _RingAttention(torch.autograd.Function):
         block = torch.stack([k, v]).contiguous()  # [2, B, H, l, D]
         for step in range(layout.degree):
             source = (layout.rank - step) % layout.degree
-            pending = None
-            if step < layout.degree - 1:
-                pending = _exchange(block, layout)
+            pending = _exchange(block, layout) if step < layout.degree - 1 else None
             for row, q0, q1, k0, k1, causal in shard.block_pairs(source):
                 rows = slice(row, row + 1)
                 block_out, block_lse = kernels.forward(
@@ -612,8 +622,9 @@ class _RingAttention(torch.autograd.Function):
                 block_grad[1, rows, :, k0:k1] += dv_part
             # The block's gradient travels with it: the next rank handles the same block next
             # step, and after the last step it arrives back at the block's owner.
-            block_grad, grad_requests = _exchange(block_grad, layout)
-            _wait(grad_requests)
+            if layout.degree > 1:
+                block_grad, grad_requests = _exchange(block_grad, layout)
+                _wait(grad_requests)
             if pending is not None:
                 _wait(pending[1])
                 block = pending[0]
