@@ -134,6 +134,32 @@ def test_shards_hold_the_whole_rows_targets_shifted_before_the_cut(mode):
     assert real == 14
 
 
+def test_validation_rows_are_shared_by_data_rank_not_by_sequence_rank():
+    """4 ranks as 2 data × 2 sequence: both ranks of a sequence group evaluate the same rows
+    (each its slice), and the two groups split the rows between them."""
+    from gpu_runtime.distributed import DistContext
+    from gpu_runtime.packing import PackedSequence
+    from gpu_runtime.validation_loss import rank_eval_batches
+
+    rows = [
+        PackedSequence(
+            input_ids=torch.full((8,), i),
+            labels=torch.full((8,), i),
+            position_ids=torch.arange(8),
+            num_documents=1,
+            num_real_tokens=8,
+        )
+        for i in range(4)
+    ]
+    seen = {}
+    for rank in range(4):
+        ctx = DistContext(rank, 4, rank, torch.device("cpu"))
+        layout = sp.SequenceLayout(2, rank % 2, 2, rank // 2, mode=ULYSSES)
+        batches = rank_eval_batches(rows, 1, ctx, layout)
+        seen[rank] = [int(b["input_ids"][0, 0]) for b in batches]
+    assert seen[0] == seen[1] == [0, 2] and seen[2] == seen[3] == [1, 3]
+
+
 def test_block_pairs_follow_documents_and_causality():
     """Rank 0 of 2, zig-zag (chunks 0 and 3 of 4-token chunks): a document crossing chunks
     1→2 is unseen by rank 0's chunk 0 queries; chunk 3 sees its own document's earlier keys."""
