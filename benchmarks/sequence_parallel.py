@@ -328,6 +328,31 @@ def loss_gap(results: Sequence[Measurement], m: Measurement) -> float | None:
     return abs(m.loss - base.loss)
 
 
+def per_token_ratio(results: Sequence[Measurement], m: Measurement) -> float | None:
+    """Slope of delta over length for m's layout / the single process's slope, between the
+    two longest lengths both measured (target 1/N). Why: delta = fixed + per-token part, and
+    the fixed part (the loss chunk's [chunk × vocab] logits and their gradient, optimizer and
+    process-group buffers) does not depend on L, so it cannot shrink with N either; the
+    per-token part is what sequence parallelism divides."""
+
+    def deltas(world: int, mode: str) -> dict[int, float]:
+        return {
+            x.case.tokens: x.delta_mb
+            for x in results
+            if x.case.world == world and x.case.mode == mode and x.delta_mb is not None
+        }
+
+    mine, base = deltas(m.case.world, m.case.mode), deltas(1, "none")
+    common = sorted(set(mine) & set(base))
+    if len(common) < 2:
+        return None
+    short, long = common[-2], common[-1]
+    base_slope = (base[long] - base[short]) / (long - short)
+    if base_slope <= 0:
+        return None
+    return (mine[long] - mine[short]) / (long - short) / base_slope
+
+
 def results_table(results: Sequence[Measurement]) -> str:
     rows = [
         "| tokens | layout | ranks | per-rank peak | per-rank baseline | per-rank delta "
@@ -352,6 +377,19 @@ def verdict_lines(results: Sequence[Measurement]) -> list[str]:
     if gaps:
         same = "MET" if max(gaps) < LOSS_TOLERANCE else "NOT MET"
         lines.append(f"- Same loss to {LOSS_TOLERANCE:g}: max gap {max(gaps):.1e} → {same}")
+    reported = set()
+    for m in results:
+        slope = per_token_ratio(results, m)
+        if m.case.world == 1 or slope is None or (m.case.world, m.case.mode) in reported:
+            continue
+        reported.add((m.case.world, m.case.mode))
+        target = 1 / m.case.world
+        met = "MET" if slope <= 1.25 * target else "NOT MET"
+        lines.append(
+            f"- {m.case.label}: per-token activation memory (slope of delta over length) "
+            f"{slope:.2f} of the single process's (1/N = {target:.2f}; target ≤ "
+            f"{1.25 * target:.2f}) → {met}"
+        )
     for m in results:
         ratio = activation_ratio(results, m)
         if m.case.world == 1 or ratio is None:

@@ -134,6 +134,16 @@ def test_shards_hold_the_whole_rows_targets_shifted_before_the_cut(mode):
     assert real == 14
 
 
+def test_a_degree_that_does_not_divide_the_world_names_the_field():
+    from gpu_runtime.distributed import DistContext
+
+    ctx = DistContext(0, 3, 0, torch.device("cpu"))
+    with pytest.raises(ValueError, match="^sequence_parallel: 2 does not divide the world size 3"):
+        sp.init_sequence_layout(ctx, 2)
+    layout = sp.init_sequence_layout(ctx, 1)  # no groups to create: works without a process group
+    assert (layout.enabled, layout.data_parallel, layout.data_rank) == (False, 3, 0)
+
+
 def test_validation_rows_are_shared_by_data_rank_not_by_sequence_rank():
     """4 ranks as 2 data × 2 sequence: both ranks of a sequence group evaluate the same rows
     (each its slice), and the two groups split the rows between them."""
