@@ -1,6 +1,8 @@
 """CLI: `python -m gpu_runtime train --config cfg.json --data data.jsonl`.
 
 The same command runs on N GPUs under `torchrun --nproc_per_node N -m gpu_runtime train ...`.
+With `sequence_parallel: S` in the config, the N ranks form N/S data ranks × S sequence ranks
+(every packed row split over S ranks: gpu_runtime/sequence_parallel.py).
 Progress is one JSON object per line on stdout (rank 0), ending with {"type": "result", ...}.
 """
 

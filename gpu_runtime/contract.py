@@ -157,6 +157,45 @@ ATTENTION_IMPLEMENTATIONS: tuple[str, ...] = (
 # peft's spelling for "every nn.Linear except the output head".
 ALL_LINEAR = "all-linear"
 
+# Sequence parallelism (gpu_runtime/sequence_parallel.py): how the ranks of one sequence group
+# attend across their slices of a packed row. "auto" resolves by `resolve_sequence_parallel_mode`.
+SEQUENCE_PARALLEL_MODES: tuple[str, ...] = ("auto", "ulysses", "ring")
+ULYSSES, RING = "ulysses", "ring"
+
+
+def resolve_sequence_parallel_mode(
+    mode: str, degree: int, num_attention_heads: int, num_key_value_heads: int
+) -> str:
+    """The attention scheme a sequence group of `degree` ranks uses: "ulysses" or "ring".
+
+    The rule (shared with the memory planner, so it lives in this torch-free module):
+    Ulysses re-shards q/k/v from sequence to heads with one all-to-all each, so every rank
+    sends about (2·Hq + 2·Hkv)·(L/N)·D values per layer, a volume that SHRINKS as N grows; ring
+    attention passes each rank's K/V block N−1 times, about 2·Hkv·L·D values per rank, which
+    does not. So "auto" picks Ulysses whenever the heads split evenly: `Hq % N == 0` and either
+    `Hkv % N == 0` or `N % Hkv == 0` (then each KV head is replicated to N/Hkv ranks). Anything
+    else (e.g. 4 query heads over 8 ranks) can only be ring. An explicit "ulysses" that the
+    heads do not allow is an error naming the field; an explicit "ring" always works.
+    """
+    if mode not in SEQUENCE_PARALLEL_MODES:
+        raise ValueError(
+            f"sequence_parallel_mode: must be one of {SEQUENCE_PARALLEL_MODES}, got {mode!r}"
+        )
+    if degree <= 1:
+        return ULYSSES  # one rank holds the whole row: no communication, any name will do
+    heads_split = num_attention_heads % degree == 0 and (
+        num_key_value_heads % degree == 0 or degree % num_key_value_heads == 0
+    )
+    if mode == "auto":
+        return ULYSSES if heads_split else RING
+    if mode == ULYSSES and not heads_split:
+        raise ValueError(
+            f"sequence_parallel_mode: 'ulysses' needs the {num_attention_heads} query heads "
+            f"(and {num_key_value_heads} KV heads) to split over {degree} ranks; use 'ring' "
+            "or 'auto'"
+        )
+    return mode
+
 
 @dataclass
 class TrainConfig:
@@ -214,6 +253,14 @@ class TrainConfig:
     # with activation checkpointing; 0 turns it off. Bounds a layer's recompute peak.
     mlp_chunk_size: int = 2048
     dtype: str = "auto"  # "auto": bfloat16 on CUDA, float32 on CPU
+
+    # Sequence parallelism (gpu_runtime/sequence_parallel.py): every packed row is split over
+    # this many consecutive ranks (a sequence group), each holding 1/N of its tokens through
+    # the whole model; the world is data_parallel × sequence_parallel ranks. 1 = off.
+    sequence_parallel: int = 1
+    # "ulysses" (all-to-all seq→head sharding), "ring" (K/V blocks around the ring) or "auto"
+    # (contract.resolve_sequence_parallel_mode: Ulysses when the heads split evenly).
+    sequence_parallel_mode: str = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_target_modules, str):
@@ -414,6 +461,24 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         "must be an integer >= 0 (0: no tiling)",
     )
     check(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
+    check(
+        is_int(c.sequence_parallel) and c.sequence_parallel >= 1,
+        "sequence_parallel",
+        "must be an integer >= 1 (1: off)",
+    )
+    if is_int(c.sequence_parallel) and c.sequence_parallel > 1 and is_int(c.context_length):
+        # Ring attention cuts every row into 2·N zig-zag chunks (load balance under the causal
+        # mask); asking the same of Ulysses keeps "auto" from turning a valid config invalid.
+        check(
+            c.context_length % (2 * c.sequence_parallel) == 0,
+            "context_length",
+            f"must be divisible by 2 × sequence_parallel = {2 * c.sequence_parallel}",
+        )
+    check(
+        c.sequence_parallel_mode in SEQUENCE_PARALLEL_MODES,
+        "sequence_parallel_mode",
+        f"must be one of {SEQUENCE_PARALLEL_MODES}, got {c.sequence_parallel_mode!r}",
+    )
     for name in (
         "lora_train_embeddings_and_norms",
         "auto_resume",

@@ -109,10 +109,39 @@ def chunked_causal_lm_loss(
             f"hidden_states {tuple(hidden_states.shape)} and labels {tuple(labels.shape)} "
             "must share their leading dimensions"
         )
+    return chunked_target_loss(
+        hidden_states,
+        lm_head_weight,
+        shift_labels(labels),
+        chunk_size=chunk_size,
+        lm_head_bias=lm_head_bias,
+    )
+
+
+def chunked_target_loss(
+    hidden_states: torch.Tensor,
+    lm_head_weight: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    chunk_size: int = 1024,
+    lm_head_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, int]:
+    """`chunked_causal_lm_loss` with the targets already shifted (targets[t] is what position
+    t predicts, -100 = no loss). Why separate: a sequence-parallel rank holds a slice of a row,
+    whose last token predicts the FIRST token of the next rank's slice, so the shift must happen
+    on the whole row before it is cut (sequence_parallel.shard_batch), never on the slice.
+    """
+    if hidden_states.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"hidden_states {tuple(hidden_states.shape)} and targets {tuple(targets.shape)} "
+            "must share their leading dimensions"
+        )
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
-    targets = shift_labels(labels).reshape(-1)  # [N]
+    flat_targets = targets.reshape(-1)  # [N]
     hidden = hidden_states.reshape(-1, hidden_states.shape[-1])  # [N, H]
-    count = int((targets != IGNORE_INDEX).sum().item())
-    total = _ChunkedCrossEntropy.apply(hidden, lm_head_weight, lm_head_bias, targets, chunk_size)
+    count = int((flat_targets != IGNORE_INDEX).sum().item())
+    total = _ChunkedCrossEntropy.apply(
+        hidden, lm_head_weight, lm_head_bias, flat_targets, chunk_size
+    )
     return total / max(count, 1), count

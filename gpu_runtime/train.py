@@ -61,7 +61,7 @@ from gpu_runtime.distributed import (
     shutdown,
     wrap_for_training,
 )
-from gpu_runtime.loss import IGNORE_INDEX, chunked_causal_lm_loss, shift_labels
+from gpu_runtime.loss import chunked_target_loss
 from gpu_runtime.output import (
     ARTIFACT_DIR,
     METRICS_FILE,
@@ -71,6 +71,15 @@ from gpu_runtime.output import (
     write_json_atomic,
 )
 from gpu_runtime.registry import load_model, load_tokenizer
+from gpu_runtime.sequence_parallel import (
+    SequenceLayout,
+    SequenceShard,
+    count_targets,
+    describe,
+    enable_sequence_parallel,
+    init_sequence_layout,
+    prepare_batch,
+)
 from gpu_runtime.tiling import enable_tiled_mlp
 from gpu_runtime.validation_loss import evaluate, rank_eval_batches
 
@@ -198,6 +207,11 @@ class CausalLMObjective(nn.Module):
     DDP and FSDP hook into a module's forward, so the whole objective (not just the decoder)
     is what they wrap. Returns the SUM of token losses so the caller can normalise by the
     number of target tokens over every micro-batch and rank (an exact token-weighted mean).
+
+    It takes next-token `targets` (shifted on the whole row: `sequence_parallel.prepare_batch`)
+    rather than labels, so one code path serves a whole row and a sequence-parallel slice; the
+    `sequence_shard` (None: whole rows) reaches every attention call through transformers'
+    keyword arguments.
     """
 
     def __init__(self, causal_lm: nn.Module, chunk_size: int) -> None:
@@ -207,17 +221,19 @@ class CausalLMObjective(nn.Module):
 
     def forward(
         self,
-        input_ids: torch.Tensor,  # [B, L]
-        position_ids: torch.Tensor,  # [B, L], restarting at 0 per document
-        labels: torch.Tensor,  # [B, L], aligned with inputs
+        input_ids: torch.Tensor,  # [B, l]  (l = L, or L/N on a sequence-parallel rank)
+        position_ids: torch.Tensor,  # [B, l], restarting at 0 per document
+        targets: torch.Tensor,  # [B, l], what each position predicts (-100: nothing)
+        sequence_shard: SequenceShard | None = None,
     ) -> torch.Tensor:  # scalar: summed loss over counted tokens
         decoder = self.causal_lm.get_decoder()
+        extra = {"sequence_shard": sequence_shard} if sequence_shard is not None else {}
         hidden = decoder(
-            input_ids=input_ids, position_ids=position_ids, use_cache=False
-        ).last_hidden_state  # [B, L, H]
+            input_ids=input_ids, position_ids=position_ids, use_cache=False, **extra
+        ).last_hidden_state  # [B, l, H]
         head = self.causal_lm.get_output_embeddings()
-        mean, counted = chunked_causal_lm_loss(
-            hidden, head.weight, labels, chunk_size=self.chunk_size, lm_head_bias=head.bias
+        mean, counted = chunked_target_loss(
+            hidden, head.weight, targets, chunk_size=self.chunk_size, lm_head_bias=head.bias
         )
         return mean * counted
 
@@ -253,11 +269,6 @@ def build_scheduler(
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
-
-
-def count_targets(labels: torch.Tensor) -> int:
-    """Tokens that contribute to the loss after the next-token shift (as the loss counts them)."""
-    return int((shift_labels(labels) != IGNORE_INDEX).sum())
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -296,25 +307,36 @@ def train_step(
     config: TrainConfig,
     ctx: DistContext,
     compute_dtype: torch.dtype,
+    layout: SequenceLayout | None = None,
 ) -> StepOutcome:
     """Accumulate over micro-batches, then clip and step. The loss is normalised by the
     number of target tokens over ALL micro-batches and ranks, so the update equals one big
     batch's token-mean gradient however the rows are split (DDP/FSDP average over ranks,
-    hence the × world_size)."""
-    local_targets = sum(count_targets(b["labels"]) for b in micro_batches)
+    hence the × world_size).
+
+    With a sequence-parallel `layout` each rank feeds its slice of the rows; the slices
+    partition every row's targets, so the same counts and the same world-wide gradient
+    average give the same update as whole rows on one rank."""
+    prepared = [prepare_batch(batch, layout) for batch in micro_batches]
+    local_targets = sum(count_targets(inputs["targets"]) for inputs, _ in prepared)
     local_real = sum(
-        int(b["real_tokens"].sum()) if "real_tokens" in b else b["input_ids"].numel()
-        for b in micro_batches
+        int(inputs["real_tokens"].sum()) if "real_tokens" in inputs else inputs["input_ids"].numel()
+        for inputs, _ in prepared
     )
     counts = all_reduce_sum(torch.tensor([local_targets, local_real], device=ctx.device), ctx)
     global_targets, global_real = (int(c) for c in counts.tolist())
     scale = ctx.world_size / max(global_targets, 1)
     loss_sum = torch.zeros((), device=ctx.device)
-    for index, batch in enumerate(micro_batches):
-        batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
-        with gradient_sync(wrapped, enabled=index == len(micro_batches) - 1):
+    for index, (inputs, shard) in enumerate(prepared):
+        inputs = {k: v.to(ctx.device, non_blocking=True) for k, v in inputs.items()}
+        with gradient_sync(wrapped, enabled=index == len(prepared) - 1):
             with forward_context(config, ctx, compute_dtype):
-                summed = wrapped(batch["input_ids"], batch["position_ids"], batch["labels"])
+                summed = wrapped(
+                    inputs["input_ids"],
+                    inputs["position_ids"],
+                    inputs["targets"],
+                    sequence_shard=shard,
+                )
             (summed * scale).backward()
         loss_sum += summed.detach().float()
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -324,7 +346,7 @@ def train_step(
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     total_loss = all_reduce_sum(loss_sum, ctx).item()
-    tokens = sum(b["input_ids"].numel() for b in micro_batches) * ctx.world_size
+    tokens = sum(inputs["input_ids"].numel() for inputs, _ in prepared) * ctx.world_size
     return StepOutcome(
         loss=total_loss / max(global_targets, 1),
         grad_norm=float(grad_norm),
@@ -441,6 +463,8 @@ def _run(
         output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     compute_dtype = resolve_dtype(config.dtype, ctx.device)
+    # data × sequence grid: the rows are sharded over data ranks; a sequence group shares them.
+    layout = init_sequence_layout(ctx, config.sequence_parallel)
 
     tokenizer = load_tokenizer(config.base_model)
     rows, packing = pack_dataset(
@@ -453,8 +477,8 @@ def _run(
         num_rows=len(rows),
         micro_batch_size=config.micro_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        world_size=ctx.world_size,
-        rank=ctx.rank,
+        world_size=layout.data_parallel,
+        rank=layout.data_rank,
         seed=config.seed,
     )
     total_steps = config.max_steps or plan.steps_per_epoch * config.num_epochs
@@ -466,7 +490,7 @@ def _run(
             config.context_length,
             train_on_inputs=config.train_on_inputs,
         )
-        eval_batches = rank_eval_batches(eval_rows, config.micro_batch_size, ctx)
+        eval_batches = rank_eval_batches(eval_rows, config.micro_batch_size, ctx, layout)
     hooks.event(
         "data_packed",
         **asdict(packing),
@@ -477,6 +501,7 @@ def _run(
 
     model = build_model(config, ctx.device, compute_dtype)
     causal_lm = causal_lm_of(model)
+    layout = enable_sequence_parallel(causal_lm, layout, config.sequence_parallel_mode)
     objective = CausalLMObjective(causal_lm, config.loss_chunk_size)
     # The objective as this run trains it: under DDP (LoRA) or FSDP2 (full), or itself alone.
     wrapped = wrap_for_training(objective, ctx, method=config.method, compute_dtype=compute_dtype)
@@ -490,6 +515,7 @@ def _run(
         context=getattr(causal_lm.config, ContextSpec.CONFIG_KEY, None),
         attn_implementation=causal_lm.config._attn_implementation,
         world_size=ctx.world_size,
+        **describe(layout),
     )
 
     state = TrainerState(step=0, cursor=DataCursor(), world_size=ctx.world_size)
@@ -518,7 +544,7 @@ def _run(
         row_indices, next_cursor = plan.step_rows(state.cursor)
         micro_batches = [collate([rows[i] for i in indices]) for indices in row_indices]
         lr = scheduler.get_last_lr()[0]
-        outcome = train_step(wrapped, micro_batches, optimizer, config, ctx, compute_dtype)
+        outcome = train_step(wrapped, micro_batches, optimizer, config, ctx, compute_dtype, layout)
         scheduler.step()
         state.step += 1
         state.cursor = next_cursor
@@ -531,7 +557,11 @@ def _run(
             state.step, total_steps, config.eval_every_steps
         ):
             valid_loss = evaluate(
-                wrapped, eval_batches, ctx, lambda: forward_context(config, ctx, compute_dtype)
+                wrapped,
+                eval_batches,
+                ctx,
+                lambda: forward_context(config, ctx, compute_dtype),
+                layout,
             ).loss
             last_valid_loss = valid_loss
         metrics = StepMetrics(
@@ -577,6 +607,7 @@ def _run(
         "packing": asdict(packing),
         "trainable_parameters": trainable,
         "world_size": ctx.world_size,
+        **describe(layout),
         "context": getattr(causal_lm.config, ContextSpec.CONFIG_KEY, None),
         "config": config.to_dict(),
     }

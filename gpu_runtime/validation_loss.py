@@ -22,8 +22,8 @@ from torch import nn
 from gpu_runtime.data import Batch, collate
 from gpu_runtime.distributed import DistContext, all_reduce_sum
 from gpu_runtime.formats import IGNORE_INDEX
-from gpu_runtime.loss import shift_labels
 from gpu_runtime.packing import PackedSequence
+from gpu_runtime.sequence_parallel import SequenceLayout, count_targets, prepare_batch
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,22 @@ def _ignored_copy(row: PackedSequence) -> PackedSequence:
 
 
 def rank_eval_batches(
-    rows: list[PackedSequence], micro_batch_size: int, ctx: DistContext
+    rows: list[PackedSequence],
+    micro_batch_size: int,
+    ctx: DistContext,
+    layout: SequenceLayout | None = None,
 ) -> list[Batch]:
-    """This rank's share of `rows` as micro-batches; every rank gets the same batch count."""
+    """This rank's share of `rows` as micro-batches; every rank gets the same batch count.
+
+    Under sequence parallelism the rows are shared out over data ranks and every rank of a
+    sequence group gets the same rows (each then evaluates its slice of them)."""
     if not rows:
         raise ValueError("validation data packs into no sequences")
-    per_rank = math.ceil(len(rows) / ctx.world_size)
-    mine = rows[ctx.rank :: ctx.world_size]
+    shares, share = (
+        (layout.data_parallel, layout.data_rank) if layout else (ctx.world_size, ctx.rank)
+    )
+    per_rank = math.ceil(len(rows) / shares)
+    mine = rows[share::shares]
     mine = mine + [_ignored_copy(rows[0])] * (per_rank - len(mine))
     return [
         collate(mine[start : start + micro_batch_size])
@@ -64,6 +73,7 @@ def evaluate(
     batches: list[Batch],
     ctx: DistContext,
     forward_context: Callable[[], AbstractContextManager],
+    layout: SequenceLayout | None = None,
 ) -> EvalOutcome:
     """Mean validation loss of `engine` (a CausalLMObjective, possibly DDP/FSDP-wrapped).
 
@@ -74,11 +84,17 @@ def evaluate(
         loss_sum = torch.zeros((), device=ctx.device, dtype=torch.float64)
         targets = torch.zeros((), device=ctx.device, dtype=torch.float64)
         for batch in batches:
-            batch = {k: v.to(ctx.device, non_blocking=True) for k, v in batch.items()}
+            inputs, shard = prepare_batch(batch, layout)
+            inputs = {k: v.to(ctx.device, non_blocking=True) for k, v in inputs.items()}
             with forward_context():
-                summed = engine(batch["input_ids"], batch["position_ids"], batch["labels"])
+                summed = engine(
+                    inputs["input_ids"],
+                    inputs["position_ids"],
+                    inputs["targets"],
+                    sequence_shard=shard,
+                )
             loss_sum += summed.detach().double()
-            targets += (shift_labels(batch["labels"]) != IGNORE_INDEX).sum()
+            targets += count_targets(inputs["targets"])
         loss_sum = all_reduce_sum(loss_sum, ctx)
         targets = all_reduce_sum(targets, ctx)
     finally:

@@ -1,0 +1,61 @@
+"""benchmarks/sequence_parallel.py: its arithmetic, and its whole pipeline at --quick sizes
+(a real single process and a real 2-rank torchrun, fresh processes, per-rank ru_maxrss)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import sequence_parallel as bench
+
+
+def _measurement(world: int, mode: str, tokens: int, peak: float, baseline: float, loss=10.0):
+    rank = {"rank": 0, "peak_mb": peak, "baseline_mb": baseline, "seconds": 1.0, "loss": loss}
+    return bench.Measurement(bench.Case(world, mode, tokens), [rank])
+
+
+def test_the_grid_skips_what_the_config_caps():
+    cases = bench.BenchmarkConfig().cases()
+    assert bench.Case(1, "none", 16384) in cases and bench.Case(2, "ulysses", 16384) in cases
+    assert bench.Case(2, "ring", 16384) not in cases  # ring only up to 8K by default
+    assert bench.Case(4, "ulysses", 8192) in cases and bench.Case(4, "ulysses", 16384) not in cases
+
+
+def test_per_token_ratio_removes_the_fixed_part():
+    """delta = fixed + per-token: with the fixed part alike, halving the per-token part is 0.5
+    by slope even though the plain delta ratio is far from it."""
+    results = [
+        _measurement(1, "none", 8192, 1000 + 300 + 400, 1000),
+        _measurement(1, "none", 16384, 1000 + 300 + 800, 1000),
+        _measurement(2, "ulysses", 8192, 1000 + 300 + 200, 1000),
+        _measurement(2, "ulysses", 16384, 1000 + 300 + 400, 1000, loss=10.0 + 2e-5),
+    ]
+    two = results[3]
+    assert bench.per_token_ratio(results, two) == pytest.approx(0.5)
+    assert bench.activation_ratio(results, two) == pytest.approx(700 / 1100)
+    lines = bench.verdict_lines(results)
+    assert any("per-token activation memory" in line and line.endswith("→ MET") for line in lines)
+    assert "NOT MET" in lines[0]  # the 2e-5 loss gap is over the 1e-5 tolerance
+
+
+@pytest.mark.memory
+@pytest.mark.slow
+def test_quick_run_measures_one_and_two_ranks_in_fresh_processes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["--quick", "--output-dir", str(out), "--cache-dir", str(tmp_path / "cache")]
+    results, report_path = bench.run_benchmark(argv)
+    by_label = {m.case.label: m for m in results}
+    assert set(by_label) == {"single process", "ulysses × 2", "ring × 2"}
+    assert [len(m.ranks) for m in results] == [1, 2, 2]  # every rank reported
+    single = by_label["single process"]
+    for m in results:
+        assert m.skipped is None and m.peak_mb > m.baseline_mb > 0
+        assert abs(m.loss - single.loss) < bench.LOSS_TOLERANCE
+        if m.case.world == 2:  # each rank holds half the row: its step needs less
+            assert m.delta_mb < single.delta_mb
+            assert {r["attn_implementation"] for r in m.ranks} == {"longtune_sequence_parallel"}
+    text = report_path.read_text()
+    assert "| tokens | layout | ranks |" in text
+    assert f"Reproduce: `python benchmarks/sequence_parallel.py {' '.join(argv)}`" in text
+    assert (out / "sequence_parallel.json").is_file()
