@@ -167,14 +167,30 @@ class RowPlan:
 
     rows: indices of the rows that have an adapter (None: every row has one);
     pages: [n, r] page ids per such row (0-padded to the batch's largest rank), or [r] when
-    every row with an adapter has the same one (`uniform`: no per-row gather);
-    first: [n] the first page of each row (where its scaling is read)."""
+    every row with an adapter has the same one (`uniform`: no per-row gather), in which case
+    `span` is its pages as a contiguous range when they are one (a view, not a gather)."""
 
     batch_rows: int | None  # None: every row of any batch runs the one adapter
     rows: torch.Tensor | None
     pages: torch.Tensor
-    first: torch.Tensor
     uniform: bool
+    span: tuple[int, int] | None = None
+    grouped: GroupedRows | None = None
+
+
+@dataclass(frozen=True)
+class GroupedRows:
+    """Rows grouped by adapter when adapters repeat in a batch (SGMV over rows): each
+    adapter's pages are gathered once, not once per row.
+
+    take: [D * m] batch rows laid out as D groups of m (short groups repeat a row);
+    pages: [D, r] each group's pages; keep: [V] the real slots of the D * m (None: all);
+    rows: [V] the batch row each real slot belongs to."""
+
+    take: torch.Tensor
+    pages: torch.Tensor
+    keep: torch.Tensor | None
+    rows: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -182,7 +198,7 @@ class Segment:
     start: int
     end: int
     pages: torch.Tensor  # [r]
-    first: int
+    span: tuple[int, int] | None
 
 
 @dataclass(frozen=True)
@@ -203,31 +219,36 @@ class _ModulePool:
         weight = linear.weight
         self.a = torch.zeros(pages, linear.in_features, dtype=weight.dtype, device=weight.device)
         self.b = torch.zeros(pages, linear.out_features, dtype=weight.dtype, device=weight.device)
-        self.scale = torch.zeros(pages, dtype=weight.dtype, device=weight.device)
         self.hook = linear.register_forward_hook(self._add_delta)
 
     @property
     def bytes_per_page(self) -> int:
-        return (self.a.shape[1] + self.b.shape[1] + 1) * self.a.element_size()
+        return (self.a.shape[1] + self.b.shape[1]) * self.a.element_size()
 
     def grow(self, pages: int) -> None:
         """Copy into bigger buffers (page ids, hence resident adapters, stay where they are)."""
-        for name in ("a", "b", "scale"):
+        for name in ("a", "b"):
             old = getattr(self, name)
             new = old.new_zeros((pages, *old.shape[1:]))
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
     def write(self, pages: torch.Tensor, module: LoraModule | None) -> None:
-        """Put `module`'s rank rows into `pages` (zeros when the adapter does not target it)."""
+        """Put `module`'s rank rows into `pages` (zeros when the adapter does not target it).
+
+        B is stored transposed and pre-multiplied by the scaling: x A^T (s B^T) is peft's
+        s * B(A x) up to float rounding (~1e-7 relative), for one op less per layer."""
         self.a[pages] = 0
         self.b[pages] = 0
-        self.scale[pages] = 0
         if module is not None:
             r = module.rank
             self.a[pages[:r]] = module.a.to(self.a)
-            self.b[pages[:r]] = module.b.t().to(self.b)
-            self.scale[pages] = module.scaling
+            self.b[pages[:r]] = (module.b.t() * module.scaling).to(self.b)
+
+    def _pages(self, pages: torch.Tensor, span: tuple[int, int] | None):
+        if span is not None:
+            return self.a[span[0] : span[1]], self.b[span[0] : span[1]]  # views
+        return self.a.index_select(0, pages), self.b.index_select(0, pages)
 
     def _add_delta(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         plan = self.store.plan
@@ -240,18 +261,35 @@ class _ModulePool:
             raise ValueError(f"adapters for {plan.batch_rows} rows, batch has {x.shape[0]}")
         xs = x if plan.rows is None else x.index_select(0, plan.rows)  # [n, S, d_in]
         if plan.uniform:  # one adapter: its pages once, no per-row copy
-            delta = (xs @ self.a[plan.pages].t()) @ self.b[plan.pages]  # [n, S, d_out]
-            delta = delta * self.scale[plan.first[0]]
-        else:
-            a = self.a[plan.pages]  # [n, r, d_in]
-            bt = self.b[plan.pages]  # [n, r, d_out]
-            flat = xs.reshape(xs.shape[0], -1, xs.shape[-1])  # [n, S, d_in]
-            delta = torch.bmm(torch.bmm(flat, a.transpose(1, 2)), bt)  # [n, S, d_out]
-            scale = self.scale[plan.first].view(-1, *([1] * (delta.dim() - 1)))
-            delta = (delta * scale).reshape(*xs.shape[:-1], delta.shape[-1])
-        if plan.rows is None:
-            return output + delta
-        return output.index_add(0, plan.rows, delta)
+            a, b = self._pages(plan.pages, plan.span)  # [r, d_in], [r, d_out]
+            if plan.rows is None:
+                out = output.view(-1, output.shape[-1])
+                out.addmm_(xs.reshape(-1, xs.shape[-1]) @ a.t(), b)  # [rows*S, d_out]
+                return output
+            delta = (xs @ a.t()) @ b  # [n, S, d_out]
+        elif plan.grouped is not None:  # SGMV over rows: one gather per adapter
+            g = plan.grouped
+            d, r = g.pages.shape
+            a = self.a.index_select(0, g.pages.view(-1)).view(d, r, -1)  # [D, r, d_in]
+            b = self.b.index_select(0, g.pages.view(-1)).view(d, r, -1)  # [D, r, d_out]
+            xg = x.index_select(0, g.take).reshape(d, -1, x.shape[-1])  # [D, m*S, d_in]
+            delta = torch.bmm(torch.bmm(xg, a.transpose(1, 2)), b)  # [D, m*S, d_out]
+            delta = delta.reshape(g.take.numel(), *x.shape[1:-1], -1)  # [D*m, S, d_out]
+            if g.keep is not None:
+                delta = delta.index_select(0, g.keep)
+            return output.index_add_(0, g.rows, delta)
+        else:  # BGMV: every row its own adapter's pages
+            n, r = plan.pages.shape
+            a = self.a.index_select(0, plan.pages.view(-1)).view(n, r, -1)  # [n, r, d_in]
+            b = self.b.index_select(0, plan.pages.view(-1)).view(n, r, -1)  # [n, r, d_out]
+            flat = xs.reshape(n, -1, xs.shape[-1])  # [n, S, d_in]
+            xa = torch.bmm(flat, a.transpose(1, 2))  # [n, S, r]
+            if plan.rows is None:
+                out = output.view(n, -1, output.shape[-1])
+                out.baddbmm_(xa, b)  # [n, S, d_out]
+                return output
+            delta = torch.bmm(xa, b).view(*xs.shape[:-1], -1)
+        return output.index_add_(0, plan.rows, delta)
 
     def _add_segments(
         self, plan: SegmentPlan, x: torch.Tensor, output: torch.Tensor
@@ -259,9 +297,9 @@ class _ModulePool:
         if x.shape[0] != 1 or x.shape[1] != plan.tokens:
             raise ValueError(f"a packed plan of {plan.tokens} tokens, input {tuple(x.shape)}")
         for seg in plan.segments:
-            xs = x[0, seg.start : seg.end]  # [n, d_in]
-            delta = (xs @ self.a[seg.pages].t()) @ self.b[seg.pages]  # [n, d_out]
-            output[0, seg.start : seg.end] += delta * self.scale[seg.first]
+            a, b = self._pages(seg.pages, seg.span)
+            out = output[0, seg.start : seg.end]  # [n, d_out] view
+            out.addmm_(x[0, seg.start : seg.end] @ a.t(), b)
         return output
 
 
@@ -280,6 +318,7 @@ class GatheredLora:
         self._capacity = 1  # pages per pool, page 0 (zeros) included
         self._free: list[int] = []
         self._pages: dict[str, torch.Tensor] = {}  # adapter -> its page ids [r]
+        self._spans: dict[str, tuple[int, int] | None] = {}  # contiguous pages, if they are
         self._device = next(model.parameters()).device
 
     # ------------------------------------------------------------------ residency
@@ -316,16 +355,32 @@ class GatheredLora:
             raise ValueError(f"adapter {name!r} is already resident")
         if not self._reserve(weights):
             return False
-        pages = torch.tensor(self._free[: weights.rank], device=self._device)
-        del self._free[: weights.rank]
+        taken = self._take(weights.rank)
+        pages = torch.tensor(taken, device=self._device)
         for path, pool in self._pools.items():
             pool.write(pages, weights.modules.get(path))
         self._pages[name] = pages
+        contiguous = taken == list(range(taken[0], taken[0] + len(taken)))
+        self._spans[name] = (taken[0], taken[0] + len(taken)) if contiguous else None
         return True
+
+    def _take(self, count: int) -> list[int]:
+        """`count` free pages: the first contiguous run when there is one (the single-adapter
+        paths then read a view instead of gathering), else the lowest free ones."""
+        free = self._free  # sorted
+        for i in range(len(free) - count + 1):
+            if free[i + count - 1] - free[i] == count - 1:
+                taken = free[i : i + count]
+                del free[i : i + count]
+                return taken
+        taken = free[:count]
+        del free[:count]
+        return taken
 
     def evict(self, name: str) -> None:
         """Free `name`'s pages (zeroed at the next install that takes them)."""
         self._free.extend(self._pages.pop(name).tolist())
+        self._spans.pop(name, None)
         self._free.sort()
 
     def close(self) -> None:
@@ -382,14 +437,37 @@ class GatheredLora:
         device = self._device
         index = None if len(rows) == len(adapters) else torch.tensor(rows, device=device)
         if len(set(names)) == 1:
-            pages = per_row[0]
             batch_rows = None if index is None else len(adapters)
-            return RowPlan(batch_rows, index, pages, pages[:1], uniform=True)
+            return RowPlan(batch_rows, index, per_row[0], True, self._spans[names[0]])
         width = max(p.numel() for p in per_row)
+        groups: dict[str, list[int]] = {}
+        for row, name in zip(rows, names, strict=True):
+            groups.setdefault(name, []).append(row)
+        if 2 * len(groups) <= len(rows):  # adapters repeat: gather each one once
+            return RowPlan(len(adapters), index, per_row[0], False, grouped=self._group(groups))
         pages = torch.zeros(len(rows), width, dtype=torch.long, device=device)
         for i, p in enumerate(per_row):
             pages[i, : p.numel()] = p
-        return RowPlan(len(adapters), index, pages, pages[:, 0], uniform=False)
+        return RowPlan(len(adapters), index, pages, False)
+
+    def _group(self, groups: dict[str, list[int]]) -> GroupedRows:
+        m = max(len(g) for g in groups.values())
+        width = max(self._pages[name].numel() for name in groups)
+        pages = torch.zeros(len(groups), width, dtype=torch.long, device=self._device)
+        take, keep, rows = [], [], []
+        for k, (name, members) in enumerate(groups.items()):
+            own = self._pages[name]
+            pages[k, : own.numel()] = own
+            take += members + [members[0]] * (m - len(members))
+            keep += range(k * m, k * m + len(members))
+            rows += members
+        device = self._device
+        return GroupedRows(
+            take=torch.tensor(take, device=device),
+            pages=pages,
+            keep=None if len(keep) == len(take) else torch.tensor(keep, device=device),
+            rows=torch.tensor(rows, device=device),
+        )
 
     def segment_plan(
         self, adapters: Sequence[str | None], lengths: Sequence[int]
@@ -399,7 +477,7 @@ class GatheredLora:
         for adapter, length in zip(adapters, lengths, strict=True):
             if adapter is not None:
                 pages = self._pages[adapter]
-                segments.append(Segment(start, start + length, pages, int(pages[0])))
+                segments.append(Segment(start, start + length, pages, self._spans[adapter]))
             start += length
         return SegmentPlan(start, tuple(segments)) if segments else None
 
@@ -415,4 +493,4 @@ class GatheredLora:
 
 def _page_bytes(linear: nn.Module) -> int:
     weight = linear.weight
-    return (linear.in_features + linear.out_features + 1) * weight.element_size()
+    return (linear.in_features + linear.out_features) * weight.element_size()

@@ -121,18 +121,20 @@ def test_what_can_and_cannot_be_gathered(gathered_dirs, dora_dir, base_dir, tmp_
     assert weights.rank == 8
 
 
-def _rows(n_adapters: int, seed: int) -> list[str | None]:
-    """Two rows per adapter plus three base rows, shuffled (seeded)."""
-    rows: list[str | None] = [f"g{i}" for i in range(n_adapters) for _ in range(2)]
+def _rows(n_adapters: int, per_adapter: int, seed: int) -> list[str | None]:
+    """`per_adapter` rows per adapter plus three base rows, shuffled (seeded)."""
+    rows: list[str | None] = [f"g{i}" for i in range(n_adapters) for _ in range(per_adapter)]
     rows += [None, None, None]
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)).tolist()
     return [rows[i] for i in order]
 
 
+# per_adapter 1: a gather per row (BGMV); 3: rows grouped by adapter, one gather per adapter.
+@pytest.mark.parametrize("per_adapter", [1, 3])
 @pytest.mark.parametrize("n_adapters", [1, 2, 4, 16])
 @torch.inference_mode()
-def test_mixed_rows_equal_each_row_alone_with_peft(instance, reference, n_adapters):
-    adapters = _rows(n_adapters, seed=n_adapters)
+def test_mixed_rows_equal_each_row_alone_with_peft(instance, reference, n_adapters, per_adapter):
+    adapters = _rows(n_adapters, per_adapter, seed=n_adapters)
     input_ids = torch.randint(
         6, 500, (len(adapters), 7), generator=torch.Generator().manual_seed(3)
     )
@@ -232,9 +234,9 @@ def test_engine_mixed_batch_of_16_adapters_equals_peft_alone(
 
 
 def _page_bytes(model: torch.nn.Module, targets: list[str]) -> int:
-    """Bytes one page costs over the given target layers: A row + B column + scaling."""
+    """Bytes one page costs over the given target layers: an A row + a B column."""
     return sum(
-        (m.in_features + m.out_features + 1) * m.weight.element_size()
+        (m.in_features + m.out_features) * m.weight.element_size()
         for name, m in model.named_modules()
         if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets
     )
