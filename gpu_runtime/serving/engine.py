@@ -14,8 +14,9 @@ Each iteration of the scheduler loop (`_step`):
      all its running requests over a left-padded batched cache (kv_cache.py), then per-request
      sampling, stop checks and streaming.
 Requests for different adapters of one group share that forward: each row names its adapter
-(peft mixed-batch LoRA, `ModelInstance.forward_rows`), so the base weights are read once per
-step however many adapters are in flight. Only adapters peft cannot mix (see adapters.py:
+(gathered LoRA, gathered.py via `ModelInstance.forward_rows`), so the base weights are read
+once per step however many adapters are in flight, and the LoRA deltas of all rows are two
+batched matmuls per layer. Only adapters that cannot be gathered (see adapters.py:
 DoRA, modules_to_save such as LongLoRA's trained embeddings/norms, ...) get a batch and a
 forward of their own. A request joins or leaves a batch between steps.
 
@@ -114,7 +115,7 @@ class EngineStats:
 
 
 # Decode batch key: (instance, None) for a RoPE group's shared mixed-adapter batch, and
-# (instance, adapter) for an adapter peft cannot mix, decoded in a forward of its own. The
+# (instance, adapter) for an adapter that cannot be gathered (peft), in a forward of its own. The
 # instance object, not its signature: a group dropped and loaded again in one step (LRU) is a
 # new instance, and its requests must not join the old one's batch that is still retiring.
 _BatchKey = tuple[ModelInstance, str | None]
