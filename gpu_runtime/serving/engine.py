@@ -83,7 +83,7 @@ class EngineConfig:
     dtype: torch.dtype | None = None
     attn_implementation: str = "auto"
     device: str = "auto"  # "auto": cuda when available, else cpu
-    max_loaded_adapters: int = 64  # resident adapters, all groups (gathered + peft)
+    max_loaded_adapters: int = 8  # resident adapters, all groups (gathered + peft)
     # Bound of each RoPE group's gathered LoRA buffers (pages of every rank, all modules).
     max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
     max_batch_size: int = 16  # requests prefilling or decoding at once; the rest wait
