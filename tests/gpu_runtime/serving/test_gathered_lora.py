@@ -212,7 +212,9 @@ def _assert_engine_logits_match_peft(reference, ids, adapter, result, recorded) 
 def test_engine_mixed_batch_of_16_adapters_equals_peft_alone(
     engine_factory, gathered_dirs, reference, record_logits
 ):
-    engine = engine_factory(autostart=False, prefill_chunk_size=256, max_batch_size=32)
+    engine = engine_factory(
+        autostart=False, prefill_chunk_size=256, max_batch_size=32, max_loaded_adapters=N_ADAPTERS
+    )
     for name, path in gathered_dirs.items():
         engine.register_adapter(name, str(path))
     generator = torch.Generator().manual_seed(6)
