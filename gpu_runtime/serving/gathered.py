@@ -9,30 +9,32 @@ This module is that formulation in plain torch (it runs on CPU and, unchanged, o
 
 Storage — S-LoRA's unified paging, per target module of the base:
 
-    pool.a     [P + 1, d_in]    one rank row of some adapter's lora_A per page
-    pool.b     [P + 1, d_out]   the matching column of its lora_B (stored transposed)
-    pool.scale [P + 1]          that adapter's scaling (alpha / r, or alpha / sqrt(r)) here
+    pool.a     [P, d_in]    one rank row of some adapter's lora_A per page
+    pool.b     [P, d_out]   the matching column of its lora_B, times its scaling (alpha / r,
+                            or alpha / sqrt(r)) in this module, stored transposed
 
-Page 0 is all zeros. An adapter of rank r owns r pages, the same page ids in every pooled
-module; a module it does not target keeps zeros there (a zero delta, exactly). Pages of any
-rank share one pool, so adapters of different ranks never fragment it, and a batch pads only
-to the largest rank *in that batch* (page 0 fills the rest: zero rows contribute exactly 0).
-The buffers grow on demand up to `max_bytes` and never move a resident adapter's pages, so
-loading or evicting one never touches a running request.
+An adapter of rank r owns r pages, the same page ids in every pooled module; a module it does
+not target keeps zeros there (a zero delta, exactly). Pages of any rank share one pool, so
+adapters of different ranks never fragment it, and a batch pads only to the largest rank *in
+that batch* (page 0 is never handed out, so it stays zero; padding uses it: zero rows add
+exactly 0). The buffers grow on demand up to `max_bytes` and never move a resident adapter's pages,
+so loading or evicting one never touches a running request.
 
 Compute — for x [rows, S, d_in] through a pooled linear (the base projection runs first,
-untouched; the delta is added by a forward hook):
+untouched; the delta is added in place by a forward hook):
 
-    decode / per-row (BGMV):  pages [n, r] for the n rows that have an adapter
-        A = pool.a[pages]          [n, r, d_in]
-        Bt = pool.b[pages]         [n, r, d_out]
-        delta = ((x[rows] @ A^T) @ Bt) * scale[row]      [n, S, d_out]  -> added to rows
-    packed prefill (SGMV):    one row [1, T] of concatenated prompts, one segment per prompt
-        delta[s:e] = ((x[s:e] @ A_seg^T) @ Bt_seg) * scale      per segment with an adapter
+    one adapter for all rows:  out += (x @ A^T) @ Bs            (its pages; a view if contiguous)
+    adapters repeat (SGMV over rows): rows grouped by adapter, each adapter's pages gathered
+        once: [D, m*S, d_in] @ [D, d_in, r] @ [D, r, d_out]  -> index_add into the rows
+    otherwise (BGMV):  pages [n, r] per row with an adapter
+        A = pool.a[pages] [n, r, d_in],  Bs = pool.b[pages] [n, r, d_out]
+        out[rows] += (x[rows] @ A^T) @ Bs                      [n, S, d_out]
+    packed prefill (SGMV): one row [1, T] of concatenated prompts, one segment per prompt
+        out[s:e] += (x[s:e] @ A_seg^T) @ Bs_seg                 per segment with an adapter
 
-Rows without an adapter are left out of the gather (the base costs nothing extra), and a batch
-on one adapter multiplies by its pages directly (no per-row copy). The scaling multiplies the
-product, as peft does (`lora_B(lora_A(x)) * scaling`), so the numerics are peft's.
+Rows without an adapter are left out of the gather (the base costs nothing extra). peft
+computes `lora_B(lora_A(x)) * scaling`; folding the scaling into B changes only float rounding
+(~1e-7 relative), and the tests hold the result to peft's within 1e-5.
 
 What cannot be gathered (`gather_refusal`): DoRA and other LoRA variants, modules_to_save /
 trainable tokens (norms and embeddings are not low-rank deltas), LoRA on embeddings or on
