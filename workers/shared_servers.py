@@ -39,11 +39,19 @@ from workers.inference import (
 logger = logging.getLogger("longtune.inference")
 
 
-def build_shared_engine(server: Any) -> Any:
-    """The shared server's engine: the base loaded once; adapters join as endpoints attach."""
+def build_shared_engine(server: Any, conf: InferenceConf) -> Any:
+    """The shared server's engine: the base loaded once; adapters join as endpoints attach,
+    gathered into paged buffers (one forward per mixed-adapter batch) within the conf's
+    bounds."""
     from gpu_runtime.serving import EngineConfig, InferenceEngine
 
-    return InferenceEngine(EngineConfig(base_model=server.base_model.location))
+    return InferenceEngine(
+        EngineConfig(
+            base_model=server.base_model.location,
+            max_loaded_adapters=conf.shared_max_adapters,
+            max_adapter_bytes=conf.shared_adapter_bytes,
+        )
+    )
 
 
 def attach_endpoint(engine: Any, endpoint: Endpoint, conf: InferenceConf) -> ServedModel:
@@ -80,7 +88,7 @@ class SharedServerProcess:
                 lambda: shared_servers.server_heartbeat(server),
                 every_seconds=self.conf.heartbeat_seconds,
             ):
-                self.engine = build_shared_engine(server)
+                self.engine = build_shared_engine(server, self.conf)
                 warm_up(self.engine, ServedModel(None, self.engine.max_context))
             self.generator = Generator(self.engine, None, self.conf)
             self.http = ReplicaServer(self.generator)

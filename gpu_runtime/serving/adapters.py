@@ -10,31 +10,35 @@ inside one group share their instance's weights, loaded side by side with peft's
 multi-adapter API (`load_adapter` / `delete_adapter`). An adapter directory without a
 config.json is served in the engine's default group.
 
-WHY one forward for many adapters (`ModelInstance.forward_rows`): a decode step of N
-requests on N different adapters would otherwise run the base N times for one token each.
-peft's mixed-batch inference (`adapter_names=[...]`, one name per row, "__base__" for the
-plain base) runs the base layers once over the whole batch and adds each LoRA delta to its
-own rows only. peft 0.21 limits it to plain LoRA on Linear/Embedding/Conv layers, in eval
-mode, with nothing merged; it refuses DoRA (and leaves other LoRA variants, multi-head
-attention and `target_parameters` layers unsupported), and it breaks as soon as any resident
-adapter carries `modules_to_save` / trainable tokens (the wrapper looks every row's adapter
-up in its own dict, and norms cannot be mixed at all). So `can_mix` tells per adapter whether
-it may share a forward; adapters that cannot (e.g. LongLoRA artifacts that also trained the
-embeddings and norms) are served in forwards of their own via `set_adapter`, and while others
-are mixed their wrappers are bypassed (no mixed row uses them).
+WHY one forward for many adapters: a decode step of N requests on N different adapters would
+otherwise run the base N times for one token each, and peft's own mixed batch
+(`adapter_names`) loops over the batch's adapters with row masks in every layer — its cost
+grows with the number of distinct adapters. Plain-LoRA adapters are therefore not loaded into
+peft at all: `gathered.GatheredLora` keeps their A/B matrices in paged buffers per target
+module (S-LoRA's unified paging) and adds the whole batch's LoRA delta to each base projection
+with two batched matmuls over the rows' gathered weights (Punica's BGMV for decode rows, one
+matmul pair per prompt segment, SGMV-style, for packed prefill) — one forward for the whole
+mixed batch whatever the number of adapters. What cannot be gathered (`gathered.gather_refusal`:
+DoRA and other variants, modules_to_save / trainable tokens such as LongLoRA's trained
+embeddings and norms, LoRA on embeddings, biases) is loaded into peft as before and served in
+forwards of its own via `set_adapter`; while gathered rows run, those peft layers are disabled.
 
-`AdapterPool` keeps at most `max_loaded` adapters resident (across all groups), evicting the
-least recently used one that no running request holds. A group instance other than the
-default is dropped once its last adapter is evicted.
+`AdapterPool` keeps at most `max_loaded` adapters resident (across all groups), and each
+group's gathered buffers within `max_adapter_bytes`, evicting the least recently used adapters
+that no running request holds. While requests are running, a cold adapter's files are read on
+a loader thread (S-LoRA: swap in without stopping the batch) and copied into free pages
+between two scheduler steps; pages of resident adapters never move. A group instance other
+than the default is dropped once its last adapter is evicted.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,10 +50,16 @@ from transformers.cache_utils import DynamicLayer
 
 from gpu_runtime.attention import FLASH_ATTENTION_2, VARLEN_SDPA, select_attention_implementation
 from gpu_runtime.rope import ContextSpec, context_of
+from gpu_runtime.serving.gathered import (
+    GatheredLora,
+    LoraWeights,
+    gather_refusal,
+    read_lora_weights,
+)
 
 logger = logging.getLogger(__name__)
 
-BASE_ROW = "__base__"  # peft's adapter name for a mixed-batch row served by the plain base
+DEFAULT_MAX_ADAPTER_BYTES = 1 << 30  # gathered buffers per RoPE group (EngineConfig overrides)
 
 # Attention implementations that keep the prompts of a packed row apart: both cut the row into
 # documents where the position id restarts at 0 (LongTune's varlen SDPA and transformers'
@@ -116,9 +126,16 @@ class InstanceSpec:
 
 
 class ModelInstance:
-    """One loaded copy of the base weights with one RoPE scaling, plus its peft adapters."""
+    """One loaded copy of the base weights with one RoPE scaling, plus its adapters: plain
+    LoRA ones in the gathered buffers, the others in peft."""
 
-    def __init__(self, spec: InstanceSpec, model: torch.nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        model: torch.nn.Module | None = None,
+        *,
+        max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
+    ) -> None:
         self.spec = spec
         if model is None:
             model = AutoModelForCausalLM.from_pretrained(
@@ -129,12 +146,11 @@ class ModelInstance:
                 local_files_only=True,
             )
         self.base = model.to(spec.device).eval()
-        self.peft: Any | None = None  # PeftModel wrapping `base` once an adapter is loaded
+        self.peft: Any | None = None  # PeftModel wrapping `base` once a fallback adapter loads
+        self.gathered = GatheredLora(self.base, max_bytes=max_adapter_bytes)
         self.signature = rope_signature(self.base.config)
         # Several prompts' first chunks may be prefilled as one packed row (engine._prefill).
         self.can_pack_prefill = supports_packed_prefill(self.base)
-        self._mixable: dict[str, bool] = {}  # adapter -> may share a mixed-batch forward
-        self._aux_wrappers: list[torch.nn.Module] = []  # peft modules_to_save/token wrappers
 
     @property
     def context(self) -> ContextSpec:
@@ -148,9 +164,28 @@ class ModelInstance:
 
     @property
     def adapters(self) -> list[str]:
-        return [] if self.peft is None else list(self.peft.peft_config)
+        peft_names = [] if self.peft is None else list(self.peft.peft_config)
+        return self.gathered.adapters + peft_names
 
     def load_adapter(self, name: str, adapter_dir: Path) -> None:
+        """Load `name` now: gathered when it can be, else into peft."""
+        weights = None if gather_refusal(adapter_dir) else read_lora_weights(adapter_dir)
+        if weights is None or not self.install_gathered(name, weights):
+            self.load_peft_adapter(name, adapter_dir)
+
+    def install_gathered(self, name: str, weights: LoraWeights) -> bool:
+        """Copy a gatherable adapter into free pages; False when the byte bound leaves no room
+        (evict and retry). Raises ValueError when a target is not a linear layer here."""
+        refusal = self.gathered.targets(weights)
+        if refusal is not None:
+            raise ValueError(refusal)
+        installed = self.gathered.install(name, weights)
+        if installed:
+            logger.info("gathered adapter %s into group %s", name, self.signature)
+        return installed
+
+    def load_peft_adapter(self, name: str, adapter_dir: Path) -> None:
+        """An adapter that cannot be gathered: peft, served in forwards of its own."""
         from peft import PeftModel
 
         if self.peft is None:
@@ -159,84 +194,73 @@ class ModelInstance:
             ).eval()
         else:
             self.peft.load_adapter(adapter_dir, adapter_name=name, is_trainable=False)
-        self._aux_wrappers = _aux_wrappers(self.peft)
-        self._mixable[name] = supports_mixed_batch(self.peft, name)
-        logger.info(
-            "loaded adapter %s into group %s (mixed batches: %s)",
-            name,
-            self.signature,
-            self._mixable[name],
-        )
+        logger.info("loaded adapter %s into peft, group %s (own forwards)", name, self.signature)
 
     def unload_adapter(self, name: str) -> None:
+        if name in self.gathered:
+            self.gathered.evict(name)
+            return
         assert self.peft is not None
-        self._mixable.pop(name, None)
         if len(self.peft.peft_config) == 1:
-            # Last one: remove the LoRA layers entirely so base requests pay no peft overhead.
+            # Last one: remove the LoRA layers entirely so other requests pay no peft overhead.
             self.base = self.peft.unload().eval()
             self.peft = None
-            self._aux_wrappers = []
         else:
             self.peft.delete_adapter(name)
-            self._aux_wrappers = _aux_wrappers(self.peft)
+
+    def close(self) -> None:
+        """Drop every adapter (peft's LoRA layers and the gathered hooks and buffers)."""
+        for name in self.adapters:
+            self.unload_adapter(name)
+        self.gathered.close()
 
     def can_mix(self, adapter: str | None) -> bool:
         """Whether rows of `adapter` (None = the base) may share a forward with other adapters'
-        rows; False for an adapter that is not loaded here."""
-        return adapter is None or self._mixable.get(adapter, False)
+        rows: the base and gathered adapters; False for peft ones and ones not loaded here."""
+        return adapter is None or adapter in self.gathered
 
     def forward_rows(self, adapters: Sequence[str | None], **inputs: Any) -> Any:
         """One forward of the batch in `inputs` where row i runs with adapters[i] (None = the
         plain base): the model output, as `model(**inputs)` returns it.
 
-        A batch on one adapter is a plain forward with that adapter active (no per-row
-        gather/scatter); several adapters go through peft's mixed batch, which every one of
-        them must support (`can_mix`)."""
+        Base and gathered adapters, in any mix, are one base forward plus the gathered delta
+        (`GatheredLora.row_plan`); an adapter that cannot mix runs a batch of its own."""
         distinct = set(adapters)
+        if all(self.can_mix(a) for a in distinct):
+            plan = self.gathered.row_plan(adapters)
+            with self.activate(None) as model, self.gathered.using(plan):
+                return model(**inputs)
         if len(distinct) == 1:
             with self.activate(next(iter(distinct))) as model:
                 return model(**inputs)
         cannot = sorted(str(a) for a in distinct if not self.can_mix(a))
-        if cannot:
-            raise ValueError(f"adapters {cannot} cannot share a forward with other adapters")
-        assert self.peft is not None  # can_mix is False for every adapter without one
-        names = [BASE_ROW if a is None else a for a in adapters]
-        # The active adapter's config still steers PeftModel.forward (e.g. aLoRA offsets):
-        # make it one of this batch's plain-LoRA adapters.
-        first = next(n for n in names if n != BASE_ROW)
-        if self.peft.active_adapter != first:
-            self.peft.set_adapter(first)
-        with self._aux_wrappers_bypassed():
-            try:
-                return self.peft(**inputs, adapter_names=names)
-            except BaseException:
-                _drop_leaked_adapter_name_hooks(self.peft)
-                raise
+        raise ValueError(f"adapters {cannot} cannot share a forward with other adapters")
 
-    @contextmanager
-    def _aux_wrappers_bypassed(self) -> Iterator[None]:
-        """Route modules_to_save / trainable-token wrappers to their original module.
-
-        No row of a mixed batch uses them (their adapters are not mixable), but peft would
-        still look every row's adapter up in them and fail (KeyError, or TypeError on norms)."""
-        enabled = [w for w in self._aux_wrappers if not w.disable_adapters]
-        for wrapper in enabled:
-            wrapper.enable_adapters(False)
-        try:
-            yield
-        finally:
-            for wrapper in enabled:
-                wrapper.enable_adapters(True)
+    def forward_packed(
+        self, adapters: Sequence[str | None], lengths: Sequence[int], **inputs: Any
+    ) -> Any:
+        """One forward of a packed row `[1, sum(lengths)]`: prompt k's span runs adapters[k]
+        (segment-wise gathered delta); an unmixable adapter packs only with itself."""
+        distinct = set(adapters)
+        if all(self.can_mix(a) for a in distinct):
+            plan = self.gathered.segment_plan(adapters, lengths)
+            with self.activate(None) as model, self.gathered.using(plan):
+                return model(**inputs)
+        if len(distinct) == 1:
+            with self.activate(next(iter(distinct))) as model:
+                return model(**inputs)
+        raise ValueError("an adapter that cannot be gathered packs only with itself")
 
     @contextmanager
     def activate(self, adapter: str | None) -> Iterator[torch.nn.Module]:
-        """The module to call for requests of `adapter` (None = the plain base)."""
+        """The module to call for requests of `adapter` (None = the plain base, to which the
+        gathered delta is added when a plan is set); `adapter` must be a peft one otherwise."""
         if self.peft is None:
             if adapter is not None:
-                raise KeyError(f"adapter {adapter!r} is not loaded")
+                raise KeyError(f"adapter {adapter!r} is not a peft adapter here")
             yield self.base
         elif adapter is None:
-            with self.peft.disable_adapter():
+            with self.peft.disable_adapter():  # also bypasses modules_to_save wrappers
                 yield self.peft
         else:
             if self.peft.active_adapter != adapter:
@@ -269,117 +293,194 @@ def supports_packed_prefill(model: torch.nn.Module) -> bool:
     return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
-def supports_mixed_batch(peft_model: Any, name: str) -> bool:
-    """Whether peft 0.21 can serve adapter `name` in a mixed-adapter batch (`adapter_names`).
-
-    Mirrors what peft refuses or gets wrong: non-LoRA tuners, LoRA variants (DoRA is refused,
-    aLoRA needs offsets), LoRA on multi-head attention or on parameters (`target_parameters`),
-    and modules_to_save / trainable tokens (their wrappers cannot mix norms and look up every
-    row's adapter in their own modules)."""
-    from peft import PeftType
-    from peft.tuners.lora import LoraLayer, ParamWrapper
-    from peft.tuners.lora.layer import MultiheadAttention
-
-    config = peft_model.peft_config[name]
-    if config.peft_type != PeftType.LORA or getattr(config, "use_dora", False):
-        return False
-    for module in peft_model.modules():
-        if isinstance(module, LoraLayer):
-            owns = name in module.lora_A or name in module.lora_embedding_A
-            if owns and (
-                isinstance(module, MultiheadAttention | ParamWrapper) or name in module.lora_variant
-            ):
-                return False
-    return not any(name in wrapper._adapters for wrapper in _aux_wrappers(peft_model))
-
-
-def _aux_wrappers(peft_model: Any) -> list[torch.nn.Module]:
-    from peft.utils.other import AuxiliaryTrainingWrapper
-
-    return [m for m in peft_model.modules() if isinstance(m, AuxiliaryTrainingWrapper)]
-
-
-def _drop_leaked_adapter_name_hooks(peft_model: Any) -> None:
-    """Remove the `adapter_names` pre-forward hooks peft left behind after a failed forward.
-
-    WHY: peft 0.21's `LoraModel._enable_peft_forward_hooks` removes them after its `yield`
-    without a try/finally, so when the forward raises they stay registered and every later
-    forward of this instance — any batch, any adapter — would run with the failed batch's
-    adapter names."""
-    from peft.tuners.lora.model import _adapter_names_pre_forward_hook
-
-    for module in peft_model.modules():
-        hooks = module._forward_pre_hooks
-        for hook_id, hook in list(hooks.items()):
-            if isinstance(hook, functools.partial) and hook.func is _adapter_names_pre_forward_hook:
-                del hooks[hook_id]
-                module._forward_pre_hooks_with_kwargs.pop(hook_id, None)
-
-
 @dataclass
 class _Resident:
     signature: str
     pins: int = 0
 
 
-class AdapterPool:
-    """LRU of resident adapters over the group instances (used from the scheduler thread only)."""
+@dataclass(frozen=True)
+class PreparedAdapter:
+    """What reading an adapter's files yields (off the scheduler thread while it is busy)."""
 
-    def __init__(self, default: ModelInstance, *, max_loaded: int) -> None:
+    adapter_dir: Path
+    config: PretrainedConfig | None  # the config it was trained under (its RoPE group)
+    weights: LoraWeights | None  # None: it cannot be gathered (peft loads it on install)
+    started: float  # time.perf_counter() when the read began (swap-in latency)
+
+
+def prepare_adapter(location: str) -> PreparedAdapter:
+    """Fetch (s3 mirror), classify and read an adapter: everything but touching the model."""
+    started = time.perf_counter()
+    adapter_dir = resolve_adapter_dir(location)
+    refusal = gather_refusal(adapter_dir)
+    if refusal is not None:
+        logger.info("adapter at %s cannot be gathered (%s): peft serves it", location, refusal)
+    weights = None if refusal is not None else read_lora_weights(adapter_dir)
+    return PreparedAdapter(adapter_dir, adapter_config(adapter_dir), weights, started)
+
+
+@dataclass(frozen=True)
+class SwapIn:
+    """One adapter made resident: how long from the first request to usable pages."""
+
+    name: str
+    seconds: float
+    gathered: bool
+    background: bool  # read on the loader thread while other requests kept running
+
+
+class AdapterPool:
+    """LRU of resident adapters over the group instances (used from the scheduler thread only).
+
+    `acquire(..., background=True)` never blocks on files: it starts the read on a loader
+    thread and answers None (not yet) until the adapter is installed."""
+
+    def __init__(
+        self,
+        default: ModelInstance,
+        *,
+        max_loaded: int,
+        max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         if max_loaded < 1:
             raise ValueError("max_loaded must be >= 1")
         self.default = default
         self.max_loaded = max_loaded
+        self.max_adapter_bytes = max_adapter_bytes
         self.instances: dict[str, ModelInstance] = {default.signature: default}
         self._resident: OrderedDict[str, _Resident] = OrderedDict()
+        self._loads: dict[str, Future[PreparedAdapter]] = {}
+        self._loader: ThreadPoolExecutor | None = None
+        self._on_ready = on_ready
         self.evictions: list[str] = []  # history, for metrics and tests
+        self.swap_ins: list[SwapIn] = []
 
     @property
     def resident(self) -> list[str]:
         """Loaded adapter names, least recently used first."""
         return list(self._resident)
 
+    @property
+    def loading(self) -> bool:
+        """Whether an adapter's files are being read in the background."""
+        return bool(self._loads)
+
     def instance_for(self, adapter: str | None) -> ModelInstance:
         if adapter is None:
             return self.default
         return self.instances[self._resident[adapter].signature]
 
-    def acquire(self, name: str, location: str) -> ModelInstance | None:
-        """Pin `name` (loading it, evicting the LRU unpinned adapter if needed) and return its
-        instance; None when the pool is full of adapters that running requests still use."""
+    def acquire(
+        self, name: str, location: str, *, background: bool = False
+    ) -> ModelInstance | None:
+        """Pin `name` (loading it, evicting LRU unpinned adapters if needed) and return its
+        instance; None when it is still being read (`background`) or when the pool is full
+        of adapters that running requests still use."""
         if name in self._resident:
             self._resident.move_to_end(name)
             self._resident[name].pins += 1
             return self.instances[self._resident[name].signature]
-        if len(self._resident) >= self.max_loaded and not self._evict_one():
+        load = self._loads.get(name)
+        if load is None and background:
+            self._loads[name] = load = self._executor().submit(prepare_adapter, location)
+            if self._on_ready is not None:
+                load.add_done_callback(lambda _: self._on_ready())
+        if load is not None and not load.done():
             return None
-        adapter_dir = resolve_adapter_dir(location)
-        instance = self._instance_for_config(adapter_config(adapter_dir))
-        instance.load_adapter(name, adapter_dir)
+        if load is not None:
+            try:
+                prepared = load.result()
+            finally:
+                del self._loads[name]
+        else:
+            prepared = prepare_adapter(location)
+        instance = self._install(name, prepared)
+        if instance is None:  # no room now: keep what was read for the next try
+            done: Future[PreparedAdapter] = Future()
+            done.set_result(prepared)
+            self._loads[name] = done
+            return None
         self._resident[name] = _Resident(signature=instance.signature, pins=1)
+        self.swap_ins.append(
+            SwapIn(
+                name,
+                time.perf_counter() - prepared.started,
+                gathered=prepared.weights is not None and name in instance.gathered,
+                background=load is not None,
+            )
+        )
         return instance
 
     def release(self, name: str) -> None:
         self._resident[name].pins -= 1
 
     def unload_all(self) -> None:
-        """Drop every adapter and group instance: the default base is left as it was given."""
-        for name in list(self._resident):
-            signature = self._resident.pop(name).signature
-            self.instances[signature].unload_adapter(name)
+        """Drop every adapter, hook and group instance: the default base is left as it was
+        given (no LoRA layers, no hooks)."""
+        if self._loader is not None:
+            self._loader.shutdown(wait=True, cancel_futures=True)
+            self._loader = None
+        self._loads.clear()
+        for instance in self.instances.values():
+            instance.close()
+        self._resident.clear()
         self.instances = {self.default.signature: self.default}
 
-    def _evict_one(self) -> bool:
-        victim = next((n for n, r in self._resident.items() if r.pins == 0), None)
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._loader is None:
+            self._loader = ThreadPoolExecutor(1, thread_name_prefix="longtune-adapter-loader")
+        return self._loader
+
+    def _install(self, name: str, prepared: PreparedAdapter) -> ModelInstance | None:
+        """Make a prepared adapter resident within both bounds; None when pinned adapters
+        leave no room (the caller retries next step)."""
+        if len(self._resident) >= self.max_loaded and not self._evict_one():
+            return None
+        instance = self._instance_for_config(prepared.config)
+        weights = prepared.weights
+        if weights is not None and instance.gathered.targets(weights) is not None:
+            logger.info("adapter %s: %s; peft serves it", name, instance.gathered.targets(weights))
+            weights = None
+        if weights is None:
+            instance.load_peft_adapter(name, prepared.adapter_dir)
+            return instance
+        if not instance.gathered.could_fit(weights):
+            raise ValueError(
+                f"adapter {name!r} does not fit in max_adapter_bytes={self.max_adapter_bytes}"
+            )
+        while not instance.install_gathered(name, weights):
+            if not self._evict_one(gathered_in=instance):
+                self._drop_if_empty(instance)
+                return None
+        return instance
+
+    def _evict_one(self, gathered_in: ModelInstance | None = None) -> bool:
+        """Evict the least recently used unpinned adapter (one gathered in `gathered_in`
+        when given: only those free its pages)."""
+        victim = next(
+            (
+                n
+                for n, r in self._resident.items()
+                if r.pins == 0 and (gathered_in is None or n in gathered_in.gathered)
+            ),
+            None,
+        )
         if victim is None:
             return False
         signature = self._resident.pop(victim).signature
         instance = self.instances[signature]
         instance.unload_adapter(victim)
         self.evictions.append(victim)
-        if instance is not self.default and not instance.adapters:
-            del self.instances[signature]  # frees that group's copy of the base weights
+        if instance is not gathered_in:
+            self._drop_if_empty(instance)
         return True
+
+    def _drop_if_empty(self, instance: ModelInstance) -> None:
+        if instance is not self.default and not instance.adapters:
+            instance.close()
+            del self.instances[instance.signature]  # frees that group's copy of the base
 
     def _instance_for_config(self, config: PretrainedConfig | None) -> ModelInstance:
         if config is None:
@@ -391,6 +492,7 @@ class AdapterPool:
             self.instances[signature] = ModelInstance(
                 InstanceSpec(
                     spec.model_dir, config, spec.dtype, spec.attn_implementation, spec.device
-                )
+                ),
+                max_adapter_bytes=self.max_adapter_bytes,
             )
         return self.instances[signature]

@@ -14,8 +14,9 @@ Each iteration of the scheduler loop (`_step`):
      all its running requests over a left-padded batched cache (kv_cache.py), then per-request
      sampling, stop checks and streaming.
 Requests for different adapters of one group share that forward: each row names its adapter
-(peft mixed-batch LoRA, `ModelInstance.forward_rows`), so the base weights are read once per
-step however many adapters are in flight. Only adapters peft cannot mix (see adapters.py:
+(gathered LoRA, gathered.py via `ModelInstance.forward_rows`), so the base weights are read
+once per step however many adapters are in flight, and the LoRA deltas of all rows are two
+batched matmuls per layer. Only adapters that cannot be gathered (see adapters.py:
 DoRA, modules_to_save such as LongLoRA's trained embeddings/norms, ...) get a batch and a
 forward of their own. A request joins or leaves a batch between steps.
 
@@ -38,6 +39,7 @@ from transformers import DynamicCache
 from gpu_runtime.registry import load_model, load_tokenizer, resolve_model_dir
 from gpu_runtime.rope import ContextSpec
 from gpu_runtime.serving.adapters import (
+    DEFAULT_MAX_ADAPTER_BYTES,
     AdapterPool,
     InstanceSpec,
     ModelInstance,
@@ -81,7 +83,9 @@ class EngineConfig:
     dtype: torch.dtype | None = None
     attn_implementation: str = "auto"
     device: str = "auto"  # "auto": cuda when available, else cpu
-    max_loaded_adapters: int = 8
+    max_loaded_adapters: int = 8  # resident adapters, all groups (gathered + peft)
+    # Bound of each RoPE group's gathered LoRA buffers (pages of every rank, all modules).
+    max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
     max_batch_size: int = 16  # requests prefilling or decoding at once; the rest wait
     prefill_chunk_size: int = 512  # prompt tokens per scheduler step
 
@@ -111,7 +115,7 @@ class EngineStats:
 
 
 # Decode batch key: (instance, None) for a RoPE group's shared mixed-adapter batch, and
-# (instance, adapter) for an adapter peft cannot mix, decoded in a forward of its own. The
+# (instance, adapter) for an adapter that cannot be gathered (peft), in a forward of its own. The
 # instance object, not its signature: a group dropped and loaded again in one step (LRU) is a
 # new instance, and its requests must not join the old one's batch that is still retiring.
 _BatchKey = tuple[ModelInstance, str | None]
@@ -153,11 +157,16 @@ class InferenceEngine:
             config.attn_implementation,
             device,
         )
-        self.pool = AdapterPool(ModelInstance(spec, model), max_loaded=config.max_loaded_adapters)
+        self._lock = threading.Condition()
+        self.pool = AdapterPool(
+            ModelInstance(spec, model, max_adapter_bytes=config.max_adapter_bytes),
+            max_loaded=config.max_loaded_adapters,
+            max_adapter_bytes=config.max_adapter_bytes,
+            on_ready=self._wake,
+        )
         self.stats = EngineStats()
         self._default_stop_ids = _eos_ids(model, self.tokenizer)
 
-        self._lock = threading.Condition()
         self._adapters: dict[str, str] = {}  # name -> location
         self._incoming: deque[Sequence] = deque()
         self._cancelled: set[str] = set()
@@ -170,6 +179,7 @@ class InferenceEngine:
         self._prefilling: list[Sequence] = []
         self._batches: dict[_BatchKey, _DecodeBatch] = {}
         self._joining: list[Sequence] = []
+        self._background_loads = False
 
     # ------------------------------------------------------------------ public API
     @property
@@ -288,6 +298,11 @@ class InferenceEngine:
             raise InvalidRequestError("the prompt is empty", code="invalid_prompt", field="prompt")
         return ids
 
+    def _wake(self) -> None:
+        """An adapter finished loading in the background: let the scheduler admit its requests."""
+        with self._lock:
+            self._lock.notify_all()
+
     def _cancel(self, request_id: str) -> None:
         with self._lock:
             if request_id in self._live_ids:
@@ -304,6 +319,10 @@ class InferenceEngine:
                     if self._closed:
                         break
                 self._step()
+                if self._active_count() == 0 and self._waiting and self.pool.loading:
+                    with self._lock:  # only cold adapters' requests left: sleep until loaded
+                        if not self._incoming and not self._cancelled and not self._closed:
+                            self._lock.wait(0.05)
         self._cancel_everything()
 
     def _has_work(self) -> bool:  # caller holds the lock
@@ -336,6 +355,9 @@ class InferenceEngine:
 
     # ------------------------------------------------------------------ admission
     def _admit(self) -> None:
+        # While requests run, a cold adapter is read on the loader thread (they keep going);
+        # with nothing running there is nothing to keep going, so it is read right here.
+        self._background_loads = self._active_count() > 0
         still_waiting = []
         for seq in self._waiting:
             if self._active_count() >= self.config.max_batch_size:
@@ -365,7 +387,7 @@ class InferenceEngine:
             location = self._adapters.get(seq.adapter)
         if location is None:
             raise UnknownAdapterError(f"unknown adapter {seq.adapter!r}", field="adapter")
-        instance = self.pool.acquire(seq.adapter, location)
+        instance = self.pool.acquire(seq.adapter, location, background=self._background_loads)
         if instance is not None:
             try:
                 _check_context(len(seq.prompt_ids), seq.request.sampling.max_tokens, instance)
@@ -388,7 +410,7 @@ class InferenceEngine:
         for seq, end in plan:
             instance: ModelInstance = seq.instance
             packable = seq.prefilled == 0 and instance.can_pack_prefill
-            key = (instance, seq.adapter) if packable else seq
+            key = self._batch_key(seq) if packable else seq
             groups.setdefault(key, []).append((seq, end))
         for chunks in groups.values():
             if len(chunks) == 1:
@@ -437,14 +459,14 @@ class InferenceEngine:
         position_ids = torch.arange(start, end, device=device)[None]  # [1, n]
         if seq.cache is None:
             seq.cache = DynamicCache(config=instance.base.config)
-        with instance.activate(seq.adapter) as model:
-            logits = model(
-                input_ids=input_ids,
-                position_ids=position_ids,
-                past_key_values=seq.cache,
-                use_cache=True,
-                logits_to_keep=1,
-            ).logits  # [1, 1, V]
+        logits = instance.forward_rows(
+            [seq.adapter],
+            input_ids=input_ids,
+            position_ids=position_ids,
+            past_key_values=seq.cache,
+            use_cache=True,
+            logits_to_keep=1,
+        ).logits  # [1, 1, V]
         self._count_prefill_forward(1)
         self._finish_chunk(seq, end, logits[0, -1])
 
@@ -503,14 +525,15 @@ class InferenceEngine:
         # prompt completing (impossible for 2+ chunks, see _plan_prefill) keep just the last.
         keep = torch.tensor(last_rows, device=device) if last_rows else 1
         packed = DynamicCache(config=instance.base.config)
-        with instance.activate(first.adapter) as model:
-            logits = model(
-                input_ids=input_ids,
-                position_ids=position_ids,
-                past_key_values=packed,
-                use_cache=True,
-                logits_to_keep=keep,
-            ).logits  # [1, K, V]
+        logits = instance.forward_packed(
+            [seq.adapter for seq, _ in chunks],  # prompt k's span runs its own adapter
+            lengths,
+            input_ids=input_ids,
+            position_ids=position_ids,
+            past_key_values=packed,
+            use_cache=True,
+            logits_to_keep=keep,
+        ).logits  # [1, K, V]
         return split_packed_cache(packed, lengths), logits
 
     def _count_prefill_forward(self, sequences: int) -> None:

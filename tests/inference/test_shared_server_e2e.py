@@ -6,9 +6,11 @@ endpoint leaves the other serving."""
 from __future__ import annotations
 
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from longtune.catalog.models import FineTunedModel
 from longtune.inference.models import Endpoint, Replica, SharedServer
@@ -25,8 +27,8 @@ FAST_REPLICA_ENV = {
 }
 
 
-def make_lora_model(org, base, storage, seed: int) -> FineTunedModel:
-    """A random (non-identity) LoRA adapter of `base`, uploaded like a job's artifact."""
+def build_lora(base, seed: int, rank: int = 4, targets=("q_proj", "v_proj")):
+    """A random (non-identity) LoRA of `base` as a peft model; the same seed, the same one."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -34,9 +36,14 @@ def make_lora_model(org, base, storage, seed: int) -> FineTunedModel:
 
     torch.manual_seed(seed)
     model = load_model(base.location)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets),
                       init_lora_weights=False)  # fmt: skip
-    peft_model = get_peft_model(model, lora)
+    return get_peft_model(model, lora).eval()
+
+
+def make_lora_model(org, base, storage, seed: int, **lora) -> FineTunedModel:
+    """A random (non-identity) LoRA adapter of `base`, uploaded like a job's artifact."""
+    peft_model = build_lora(base, seed, **lora)
     name = f"ft:{base.name}:{org.slug}:shared:{seed}"
     prefix = f"orgs/{org.public_id}/models/{seed}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,3 +125,86 @@ def test_two_orgs_lora_endpoints_share_one_server(
     assert SharedServer.objects.get().generation == 2
     assert completion(clients[0], models[0].name).json()["choices"][0]["text"] == answers[0]
     assert Endpoint.objects.unscoped_across_orgs().filter(hosting="shared_server").count() == 2
+
+
+PROMPT = "the model serve long"
+
+
+def peft_answer(base, seed: int, max_tokens: int, **lora) -> str:
+    """What peft itself answers with that org's adapter alone: greedy ids, detokenized the
+    way the engine streams them."""
+    import torch
+
+    from gpu_runtime.registry import load_tokenizer
+    from gpu_runtime.serving.text_stream import IncrementalDetokenizer
+
+    tokenizer = load_tokenizer(base.location)
+    ids = tokenizer(PROMPT).input_ids
+    with torch.no_grad():
+        out = build_lora(base, seed, **lora).generate(
+            torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            do_sample=False, max_new_tokens=max_tokens, pad_token_id=tokenizer.pad_token_id,
+        )[0, len(ids):].tolist()  # fmt: skip
+    if tokenizer.eos_token_id in out:  # the engine stops there (and streams no text for it)
+        out = out[: out.index(tokenizer.eos_token_id)]
+    text = IncrementalDetokenizer(tokenizer, ids)
+    return "".join(text.push(t) for t in out) + text.flush()
+
+
+def test_orgs_served_concurrently_each_get_their_own_adapters_answer(
+    make_org, start_worker, shared_storage, tiny_base_dir
+):
+    """Three orgs' LoRA fine-tunes (different ranks and target modules) on one shared server;
+    every org fires its requests at the same time through the gateway, so the server's batches
+    mix the adapters (gathered LoRA): each answer is the one peft gives with that org's
+    adapter alone, and the answers differ between orgs."""
+    base = make_base_model("tiny-mix", tiny_base_dir, original=TINY_ORIGINAL_CONTEXT,
+                           maximum=256)  # fmt: skip
+    loras = [
+        {"rank": 4, "targets": ("q_proj", "v_proj")},
+        {"rank": 8, "targets": ("q_proj", "k_proj", "v_proj", "o_proj")},
+        {"rank": 2, "targets": ("gate_proj", "up_proj", "down_proj")},
+    ]
+    seeds = [21, 22, 23]
+    orgs = [make_org(f"Mix {i}", plan="pro") for i in range(len(seeds))]
+    for handle in orgs:
+        OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)
+    models = [
+        make_lora_model(h.org, base, shared_storage, seed, **lora)
+        for h, seed, lora in zip(orgs, seeds, loras, strict=True)
+    ]
+    clients = [api_client(h.key()) for h in orgs]
+    worker = start_worker(queues="inference", **FAST_REPLICA_ENV)
+    urls = []
+    for client, model in zip(clients, models, strict=True):
+        created = client.post("/v1/endpoints", {"model": model.name}, format="json")
+        assert created.status_code == 201, created.content
+        urls.append(f"/v1/endpoints/{created.json()['id']}")
+    for client, url in zip(clients, urls, strict=True):
+        wait_for(lambda c=client, u=url: c.get(u).json()["status"] in ("ready", "failed"),
+                 timeout=180, what="the endpoint", worker=worker)  # fmt: skip
+        assert client.get(url).json()["status"] == "ready", worker.read_log()[-3000:]
+    assert SharedServer.objects.count() == 1
+
+    max_tokens, per_org = 6, 3
+
+    def ask(org_index: int) -> tuple[int, int, str]:
+        try:
+            body = {"model": models[org_index].name, "prompt": PROMPT,
+                    "max_tokens": max_tokens, "temperature": 0}  # fmt: skip
+            response = clients[org_index].post("/v1/completions", body, format="json")
+            text = response.json()["choices"][0]["text"] if response.status_code == 200 else ""
+            return org_index, response.status_code, text
+        finally:
+            connection.close()  # this thread's own database connection
+
+    jobs = [i for _ in range(per_org) for i in range(len(orgs))]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        answers = list(pool.map(ask, jobs))
+    expected = [
+        peft_answer(base, seed, max_tokens, **lora) for seed, lora in zip(seeds, loras, strict=True)
+    ]
+    assert len(set(expected)) == len(expected)  # the adapters really answer differently
+    for org_index, status, text in answers:
+        assert status == 200, (org_index, status)
+        assert text == expected[org_index], (org_index, text, expected[org_index])

@@ -20,6 +20,8 @@ class InferenceConf:
     default_max_tokens: int  # completion budget when the request gives none
     stats_window: int  # GET /v1/endpoints/{id} averages TTFT / tokens/s over this many requests
     shared_idle_seconds: int  # a shared server with no endpoint this long stops (frees its slot)
+    shared_max_adapters: int  # adapters a shared server keeps hot (LRU beyond)
+    shared_adapter_bytes: int  # its gathered LoRA buffers per RoPE group
 
     @property
     def work_dir(self) -> Path:
@@ -35,4 +37,6 @@ def inference_conf() -> InferenceConf:
         default_max_tokens=int(settings.INFERENCE_DEFAULT_MAX_TOKENS),
         stats_window=int(settings.INFERENCE_STATS_WINDOW),
         shared_idle_seconds=int(settings.INFERENCE_SHARED_IDLE_SECONDS),
+        shared_max_adapters=int(settings.INFERENCE_SHARED_MAX_ADAPTERS),
+        shared_adapter_bytes=int(settings.INFERENCE_SHARED_ADAPTER_BYTES),
     )

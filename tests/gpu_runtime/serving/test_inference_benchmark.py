@@ -18,6 +18,10 @@ def test_quick_run_writes_a_report_with_tables_and_command(tmp_path):
     ]
     assert len(latency_rows) == 2
     assert "| engine, concurrency 4 (max decode batch 4) |" in report
+    # The mixed-adapter table: the single-model batch and one row per adapter count.
+    assert "| 4 | none (single model) |" in report
+    assert "| 4 | 1 |" in report and "| 4 | 2 |" in report
+    assert "Swap-in: 1 cold adapters" in report
 
 
 def test_verdicts_follow_the_numbers():
@@ -27,3 +31,16 @@ def test_verdicts_follow_the_numbers():
     slow_ttft = [{"engine_ttft_s": 1.2, "generate_ttft_s": 1.0}]
     slow = {"engine_concurrent_tps": 150.0, "generate_sequential_tps": 100.0}
     assert inference.verdicts(slow_ttft, slow) == {"ttft": False, "throughput": False}
+
+
+def test_mixed_adapter_verdict_reads_the_16_adapter_rows():
+    latency = [{"engine_ttft_s": 1.0, "generate_ttft_s": 1.0}]
+    fast = {"engine_concurrent_tps": 250.0, "generate_sequential_tps": 100.0}
+    mix = [
+        {"adapters": 0, "vs_single_model": 1.0},
+        {"adapters": 16, "vs_single_model": 0.85},
+        {"adapters": 64, "vs_single_model": 0.1},  # not the target's row
+    ]
+    assert inference.verdicts(latency, fast, mix)["mixed_adapters"] is True
+    mix.append({"adapters": 16, "vs_single_model": 0.79})  # another size misses it
+    assert inference.verdicts(latency, fast, mix)["mixed_adapters"] is False

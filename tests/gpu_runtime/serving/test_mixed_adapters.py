@@ -1,10 +1,11 @@
 """Requests for different LoRA adapters of one RoPE group are decoded in ONE forward.
 
-The engine passes peft one adapter name per row (mixed-batch LoRA); these tests check that a
-mixed batch decodes exactly what each request decodes alone (tokens and logits), that the
-engine's counters really see one forward per step, and that adapters peft cannot mix (DoRA,
-LongLoRA's trained embeddings/norms) fall back to forwards of their own without breaking the
-others."""
+Plain-LoRA adapters are gathered (gathered.py: per-row adapter pages, batched matmuls); these
+tests check that a mixed batch decodes exactly what each request decodes alone (tokens and
+logits), that the engine's counters really see one forward per step, and that adapters that
+cannot be gathered (DoRA, LongLoRA's trained embeddings/norms) fall back to peft forwards of
+their own without breaking the others. tests/gpu_runtime/serving/test_gathered_lora.py holds
+the equality against peft for 1-16 adapters of different ranks and target sets."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ LOGITS_ATOL = 1e-5  # float32, logits ~0.5: rows differ by batch shape only (~3e
 
 @pytest.fixture(scope="module")
 def more_artifacts(base_dir, tmp_path_factory) -> dict[str, str]:
-    """Adapters peft cannot mix, and a second adapter of the YaRN group."""
+    """Adapters that cannot be gathered, and a second adapter of the YaRN group."""
     root = tmp_path_factory.mktemp("more-adapters")
     built = {
         "longlora": make_lora_artifact(
@@ -109,7 +110,7 @@ def test_mixed_adapter_batch_equals_each_request_alone(
 def test_unmixable_adapters_get_forwards_of_their_own(
     engine_factory, base_dir, all_artifacts, record_logits
 ):
-    """The control: the same kind of batch with an adapter peft cannot mix decodes in two
+    """The control: the same kind of batch with an adapter that cannot be gathered decodes in two
     forwards per step — the counters tell the two behaviours apart — and every request still
     decodes what it decodes alone."""
     engine = engine_factory(autostart=False, prefill_chunk_size=64)
@@ -173,18 +174,29 @@ def test_group_reloaded_in_the_same_step_starts_a_new_batch(
         assert list(result.token_ids) == greedy_reference(merged, engine.tokenizer, ids, 6), name
 
 
-def test_shutdown_strips_the_lora_layers_after_mixed_batches(engine_factory, artifacts, base_model):
-    """Mixed batches leave an arbitrary adapter active; unloading it at shutdown makes peft
-    re-activate another one (requires_grad on inference tensors), which must not fail and
-    leave the caller's base model wrapped."""
+def test_shutdown_strips_the_lora_layers_after_mixed_batches(
+    engine_factory, all_artifacts, base_model
+):
+    """Mixed batches leave gathered hooks on the base's linear layers and peft's wrappers (a
+    fallback adapter) around them; shutdown must remove both and leave the caller's base model
+    exactly as it was given."""
     engine = engine_factory(autostart=False)
-    for name in ("acme", "bolt"):
-        engine.register_adapter(name, artifacts[name])
-    _run_together(engine, [(PROMPTS[0], "acme", 4), (PROMPTS[1], "bolt", 4)], seed0=900)
-    assert engine.pool.default.peft.active_adapter == "acme"  # the LRU-first one
+    for name in ("acme", "bolt", "longlora"):
+        engine.register_adapter(name, all_artifacts[name])
+    _run_together(
+        engine,
+        [(PROMPTS[0], "acme", 4), (PROMPTS[1], "bolt", 4), (PROMPTS[2], "longlora", 4)],
+        seed0=900,
+    )
+    instance = engine.pool.default
+    assert sorted(instance.gathered.adapters) == ["acme", "bolt"]
+    assert instance.peft is not None and list(instance.peft.peft_config) == ["longlora"]
+    hooked = [m for m in base_model.modules() if m._forward_hooks]
+    assert hooked  # the gathered pools' hooks
     engine.shutdown()
     assert not any(isinstance(m, LoraLayer) for m in base_model.modules())
     assert not hasattr(base_model, "peft_config")
+    assert not any(m._forward_hooks for m in base_model.modules())
 
 
 # ---------------------------------------------------------------------- ModelInstance level
@@ -202,10 +214,12 @@ def _alone(instance: ModelInstance, adapter: str | None, input_ids: torch.Tensor
     return instance.forward_rows([adapter], input_ids=input_ids).logits
 
 
-def test_can_mix_follows_what_peft_supports(instance):
+def test_can_mix_follows_what_can_be_gathered(instance):
     assert [instance.can_mix(a) for a in (None, "acme", "bolt")] == [True, True, True]
-    assert not instance.can_mix("longlora")  # modules_to_save (embedding + RMSNorms)
-    assert not instance.can_mix("dora")  # peft refuses DoRA in mixed batches
+    assert sorted(instance.gathered.adapters) == ["acme", "bolt"]
+    assert not instance.can_mix("longlora")  # modules_to_save (embedding + RMSNorms): peft
+    assert not instance.can_mix("dora")  # DoRA's magnitude vector is no low-rank delta: peft
+    assert sorted(instance.peft.peft_config) == ["dora", "longlora"]
     assert not instance.can_mix("never-loaded")
     with pytest.raises(ValueError, match="cannot share a forward"):
         instance.forward_rows(["acme", "dora"], input_ids=torch.zeros(2, 3, dtype=torch.long))
@@ -231,12 +245,13 @@ def test_forward_rows_equals_each_row_with_its_adapter_alone(instance):
 
 @torch.inference_mode()
 def test_failed_mixed_forward_does_not_poison_later_forwards(instance):
-    """peft leaves its adapter_names hooks registered when the forward raises; forward_rows
-    removes them, so the next forward of any batch runs normally."""
+    """A forward whose adapter list does not match the batch raises, and the gathered plan is
+    cleared on the way out: the next forward of any batch runs normally."""
     input_ids = torch.randint(6, 200, (4, 5), generator=torch.Generator().manual_seed(1))
     expected = _alone(instance, "acme", input_ids)
-    with pytest.raises(ValueError, match="Length of `adapter_names`"):
+    with pytest.raises(ValueError, match="adapters for 3 rows, batch has 4"):
         instance.forward_rows(["acme", "bolt", None], input_ids=input_ids)  # 3 names, 4 rows
+    assert instance.gathered.plan is None
     assert torch.equal(_alone(instance, "acme", input_ids), expected)
     mixed = instance.forward_rows(["acme", "bolt", None, "acme"], input_ids=input_ids).logits
     assert (mixed[3] - expected[3]).abs().max().item() <= LOGITS_ATOL

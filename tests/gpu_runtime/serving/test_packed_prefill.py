@@ -1,10 +1,11 @@
-"""Packed prefill: the first chunks of several prompts (one instance, one adapter) run as ONE
+"""Packed prefill: the first chunks of several prompts (one instance; the base and any gathered
+adapters mixed, segment by segment) run as ONE
 forward of one packed row whose position ids restart at 0 per prompt.
 
 These tests check that every packed prompt decodes exactly what it decodes alone (tokens, and
 the logits of every sampled step), that the engine's counters really see fewer prefill
-forwards than prefilled prompts — and one forward each where packing cannot apply (different
-adapters, a chunk that continues a cache, an attention implementation that would mix the
+forwards than prefilled prompts — and one forward each where packing cannot apply (an adapter
+that cannot be gathered next to others, a chunk that continues a cache, an attention implementation that would mix the
 prompts) — and that cancellation and failures stay confined to their own request."""
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from gpu_runtime.serving import (
 from gpu_runtime.serving.adapters import supports_packed_prefill
 from gpu_runtime.serving.kv_cache import cache_layers, split_packed_cache
 
-from .conftest import PROMPTS, greedy_reference, merged_reference_model
+from .conftest import PROMPTS, greedy_reference, make_lora_artifact, merged_reference_model
 
 LOGITS_ATOL = 1e-5  # float32: a packed prompt differs from alone by matmul shapes only (~2e-7)
 
@@ -78,7 +79,8 @@ def _assert_alone_equal(engine, specs, together, record_logits, seed0, alone_see
 
 
 # --------------------------------------------------------------------------- the engine
-# Base and acme prompts of different lengths, interleaved: one packed forward per adapter.
+# Base and acme prompts of different lengths, interleaved: ONE packed forward (acme's spans get
+# its gathered delta segment by segment, the base spans none).
 MIXED = [
     (PROMPTS[0], None, 9),
     (PROMPTS[2], "acme", 7),
@@ -98,13 +100,13 @@ def test_packed_prompts_decode_exactly_what_they_decode_alone(
     engine.start()
     together = [h.result(60) for h in handles]
     stats = engine.stats
-    # Five prompts, all admitted in one step and within one budget: two forwards (base, acme).
-    assert (stats.prefill_chunks, stats.prefill_forwards, stats.max_prefill_pack) == (5, 2, 3)
+    # Five prompts, all admitted in one step and within one budget: one forward.
+    assert (stats.prefill_chunks, stats.prefill_forwards, stats.max_prefill_pack) == (5, 1, 5)
     assert all(r.metrics.prefill_chunks == 1 and r.metrics.ttft_s > 0 for r in together)
     assert stats.max_decode_batch == 5
 
     _assert_alone_equal(engine, MIXED, together, record_logits, seed0=100, alone_seed0=200)
-    assert stats.max_prefill_pack == 3  # the solo runs did not pack
+    assert stats.max_prefill_pack == 5  # the solo runs did not pack
     # Ground truth: peft's merged acme, and the plain base once the engine unloaded acme.
     acme_ids = serving_tokenizer(PROMPTS[2]).input_ids
     merged = merged_reference_model(base_dir, artifacts["acme"])
@@ -114,9 +116,11 @@ def test_packed_prompts_decode_exactly_what_they_decode_alone(
     assert list(together[2].token_ids) == greedy_reference(base_model, serving_tokenizer, ids, 11)
 
 
-def test_prompts_that_cannot_pack_get_a_forward_each(engine_factory, artifacts, record_logits):
-    """The control: same-step first chunks on two adapters and the base (one each) cannot
-    share a packed row — peft's adapter_names is per row, not per token."""
+def test_prompts_on_different_adapters_share_one_packed_forward(
+    engine_factory, artifacts, record_logits
+):
+    """Same-step first chunks on two gathered adapters and the base pack into one row: each
+    prompt's span gets its own adapter's delta (SGMV-style segments)."""
     engine = engine_factory(autostart=False, prefill_chunk_size=64)
     for name in ("acme", "bolt"):
         engine.register_adapter(name, artifacts[name])
@@ -125,9 +129,33 @@ def test_prompts_that_cannot_pack_get_a_forward_each(engine_factory, artifacts, 
     engine.start()
     together = [h.result(60) for h in handles]
     stats = engine.stats
-    assert (stats.prefill_chunks, stats.prefill_forwards, stats.max_prefill_pack) == (3, 3, 1)
+    assert (stats.prefill_chunks, stats.prefill_forwards, stats.max_prefill_pack) == (3, 1, 3)
     assert stats.max_decode_adapters == 3  # they did run side by side
     _assert_alone_equal(engine, specs, together, record_logits, seed0=300, alone_seed0=400)
+
+
+@pytest.fixture(scope="module")
+def dora_artifact(base_dir, tmp_path_factory) -> str:
+    return str(make_lora_artifact(base_dir, tmp_path_factory.mktemp("dora"), seed=6, use_dora=True))
+
+
+def test_prompts_that_cannot_pack_get_a_forward_each(
+    engine_factory, artifacts, dora_artifact, record_logits
+):
+    """The control: a DoRA adapter cannot be gathered (peft serves it alone), so its first
+    chunk cannot share the packed row of the base and acme prompts."""
+    engine = engine_factory(autostart=False, prefill_chunk_size=64)
+    engine.register_adapter("acme", artifacts["acme"])
+    engine.register_adapter("dora", dora_artifact)
+    specs = [(PROMPTS[0], "acme", 6), (PROMPTS[1], "dora", 6), (PROMPTS[2], None, 6)]
+    handles = _submit_all(engine, specs, seed0=500)
+    engine.start()
+    together = [h.result(60) for h in handles]
+    stats = engine.stats
+    # acme + base packed (one forward), dora alone (another).
+    assert (stats.prefill_chunks, stats.prefill_forwards, stats.max_prefill_pack) == (3, 2, 2)
+    assert not engine.pool.default.can_mix("dora")
+    _assert_alone_equal(engine, specs, together, record_logits, seed0=500, alone_seed0=600)
 
 
 def test_long_prompt_first_chunk_packed_then_continues_alone(
