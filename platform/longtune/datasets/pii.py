@@ -78,7 +78,10 @@ class PiiPolicy:
         if unknown:
             raise ValueError(f"unknown PII entity types: {sorted(unknown)}")
         for pattern in self.allow_patterns:
-            compile_allow_pattern(pattern)  # fail at policy creation, not mid-file
+            try:
+                compile_allow_pattern(pattern)  # fail at policy creation, not mid-file
+            except re2.error as exc:
+                raise ValueError(f"allow pattern {pattern!r} is not valid RE2: {exc}") from exc
 
 
 def compile_allow_pattern(pattern: str) -> re2._Regexp:

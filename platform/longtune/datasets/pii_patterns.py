@@ -323,8 +323,19 @@ def parse_phone(raw: str) -> phonenumbers.PhoneNumber | None:
     return fallback
 
 
+def _plausible_digit_count(raw: str, digits: int) -> bool:
+    """The shape check before the numbering plans: E.164 allows 8-15 digits after "+";
+    a national number is 10-11 digits. Cheap, and it keeps "0044 0532 0130" (part of an
+    IBAN) out even where a plan would call it possible."""
+    if raw[0] == "+":
+        return 8 <= digits <= 15
+    return digits in (10, 11)
+
+
 def accept_phone(match: re.Match[str], text: str) -> Span | None:
     raw = match.group()
+    if not _plausible_digit_count(raw, sum(1 for c in raw if c.isdigit())):
+        return None
     number = parse_phone(raw)
     if number is None:
         return None
