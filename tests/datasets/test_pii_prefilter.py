@@ -8,6 +8,7 @@ from the characters PII is made of (digits in several scripts, separators, lette
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 import time
@@ -182,3 +183,10 @@ def test_patterns_re2_cannot_run_are_refused_at_edit_time_with_a_code():
     assert "RE2" in refused.value.message
     with pytest.raises(ValueError):
         Policy(allow_patterns=(r"(a)\1",))
+
+
+def test_lone_surrogates_from_json_escapes_do_not_break_the_prefilter():
+    text = json.loads('"call 415-555-2671 \\ud800 now"')  # valid JSON, not valid UTF-8
+    assert "\ud800" in text
+    spans = PiiScrubber(PATTERNS).detect(text)
+    assert [(ent, key) for _, _, ent, key in spans] == [("PHONE", "14155552671")]

@@ -55,6 +55,10 @@ ALL_ENTITIES = PATTERN_ENTITIES | {PERSON}
 # Shortest value any detector accepts ("1.1.1.1", "a@b.co"): shorter strings skip detection.
 _MIN_CANDIDATE_LEN = 6
 
+# Anchored detectors scan windows around their anchor's matches only in strings at least this
+# long: on a short string one scan of the whole string is cheaper than finding the windows.
+_WINDOWED_MIN_LEN = 2048
+
 NameDetector = Callable[[str], Iterable[tuple[int, int]]]
 
 
@@ -198,9 +202,11 @@ class PiiScrubber:
             detectors = [d for d in self._detectors if d.gate is None or d.gate(text)]
         else:
             detectors = [self._detectors[i] for i in self._prefilter.fired(text)]
+        whole: tuple[tuple[int, int], ...] = ((0, length),)
+        windowed = length >= _WINDOWED_MIN_LEN
         for detector in detectors:
-            if detector.anchor is None:
-                windows: Iterable[tuple[int, int]] = ((0, length),)
+            if detector.anchor is None or not windowed:
+                windows: Iterable[tuple[int, int]] = whole
             else:
                 windows = anchors.get(detector.anchor)
                 if windows is None:
@@ -223,6 +229,8 @@ class PiiScrubber:
         return _resolve_overlaps(list(found.values()))
 
     def _is_allowed(self, raw: str, key: str) -> bool:
+        if not self._allow_values and not self._allow_patterns:
+            return False
         if self._allow_values and (
             raw.casefold() in self._allow_values or key.casefold() in self._allow_values
         ):

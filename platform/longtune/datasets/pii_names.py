@@ -55,8 +55,9 @@ _NAME = rf"{_WORD}(?:[ \t]+{_WORD}){{0,2}}"
 # Strong cues introduce a name whatever its case ("my name is john smith").
 _STRONG_CUES = re.compile(
     rf"""(?ix)
-    (?:\bmy\s+name\s+is|\bname\s*:|\bi\s+am\s+called|\bcall\s+me|\bdear|\bsigned\s*,?
-      |\bspoke\s+(?:to|with)|\bask(?:ed)?\s+for|\bfrom\s*:|\bto\s*:|\bcc\s*:|\b{_TITLE})
+    (?:\bmy\s+name\s+is|\bname\s*:|\bi\s+am\s+called|\bcall\s+me|\bdear|\bsigned\s+by|\bsigned\s*,?
+      |\b(?:spoke|talked|speak|talk|chatted)\s+(?:to|with)|\bask(?:ed)?\s+for
+      |\baccording\s+to|\bfrom\s*:|\bto\s*:|\bcc\s*:|\b{_TITLE})
     [ \t]+({_NAME})
     """
 )
@@ -64,7 +65,8 @@ _STRONG_CUES = re.compile(
 # word after them counts only when capitalised, or when the whole text is lower-case.
 _WEAK_CUES = re.compile(
     rf"""(?ix)
-    (?:\bthis\s+is|\bi['\u2019]?m|\bi\s+am|\bhi|\bhello|\bhey|\bthanks|\bthank\s+you|\bit['\u2019]?s)
+    (?:\bthis\s+is|\bi['\u2019]?m|\bi\s+am|\bhi|\bhello|\bhey|\bthanks|\bthank\s+you|\bit['\u2019]?s
+      |\bask(?:ed)?|\btell|\bcc)
     [ \t,]+({_NAME})
     """
 )
@@ -127,15 +129,12 @@ class NameDetector:
             span = self._leading_name(text, match.start(1), match.end(1), from_end=True)
             if span is not None:
                 yield span
-        lower_case_text = not any(c.isupper() for c in text)
         for match in _WEAK_CUES.finditer(text):
             first = text[match.start(1)]
-            if not (first.isupper() or lower_case_text):
+            if not (first.isupper() or _lower_case_sentence(text, match.start(), match.end())):
                 continue
             span = self._leading_name(text, match.start(1), match.end(1))
-            if span is not None and not text[span[0] : span[1]].casefold().endswith(
-                _NOT_NAME_ENDINGS
-            ):
+            if span is not None:
                 yield span
 
     def _leading_name(
@@ -174,12 +173,22 @@ _STOP_FALLBACK = frozenset(
     going trying looking writing calling reaching following checking getting having waiting
     unable able afraid aware sure certain interested available responsible confused stuck
     yesterday today tomorrow tonight earlier later soon recently now again here there
+    calling writing looking asking wondering hoping planning working using running sending
+    emailing contacting reporting experiencing seeing really totally currently actually
+    basically literally finally only truly simply probably definitely absolutely quickly
     """.split()
 )
 
 
-# Word endings of the verbs and adverbs that follow weak cues ("I'm calling", "hi quickly").
-_NOT_NAME_ENDINGS = ("ing", "ly")
+_SENTENCE_END = re.compile(r"[.!?\n]\s")
+
+
+def _lower_case_sentence(text: str, start: int, end: int) -> bool:
+    """Whether the sentence around text[start:end] has no capital letter (lower-case chat)."""
+    begin = max((m.end() for m in _SENTENCE_END.finditer(text, 0, start)), default=0)
+    stop = _SENTENCE_END.search(text, end)
+    sentence = text[begin : stop.start() if stop else len(text)]
+    return not any(c.isupper() for c in sentence)
 
 
 def _trim(text: str, start: int, end: int) -> tuple[int, int]:

@@ -201,10 +201,10 @@ _CARD_PREFIX = re.compile(
 
 def accept_card(match: re.Match[str], text: str) -> Span | None:
     raw = match.group()
-    separators = {c for c in raw if c in " -"}
-    if len(separators) > 1:
-        return None
-    digits = raw.replace(" ", "").replace("-", "")
+    spaced, dashed = " " in raw, "-" in raw
+    if spaced and dashed:
+        return None  # one separator style per number
+    digits = raw.replace(" ", "") if spaced else raw.replace("-", "") if dashed else raw
     if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits) or not luhn_valid(digits):
         return None
     return match.start(), match.end(), "CREDIT_CARD", digits
@@ -478,7 +478,12 @@ CANDIDATES = {
     "PRIVATE_KEY": "-----BEGIN",
     "URL_CREDENTIALS": r"://[^\s/@]+:[^\s/@]+@",
     "JWT": r"eyJ[A-Za-z0-9_-]{8,}\.eyJ",
-    "TOKEN": r"[A-Za-z0-9+/_\-]{20}",
+    # classify_token: an AWS key id, a known API-token prefix, or a 32+ char run (with up to
+    # two "=" of padding, so 30 token chars).
+    "TOKEN": (
+        r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}|gh[pousr]_|github_pat_|sk-|[sr]k_(?:live|test)_"
+        r"|xox[abposr]-|glpat-|AIza|hf_|npm_|pypi-|[A-Za-z0-9+/_\-]{30}"
+    ),
     "EMAIL": r"[A-Za-z0-9._%+-]@[A-Za-z0-9]",
     "IBAN": rf"[A-Z]{{2}}{_D}{{2}} ?[A-Z0-9]{{4}}",
     "CREDIT_CARD": rf"{_D}(?:[ -]?{_D}){{12}}",
@@ -488,7 +493,7 @@ CANDIDATES = {
     "PHONE": rf"\+{_D}|\({_D}{{3}}\)|{_D}{{3}}[.-]{_D}{{3}}[.-]{_D}{{4}}|0{_D}{{1,4}}[ -]{_D}{{3}}",
     "DATE_OF_BIRTH": r"(?i)birth|born|d\.?o\.?b",
     "STREET_ADDRESS": (
-        rf"{_D}[A-Za-z]?{_S}+[A-Z](?s:.)*{_STREET_TYPES}(?:[^A-Za-z]|$)"
+        rf"{_D}[A-Za-z]?(?:{_S}+[A-Z][A-Za-z'\x{{2019}}.\-]*){{1,4}}{_S}+{_STREET_TYPES}(?:[^A-Za-z]|$)"
         rf"|(?:stra(?:ß|ss)e|str\.|weg|gasse|platz|allee|laan|straat|gracht|plein){_S}+{_D}"
         rf"|{_D}(?:{_S}*(?:bis|ter))?,?{_S}+(?:rue|avenue|boulevard|place|chemin|impasse|quai){_S}"
     ),

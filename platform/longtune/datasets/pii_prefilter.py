@@ -30,10 +30,16 @@ class Prefilter:
             added = self._set.Add(detector.candidate)
             assert added == index, (index, added)  # RE2 numbers patterns in insertion order
         self._set.Compile()
+        self._match = self._set._set.Match  # the C++ RE2::Set::Match: bytes in, list out
 
     def fired(self, text: str) -> list[int]:
-        """Indices of the detectors whose candidate occurs in ``text``, ascending."""
-        matched = self._set.Match(text)
+        """Indices of the detectors whose candidate occurs in ``text``, ascending.
+
+        Encoded here rather than by the wrapper: a lone surrogate (JSON allows "\\ud800")
+        cannot be UTF-8; "replace" makes it "?", which every candidate class that could
+        match it in Python (a negated class) still matches, so the result stays a superset.
+        """
+        matched = self._match(text.encode("utf-8", "replace"))
         if not matched:
             return []
         matched.sort()
