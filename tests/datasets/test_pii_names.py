@@ -110,3 +110,18 @@ def test_dates_of_birth_and_street_addresses(text, entity, value):
 def test_dates_and_numbers_without_cues_are_not_dob_or_addresses(text):
     found = {ent for _, _, ent, _ in PiiScrubber().detect(text)}
     assert not found & {"DATE_OF_BIRTH", "STREET_ADDRESS"}
+
+
+def test_repeated_strings_are_answered_from_a_bounded_cache(detector, monkeypatch):
+    from longtune.datasets import pii_names
+
+    monkeypatch.setattr(pii_names, "CACHE_ENTRIES", 2)
+    fresh = NameDetector(nlp=detector._nlp)
+    calls = []
+    real = fresh._detect
+    monkeypatch.setattr(fresh, "_detect", lambda text: calls.append(text) or real(text))
+    prompt = "You are Maya, a support assistant for Acme."
+    assert [prompt[s:e] for s, e in fresh(prompt)] == [prompt[s:e] for s, e in fresh(prompt)]
+    assert calls == [prompt]  # the second answer came from the cache
+    fresh("one other string"), fresh("and a third one")
+    assert len(fresh._cache) == 2 and prompt not in fresh._cache  # oldest evicted

@@ -32,6 +32,10 @@ _EXCLUDED = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
 # spaCy refuses texts over nlp.max_length (1M chars) and its memory grows with the text:
 # long strings are cut at whitespace into pieces of at most this many characters.
 CHUNK_CHARS = 20_000
+# Chat datasets repeat strings on every line (the system prompt, canned replies): the name spans
+# of short strings are remembered, bounded (entries x chars: at most a few MB).
+CACHE_ENTRIES = 4096
+CACHE_MAX_CHARS = 2048
 
 NameSpans = Callable[[str], Iterable[tuple[int, int]]]
 
@@ -96,9 +100,20 @@ class NameDetector:
         self.config = config or NameDetectorConfig()
         self._nlp = nlp if nlp is not None or not self.config.use_model else _load(self.config)
         self._stop_words = _stop_words() if self._nlp is not None else frozenset()
+        self._cache: dict[str, list[tuple[int, int]]] = {}
 
     def __call__(self, text: str) -> list[tuple[int, int]]:
         """Model spans, plus cue spans the model did not overlap (its boundaries are better)."""
+        if len(text) > CACHE_MAX_CHARS:
+            return self._detect(text)
+        spans = self._cache.get(text)
+        if spans is None:
+            if len(self._cache) >= CACHE_ENTRIES:
+                self._cache.pop(next(iter(self._cache)))  # oldest first: insertion order
+            spans = self._cache[text] = self._detect(text)
+        return list(spans)
+
+    def _detect(self, text: str) -> list[tuple[int, int]]:
         cues = list(self._cue_spans(text))
         if self._nlp is None or text.islower():
             # An all-lower-case string goes to the cues only: the model finds little there that
