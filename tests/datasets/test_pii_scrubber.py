@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from longtune.datasets.pii import PiiPolicy, PiiScrubber, mask_value
+from longtune.datasets.pii import PATTERN_ENTITIES, PiiPolicy, PiiScrubber, mask_value
 from longtune.datasets.pii_patterns import iban_valid, luhn_valid
 
 PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1c7+9z5Pad7OejecsQ0bu3aumbu\nabc+def==\n-----END RSA PRIVATE KEY-----"
@@ -92,9 +92,14 @@ def test_each_entity_type_is_detected_and_replaced(entity, text, value):
     assert scrubber.report.counts == {entity: 1}
 
 
+# The look-alikes are about the pattern detectors: "fails Luhn" names a person to the NER
+# model (H. P. Luhn), which is right; name look-alikes are in test_pii_names.py.
+PATTERNS_ONLY = PiiPolicy(entities=PATTERN_ENTITIES)
+
+
 @pytest.mark.parametrize("text", NEGATIVE)
 def test_look_alikes_are_kept(text):
-    scrubber = PiiScrubber()
+    scrubber = PiiScrubber(PATTERNS_ONLY)
     assert scrubber.detect(text) == []
     assert scrubber.scrub_text(text) == text
 
@@ -175,9 +180,22 @@ def test_report_holds_masked_samples_never_raw_values():
     assert mask_value("IBAN", "DE89 3704 0044 0532 0130 00") == "DE****3000"
 
 
-def test_person_names_need_a_detector():
-    assert PiiScrubber().report.person_names.startswith("not_scrubbed")
+def test_person_names_are_scrubbed_by_the_installed_model_by_default():
+    scrubber = PiiScrubber()
+    assert scrubber.report.person_names == "scrubbed"
+    assert scrubber.scrub_text("Hello, my name is Priya Raman.") == "Hello, my name is [PERSON_1]."
 
+
+def test_a_missing_name_model_is_reported_not_hidden(monkeypatch):
+    from longtune.datasets import pii_names
+
+    monkeypatch.setattr(pii_names, "installed_name_detector", lambda: None)
+    report = PiiScrubber().report
+    assert report.person_names.startswith("not_scrubbed")
+    assert "not installed" in report.person_names
+
+
+def test_person_names_take_any_detector_and_policy_turns_them_off():
     def names(text):  # stand-in NER: capitalised "Alice"
         start = text.find("Alice")
         return [(start, start + 5)] if start >= 0 else []
@@ -185,3 +203,6 @@ def test_person_names_need_a_detector():
     scrubber = PiiScrubber(name_detector=names)
     assert scrubber.scrub_text("Hello Alice, mail alice@x.io") == "Hello [PERSON_1], mail [EMAIL_1]"
     assert scrubber.report.person_names == "scrubbed"
+    off = PiiScrubber(PATTERNS_ONLY)
+    assert off.scrub_text("Hello, my name is Priya Raman.") == "Hello, my name is Priya Raman."
+    assert off.report.person_names == "disabled by policy"

@@ -8,8 +8,13 @@ digits-only phone/card) so "+1 (415) 555-2671" and "415-555-2671" share one
 placeholder. Only JSON string *values* are scrubbed: keys and structure are
 the dataset's schema and must survive byte-for-byte in meaning.
 
-Person names need an NER model; none ships with the platform, so PERSON is
-scrubbed only when a `name_detector` callable is supplied (the report says so).
+Which detectors run on a string is decided by one RE2-set pass (``pii_prefilter``); only
+those run their precise pattern and validators (``pii_patterns``). Person names come from
+spaCy's English NER model plus context cues (``pii_names``), loaded lazily in the scrubbing
+worker; when the model is not installed the report says names were not scrubbed. Postal
+addresses (street lines) and dates of birth (a date after a cue such as "DOB") are patterns.
+Org allow-patterns are compiled with RE2 too: linear time, so no pattern an org writes can
+make the worker backtrack for hours.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import re2
+
 from .pii_patterns import Detector, Span, build_detectors
+from .pii_prefilter import Prefilter
 
 PATTERN_ENTITIES = frozenset(
     {
@@ -37,6 +45,8 @@ PATTERN_ENTITIES = frozenset(
         "JWT",
         "API_TOKEN",
         "HIGH_ENTROPY_SECRET",
+        "DATE_OF_BIRTH",
+        "STREET_ADDRESS",
     }
 )
 PERSON = "PERSON"
@@ -44,6 +54,10 @@ ALL_ENTITIES = PATTERN_ENTITIES | {PERSON}
 
 # Shortest value any detector accepts ("1.1.1.1", "a@b.co"): shorter strings skip detection.
 _MIN_CANDIDATE_LEN = 6
+
+# Anchored detectors scan windows around their anchor's matches only in strings at least this
+# long: on a short string one scan of the whole string is cheaper than finding the windows.
+_WINDOWED_MIN_LEN = 2048
 
 NameDetector = Callable[[str], Iterable[tuple[int, int]]]
 
@@ -53,8 +67,9 @@ class PiiPolicy:
     """Per-org scrubbing policy.
 
     allow_values: literal values kept as-is (case-insensitive), e.g. the company's
-    own support address. allow_patterns: regexes that, when they fully match a
-    detected value, keep it (e.g. r".*@acme\\.com" for all staff addresses).
+    own support address. allow_patterns: RE2 regexes (no look-arounds or
+    back-references) that, when they fully match a detected value, keep it
+    (e.g. r".*@acme\\.com" for all staff addresses).
     """
 
     entities: frozenset[str] = ALL_ENTITIES
@@ -67,7 +82,18 @@ class PiiPolicy:
         if unknown:
             raise ValueError(f"unknown PII entity types: {sorted(unknown)}")
         for pattern in self.allow_patterns:
-            re.compile(pattern)  # fail at policy creation, not mid-file
+            try:
+                compile_allow_pattern(pattern)  # fail at policy creation, not mid-file
+            except re2.error as exc:
+                raise ValueError(f"allow pattern {pattern!r} is not valid RE2: {exc}") from exc
+
+
+def compile_allow_pattern(pattern: str) -> re2._Regexp:
+    """An org's allow-pattern as an RE2 regex: linear-time matching, whatever the pattern.
+
+    Raises re2.error for a pattern RE2 cannot compile (look-arounds, back-references).
+    """
+    return re2.compile(pattern)
 
 
 @dataclass
@@ -78,7 +104,7 @@ class ScrubReport:
     distinct: dict[str, int] = field(default_factory=dict)  # distinct normalised values
     allowed: dict[str, int] = field(default_factory=dict)  # occurrences kept by the allow-list
     samples: dict[str, list[str]] = field(default_factory=dict)  # masked, e.g. j***@e***.com
-    person_names: str = "not_scrubbed: no name detector is installed"
+    person_names: str = "not_scrubbed: the name model (spaCy en_core_web_sm) is not installed"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -117,8 +143,10 @@ def mask_value(entity: str, raw: str) -> str:
     if entity == "URL_CREDENTIALS":
         user = raw.split(":", 1)[0]
         return f"{user[:1]}***:***"
-    if entity == PERSON:
+    if entity in (PERSON, "STREET_ADDRESS"):
         return raw[:1] + "***"
+    if entity == "DATE_OF_BIRTH":
+        return "**-**-" + "".join(c for c in raw if c.isdigit())[-2:]
     return f"{raw[:4]}*** ({len(raw)} chars)"  # secrets: prefix says which kind of key
 
 
@@ -128,14 +156,30 @@ def mask_value(entity: str, raw: str) -> str:
 class PiiScrubber:
     """Detects and replaces PII; one instance per file (it owns the placeholder map)."""
 
-    def __init__(self, policy: PiiPolicy | None = None, name_detector: NameDetector | None = None):
+    def __init__(
+        self,
+        policy: PiiPolicy | None = None,
+        name_detector: NameDetector | None = None,
+        *,
+        prefilter: bool = True,
+    ):
+        """name_detector: None means the installed one (spaCy NER + cues, `pii_names`).
+
+        prefilter=False runs every detector behind its own gate instead of the RE2 set: the
+        same detections, slower; the benchmark's baseline and the tests' oracle.
+        """
         self.policy = policy or PiiPolicy()
         enabled = self.policy.entities
         self._detectors: list[Detector] = [d for d in build_detectors() if d.entities & enabled]
+        self._prefilter = _prefilter_for(self._detectors) if prefilter else None
         self._enabled = enabled
+        if PERSON in enabled and name_detector is None:
+            from .pii_names import installed_name_detector  # spaCy only when names are on
+
+            name_detector = installed_name_detector()
         self._name_detector = name_detector if PERSON in enabled else None
         self._allow_values = {v.casefold() for v in self.policy.allow_values}
-        self._allow_patterns = [re.compile(p) for p in self.policy.allow_patterns]
+        self._allow_patterns = [compile_allow_pattern(p) for p in self.policy.allow_patterns]
         self._placeholders: dict[tuple[str, str], str] = {}
         self._next_index: dict[str, int] = {}
         self.report = ScrubReport()
@@ -154,11 +198,15 @@ class PiiScrubber:
         anchors: dict[re.Pattern[str], list[tuple[int, int]]] = {}
         enabled = self._enabled
         length = len(text)
-        for detector in self._detectors:
-            if detector.gate is not None and not detector.gate(text):
-                continue
-            if detector.anchor is None:
-                windows: Iterable[tuple[int, int]] = ((0, length),)
+        if self._prefilter is None:
+            detectors = [d for d in self._detectors if d.gate is None or d.gate(text)]
+        else:
+            detectors = [self._detectors[i] for i in self._prefilter.fired(text)]
+        whole: tuple[tuple[int, int], ...] = ((0, length),)
+        windowed = length >= _WINDOWED_MIN_LEN
+        for detector in detectors:
+            if detector.anchor is None or not windowed:
+                windows: Iterable[tuple[int, int]] = whole
             else:
                 windows = anchors.get(detector.anchor)
                 if windows is None:
@@ -181,6 +229,8 @@ class PiiScrubber:
         return _resolve_overlaps(list(found.values()))
 
     def _is_allowed(self, raw: str, key: str) -> bool:
+        if not self._allow_values and not self._allow_patterns:
+            return False
         if self._allow_values and (
             raw.casefold() in self._allow_values or key.casefold() in self._allow_values
         ):
@@ -247,6 +297,18 @@ class PiiScrubber:
         if isinstance(obj, dict | list) and self.scrub_json(obj):
             return dump_json_line(obj)
         return line
+
+
+_PREFILTERS: dict[tuple[str, ...], Prefilter] = {}
+
+
+def _prefilter_for(detectors: list[Detector]) -> Prefilter:
+    """One compiled RE2 set per distinct detector list (policies share them; compiling is ms)."""
+    key = tuple(d.candidate for d in detectors)
+    prefilter = _PREFILTERS.get(key)
+    if prefilter is None:
+        prefilter = _PREFILTERS[key] = Prefilter(detectors)
+    return prefilter
 
 
 def dump_json_line(obj: Any) -> bytes:

@@ -7,11 +7,12 @@ a worker halfway through someone's upload.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
+import re2
+
 from longtune.datasets.limits import DatasetLimits
-from longtune.datasets.pii import ALL_ENTITIES, PiiPolicy
+from longtune.datasets.pii import ALL_ENTITIES, PiiPolicy, compile_allow_pattern
 from longtune.tenancy.models import Organization
 
 # Bounds on what an org may put in its policy: every allow-pattern runs against every
@@ -59,10 +60,13 @@ def validate_policy_fields(entities: object, allow_values: object, allow_pattern
     )
     for index, pattern in enumerate(patterns):
         try:
-            re.compile(pattern)
-        except re.error as exc:
+            compile_allow_pattern(pattern)
+        except re2.error as exc:
             raise PolicyError(
-                f"allow_patterns.{index}", "invalid_regex", f"Invalid regular expression: {exc}."
+                f"allow_patterns.{index}",
+                "invalid_regex",
+                f"Invalid regular expression for RE2 (linear-time; no look-arounds or "
+                f"back-references): {exc}.",
             ) from exc
 
 
