@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from longtune.api.fields import unix
+from longtune.api.fields import ObjectTypeField, unix
 from longtune.evaluation.models import EvaluationEvent, EvaluationJob, Suite
+from longtune.tenancy.serializers import StrictInputSerializer
 
 MAX_LENGTHS = 12
 MAX_DEPTHS = 11
@@ -97,3 +99,26 @@ def event_payload(event: EvaluationEvent) -> dict[str, Any]:
         "message": event.message,
         "data": event.data,
     }
+
+
+class EvaluationGateSerializer(StrictInputSerializer):
+    """GET/PUT /v1/evaluation_gate. PUT replaces it; null (or omitted) turns the org gate off."""
+
+    object = ObjectTypeField("evaluation_gate")
+    min_passkey_accuracy = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        allow_null=True,
+        required=False,
+        default=None,
+        help_text="Every fine-tuned model of the organization needs a succeeded passkey "
+        "evaluation at its trained context scoring at least this to be deployed (endpoint "
+        "create and start: 409 evaluation_required / evaluation_below_threshold, param "
+        '"model"). null: no org gate.',
+    )
+    updated_at = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_updated_at(self, gate: Any) -> int | None:
+        updated = getattr(gate, "updated_at", None)
+        return int(updated.timestamp()) if updated else None
