@@ -446,7 +446,7 @@ def _run(
     rows, packing = pack_dataset(
         load_examples(data),
         tokenizer,
-        config.context_length,
+        config.row_length,
         train_on_inputs=config.train_on_inputs,
     )
     plan = BatchPlan(
@@ -463,13 +463,14 @@ def _run(
         eval_rows, eval_packing = pack_dataset(
             load_examples(eval_data),
             tokenizer,
-            config.context_length,
+            config.row_length,
             train_on_inputs=config.train_on_inputs,
         )
         eval_batches = rank_eval_batches(eval_rows, config.micro_batch_size, ctx)
     hooks.event(
         "data_packed",
         **asdict(packing),
+        sequence_length=config.row_length,
         steps_per_epoch=plan.steps_per_epoch,
         total_steps=total_steps,
         validation_sequences=eval_packing.sequences if eval_packing else None,

@@ -28,6 +28,7 @@ from django.db import close_old_connections
 from longtune.catalog import services as catalog
 from longtune.compute import tasks
 from longtune.finetuning import lifecycle
+from longtune.finetuning import services as finetuning_services
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTuningJob
@@ -150,7 +151,8 @@ class JobCallbacks:
             record_event(
                 self.job,
                 f"Data packed into {payload.get('sequences', '?')} sequences of "
-                f"{self.job.context_length} tokens; {payload['total_steps']} steps"
+                f"{payload.get('sequence_length', self.job.context_length)} tokens; "
+                f"{payload['total_steps']} steps"
                 + (
                     f"; {payload['validation_sequences']} validation sequences."
                     if payload.get("validation_sequences")
@@ -380,7 +382,7 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
         shutil.rmtree(work_dir, ignore_errors=True)
         return {"job": job.public_id, "status": "cancelled", "steps": result.steps}
     name, metrics_file = publish_model(job, result.artifact_dir, output_dir, storage)
-    lifecycle.finish_succeeded(
+    finished = lifecycle.finish_succeeded(
         job.pk,
         attempt,
         trained_tokens=result.trained_tokens,
@@ -389,7 +391,14 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
         steps=result.steps,
     )
     shutil.rmtree(work_dir, ignore_errors=True)
-    return {"job": job.public_id, "status": "succeeded", "fine_tuned_model": name}
+    # the job's ``evaluation`` option: evaluate the new model (an evaluation job of its own)
+    evaluation = finetuning_services.evaluate_fine_tuned_model(job.pk) if finished else None
+    return {
+        "job": job.public_id,
+        "status": "succeeded",
+        "fine_tuned_model": name,
+        "evaluation": evaluation,
+    }
 
 
 @app.task(name=tasks.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -15,8 +15,9 @@ MAX_LENGTHS = 12
 MAX_DEPTHS = 11
 
 
-class EvaluationCreateSerializer(serializers.Serializer):
-    model = serializers.CharField(max_length=300, help_text="A base model or your ft: model.")
+class EvaluationSpecSerializer(serializers.Serializer):
+    """What to evaluate: the suite and its grid (everything but the model)."""
+
     suite = serializers.ChoiceField(choices=Suite.choices)
     lengths = serializers.ListField(
         child=serializers.IntegerField(min_value=16, max_value=1_048_576),
@@ -42,6 +43,25 @@ class EvaluationCreateSerializer(serializers.Serializer):
                 {"depths": "depths apply to the passkey suite only."}, code="invalid"
             )
         return attrs
+
+
+class EvaluationCreateSerializer(EvaluationSpecSerializer):
+    model = serializers.CharField(max_length=300, help_text="A base model or your ft: model.")
+
+
+class FineTuneEvaluationSerializer(EvaluationSpecSerializer):
+    """A fine-tune job's ``evaluation`` option: evaluate the fine-tuned model when the job
+    succeeds (the suite defaults to passkey, the lengths to the job's context length)."""
+
+    suite = serializers.ChoiceField(choices=Suite.choices, default=Suite.PASSKEY)
+    lengths = serializers.ListField(
+        child=serializers.IntegerField(min_value=16, max_value=1_048_576),
+        min_length=1,
+        max_length=MAX_LENGTHS,
+        required=False,
+        help_text="Context lengths in tokens, at most the job's context_length (default: "
+        "[context_length], the length the eval gate of deploys reads).",
+    )
 
 
 class EvaluationSerializer(serializers.Serializer):

@@ -88,6 +88,10 @@ class FineTuningJob(OrgOwnedModelMixin, GpuWork):
     estimated_tokens = models.BigIntegerField(default=0)
     trained_tokens = models.BigIntegerField(null=True, blank=True)
 
+    # The ``evaluation`` option: {"suite", "lengths", "depths", "samples", "seed", "id"}; on
+    # success the job creates that evaluation of its model and stores its public id in "id".
+    evaluation = models.JSONField(null=True, blank=True)
+
     # Results
     fine_tuned_model = models.CharField(max_length=300, null=True, blank=True)
     metrics_file = models.ForeignKey(
