@@ -204,6 +204,9 @@ class TrainConfig:
     # Checkpointing / resume
     checkpoint_every_steps: int = 100  # 0 disables periodic checkpoints (stop/final still save)
     keep_checkpoints: int = 2
+    # A servable artifact (like final/) under output_dir/epochs/step-<n>/ at the end of every
+    # epoch but the last (the last one's is final/): OpenAI's per-epoch model checkpoints.
+    epoch_artifacts: bool = False
     # Validation (only when train() is given eval_data): every N steps, and always at the end.
     eval_every_steps: int = 0  # 0: evaluate at the final step only
     resume_from: str | None = None  # a checkpoint dir; None: auto-resume from output_dir
@@ -435,6 +438,7 @@ def _validation_errors(c: TrainConfig) -> list[str]:
     check(c.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {c.dtype!r}")
     for name in (
         "lora_train_embeddings_and_norms",
+        "epoch_artifacts",
         "auto_resume",
         "activation_checkpointing",
         "offload_activations",

@@ -140,6 +140,25 @@ class JobCallbacks:
         for old in lifecycle.forget_pruned_checkpoints(self.job, keep=2):
             self.storage.delete_prefix(old)
 
+    def publish_epoch_checkpoint(self, payload: Mapping[str, Any]) -> None:
+        """An epoch's servable artifact -> a catalog model named after the checkpoint (kept:
+        the newest three); the local copy goes once it is uploaded."""
+        path = Path(payload["path"])
+        if not self.superseded:
+            location = catalog.new_artifact_location(self.job.org.public_id)
+            self.storage.upload_dir(path, location.prefix)
+            model = catalog.publish_checkpoint_model(
+                self.job, step=payload["step"], location=location, artifact_bytes=dir_size(path)
+            )
+            metrics = {"train_loss": payload.get("loss")}
+            if payload.get("valid_loss") is not None:
+                metrics["valid_loss"] = payload["valid_loss"]
+            lifecycle.record_epoch_checkpoint(
+                self.job, step=payload["step"], epoch=payload["epoch"], metrics=metrics, model=model
+            )
+            catalog.prune_checkpoint_models(self.job)
+        shutil.rmtree(path, ignore_errors=True)
+
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "resumed":
             record_event(
@@ -160,6 +179,8 @@ class JobCallbacks:
                 ),
                 data=_json_safe(payload),
             )
+        elif name == "epoch_artifact":
+            self.publish_epoch_checkpoint(payload)
         elif name == "model_ready":
             record_event(self.job, "Model loaded.", data=_json_safe(payload))
         elif name == "training_started":

@@ -51,6 +51,12 @@ class AutoPolicy:
     max_epochs: int = 10  # never more passes than this, whatever the step count
     large_dataset_tokens: int = 10_000_000  # at least this many tokens: one epoch is plenty
     min_row_length: int = 64  # shortest packed row ever chosen
+    # The validator counts an example's text (``DatasetShape``); training adds the chat
+    # template's role markers, bos and eos: SmolLM2 on the bundled data, 50-55 counted -> 65-70
+    # trained. Rows and row counts are estimated with these added per example, and a row holds
+    # the longest example with a further safety margin, so no example is cut in two.
+    template_tokens_per_example: int = 16
+    row_margin_fraction: float = 0.25
     # AdamW learning-rate multipliers (on finetuning.planning.BASE_LEARNING_RATE, 2e-4 for
     # LoRA, 2e-5 for full): a LoRA adapter starts at zero and gets few steps on small data, so
     # it takes larger ones; a full fine-tune moves every weight and keeps its base rate.
@@ -80,24 +86,30 @@ def next_power_of_two(n: int) -> int:
 
 
 def row_length_for(shape: DatasetShape, context_length: int, policy: AutoPolicy) -> int:
-    """The shortest power of two that holds the longest example, within [min_row_length,
-    context_length]. An example longer than the context is split by packing anyway."""
-    longest = next_power_of_two(max(shape.max_example_tokens, policy.min_row_length))
-    return min(longest, context_length)
+    """The shortest power of two that holds the longest example (template and margin
+    included), within [min_row_length, context_length]. An example longer than the context is
+    split by packing anyway."""
+    longest = math.ceil(
+        shape.max_example_tokens * (1 + policy.row_margin_fraction)
+        + policy.template_tokens_per_example
+    )
+    return min(next_power_of_two(max(longest, policy.min_row_length)), context_length)
 
 
-def estimated_rows(shape: DatasetShape, row_length: int) -> int:
-    """Packed rows per epoch: whole examples per row at the mean length, never fewer rows than
-    the tokens need (examples longer than the row are split into row-sized pieces)."""
+def estimated_rows(
+    shape: DatasetShape, row_length: int, policy: AutoPolicy = DEFAULT_POLICY
+) -> int:
+    """Packed rows per epoch: whole examples per row at the mean trained length, never fewer
+    rows than the tokens need (examples longer than the row are split into row-sized pieces)."""
     if shape.examples <= 0:
         return 0
-    mean = max(shape.mean_example_tokens, 1.0)
-    if shape.max_example_tokens <= row_length:
-        per_row = max(1, math.floor(row_length / mean))
+    overhead = policy.template_tokens_per_example
+    trained_tokens = shape.tokens + shape.examples * overhead
+    by_examples = 0
+    if shape.max_example_tokens + overhead <= row_length:
+        per_row = max(1, math.floor(row_length / (shape.mean_example_tokens + overhead)))
         by_examples = math.ceil(shape.examples / per_row)
-    else:
-        by_examples = 0
-    return max(1, by_examples, math.ceil(shape.tokens / row_length))
+    return max(1, by_examples, math.ceil(trained_tokens / row_length))
 
 
 def choose(
@@ -129,7 +141,7 @@ def choose(
         length = context_length
     else:
         length = row_length_for(shape, context_length, policy)
-    rows = estimated_rows(shape, length)
+    rows = estimated_rows(shape, length, policy)
     if batch_size == AUTO:
         per_step_cap = max(1, context_length // length)
         batch = max(1, min(per_step_cap, rows // policy.min_steps))

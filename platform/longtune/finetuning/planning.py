@@ -106,6 +106,7 @@ def train_config_for(
         learning_rate=BASE_LEARNING_RATE[job.method] * float(hp["learning_rate_multiplier"]),
         num_epochs=int(hp["n_epochs"]),
         sequence_length=int(hp["sequence_length"]) if hp.get("sequence_length") else None,
+        epoch_artifacts=int(hp["n_epochs"]) > 1,  # the deployable per-epoch checkpoints
         micro_batch_size=1,
         gradient_accumulation_steps=int(hp["batch_size"]),
         seed=int(job.seed),

@@ -11,7 +11,7 @@ from rest_framework import serializers
 
 from longtune.api.fields import unix
 from longtune.billing.prices import training_cost_estimate
-from longtune.catalog.services import fine_tuned_model_name
+from longtune.catalog.services import checkpoint_model_name
 from longtune.evaluation.serializers import FineTuneEvaluationSerializer
 from longtune.finetuning.auto import AUTO
 from longtune.finetuning.models import FineTuningJob, JobCheckpoint, JobEvent
@@ -252,13 +252,20 @@ def event_payload(event: JobEvent) -> dict[str, Any]:
 
 
 def checkpoint_payload(checkpoint: JobCheckpoint, job: FineTuningJob) -> dict[str, Any]:
-    base = job.fine_tuned_model or fine_tuned_model_name(job)
+    """OpenAI's checkpoint object. An epoch's checkpoint has a model of its own (deployable and
+    usable as a job's ``model`` by this name); a mid-epoch one is resume state only."""
+    model = checkpoint.fine_tuned_model
+    live = model is not None and model.deleted_at is None
     return {
         "object": "fine_tuning.job.checkpoint",
         "id": checkpoint.public_id,
         "created_at": unix(checkpoint.created_at),
-        "fine_tuned_model_checkpoint": f"{base}:ckpt-step-{checkpoint.step}",
+        "fine_tuned_model_checkpoint": model.name
+        if model is not None
+        else checkpoint_model_name(job, checkpoint.step),
         "fine_tuning_job_id": job.public_id,
         "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **checkpoint.metrics},
+        # LongTune extension: whether POST /v1/endpoints (or a job's model) accepts the name
+        "deployable": live,
     }
