@@ -203,7 +203,11 @@ class TrainConfig:
 
     base_model: str  # local directory or s3://bucket/prefix (gpu_runtime.registry)
     output_dir: str
-    context_length: int  # target context: packed sequence length and RoPE target
+    context_length: int  # target context: the RoPE target and the longest packed row
+    # Packed row length when shorter than the context (None: rows of context_length). Many
+    # short examples packed into few full-context rows give few optimizer steps; shorter rows
+    # give more steps for the same tokens (finetuning.planning's "auto" chooses it).
+    sequence_length: int | None = None
 
     method: str = "lora"  # "lora" | "full"
     # LoRA (ignored for method="full")
@@ -239,6 +243,9 @@ class TrainConfig:
     # Checkpointing / resume
     checkpoint_every_steps: int = 100  # 0 disables periodic checkpoints (stop/final still save)
     keep_checkpoints: int = 2
+    # A servable artifact (like final/) under output_dir/epochs/step-<n>/ at the end of every
+    # epoch but the last (the last one's is final/): OpenAI's per-epoch model checkpoints.
+    epoch_artifacts: bool = False
     # Validation (only when train() is given eval_data): every N steps, and always at the end.
     eval_every_steps: int = 0  # 0: evaluate at the final step only
     resume_from: str | None = None  # a checkpoint dir; None: auto-resume from output_dir
@@ -273,8 +280,13 @@ class TrainConfig:
     # ----------------------------------------------------------------- derived values
 
     @property
+    def row_length(self) -> int:
+        """Tokens per packed row: ``sequence_length`` when given, else the context."""
+        return self.sequence_length or self.context_length
+
+    @property
     def tokens_per_micro_batch(self) -> int:
-        return self.context_length * self.micro_batch_size
+        return self.row_length * self.micro_batch_size
 
     @property
     def context(self) -> ContextSpec | None:
@@ -367,6 +379,16 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         is_int(c.context_length) and c.context_length >= 2,
         "context_length",
         "must be an integer >= 2",
+    )
+    check(
+        c.sequence_length is None
+        or (
+            is_int(c.sequence_length)
+            and is_int(c.context_length)
+            and 2 <= c.sequence_length <= c.context_length
+        ),
+        "sequence_length",
+        "must be null or an integer in [2, context_length]",
     )
     check(c.method in METHODS, "method", f"must be one of {METHODS}, got {c.method!r}")
     check(is_int(c.lora_r) and c.lora_r >= 1, "lora_r", "must be an integer >= 1")
@@ -481,6 +503,7 @@ def _validation_errors(c: TrainConfig) -> list[str]:
     )
     for name in (
         "lora_train_embeddings_and_norms",
+        "epoch_artifacts",
         "auto_resume",
         "activation_checkpointing",
         "offload_activations",

@@ -84,6 +84,7 @@ from gpu_runtime.tiling import enable_tiled_mlp
 from gpu_runtime.validation_loss import evaluate, rank_eval_batches
 
 COMPLETED = "completed"
+EPOCHS_DIR = "epochs"  # output_dir/epochs/step-<n>/: per-epoch artifacts (epoch_artifacts)
 STOPPED = "stopped"
 
 
@@ -470,7 +471,7 @@ def _run(
     rows, packing = pack_dataset(
         load_examples(data),
         tokenizer,
-        config.context_length,
+        config.row_length,
         train_on_inputs=config.train_on_inputs,
     )
     plan = BatchPlan(
@@ -487,13 +488,14 @@ def _run(
         eval_rows, eval_packing = pack_dataset(
             load_examples(eval_data),
             tokenizer,
-            config.context_length,
+            config.row_length,
             train_on_inputs=config.train_on_inputs,
         )
         eval_batches = rank_eval_batches(eval_rows, config.micro_batch_size, ctx, layout)
     hooks.event(
         "data_packed",
         **asdict(packing),
+        sequence_length=config.row_length,
         steps_per_epoch=plan.steps_per_epoch,
         total_steps=total_steps,
         validation_sequences=eval_packing.sequences if eval_packing else None,
@@ -587,6 +589,19 @@ def _run(
                 hooks.checkpoint(state.step, checkpoint_path)
         if stop_reason:
             break
+        if config.epoch_artifacts and is_epoch_end(state.step, plan.steps_per_epoch, total_steps):
+            path = write_artifact(
+                model, objective, tokenizer, config, ctx, compute_dtype,
+                artifact_dir=epoch_artifact_dir(config, state.step),
+            )  # fmt: skip
+            hooks.event(
+                "epoch_artifact",
+                step=state.step,
+                epoch=state.step // plan.steps_per_epoch,
+                path=str(path),
+                loss=last_loss,
+                valid_loss=valid_loss,
+            )
 
     state.wall_time_s = wall_time()
     status = STOPPED if stop_reason else COMPLETED
@@ -631,6 +646,15 @@ def _run(
     )
 
 
+def is_epoch_end(step: int, steps_per_epoch: int, total_steps: int) -> bool:
+    """Step ``step`` (1-based) closes an epoch that is not the run's last."""
+    return step < total_steps and step % steps_per_epoch == 0
+
+
+def epoch_artifact_dir(config: TrainConfig, step: int) -> Path:
+    return Path(config.output_dir) / EPOCHS_DIR / f"step-{step:08d}"
+
+
 def write_artifact(
     model: nn.Module,
     objective: nn.Module,
@@ -638,8 +662,10 @@ def write_artifact(
     config: TrainConfig,
     ctx: DistContext,
     compute_dtype: torch.dtype,
+    artifact_dir: Path | None = None,
 ) -> Path:
-    """Rank 0 writes `final/`; under FSDP every rank first helps gather the full weights."""
+    """Rank 0 writes `final/` (or ``artifact_dir``: an epoch's snapshot); under FSDP every
+    rank first helps gather the full weights."""
     full_state = None
     if config.method == "full" and ctx.distributed:
         gathered = get_model_state_dict(
@@ -647,7 +673,7 @@ def write_artifact(
         )
         prefix = "causal_lm."
         full_state = {k.removeprefix(prefix): v for k, v in gathered.items()}
-    artifact_dir = Path(config.output_dir) / ARTIFACT_DIR
+    artifact_dir = artifact_dir or Path(config.output_dir) / ARTIFACT_DIR
     if ctx.is_main:
         save_artifact(
             model,

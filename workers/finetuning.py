@@ -28,6 +28,7 @@ from django.db import close_old_connections
 from longtune.catalog import services as catalog
 from longtune.compute import tasks
 from longtune.finetuning import lifecycle
+from longtune.finetuning import services as finetuning_services
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTuningJob
@@ -139,6 +140,25 @@ class JobCallbacks:
         for old in lifecycle.forget_pruned_checkpoints(self.job, keep=2):
             self.storage.delete_prefix(old)
 
+    def publish_epoch_checkpoint(self, payload: Mapping[str, Any]) -> None:
+        """An epoch's servable artifact -> a catalog model named after the checkpoint (kept:
+        the newest three); the local copy goes once it is uploaded."""
+        path = Path(payload["path"])
+        if not self.superseded:
+            location = catalog.new_artifact_location(self.job.org.public_id)
+            self.storage.upload_dir(path, location.prefix)
+            model = catalog.publish_checkpoint_model(
+                self.job, step=payload["step"], location=location, artifact_bytes=dir_size(path)
+            )
+            metrics = {"train_loss": payload.get("loss")}
+            if payload.get("valid_loss") is not None:
+                metrics["valid_loss"] = payload["valid_loss"]
+            lifecycle.record_epoch_checkpoint(
+                self.job, step=payload["step"], epoch=payload["epoch"], metrics=metrics, model=model
+            )
+            catalog.prune_checkpoint_models(self.job)
+        shutil.rmtree(path, ignore_errors=True)
+
     def on_event(self, name: str, payload: Mapping[str, Any]) -> None:
         if name == "resumed":
             record_event(
@@ -150,7 +170,8 @@ class JobCallbacks:
             record_event(
                 self.job,
                 f"Data packed into {payload.get('sequences', '?')} sequences of "
-                f"{self.job.context_length} tokens; {payload['total_steps']} steps"
+                f"{payload.get('sequence_length', self.job.context_length)} tokens; "
+                f"{payload['total_steps']} steps"
                 + (
                     f"; {payload['validation_sequences']} validation sequences."
                     if payload.get("validation_sequences")
@@ -158,6 +179,8 @@ class JobCallbacks:
                 ),
                 data=_json_safe(payload),
             )
+        elif name == "epoch_artifact":
+            self.publish_epoch_checkpoint(payload)
         elif name == "model_ready":
             record_event(self.job, "Model loaded.", data=_json_safe(payload))
         elif name == "training_started":
@@ -380,7 +403,7 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
         shutil.rmtree(work_dir, ignore_errors=True)
         return {"job": job.public_id, "status": "cancelled", "steps": result.steps}
     name, metrics_file = publish_model(job, result.artifact_dir, output_dir, storage)
-    lifecycle.finish_succeeded(
+    finished = lifecycle.finish_succeeded(
         job.pk,
         attempt,
         trained_tokens=result.trained_tokens,
@@ -389,7 +412,14 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
         steps=result.steps,
     )
     shutil.rmtree(work_dir, ignore_errors=True)
-    return {"job": job.public_id, "status": "succeeded", "fine_tuned_model": name}
+    # the job's ``evaluation`` option: evaluate the new model (an evaluation job of its own)
+    evaluation = finetuning_services.evaluate_fine_tuned_model(job.pk) if finished else None
+    return {
+        "job": job.public_id,
+        "status": "succeeded",
+        "fine_tuned_model": name,
+        "evaluation": evaluation,
+    }
 
 
 @app.task(name=tasks.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)

@@ -53,10 +53,13 @@ def test_create_resolves_auto_and_extensions(org_a, base):
     job = response.json()
     assert job["object"] == "fine_tuning.job" and job["id"].startswith("ftjob-")
     assert job["status"] == "validating_files"
+    # "auto" (finetuning.auto): a file without token stats reads as full-context documents,
+    # so rows stay 256 long; a short LoRA run takes twice the base learning rate.
     assert job["hyperparameters"] == {
         "n_epochs": 2,
         "batch_size": 1,
-        "learning_rate_multiplier": 1.0,
+        "learning_rate_multiplier": 2.0,
+        "sequence_length": 256,
     }
     # 256 / 64 with the runtime's default method (chosen by the context-extension benchmark)
     assert job["rope_scaling"] == {"type": DEFAULT_ROPE_METHOD, "factor": 4.0}

@@ -109,6 +109,16 @@ class FineTunedModel(OrgOwnedModelMixin, models.Model):
         blank=True,
         help_text="ContextSpec: original_length, target_length, rope_method, rope_factor.",
     )
+    # A per-epoch checkpoint of a job (``<job's model name>:ckpt-step-<n>``), deployable and
+    # listed by GET /v1/fine_tuning/jobs/{id}/checkpoints; ``job`` stays the job's final model.
+    checkpoint_of = models.ForeignKey(
+        "finetuning.FineTuningJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="checkpoint_models",
+    )
+    checkpoint_step = models.PositiveIntegerField(null=True, blank=True)
     artifact_prefix = models.CharField(max_length=500)
     artifact_bytes = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

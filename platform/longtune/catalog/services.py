@@ -91,6 +91,58 @@ def publish_fine_tuned_model(
     return Published(model, results_file)
 
 
+CHECKPOINTS_KEPT = 3  # per-epoch checkpoint models kept per job (OpenAI keeps the last three)
+
+
+def checkpoint_model_name(job: FineTuningJob, step: int) -> str:
+    """OpenAI's ``fine_tuned_model_checkpoint``: ``<the job's model name>:ckpt-step-<n>``."""
+    return f"{fine_tuned_model_name(job)}:ckpt-step-{step}"
+
+
+def publish_checkpoint_model(
+    job: FineTuningJob, *, step: int, location: ArtifactLocation, artifact_bytes: int
+) -> FineTunedModel:
+    """The model row of an epoch's checkpoint (artifact already under ``location``): served,
+    evaluated and gated like the job's final model. Publishing it again (a resumed attempt
+    redoing the epoch) keeps the first row."""
+    context = context_spec_for(job)
+    model, _ = FineTunedModel.objects.for_org(job.org).get_or_create(
+        name=checkpoint_model_name(job, step),
+        defaults={
+            "public_id": location.public_id,
+            "org": job.org,
+            "checkpoint_of": job,
+            "checkpoint_step": step,
+            "base_model": job.base_model,
+            "method": job.method,
+            "context": context.to_dict(),
+            "context_length": context.target_length,
+            "artifact_prefix": location.prefix,
+            "artifact_bytes": artifact_bytes,
+        },
+    )
+    return model
+
+
+def prune_checkpoint_models(job: FineTuningJob, keep: int = CHECKPOINTS_KEPT) -> list[str]:
+    """Delete the job's checkpoint models beyond the newest ``keep`` (artifact removed, row
+    hidden: ``delete_fine_tuned_model``); one still in use (an endpoint) is kept. Returns the
+    names deleted."""
+    older = (
+        FineTunedModel.objects.for_org(job.org)
+        .filter(checkpoint_of=job, deleted_at__isnull=True)
+        .order_by("-checkpoint_step")[keep:]
+    )
+    deleted = []
+    for model in older:
+        try:
+            delete_fine_tuned_model(model)
+        except ApiError:  # model_in_use: an endpoint serves it; it stays
+            continue
+        deleted.append(model.name)
+    return deleted
+
+
 # --------------------------------------------------------------------------- deletion
 
 # "Is this model still in use?" asked of the apps that use models (inference registers one in

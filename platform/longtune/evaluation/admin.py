@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from longtune.evaluation.models import EvaluationJob
+from longtune.evaluation.models import EvaluationGate, EvaluationJob
 from longtune.tenancy.cross_org_admin import CrossOrgModelAdmin
 
 
@@ -19,3 +19,9 @@ class EvaluationJobAdmin(CrossOrgModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(EvaluationGate)
+class EvaluationGateAdmin(CrossOrgModelAdmin):
+    list_display = ("org", "min_passkey_accuracy", "updated_at")
+    search_fields = ("org__slug",)

@@ -15,7 +15,15 @@ from longtune.events import EventLevel, OrgEvent
 from longtune.tenancy.models import ApiKey, Organization
 from longtune.tenancy.scoping import OrgOwnedModelMixin, OrgScopedManager
 
-__all__ = ["EvaluationEvent", "EvaluationJob", "EventLevel", "RulerTask", "Suite", "WorkStatus"]
+__all__ = [
+    "EvaluationEvent",
+    "EvaluationGate",
+    "EvaluationJob",
+    "EventLevel",
+    "RulerTask",
+    "Suite",
+    "WorkStatus",
+]
 
 
 class Suite(models.TextChoices):
@@ -84,3 +92,22 @@ class EvaluationEvent(OrgEvent):
 
     class Meta(OrgEvent.Meta):
         indexes = [models.Index(fields=["evaluation", "id"])]
+
+
+class EvaluationGate(OrgOwnedModelMixin, models.Model):
+    """The org's eval gate (``GET/PUT /v1/evaluation_gate``): with a threshold set, no
+    fine-tuned model of the org deploys (create, or start again) unless its newest succeeded
+    passkey evaluation at its trained context scored at least that (``evaluation.gate``).
+
+    One row per org, created on first PUT; no row (or a null threshold) means no org gate."""
+
+    org = models.OneToOneField(
+        Organization, on_delete=models.CASCADE, related_name="evaluation_gate"
+    )
+    min_passkey_accuracy = models.FloatField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = OrgScopedManager()
+
+    def __str__(self) -> str:
+        return f"Evaluation gate of {self.org}: {self.min_passkey_accuracy}"

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from longtune.api.fields import unix
+from longtune.api.fields import ObjectTypeField, unix
 from longtune.evaluation.models import EvaluationEvent, EvaluationJob, RulerTask, Suite
+from longtune.tenancy.serializers import StrictInputSerializer
 
 MAX_LENGTHS = 12
 MAX_DEPTHS = 11
 
 
-class EvaluationCreateSerializer(serializers.Serializer):
-    model = serializers.CharField(max_length=300, help_text="A base model or your ft: model.")
+class EvaluationSpecSerializer(serializers.Serializer):
+    """What to evaluate: the suite and its grid (everything but the model)."""
+
     suite = serializers.ChoiceField(choices=Suite.choices)
     lengths = serializers.ListField(
         child=serializers.IntegerField(min_value=16, max_value=1_048_576),
@@ -59,6 +62,25 @@ class EvaluationCreateSerializer(serializers.Serializer):
                 {"tasks": "each task may be listed once."}, code="invalid"
             )
         return attrs
+
+
+class EvaluationCreateSerializer(EvaluationSpecSerializer):
+    model = serializers.CharField(max_length=300, help_text="A base model or your ft: model.")
+
+
+class FineTuneEvaluationSerializer(EvaluationSpecSerializer):
+    """A fine-tune job's ``evaluation`` option: evaluate the fine-tuned model when the job
+    succeeds (the suite defaults to passkey, the lengths to the job's context length)."""
+
+    suite = serializers.ChoiceField(choices=Suite.choices, default=Suite.PASSKEY)
+    lengths = serializers.ListField(
+        child=serializers.IntegerField(min_value=16, max_value=1_048_576),
+        min_length=1,
+        max_length=MAX_LENGTHS,
+        required=False,
+        help_text="Context lengths in tokens, at most the job's context_length (default: "
+        "[context_length], the length the eval gate of deploys reads).",
+    )
 
 
 class EvaluationSerializer(serializers.Serializer):
@@ -121,3 +143,26 @@ def event_payload(event: EvaluationEvent) -> dict[str, Any]:
         "message": event.message,
         "data": event.data,
     }
+
+
+class EvaluationGateSerializer(StrictInputSerializer):
+    """GET/PUT /v1/evaluation_gate. PUT replaces it; null (or omitted) turns the org gate off."""
+
+    object = ObjectTypeField("evaluation_gate")
+    min_passkey_accuracy = serializers.FloatField(
+        min_value=0.0,
+        max_value=1.0,
+        allow_null=True,
+        required=False,
+        default=None,
+        help_text="Every fine-tuned model of the organization needs a succeeded passkey "
+        "evaluation at its trained context scoring at least this to be deployed (endpoint "
+        "create and start: 409 evaluation_required / evaluation_below_threshold, param "
+        '"model"). null: no org gate.',
+    )
+    updated_at = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_updated_at(self, gate: Any) -> int | None:
+        updated = getattr(gate, "updated_at", None)
+        return int(updated.timestamp()) if updated else None

@@ -28,22 +28,23 @@ def _context_limit(resolved) -> int:
     return resolved.context_length
 
 
-def create_evaluation(
-    *, org: Organization, data: dict[str, Any], api_key: Any = None
-) -> EvaluationJob:
-    """``data`` is validated by ``EvaluationCreateSerializer``; this adds the model rules."""
+def planned_grid(
+    data: dict[str, Any], *, limit: int, model_name: str, param_prefix: str = ""
+) -> tuple[list[int], list[float], list[str], int]:
+    """(lengths, depths, tasks, samples) of a validated spec, or the coded 400 that refuses it: a
+    length past ``limit`` (the model's context) or too many prompts. Shared by POST
+    /v1/evaluations and a fine-tune job's ``evaluation`` option (checked at job creation, so
+    a job never trains towards an evaluation that would be refused)."""
     from gpu_runtime.contract import CONTEXT_LENGTH_EXCEEDED  # torch-free; see tests/platform
 
-    resolved = resolve_model(org, data["model"])
     lengths = sorted(set(data["lengths"]))
-    limit = _context_limit(resolved)
     too_long = [n for n in lengths if n > limit]
     if too_long:
         raise ApiError(
             status=400,
             code=CONTEXT_LENGTH_EXCEEDED,
-            message=f"lengths {too_long} exceed {resolved.name}'s context of {limit} tokens.",
-            param="lengths",
+            message=f"lengths {too_long} exceed {model_name}'s context of {limit} tokens.",
+            param=f"{param_prefix}lengths",
         )
     depths = list(data.get("depths") or DEFAULT_DEPTHS) if data["suite"] == Suite.PASSKEY else []
     tasks = list(data.get("tasks") or RulerTask.values) if data["suite"] == Suite.RULER else []
@@ -54,8 +55,19 @@ def create_evaluation(
             status=400,
             code="evaluation_too_large",
             message=f"{cells} prompts requested; at most {MAX_CELLS} per evaluation.",
-            param="samples",
+            param=f"{param_prefix}samples",
         )
+    return lengths, depths, tasks, samples
+
+
+def create_evaluation(
+    *, org: Organization, data: dict[str, Any], api_key: Any = None
+) -> EvaluationJob:
+    """``data`` is validated by ``EvaluationCreateSerializer``; this adds the model rules."""
+    resolved = resolve_model(org, data["model"])
+    lengths, depths, tasks, samples = planned_grid(
+        data, limit=_context_limit(resolved), model_name=resolved.name
+    )
     with transaction.atomic():
         job = EvaluationJob.objects.create(
             org=org,
@@ -100,7 +112,8 @@ def cancel_evaluation(job: EvaluationJob) -> EvaluationJob:
 
 
 def save_heatmap(job: EvaluationJob, png: bytes) -> File:
-    """The passkey (or ruler) heatmap as a result File of the org (served by GET /v1/files/{id}/content)."""
+    """The passkey (or ruler) heatmap as a result File of the org (served by
+    GET /v1/files/{id}/content)."""
     return create_results_file(
         job.org,
         filename=f"{job.public_id}-heatmap.png",

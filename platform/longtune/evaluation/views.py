@@ -1,4 +1,5 @@
-"""/v1/evaluations: long-context evaluation jobs (create, list, retrieve, cancel, events)."""
+"""/v1/evaluations: long-context evaluation jobs (create, list, retrieve, cancel, events), and
+/v1/evaluation_gate: the org's eval gate of deploys."""
 
 from __future__ import annotations
 
@@ -8,18 +9,21 @@ from rest_framework import serializers, status
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from longtune.api.errors import reject_request_body
 from longtune.api.pagination import OpenAICursorPagination
 from longtune.api.viewsets import OrgScopedViewSet
-from longtune.evaluation.models import EvaluationEvent, EvaluationJob
+from longtune.evaluation.models import EvaluationEvent, EvaluationGate, EvaluationJob
 from longtune.evaluation.serializers import (
     EvaluationCreateSerializer,
+    EvaluationGateSerializer,
     EvaluationSerializer,
     evaluation_payload,
     event_payload,
 )
 from longtune.evaluation.services import cancel_evaluation, create_evaluation
+from longtune.tenancy import audit
 
 EVALUATION_LIST = inline_serializer(
     "EvaluationList",
@@ -83,3 +87,35 @@ class EvaluationViewSet(OrgScopedViewSet):
         paginator = OpenAICursorPagination()
         page = paginator.paginate_queryset(events, request, view=self)
         return paginator.get_paginated_response([event_payload(e) for e in page])
+
+
+class EvaluationGateView(APIView):
+    """The caller's org eval gate: anyone may read it, admins and owners change it."""
+
+    required_permissions = {"GET": "resources.read", "PUT": "evaluation_gate.manage"}
+
+    @extend_schema(operation_id="retrieve_evaluation_gate", responses=EvaluationGateSerializer)
+    def get(self, request: Request) -> Response:
+        gate = EvaluationGate.objects.for_org(request.org).first() or EvaluationGate()
+        return Response(EvaluationGateSerializer(gate).data)
+
+    @extend_schema(
+        operation_id="update_evaluation_gate",
+        request=EvaluationGateSerializer,
+        responses=EvaluationGateSerializer,
+    )
+    def put(self, request: Request) -> Response:
+        body = EvaluationGateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        threshold = body.validated_data["min_passkey_accuracy"]
+        gate, _ = EvaluationGate.objects.for_org(request.org).update_or_create(
+            org=request.org, defaults={"min_passkey_accuracy": threshold}
+        )
+        audit.record(
+            org=request.org,
+            action="evaluation_gate.changed",
+            target=request.org,
+            request=request,
+            metadata={"min_passkey_accuracy": threshold},
+        )
+        return Response(EvaluationGateSerializer(gate).data)

@@ -90,6 +90,27 @@ def record_checkpoint(
     return checkpoint
 
 
+def record_epoch_checkpoint(
+    job: FineTuningJob, *, step: int, epoch: int, metrics: dict[str, Any], model
+) -> JobCheckpoint:
+    """The checkpoint row of an epoch's end, linked to its servable model (``model``, a
+    catalog ``FineTunedModel``); the step's resume state, if any, stays on the same row."""
+    checkpoint, created = JobCheckpoint.objects.for_org(job.org).get_or_create(
+        job=job,
+        step=step,
+        defaults={"org_id": job.org_id, "metrics": metrics, "storage_prefix": ""},
+    )
+    checkpoint.fine_tuned_model = model
+    checkpoint.metrics = {**checkpoint.metrics, **metrics, "epoch": epoch}
+    checkpoint.save(update_fields=["fine_tuned_model", "metrics"])
+    record_event(
+        job,
+        f"Epoch {epoch} checkpoint {model.name} saved at step {step}.",
+        data={"step": step, "epoch": epoch, "fine_tuned_model_checkpoint": model.name},
+    )
+    return checkpoint
+
+
 def latest_stored_checkpoint(job: FineTuningJob) -> JobCheckpoint | None:
     return (
         JobCheckpoint.objects.for_org(job.org)

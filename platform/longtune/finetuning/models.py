@@ -94,6 +94,10 @@ class FineTuningJob(OrgOwnedModelMixin, GpuWork):
     estimated_tokens = models.BigIntegerField(default=0)
     trained_tokens = models.BigIntegerField(null=True, blank=True)
 
+    # The ``evaluation`` option: {"suite", "lengths", "depths", "samples", "seed", "id"}; on
+    # success the job creates that evaluation of its model and stores its public id in "id".
+    evaluation = models.JSONField(null=True, blank=True)
+
     # Results
     fine_tuned_model = models.CharField(max_length=300, null=True, blank=True)
     metrics_file = models.ForeignKey(
@@ -167,8 +171,13 @@ class JobCheckpoint(OrgOwnedModelMixin, models.Model):
     job = models.ForeignKey(FineTuningJob, on_delete=models.CASCADE, related_name="checkpoints")
     step = models.PositiveIntegerField()
     metrics = models.JSONField(default=dict)
-    storage_prefix = models.CharField(max_length=500)
+    storage_prefix = models.CharField(max_length=500)  # the resume state; "" once pruned
     bytes = models.BigIntegerField(default=0)
+    # The epoch's servable model (catalog), when this step closed an epoch: what makes the
+    # checkpoint deployable and fine-tunable by its fine_tuned_model_checkpoint name.
+    fine_tuned_model = models.ForeignKey(
+        "catalog.FineTunedModel", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = OrgScopedManager()

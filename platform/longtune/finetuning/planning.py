@@ -221,7 +221,9 @@ def train_config_for(
     eval_every_steps: int = 0,
 ) -> TrainConfig:
     """The run a job describes. ``batch_size`` is packed sequences per optimizer step, spent
-    as gradient accumulation over micro-batches of one sequence (long contexts fill memory).
+    as gradient accumulation over micro-batches of one sequence (long contexts fill memory);
+    ``sequence_length`` is the packed row length "auto" chose (finetuning.auto; absent on jobs
+    created before it existed: rows of the whole context).
     ``eval_every_steps`` only matters when the worker also passes validation data. The job's
     ContextSpec travels verbatim (``TrainConfig.context_fields``)."""
     from gpu_runtime.contract import TrainConfig
@@ -251,6 +253,8 @@ def train_config_for(
         method=job.method,
         learning_rate=BASE_LEARNING_RATE[job.method] * float(hp["learning_rate_multiplier"]),
         num_epochs=int(hp["n_epochs"]),
+        sequence_length=int(hp["sequence_length"]) if hp.get("sequence_length") else None,
+        epoch_artifacts=int(hp["n_epochs"]) > 1,  # the deployable per-epoch checkpoints
         micro_batch_size=1,
         gradient_accumulation_steps=int(hp["batch_size"]),
         seed=int(job.seed),

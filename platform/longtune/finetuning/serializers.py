@@ -11,10 +11,11 @@ from rest_framework import serializers
 
 from longtune.api.fields import unix
 from longtune.billing.prices import training_cost_estimate
-from longtune.catalog.services import fine_tuned_model_name
+from longtune.catalog.services import checkpoint_model_name
+from longtune.evaluation.serializers import FineTuneEvaluationSerializer
+from longtune.finetuning.auto import AUTO
 from longtune.finetuning.models import FineTuningJob, JobCheckpoint, JobEvent
 
-AUTO = "auto"
 MIN_CONTEXT_LENGTH = 32
 HARD_MAX_CONTEXT_LENGTH = 1_048_576  # 1M tokens (sequence parallelism); a model's own max is lower
 MAX_SEED = 2**31 - 1
@@ -59,6 +60,12 @@ class HyperparametersSerializer(serializers.Serializer):
     batch_size = AutoOrInteger(serializers.IntegerField(min_value=1, max_value=256), required=False)
     learning_rate_multiplier = AutoOrNumber(
         serializers.FloatField(min_value=1e-6, max_value=10.0), required=False
+    )
+    # LongTune extension: packed row length (<= context_length). "auto" packs short examples
+    # into short rows so a small dataset still gets enough optimizer steps (finetuning.auto).
+    sequence_length = AutoOrInteger(
+        serializers.IntegerField(min_value=MIN_CONTEXT_LENGTH, max_value=HARD_MAX_CONTEXT_LENGTH),
+        required=False,
     )
 
 
@@ -132,6 +139,12 @@ class JobCreateSerializer(serializers.Serializer):
     full = serializers.BooleanField(required=False, default=False)
     recipe = RecipeSerializer(required=False, allow_null=True)
     train_on_inputs = serializers.BooleanField(required=False, default=False)
+    evaluation = FineTuneEvaluationSerializer(
+        required=False,
+        allow_null=True,
+        help_text="Evaluate the fine-tuned model when the job succeeds (an evaluation job, "
+        "linked from the job's events and its `evaluation.id`).",
+    )
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -160,6 +173,8 @@ def hyperparameters_payload(job: FineTuningJob) -> dict[str, Any]:
         "n_epochs": hp.get("n_epochs"),
         "batch_size": hp.get("batch_size"),
         "learning_rate_multiplier": hp.get("learning_rate_multiplier"),
+        # None: a job created before rows could be shorter than the context (rows = context)
+        "sequence_length": hp.get("sequence_length"),
     }
 
 
@@ -198,6 +213,7 @@ def job_payload(job: FineTuningJob) -> dict[str, Any]:
         "full": job.method == "full",
         "recipe": job.recipe,
         "train_on_inputs": job.train_on_inputs,
+        "evaluation": job.evaluation,
         "estimated_tokens": job.estimated_tokens,
         # USD at the org's plan's training price (billing.prices), like Together's estimate.
         "estimated_cost": training_cost_estimate(job.org.plan, job.estimated_tokens),
@@ -239,13 +255,20 @@ def event_payload(event: JobEvent) -> dict[str, Any]:
 
 
 def checkpoint_payload(checkpoint: JobCheckpoint, job: FineTuningJob) -> dict[str, Any]:
-    base = job.fine_tuned_model or fine_tuned_model_name(job)
+    """OpenAI's checkpoint object. An epoch's checkpoint has a model of its own (deployable and
+    usable as a job's ``model`` by this name); a mid-epoch one is resume state only."""
+    model = checkpoint.fine_tuned_model
+    live = model is not None and model.deleted_at is None
     return {
         "object": "fine_tuning.job.checkpoint",
         "id": checkpoint.public_id,
         "created_at": unix(checkpoint.created_at),
-        "fine_tuned_model_checkpoint": f"{base}:ckpt-step-{checkpoint.step}",
+        "fine_tuned_model_checkpoint": model.name
+        if model is not None
+        else checkpoint_model_name(job, checkpoint.step),
         "fine_tuning_job_id": job.public_id,
         "step_number": checkpoint.step,
         "metrics": {"step": checkpoint.step, **checkpoint.metrics},
+        # LongTune extension: whether POST /v1/endpoints (or a job's model) accepts the name
+        "deployable": live,
     }

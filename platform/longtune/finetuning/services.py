@@ -23,6 +23,10 @@ from longtune.catalog.models import BaseModel
 from longtune.catalog.resolution import visible_base_models
 from longtune.compute.queues import training_queue_for
 from longtune.datasets.models import File, FilePurpose, FileStatus
+from longtune.evaluation import services as evaluation_services
+from longtune.events import EventLevel
+from longtune.finetuning import auto
+from longtune.finetuning.auto import AUTO, DatasetShape
 from longtune.finetuning.dispatch import dispatch_new_job
 from longtune.finetuning.events import record_event
 from longtune.finetuning.models import FineTuningJob, JobStatus
@@ -37,7 +41,7 @@ from longtune.finetuning.quotas import (
     storage_bytes_used,
     training_tokens_this_month,
 )
-from longtune.finetuning.serializers import AUTO, MAX_SEED, JobCreateSerializer
+from longtune.finetuning.serializers import MAX_SEED, JobCreateSerializer
 from longtune.tenancy.models import ApiKey, Organization
 from longtune.tenancy.quotas import reserve_quota
 
@@ -52,8 +56,6 @@ def _default_lora() -> dict[str, Any]:
     return {**DEFAULT_LORA, "target_modules": [ALL_LINEAR]}
 
 
-AUTO_BATCH_SIZE = 1  # packed long sequences: one per step already holds a full context
-AUTO_LEARNING_RATE_MULTIPLIER = 1.0
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
@@ -110,7 +112,7 @@ def _base_model_for(org: Organization, name: str) -> BaseModel:
     return model
 
 
-def _hyperparameters(data: dict[str, Any], file: File) -> dict[str, Any]:
+def _given_hyperparameters(data: dict[str, Any]) -> dict[str, Any]:
     legacy = data.get("hyperparameters")
     method = data.get("method") or {}
     nested = (method.get("supervised") or {}).get("hyperparameters")
@@ -122,20 +124,53 @@ def _hyperparameters(data: dict[str, Any], file: File) -> dict[str, Any]:
             "at the top level (legacy), not both.",
             param="hyperparameters",
         )
-    given = nested if nested is not None else (legacy or {})
+    return dict(nested if nested is not None else (legacy or {}))
 
-    def pick(name: str, auto_value: Any) -> Any:
-        value = given.get(name, AUTO)
-        return auto_value if value == AUTO else value
 
-    # OpenAI-like "auto": small files get a few passes, big ones one.
-    auto_epochs = 3 if (file.num_tokens or 0) < 10_000_000 else 1
+def dataset_shape(files: list[File], context_length: int) -> DatasetShape:
+    """The training data's shape from the validator's counts. A file without them (counted
+    before token stats existed) reads as full-context documents, so "auto" keeps rows of the
+    whole context for it (a too-short row would cut its examples)."""
+    examples = tokens = longest = 0
+    for file in files:
+        file_tokens = _file_tokens(file)
+        stats = (file.report or {}).get("token_stats") or {}
+        known = file.num_examples is not None and stats.get("max_tokens") is not None
+        examples += file.num_examples if known else max(1, file_tokens // context_length)
+        tokens += file_tokens
+        longest = max(longest, int(stats["max_tokens"]) if known else context_length)
+    return DatasetShape(examples=examples, tokens=tokens, max_example_tokens=longest)
+
+
+def _hyperparameters(
+    data: dict[str, Any], files: list[File], context_length: int, method: str
+) -> dict[str, Any]:
+    """Every "auto" resolved by ``finetuning.auto.choose`` from the data's shape (see there
+    for why the packed row length and the step count matter)."""
+    given = _given_hyperparameters(data)
+    sequence_length = given.get("sequence_length", AUTO)
+    if sequence_length != AUTO and sequence_length > context_length:
+        raise ApiError(
+            status=400,
+            code="sequence_length_too_large",
+            message=f"hyperparameters.sequence_length {sequence_length} exceeds the job's "
+            f"context_length {context_length}; packed rows are at most one context long.",
+            param="hyperparameters.sequence_length",
+        )
+    choice = auto.choose(
+        dataset_shape(files, context_length),
+        context_length=context_length,
+        method=method,
+        n_epochs=given.get("n_epochs", AUTO),
+        batch_size=given.get("batch_size", AUTO),
+        learning_rate_multiplier=given.get("learning_rate_multiplier", AUTO),
+        sequence_length=sequence_length,
+    )
     return {
-        "n_epochs": int(pick("n_epochs", auto_epochs)),
-        "batch_size": int(pick("batch_size", AUTO_BATCH_SIZE)),
-        "learning_rate_multiplier": float(
-            pick("learning_rate_multiplier", AUTO_LEARNING_RATE_MULTIPLIER)
-        ),
+        "n_epochs": choice.n_epochs,
+        "batch_size": choice.batch_size,
+        "learning_rate_multiplier": choice.learning_rate_multiplier,
+        "sequence_length": choice.sequence_length,
     }
 
 
@@ -164,6 +199,29 @@ def _file_tokens(file: File) -> int:
     )
 
 
+def _evaluation_option(option: dict[str, Any] | None, context_length: int) -> dict | None:
+    """The job's ``evaluation`` option, checked now against the context it will be trained at
+    (the same rules as POST /v1/evaluations): lengths default to [context_length]."""
+    if not option:
+        return None
+    spec = {**option, "lengths": option.get("lengths") or [context_length]}
+    lengths, depths, tasks, samples = evaluation_services.planned_grid(
+        spec,
+        limit=context_length,
+        model_name="the fine-tuned model",
+        param_prefix="evaluation.",
+    )
+    return {
+        "suite": spec["suite"],
+        "lengths": lengths,
+        "depths": depths,
+        "tasks": tasks,
+        "samples": samples,
+        "seed": spec.get("seed", 0),
+        "id": None,
+    }
+
+
 def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, MemoryPlanning]:
     """An unsaved job with every "auto" resolved and its memory plan (``job.memory_plan``;
     the planning outcome comes along for the creation event); raises coded ApiErrors (4xx),
@@ -175,12 +233,18 @@ def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, Me
         if data.get("validation_file")
         else None
     )
-    hyperparameters = _hyperparameters(data, training_file)
     context = plan_context(data, base_model)
     recipe, recipe_files = _recipe(org, data.get("recipe"))
     full = bool(data.get("full"))
+    hyperparameters = _hyperparameters(
+        data,
+        [training_file, *recipe_files],
+        context.target_length,
+        "full" if full else "lora",
+    )
     lora = None if full else {**_default_lora(), **(data.get("lora") or {})}
     seed = data.get("seed")
+    evaluation = _evaluation_option(data.get("evaluation"), context.target_length)
     tokens_per_epoch = _file_tokens(training_file) + sum(_file_tokens(f) for f in recipe_files)
     job = FineTuningJob(
         org=org,
@@ -196,6 +260,7 @@ def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, Me
         context=context.to_dict(),
         recipe=recipe,
         train_on_inputs=bool(data.get("train_on_inputs")),
+        evaluation=evaluation,
         suffix=data.get("suffix") or "",
         seed=seed if seed is not None else secrets.randbelow(MAX_SEED),
         estimated_tokens=tokens_per_epoch * hyperparameters["n_epochs"],
@@ -319,3 +384,50 @@ def cancel_job(job: FineTuningJob) -> FineTuningJob:
             job.save(update_fields=["status", "cancel_requested", "finished_at", "trained_tokens"])
             record_event(job, "Job cancelled before training started.")
     return job
+
+
+# --------------------------------------------------------------------------- on success
+
+
+def evaluate_fine_tuned_model(job_pk: int) -> str | None:
+    """A succeeded job with the ``evaluation`` option creates that evaluation of its model
+    (once: the id is stored under the job's row lock). Returns the evaluation's id. Called by
+    the training worker after the job is marked succeeded; a refusal is reported as a job
+    event, never as a failure of the job (its model exists and is fine)."""
+    with transaction.atomic():
+        job = (
+            FineTuningJob.objects.unscoped_across_orgs()
+            .select_for_update()
+            .select_related("org")
+            .get(pk=job_pk)
+        )
+        option = job.evaluation
+        if job.status != JobStatus.SUCCEEDED or not option or option.get("id"):
+            return (option or {}).get("id")
+        spec = {k: option[k] for k in ("suite", "lengths", "samples", "seed")}
+        for name in ("depths", "tasks"):
+            if option.get(name):
+                spec[name] = option[name]
+        try:
+            evaluation = evaluation_services.create_evaluation(
+                org=job.org,
+                data={"model": job.fine_tuned_model, **spec},
+                api_key=job.created_by_key,
+            )
+        except ApiError as exc:
+            record_event(
+                job,
+                f"Evaluation of {job.fine_tuned_model} not created: {exc.message}",
+                level=EventLevel.WARN,
+                data={"code": exc.code},
+            )
+            return None
+        job.evaluation = {**option, "id": evaluation.public_id}
+        job.save(update_fields=["evaluation"])
+        record_event(
+            job,
+            f"Evaluation {evaluation.public_id} created for {job.fine_tuned_model}: "
+            f"{evaluation.suite} at {evaluation.lengths}.",
+            data={"evaluation": evaluation.public_id},
+        )
+    return evaluation.public_id

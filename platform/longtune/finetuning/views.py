@@ -84,5 +84,6 @@ class FineTuningJobViewSet(OrgScopedViewSet):
     def checkpoints(self, request: Request, id: str) -> Response:
         job = self.get_object()
         paginator = OpenAICursorPagination()
-        page = paginator.paginate_queryset(job.checkpoints.all(), request, view=self)
+        checkpoints = job.checkpoints.select_related("fine_tuned_model")
+        page = paginator.paginate_queryset(checkpoints, request, view=self)
         return paginator.get_paginated_response([checkpoint_payload(c, job) for c in page])

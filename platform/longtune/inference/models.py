@@ -131,6 +131,9 @@ class Endpoint(OrgOwnedModelMixin, models.Model):
     )
     queue = models.CharField(max_length=200, default=queues.INFERENCE)
     context_length = models.PositiveIntegerField(help_text="Longest prompt + completion served.")
+    # The endpoint's own eval gate (POST /v1/endpoints min_passkey_accuracy), re-checked with the
+    # org's gate whenever the endpoint is started again (evaluation.gate.ensure_deployable).
+    min_passkey_accuracy = models.FloatField(null=True, blank=True)
     hosting = models.CharField(max_length=16, choices=Hosting.choices, default=Hosting.OWN_PROCESS)
     shared_server = models.ForeignKey(
         SharedServer, null=True, blank=True, on_delete=models.PROTECT, related_name="endpoints"

@@ -36,7 +36,8 @@ class EndpointCreateSerializer(serializers.Serializer):
         default=None,
         help_text="Eval gate: refuse the deploy (409 evaluation_required / "
         "evaluation_below_threshold) unless the newest succeeded passkey evaluation of the model "
-        "at its context length scored at least this.",
+        "at its context length scored at least this; kept on the endpoint and checked again when "
+        "it is started. The org's gate (PUT /v1/evaluation_gate) applies on top of it.",
     )
 
 
@@ -52,6 +53,7 @@ def endpoint_payload(endpoint: Endpoint, stats: dict[str, Any] | None = None) ->
         "status": endpoint.status,
         "stop_requested": endpoint.stop_requested,
         "context_length": endpoint.context_length,
+        "min_passkey_accuracy": endpoint.min_passkey_accuracy,  # its own eval gate, if any
         "error": endpoint.error,
         "created_at": unix(endpoint.created_at),
         "ready_at": unix(endpoint.ready_at),

@@ -24,7 +24,7 @@ from longtune.catalog.models import FineTunedModel
 from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_adapter
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
-from longtune.evaluation.gate import ensure_evaluated
+from longtune.evaluation.gate import ensure_deployable
 from longtune.inference.conf import inference_conf
 from longtune.inference.events import record_event
 from longtune.inference.models import (
@@ -112,8 +112,7 @@ def create_endpoint(
     min_passkey_accuracy: float | None = None,
 ) -> Endpoint:
     resolved = resolve_model(org, model_name)
-    if min_passkey_accuracy is not None:  # the eval gate
-        ensure_evaluated(org, resolved, min_passkey_accuracy)
+    ensure_deployable(org, resolved, min_passkey_accuracy)  # the eval gate (endpoint + org)
     queue = serving_queue_for(org, deployment)
     hosting = hosting_for(resolved, deployment)
     with reserve_quota(org) as reservation:
@@ -134,6 +133,7 @@ def create_endpoint(
             deployment=deployment,
             queue=queue,
             context_length=resolved.context_length,
+            min_passkey_accuracy=min_passkey_accuracy,
         )
         if server is not None:
             record_event(
@@ -153,7 +153,12 @@ def _locked(endpoint: Endpoint) -> Endpoint:
 
 def start_endpoint(endpoint: Endpoint) -> Endpoint:
     """stopped/failed -> pending with a new generation (and a new replica); no-op otherwise.
-    Counts against ``max_endpoints`` like a create (the org row lock orders the two)."""
+    Counts against ``max_endpoints`` like a create (the org row lock orders the two), and
+    passes the eval gate like a create: the model may have been re-evaluated, or the org's
+    gate raised, since the endpoint was created."""
+    if endpoint.status not in ACTIVE_ENDPOINT_STATUSES:
+        resolved = resolve_model(endpoint.org, endpoint.model)
+        ensure_deployable(endpoint.org, resolved, endpoint.min_passkey_accuracy)
     with reserve_quota(endpoint.org) as reservation:
         locked = _locked(endpoint)
         if locked.status in ACTIVE_ENDPOINT_STATUSES and not locked.stop_requested:

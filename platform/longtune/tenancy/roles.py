@@ -75,6 +75,11 @@ PERMISSION_MATRIX: dict[str, tuple[frozenset[str], str]] = {
         frozenset({Role.OWNER, Role.ADMIN}),
         "Change the organization's PII scrubbing policy (entity types, allow-lists).",
     ),
+    "evaluation_gate.manage": (
+        frozenset({Role.OWNER, Role.ADMIN}),
+        "Set the organization's eval gate (the passkey accuracy a fine-tuned model needs to "
+        "be deployed).",
+    ),
     "billing.manage": (frozenset({Role.OWNER}), "Change the plan and billing details."),
 }
 

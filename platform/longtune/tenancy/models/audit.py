@@ -39,6 +39,7 @@ class AuditAction(models.TextChoices):
     FILE_REJECTED = "file.rejected"
     FILE_DELETED = "file.deleted"
     PII_POLICY_CHANGED = "pii_policy.changed"
+    EVALUATION_GATE_CHANGED = "evaluation_gate.changed"
     MODEL_DELETED = "model.deleted"
     DEDICATED_INSTANCE_REQUESTED = "dedicated_instance.requested"
     DEDICATED_INSTANCE_PROVISIONED = "dedicated_instance.provisioned"
