@@ -73,6 +73,12 @@ def scrub_file(self, file_pk: int) -> dict[str, Any]:
     result = process_file(file_pk)
     if result["status"] == Claim.DEFERRED and not self.request.is_eager:
         conf = scrub_fairness_conf()
+        logger.info(
+            "%s: its org is at its limit of concurrent scrubs (%s); retrying in %ss",
+            result["file"],
+            conf.max_concurrent_per_org,
+            conf.defer_seconds,
+        )
         raise self.retry(countdown=conf.defer_seconds, max_retries=None)
     return result
 
