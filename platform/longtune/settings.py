@@ -159,6 +159,10 @@ INFERENCE_DEFAULT_MAX_TOKENS = env_int("INFERENCE_DEFAULT_MAX_TOKENS", 128)
 INFERENCE_STATS_WINDOW = env_int("INFERENCE_STATS_WINDOW", 100)
 INFERENCE_SHARED_IDLE_SECONDS = env_int("INFERENCE_SHARED_IDLE_SECONDS", 300)
 INFERENCE_WORK_DIR = env_str("INFERENCE_WORK_DIR")
+# The month's inference tokens per org are counted in Redis at metering time (the usage rows stay
+# the ledger of record); the counter is rebuilt from those rows when missing and expires after
+# this long, so any drift (a Redis restart, a lost increment) heals within it.
+INFERENCE_TOKEN_COUNTER_TTL_SECONDS = env_int("INFERENCE_TOKEN_COUNTER_TTL_SECONDS", 3600)
 # compute/conf.py: the beat periods and the lost-message sweep.
 COMPUTE_REDISPATCH_AFTER_SECONDS = env_float("COMPUTE_REDISPATCH_AFTER_SECONDS", 600)
 COMPUTE_REDISPATCH_INTERVAL_SECONDS = env_float("COMPUTE_REDISPATCH_INTERVAL_SECONDS", 60)

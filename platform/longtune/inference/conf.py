@@ -20,6 +20,7 @@ class InferenceConf:
     default_max_tokens: int  # completion budget when the request gives none
     stats_window: int  # GET /v1/endpoints/{id} averages TTFT / tokens/s over this many requests
     shared_idle_seconds: int  # a shared server with no endpoint this long stops (frees its slot)
+    token_counter_ttl_seconds: int  # the Redis month counter is rebuilt from the ledger this often
 
     @property
     def work_dir(self) -> Path:
@@ -35,4 +36,5 @@ def inference_conf() -> InferenceConf:
         default_max_tokens=int(settings.INFERENCE_DEFAULT_MAX_TOKENS),
         stats_window=int(settings.INFERENCE_STATS_WINDOW),
         shared_idle_seconds=int(settings.INFERENCE_SHARED_IDLE_SECONDS),
+        token_counter_ttl_seconds=int(settings.INFERENCE_TOKEN_COUNTER_TTL_SECONDS),
     )
