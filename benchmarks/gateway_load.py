@@ -218,12 +218,21 @@ async def one_request(client, mode: Mode, *, via_gateway: bool, stream: bool, se
 async def run_mode(base_url: str, mode: Mode, *, concurrency: int, rounds: int, **kw) -> None:
     import httpx
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    # keepalive_expiry under uvicorn's 5 s idle timeout: never reuse a socket the server closes.
+    limits = httpx.Limits(
+        max_connections=concurrency, max_keepalive_connections=concurrency, keepalive_expiry=1.0
+    )
     async with httpx.AsyncClient(
         base_url=base_url, limits=limits, timeout=120, trust_env=False
     ) as client:
         for _ in range(rounds):
             await asyncio.gather(*(one_request(client, mode, **kw) for _ in range(concurrency)))
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int, field_name: str = "VmRSS") -> int:
@@ -299,6 +308,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--serve-replica", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--profile-gateway", type=Path, help="write the gateway's cProfile here")
     args = parser.parse_args(argv)
     if args.serve_replica:
         serve_replica(args.serve_replica, args.ttft_ms, args.tokens, args.token_ms)
@@ -320,8 +330,9 @@ def main(argv: list[str] | None = None) -> Path:
     )  # fmt: skip
     secret = prepare(f"http://127.0.0.1:{replica_port}")
     log = (Path(os.environ["LONGTUNE_VAR_DIR"]) / "gateway.log").open("wb")  # its INFO lines
+    profile = ["-m", "cProfile", "-o", str(args.profile_gateway)] if args.profile_gateway else []
     gateway = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
+        [sys.executable, *profile, "-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
          "--host", "127.0.0.1", "--port", str(gateway_port), "--log-level", "warning",
          "--backlog", "4096"],
         cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
@@ -346,16 +357,18 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(f"warm-up failed: {warm.errors[:3]}")
         idle_kib = rss_kib(gateway.pid)
         peaks: dict[str, int] = {}
+        cpu: dict[str, float] = {}
         for name, mode in modes.items():
             via_gateway, stream = name.startswith("gateway"), "non-" not in name
             with PeakRss(gateway.pid) as peak:
-                started = time.perf_counter()
+                started, cpu_before = time.perf_counter(), cpu_seconds(gateway.pid)
                 asyncio.run(run_mode(
                     gateway_url if via_gateway else replica_url, mode,
                     concurrency=args.concurrency, rounds=args.rounds,
                     via_gateway=via_gateway, stream=stream, secret=secret,
                 ))  # fmt: skip
                 mode_seconds = time.perf_counter() - started
+                cpu[name] = cpu_seconds(gateway.pid) - cpu_before
             peaks[name] = peak.peak
             print(f"{name}: {len(mode.total_ms)} ok, {len(mode.errors)} errors, "
                   f"{mode_seconds:.1f} s", flush=True)  # fmt: skip
@@ -368,7 +381,7 @@ def main(argv: list[str] | None = None) -> Path:
             except subprocess.TimeoutExpired:
                 proc.kill()
 
-    text = report(args, label, modes, idle_kib, peaks)
+    text = report(args, label, modes, idle_kib, peaks, cpu)
     print(text)
     args.output_dir.mkdir(parents=True, exist_ok=True)
     suffix = "_services" if args.services else ""
@@ -380,7 +393,14 @@ def main(argv: list[str] | None = None) -> Path:
     return out
 
 
-def report(args, label: str, modes: dict[str, Mode], idle_kib: int, peaks: dict[str, int]) -> str:
+def report(
+    args,
+    label: str,
+    modes: dict[str, Mode],
+    idle_kib: int,
+    peaks: dict[str, int],
+    cpu: dict[str, float],
+) -> str:
     services = " --services" if args.services else ""
     total = args.concurrency * args.rounds
     lines = [
@@ -394,8 +414,8 @@ def report(args, label: str, modes: dict[str, Mode], idle_kib: int, peaks: dict[
         f"{os.cpu_count()} CPU cores shared by client, gateway and replica.",
         "",
         "| mode | ok | errors | TTFT p50 ms | TTFT p99 ms | total p50 ms | total p99 ms | "
-        "gateway peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "gateway peak RSS MiB | gateway CPU ms/request |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, m in modes.items():
         ttft = (
@@ -406,7 +426,8 @@ def report(args, label: str, modes: dict[str, Mode], idle_kib: int, peaks: dict[
         lines.append(
             f"| {name} | {len(m.total_ms)} | {len(m.errors)} | {ttft} | "
             f"{percentile(m.total_ms, 0.5):.1f} | {percentile(m.total_ms, 0.99):.1f} | "
-            f"{peaks.get(name, 0) / 1024:.0f} |"
+            f"{peaks.get(name, 0) / 1024:.0f} | "
+            f"{1000 * cpu.get(name, 0.0) / max(1, len(m.total_ms) + len(m.errors)):.1f} |"
         )
     s_direct, s_gw = modes["direct, streaming"], modes["gateway, streaming"]
     n_direct, n_gw = modes["direct, non-streaming"], modes["gateway, non-streaming"]
@@ -427,6 +448,10 @@ def report(args, label: str, modes: dict[str, Mode], idle_kib: int, peaks: dict[
         f"Gateway process RSS: {idle_kib / 1024:.0f} MiB idle after warm-up; peak "
         f"{max(peaks.get('gateway, streaming', 0), 0) / 1024:.0f} MiB under {args.concurrency} "
         f"concurrent streams, {peaks.get('gateway, non-streaming', 0) / 1024:.0f} MiB non-streaming.",
+        "",
+        "The CPU column is the gateway process's user + system time per request, which does not "
+        "depend on how busy the machine is; wall-clock latencies on a shared machine do (load "
+        f"average at the end of the run: {os.getloadavg()[0]:.1f}).",
     ]
     return "\n".join(lines) + "\n"
 

@@ -102,7 +102,11 @@ def replica_client() -> httpx.AsyncClient:
         client = httpx.AsyncClient(
             trust_env=False,
             # No cap on connections: each concurrent stream holds one; the replica bounds load.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+            # Idle sockets expire well before a server's keep-alive timeout (uvicorn: 5 s), so
+            # a request never goes out on a socket the replica is closing (a ReadError).
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=100, keepalive_expiry=1.0
+            ),
         )
         _REPLICA_CLIENTS[loop] = client
     return client
