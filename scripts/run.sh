@@ -16,8 +16,12 @@ python3 manage.py bootstrap_demo   # tiny local base model in the registry (buil
 export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072}
 # Scrubbing (cpu) and training (gpu) get a worker each: an upload is never queued behind a
 # fine-tune that holds its worker for minutes (or hours). The cpu worker also runs celery beat
-# (-B): the watchdogs and the lost-message sweep of compute/schedule.py.
-python3 -m celery -A workers.celery_app worker -Q cpu -P solo -c 1 -l INFO -n cpu@%h \
+# (-B): the watchdogs and the lost-message sweep of compute/schedule.py. It is a prefork pool
+# of LONGTUNE_CPU_WORKER_SLOTS processes: one org scrubs at most SCRUB_MAX_CONCURRENT_PER_ORG
+# files at once (datasets/fairness.py), so another org's upload takes a free slot instead of
+# waiting behind a huge file, and the pool enforces the hard time limits (compute/time_limits.py).
+python3 -m celery -A workers.celery_app worker -Q cpu -P prefork -c "${LONGTUNE_CPU_WORKER_SLOTS:-2}" \
+  -l INFO -n cpu@%h \
   -B -s "$LONGTUNE_VAR_DIR/celerybeat-schedule" --without-gossip --without-mingle &
 CPU_WORKER=$!
 python3 -m celery -A workers.celery_app worker -Q gpu -P solo -c 1 -l INFO -n gpu@%h \

@@ -6,7 +6,8 @@ Queue names, routing, task names and the beat schedule are the compute layer's
 
 Reliability: a task is acknowledged only after it finishes (acks_late) and is re-queued if
 its worker dies (reject_on_worker_lost); each worker takes one task at a time (prefetch 1)
-so a long training job never hides a queued one behind it.
+so a long training job never hides a queued one behind it. Every task has a soft and a hard
+time limit (compute/time_limits.py) except serving, which runs until its endpoint stops.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from django.conf import settings  # noqa: E402
 
 from longtune.compute.queues import CPU, STATIC_QUEUES  # noqa: E402
 from longtune.compute.schedule import beat_schedule  # noqa: E402
+from longtune.compute.time_limits import celery_annotations  # noqa: E402
 
 app = Celery("longtune")
 app.conf.update(
@@ -55,7 +57,11 @@ app.conf.update(
     task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
     result_expires=7 * 24 * 3600,
     worker_hijack_root_logger=False,
+    # Soft/hard time limits of every task (compute/time_limits.py); the prefork pool enforces
+    # both, workers/time_limits.py the soft one on the solo pool.
+    task_annotations=celery_annotations(),
     include=[
+        "workers.time_limits",
         "workers.tasks",
         "workers.compute",
         "workers.datasets",

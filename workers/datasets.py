@@ -16,9 +16,12 @@ import logging
 import tempfile
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.utils import timezone
 
 from longtune.compute import tasks
+from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED
+from longtune.datasets.fairness import Claim, claim_for_scrubbing, scrub_fairness_conf
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.policies import dataset_limits_for, pii_policy_for
 from longtune.datasets.services import scrubbed_key
@@ -37,6 +40,7 @@ logger = logging.getLogger("longtune.datasets")
 # that are not the data's fault.
 UPLOAD_MISSING = "upload_missing"
 PROCESSING_FAILED = "processing_failed"
+# ...and TIME_LIMIT_EXCEEDED (compute.time_limits): the scrub ran past its time limit.
 TERMINAL = (FileStatus.PROCESSED, FileStatus.ERROR)
 
 
@@ -52,17 +56,50 @@ def token_count_method(counter: TokenCounter) -> str:
     )
 
 
-@app.task(name=tasks.SCRUB_FILE, acks_late=True)  # sent to "cpu"
-def scrub_file(file_pk: int) -> dict[str, Any]:
-    """Celery entry point; see process_file."""
-    return process_file(file_pk)
+class ScrubTask(app.Task):
+    """The scrub task's failure hook: a HARD time limit kills the prefork child before the task
+    can say anything, so the worker's main process rejects the file here (Celery calls
+    ``on_failure`` for hard timeouts) and deletes the raw bytes."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's
+        if isinstance(exc, TimeLimitExceeded) and args:
+            fail_timed_out(int(args[0]))
+
+
+@app.task(name=tasks.SCRUB_FILE, base=ScrubTask, bind=True, acks_late=True)  # sent to "cpu"
+def scrub_file(self, file_pk: int) -> dict[str, Any]:
+    """Celery entry point; see process_file. A file whose org already scrubs its share of the
+    cpu slots (datasets/fairness.py) goes back to the broker for ``defer_seconds``."""
+    result = process_file(file_pk)
+    if result["status"] == Claim.DEFERRED and not self.request.is_eager:
+        conf = scrub_fairness_conf()
+        logger.info(
+            "%s: its org is at its limit of concurrent scrubs (%s); retrying in %ss",
+            result["file"],
+            conf.max_concurrent_per_org,
+            conf.defer_seconds,
+        )
+        raise self.retry(countdown=conf.defer_seconds, max_retries=None)
+    return result
 
 
 def process_file(file_pk: int) -> dict[str, Any]:
-    """Scrub and validate one uploaded file; returns {"file", "status"} for the task result."""
-    file = _claim(file_pk)
-    if file is None:
+    """Scrub and validate one uploaded file; returns {"file", "status"} for the task result.
+
+    "deferred": the org is at its concurrent-scrub limit; the file is untouched (still
+    uploaded, raw bytes kept) and the caller tries again later.
+    """
+    file = (
+        File.objects.unscoped_across_orgs()
+        .select_related("org", "uploaded_by_key__created_by")
+        .filter(pk=file_pk)
+        .first()
+    )
+    if file is None:  # deleted meanwhile
         return {"file": file_pk, "status": "skipped"}
+    claim = claim_for_scrubbing(file)
+    if claim == Claim.DEFERRED:
+        return {"file": file.public_id, "status": Claim.DEFERRED}
     try:
         if file.status in TERMINAL:  # redelivered after it finished: only retention is left
             return {"file": file.public_id, "status": "skipped"}
@@ -71,11 +108,27 @@ def process_file(file_pk: int) -> dict[str, Any]:
         _delete_raw(file)
 
 
-def _claim(file_pk: int) -> File | None:
-    """Mark the row processing (unless terminal); None if the file was deleted meanwhile."""
-    rows = File.objects.unscoped_across_orgs()
-    rows.filter(pk=file_pk, status=FileStatus.UPLOADED).update(status=FileStatus.PROCESSING)
-    return rows.select_related("org", "uploaded_by_key__created_by").filter(pk=file_pk).first()
+def fail_timed_out(file_pk: int) -> None:
+    """Reject a file whose scrub was killed by its hard time limit; drop its raw bytes."""
+    file = (
+        File.objects.unscoped_across_orgs()
+        .select_related("org", "uploaded_by_key__created_by")
+        .filter(pk=file_pk)
+        .first()
+    )
+    if file is None:
+        return
+    try:
+        _reject(file, _time_limit_error())
+    finally:
+        _delete_raw(file)
+
+
+def _time_limit_error() -> dict[str, Any]:
+    return _single_error(
+        TIME_LIMIT_EXCEEDED,
+        "Processing took longer than the scrubbing time limit; split the file and upload the parts.",
+    )
 
 
 def _scrub(file: File) -> str:
@@ -98,6 +151,9 @@ def _scrub(file: File) -> str:
                 return _reject(file, _error_from_report(report), report, counter)
             scrubbed.seek(0)
             return _accept(file, scrubbed, report, counter)
+    except SoftTimeLimitExceeded:
+        logger.warning("processing %s hit its soft time limit", file.public_id)
+        return _reject(file, _time_limit_error())
     except Exception:
         logger.exception("processing %s failed", file.public_id)
         return _reject(
@@ -110,6 +166,7 @@ def _accept(file: File, scrubbed, report: ProcessingReport, counter: TokenCounte
     key = scrubbed_key(file.org, file.public_id)
     size = get_storage().put(key, scrubbed)
     body = _report_dict(report, counter)
+    _delete_raw(file)  # before the status: a processed or rejected file has no raw bytes left
     updated = (
         File.objects.unscoped_across_orgs()
         .filter(pk=file.pk, status=FileStatus.PROCESSING)
@@ -138,6 +195,7 @@ def _reject(
     report: ProcessingReport | None = None,
     counter: TokenCounter | None = None,
 ) -> str:
+    _delete_raw(file)
     updated = (
         File.objects.unscoped_across_orgs()
         .filter(pk=file.pk, status=FileStatus.PROCESSING)
@@ -164,6 +222,7 @@ def _delete_raw(file: File) -> None:
         logger.exception("could not delete the raw upload of %s", file.public_id)
         raise
     File.objects.unscoped_across_orgs().filter(pk=file.pk).update(raw_key="")
+    file.raw_key = ""
 
 
 # --- report shapes ----------------------------------------------------------------------------

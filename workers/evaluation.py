@@ -18,11 +18,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import close_old_connections
 
 from longtune.catalog.resolution import serves_as_adapter
 from longtune.compute import tasks
 from longtune.compute.models import WorkStatus
+from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED
 from longtune.evaluation.lifecycle import EVALUATIONS, record_event
 from longtune.evaluation.models import EvaluationJob, Suite
 from longtune.evaluation.services import save_heatmap
@@ -138,6 +140,15 @@ def run_evaluation_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, 
     except Superseded:
         logger.warning("%s attempt %s superseded; stopping", job.public_id, attempt)
         return {"evaluation": job.public_id, "status": "superseded"}
+    except SoftTimeLimitExceeded:
+        logger.warning("evaluation %s attempt %s hit its soft time limit", job.public_id, attempt)
+        EVALUATIONS.finish_failed(
+            job.pk,
+            attempt,
+            code=TIME_LIMIT_EXCEEDED,
+            message="The evaluation ran past the time limit of GPU work (GPU_WORK_TIME_LIMIT_SECONDS).",
+        )
+        return {"evaluation": job.public_id, "status": "failed"}
     except Exception as exc:  # noqa: BLE001 - any failure of the run becomes a coded failure
         logger.exception("evaluation %s failed", job.public_id)
         EVALUATIONS.finish_failed(

@@ -23,10 +23,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import close_old_connections
 
 from longtune.catalog import services as catalog
 from longtune.compute import tasks
+from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED
 from longtune.finetuning import lifecycle
 from longtune.finetuning import services as finetuning_services
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
@@ -361,6 +363,15 @@ def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, An
             result = _train(job, work_dir, output_dir, storage, conf, callbacks)
         except TrainingInputError as exc:
             lifecycle.finish_failed(job.pk, attempt, code="invalid_training_data", message=str(exc))
+            return {"job": job.public_id, "status": "failed"}
+        except SoftTimeLimitExceeded:
+            logger.warning("job %s attempt %s hit its soft time limit", job.public_id, attempt)
+            lifecycle.finish_failed(
+                job.pk,
+                attempt,
+                code=TIME_LIMIT_EXCEEDED,
+                message="Training ran past the time limit of GPU work (GPU_WORK_TIME_LIMIT_SECONDS).",
+            )
             return {"job": job.public_id, "status": "failed"}
         except Exception as exc:
             logger.exception("job %s attempt %s failed", job.public_id, attempt)

@@ -128,6 +128,19 @@ else:
 LONGEST_JOB_SECONDS = env_int("LONGEST_JOB_SECONDS", 48 * 3600)
 CELERY_VISIBILITY_TIMEOUT = LONGEST_JOB_SECONDS + 3600
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Time limits per kind of task (compute/time_limits.py maps every task name to a kind): past
+# its soft limit a task fails its work with the code time_limit_exceeded; HARD_GRACE seconds
+# later a prefork worker kills the child. None of them may exceed LONGEST_JOB_SECONDS (an unacked
+# message would be redelivered while the first delivery still runs).
+SCRUB_TIME_LIMIT_SECONDS = env_int("SCRUB_TIME_LIMIT_SECONDS", 6 * 3600)
+GPU_WORK_TIME_LIMIT_SECONDS = env_int("GPU_WORK_TIME_LIMIT_SECONDS", LONGEST_JOB_SECONDS - 600)
+PERIODIC_TASK_TIME_LIMIT_SECONDS = env_int("PERIODIC_TASK_TIME_LIMIT_SECONDS", 300)
+TASK_HARD_TIME_LIMIT_GRACE_SECONDS = env_int("TASK_HARD_TIME_LIMIT_GRACE_SECONDS", 60)
+# Fairness on the cpu queue: at most this many of one org's files are scrubbed at once; another
+# of its files waits (re-checked every SCRUB_DEFER_SECONDS) while other orgs' files take the
+# worker's other slots (datasets/fairness.py).
+SCRUB_MAX_CONCURRENT_PER_ORG = env_int("SCRUB_MAX_CONCURRENT_PER_ORG", 1)
+SCRUB_DEFER_SECONDS = env_float("SCRUB_DEFER_SECONDS", 5)
 
 # --- runtime knobs (read by finetuning/conf.py and inference/conf.py) --------------------
 # Environment-tunable because the crash-recovery tests need a watchdog that notices a dead worker
@@ -157,6 +170,10 @@ INFERENCE_SHARED_IDLE_SECONDS = env_int("INFERENCE_SHARED_IDLE_SECONDS", 300)
 INFERENCE_SHARED_MAX_ADAPTERS = env_int("INFERENCE_SHARED_MAX_ADAPTERS", 64)
 INFERENCE_SHARED_ADAPTER_BYTES = env_int("INFERENCE_SHARED_ADAPTER_BYTES", 1 << 30)
 INFERENCE_WORK_DIR = env_str("INFERENCE_WORK_DIR")
+# The month's inference tokens per org are counted in Redis at metering time (the usage rows stay
+# the ledger of record); the counter is rebuilt from those rows when missing and expires after
+# this long, so any drift (a Redis restart, a lost increment) heals within it.
+INFERENCE_TOKEN_COUNTER_TTL_SECONDS = env_int("INFERENCE_TOKEN_COUNTER_TTL_SECONDS", 3600)
 # compute/conf.py: the beat periods and the lost-message sweep.
 COMPUTE_REDISPATCH_AFTER_SECONDS = env_float("COMPUTE_REDISPATCH_AFTER_SECONDS", 600)
 COMPUTE_REDISPATCH_INTERVAL_SECONDS = env_float("COMPUTE_REDISPATCH_INTERVAL_SECONDS", 60)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from django.utils import timezone
 
+from longtune.inference import token_meter
 from longtune.inference.models import Endpoint, Replica, UsageRecord
 from tests.finetuning.helpers import make_base_model
 
@@ -37,7 +38,10 @@ def make_usage(endpoint: Endpoint, prompt: int = 10, completion: int = 5, **fiel
         "ttft_ms": 12.5,
         "tokens_per_second": 40.0,
     }
-    return UsageRecord.objects.create(**{**defaults, **fields})
+    record = UsageRecord.objects.create(**{**defaults, **fields})
+    # Metered as the gateway meters (services.record_usage): the org's month counter counts it.
+    token_meter.add(endpoint.org, prompt + completion, record.created_at)
+    return record
 
 
 @contextmanager

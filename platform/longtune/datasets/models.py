@@ -63,6 +63,9 @@ class File(OrgOwnedModelMixin, models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When a scrubber claimed it: the org's running scrubs are counted from this
+    # (datasets/fairness.py), so a crashed worker's claim expires with the hard time limit.
+    processing_started_at = models.DateTimeField(null=True, blank=True)
 
     objects = OrgScopedManager()
 

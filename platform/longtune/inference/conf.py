@@ -22,6 +22,7 @@ class InferenceConf:
     shared_idle_seconds: int  # a shared server with no endpoint this long stops (frees its slot)
     shared_max_adapters: int  # adapters a shared server keeps hot (LRU beyond)
     shared_adapter_bytes: int  # its gathered LoRA buffers per RoPE group
+    token_counter_ttl_seconds: int  # the Redis month counter is rebuilt from the ledger this often
 
     @property
     def work_dir(self) -> Path:
@@ -39,4 +40,5 @@ def inference_conf() -> InferenceConf:
         shared_idle_seconds=int(settings.INFERENCE_SHARED_IDLE_SECONDS),
         shared_max_adapters=int(settings.INFERENCE_SHARED_MAX_ADAPTERS),
         shared_adapter_bytes=int(settings.INFERENCE_SHARED_ADAPTER_BYTES),
+        token_counter_ttl_seconds=int(settings.INFERENCE_TOKEN_COUNTER_TTL_SECONDS),
     )

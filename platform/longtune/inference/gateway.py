@@ -19,6 +19,7 @@ import asyncio
 import json
 import time
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,21 +85,48 @@ def _upstream_error(status: int, raw: bytes) -> ApiError:
         return ApiError(status=502, code="replica_error", message="The replica answered badly.")
 
 
+# One pooled client per event loop, shared by every request on it. Why: building an httpx
+# client builds an SSL context (milliseconds of CPU each, ~170 ms on a saturated machine) and a
+# fresh client opens a fresh TCP connection per request; with a client per request the gateway
+# added seconds to the time to first token at a few dozen concurrent streams
+# (benchmarks/gateway_load.py). Keyed by loop: a client's connections belong to its loop.
+_REPLICA_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def replica_client() -> httpx.AsyncClient:
+    loop = asyncio.get_running_loop()
+    client = _REPLICA_CLIENTS.get(loop)
+    if client is None:
+        client = httpx.AsyncClient(
+            trust_env=False,
+            # No cap on connections: each concurrent stream holds one; the replica bounds load.
+            # Idle sockets expire well before a server's keep-alive timeout (uvicorn: 5 s), so
+            # a request never goes out on a socket the replica is closing (a ReadError).
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=100, keepalive_expiry=1.0
+            ),
+        )
+        _REPLICA_CLIENTS[loop] = client
+    return client
+
+
 class Upstream:
     """One streaming request to a replica. ``open`` raises the replica's coded error."""
 
     def __init__(self, call: GatewayCall) -> None:
         self.call = call
-        conf = inference_conf()
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(conf.request_timeout_seconds, connect=5.0), trust_env=False
-        )
+        self._client = replica_client()
         self._response: httpx.Response | None = None
 
     async def open(self) -> None:
         body = {**self.call.body, "request_id": self.call.request_id}
         request = self._client.build_request(
-            "POST", self.call.route.internal_url.rstrip("/") + "/generate", json=body
+            "POST",
+            self.call.route.internal_url.rstrip("/") + "/generate",
+            json=body,
+            timeout=httpx.Timeout(inference_conf().request_timeout_seconds, connect=5.0),
         )
         try:
             self._response = await self._client.send(request, stream=True)
@@ -130,9 +158,10 @@ class Upstream:
             }
 
     async def close(self) -> None:
+        """Release this request's connection (back to the shared pool, or closed mid-stream,
+        which cancels the generation on the replica)."""
         if self._response is not None:
             await self._response.aclose()
-        await self._client.aclose()
 
 
 # --------------------------------------------------------------------------- metering

@@ -3,16 +3,14 @@
 ``max_endpoints`` is reserved atomically at creation/start (``reserve_quota``: the org row
 lock orders concurrent creates). ``monthly_inference_tokens`` is checked by the gateway
 before a request is proxied: a request is refused once the month's metered tokens reach the
-limit. It is a soft limit by design — the prompt is tokenized on the replica, so the request
+limit (counted in Redis at metering time, ``token_meter``). It is a soft limit by design — the prompt is tokenized on the replica, so the request
 that crosses the line is served in full (at most one request's tokens over).
 """
 
 from __future__ import annotations
 
-from django.db.models import F, Sum
-
-from longtune.finetuning.quotas import month_start
-from longtune.inference.models import ACTIVE_ENDPOINT_STATUSES, Endpoint, UsageRecord
+from longtune.inference import token_meter
+from longtune.inference.models import ACTIVE_ENDPOINT_STATUSES, Endpoint
 from longtune.tenancy.models import Organization
 from longtune.tenancy.quotas import (
     QuotaExceeded,
@@ -31,18 +29,17 @@ def active_endpoint_count(org: Organization) -> int:
 
 
 def inference_tokens_this_month(org: Organization) -> int:
-    total = (
-        UsageRecord.objects.for_org(org)
-        .filter(created_at__gte=month_start())
-        .aggregate(total=Sum(F("prompt_tokens") + F("completion_tokens")))["total"]
-    )
-    return int(total or 0)
+    """The ledger's figure (``GET /v1/organization``): the usage rows summed."""
+    return token_meter.ledger_tokens(org)
 
 
 def check_inference_tokens(org: Organization) -> None:
-    """429 ``quota_exceeded`` (param ``monthly_inference_tokens``) once the month is used up."""
+    """429 ``quota_exceeded`` (param ``monthly_inference_tokens``) once the month is used up.
+
+    On the gateway's hot path: the month's usage is one Redis GET (inference/token_meter.py),
+    not a sum over the month's rows."""
     limit = effective_quota(org).monthly_inference_tokens
-    used = inference_tokens_this_month(org)
+    used = token_meter.used_this_month(org)
     if used >= limit:
         raise QuotaExceeded("monthly_inference_tokens", limit=limit, used=used, requested=1)
 

@@ -25,6 +25,7 @@ from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
 from longtune.evaluation.gate import ensure_deployable
+from longtune.inference import token_meter
 from longtune.inference.conf import inference_conf
 from longtune.inference.events import record_event
 from longtune.inference.models import (
@@ -492,7 +493,8 @@ def record_usage(
     stream: bool,
     metered: Metered,
 ) -> UsageRecord:
-    return UsageRecord.objects.create(
+    """The usage row (the ledger of record), then the org's month counter (token_meter)."""
+    record = UsageRecord.objects.create(
         org=org,
         endpoint_id=route.endpoint_pk,
         endpoint_ref=route.endpoint_public_id,
@@ -506,6 +508,10 @@ def record_usage(
         ttft_ms=metered.ttft_ms,
         tokens_per_second=metered.tokens_per_second,
     )
+    # Right after the row, not on commit: the gateway meters in autocommit, and a row rolled
+    # back inside some caller's transaction is at most over-counted until the counter expires.
+    token_meter.add(org, metered.prompt_tokens + metered.completion_tokens, record.created_at)
+    return record
 
 
 def endpoint_stats(endpoint: Endpoint) -> dict[str, Any]:

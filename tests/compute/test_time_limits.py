@@ -1,0 +1,66 @@
+"""Every Celery task has its time limits from one table (compute/time_limits.py), and the
+worker's Celery app carries them; serving is the one kind without a clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from longtune.compute import tasks
+from longtune.compute.time_limits import (
+    TASK_KINDS,
+    TaskKind,
+    TimeLimit,
+    limit_for_kind,
+    task_time_limits,
+)
+
+TASK_NAMES = {value for name, value in vars(tasks).items() if name.isupper()}
+
+
+def test_every_task_name_has_a_kind_and_every_kind_but_serving_a_limit():
+    assert set(TASK_KINDS) == TASK_NAMES
+    limits = task_time_limits()
+    for name, kind in TASK_KINDS.items():
+        assert (limits[name] is None) == (kind == TaskKind.SERVING), name
+
+
+def test_the_worker_app_applies_the_limits_to_every_registered_task():
+    from workers.celery_app import app
+
+    app.loader.import_default_modules()
+    registered = {name for name in app.tasks if name.startswith("longtune.")}
+    assert registered == TASK_NAMES  # no task escapes the table
+    for name, limit in task_time_limits().items():
+        task = app.tasks[name]
+        if limit is None:
+            assert task.soft_time_limit is None and task.time_limit is None, name
+        else:
+            assert (task.soft_time_limit, task.time_limit) == (
+                limit.soft_seconds,
+                limit.hard_seconds,
+            ), name
+
+
+def test_limits_come_from_settings(settings):
+    settings.SCRUB_TIME_LIMIT_SECONDS = 120
+    settings.TASK_HARD_TIME_LIMIT_GRACE_SECONDS = 15
+    assert limit_for_kind(TaskKind.SCRUB) == TimeLimit(120.0, 135.0)
+
+
+def test_a_hard_limit_past_the_visibility_timeout_is_refused(settings):
+    # The message would be redelivered while the first delivery still runs.
+    settings.GPU_WORK_TIME_LIMIT_SECONDS = settings.CELERY_VISIBILITY_TIMEOUT
+    with pytest.raises(ValueError, match="visibility timeout"):
+        limit_for_kind(TaskKind.GPU_WORK)
+
+
+def test_soft_must_be_below_hard():
+    with pytest.raises(ValueError):
+        TimeLimit(10, 10)
+
+
+def test_solo_and_thread_pools_are_the_ones_celery_does_not_time():
+    from workers.time_limits import pool_times_tasks
+
+    assert not pool_times_tasks("solo") and not pool_times_tasks("threads")
+    assert pool_times_tasks("prefork")
