@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "longtune.api.apps.ApiConfig",
     "longtune.tenancy",
     "longtune.compute.apps.ComputeConfig",
     "longtune.catalog.apps.CatalogConfig",
@@ -231,7 +232,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["longtune.tenancy.permissions.HasOrgRole"],
     "DEFAULT_THROTTLE_CLASSES": ["longtune.tenancy.throttling.OrgRateThrottle"],
     "EXCEPTION_HANDLER": "longtune.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "longtune.api.schema.ApiAutoSchema",
+    "DEFAULT_METADATA_CLASS": "longtune.api.metadata.RoutingMetadata",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "longtune.api.parsers.JSONParser",
@@ -249,6 +251,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Request and response components apart: a request schema carries what the serializer
+    # validates (minLength, writeOnly, binary files), a response what it returns.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # A PATCH is validated with the same serializer as its schema says (no "Patched" copy
+    # with every field optional): members require `role`.
+    "COMPONENT_SPLIT_PATCH": False,
     # A File may have any purpose; an upload only a dataset's (result files are never uploaded).
     "ENUM_NAME_OVERRIDES": {
         "PurposeEnum": "longtune.datasets.models.DATASET_PURPOSE_CHOICES",
