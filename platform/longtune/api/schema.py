@@ -73,6 +73,11 @@ SERVICE_ERRORS: dict[str, tuple[int, ...]] = {
     "create_billing_portal": (409,),
     "files_content_retrieve": (409,),
     "files_token_stats_retrieve": (409,),
+    "invitations_accept_create": (404,),
+    "uploads_cancel_create": (409,),
+    "uploads_complete_create": (409,),
+    "uploads_parts_create": (409,),
+    "uploads_presigned_parts_create": (409,),
 }
 
 
@@ -90,7 +95,7 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
 # What DRF's CharField refuses beyond blankness: NUL characters (ProhibitNullCharacters) and,
 # when it trims, a value that is only whitespace. Patterns are unanchored searches in JSON
 # Schema, hence the explicit ^...$.
-NO_NUL_PATTERN = r"^[^\u0000]*$"
+NUL_PATTERN = r"\u0000"
 NOT_BLANK_PATTERN = r"^[^\u0000]*[^\s\u0000][^\u0000]*$"
 
 
@@ -133,26 +138,50 @@ class ApiAutoSchema(AutoSchema):
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
-        if direction == "request" and isinstance(field, serializers.CharField):
-            plain = schema.get("type") == "string" and not (
-                {"enum", "pattern", "format"} & set(schema)
-            )
-            if plain:
-                blank_refused = not field.allow_blank and field.trim_whitespace
-                schema["pattern"] = NOT_BLANK_PATTERN if blank_refused else NO_NUL_PATTERN
+        if schema is None:
+            return schema
+        if direction == "request":
+            self._tighten_request_field(field, schema)
+        return schema
+
+    def _insert_field_validators(self, field, schema):
+        super()._insert_field_validators(field, schema)
+        schema.update(getattr(field, "_schema_keywords", {}))  # after: it drops exclusive*
+
+    def _tighten_request_field(self, field: serializers.Field, schema: dict[str, Any]) -> None:
+        """What the serializer refuses that drf-spectacular does not write down."""
+        if isinstance(field, serializers.FileField) and not field.allow_empty_file:
+            schema["minLength"] = max(1, schema.get("minLength", 0))  # 400 empty_file
         if (
-            direction == "request"
-            and isinstance(field, serializers.ListSerializer | serializers.ListField)
+            schema.get("default") == ""
+            and isinstance(field, serializers.CharField)
+            and not field.allow_blank
+        ):
+            schema.pop("default")  # "" is filled in when absent, but refused when sent
+        if isinstance(field, serializers.CharField) and "pattern" not in schema:
+            with_validators = dict(schema)
+            super()._insert_field_validators(field, with_validators)
+            plain = with_validators.get("type") == "string" and not (
+                {"enum", "pattern", "format"} & set(with_validators)
+            )
+            if plain and not field.allow_blank and field.trim_whitespace:
+                schema["pattern"] = NOT_BLANK_PATTERN
+            elif plain:
+                # Not a pattern: drf-spectacular wraps a blank-allowing field that has one
+                # into oneOf [it, ""], which "" would then match twice.
+                schema["not"] = {"pattern": NUL_PATTERN}
+        if (
+            isinstance(field, serializers.ListSerializer | serializers.ListField)
             and not field.allow_empty
             and schema.get("type") == "array"
         ):
             schema["minItems"] = max(1, schema.get("minItems", 0))
-        return schema
 
     def get_operation(self, path, path_regex, path_prefix, method, registry):
         operation = super().get_operation(path, path_regex, path_prefix, method, registry)
         if operation is None:
             return None
+        self._require_body_that_must_not_be_empty(operation)
         responses = operation.setdefault("responses", {})
         ref = self.resolve_serializer(ErrorSerializer, "response").ref
         for status in self.plumbing_error_statuses(operation):
@@ -166,6 +195,20 @@ class ApiAutoSchema(AutoSchema):
         operation["responses"] = dict(sorted(responses.items()))
         return operation
 
+    def _require_body_that_must_not_be_empty(self, operation: dict[str, Any]) -> None:
+        """A body whose serializer refuses ``{}`` is required (drf-spectacular marks a body
+        required only when a field is)."""
+        body = operation.get("requestBody")
+        if not body or body.get("required"):
+            return
+        serializer = self.get_request_serializer()
+        if isinstance(serializer, serializers.BaseSerializer) or (
+            isinstance(serializer, type) and issubclass(serializer, serializers.BaseSerializer)
+        ):
+            serializer_class = serializer if isinstance(serializer, type) else type(serializer)
+            if probe_input_serializer(serializer_class)[1]:
+                body["required"] = True
+
     def plumbing_error_statuses(self, operation: dict[str, Any]) -> list[int]:
         statuses = {400, 406, 429}
         authenticated = bool(operation.get("security"))  # absent on the public (auth=[]) ones
@@ -175,8 +218,9 @@ class ApiAutoSchema(AutoSchema):
                 statuses.add(404)  # a body names other objects (model, training_file, ...)
         if authenticated:
             statuses |= {401, 403}
-        if any(p.get("in") == "path" for p in operation.get("parameters", [])):
-            statuses.add(404)
+        parameters = operation.get("parameters", [])
+        if any(p.get("in") == "path" or p.get("name") == "after" for p in parameters):
+            statuses.add(404)  # no such object (or no such cursor) in this organization
         statuses |= set(SERVICE_ERRORS.get(operation["operationId"], ()))
         return sorted(statuses)
 

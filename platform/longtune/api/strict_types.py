@@ -34,6 +34,8 @@ ACCEPTS: list[tuple[type[serializers.Field], Callable[[Any], bool]]] = [
     (serializers.BooleanField, lambda value: isinstance(value, bool)),
     (serializers.IntegerField, _is_integer),
     (serializers.FloatField, _is_number),
+    # Decimals travel as strings (COERCE_DECIMAL_TO_STRING; the schema says so): "250.00".
+    (serializers.DecimalField, lambda value: isinstance(value, str)),
 ]
 
 

@@ -171,9 +171,15 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedVie
                 "default base model).",
             ),
             OpenApiParameter(
-                "context_length", int, description="Training context (default: the model's)."
+                "context_length",
+                {"type": "integer", "minimum": 1, "maximum": token_report.ABSOLUTE_MAX_CONTEXT_LENGTH},
+                description="Training context (default: the model's).",
             ),
-            OpenApiParameter("n_epochs", int, description="Epochs to estimate for (default 1)."),
+            OpenApiParameter(
+                "n_epochs",
+                {"type": "integer", "minimum": 1, "maximum": token_report.MAX_EPOCHS},
+                description="Epochs to estimate for (default 1).",
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT},
         description="Examples, tokens, power-of-two length histogram and estimated training "

@@ -12,7 +12,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from longtune.api.fields import unix
+from longtune.api.fields import schema_keywords, unix
 from longtune.inference.models import Deployment, Endpoint, EndpointEvent, UsageRecord
 
 MAX_STOP_SEQUENCES = 4
@@ -97,7 +97,12 @@ def usage_payload(record: UsageRecord) -> dict[str, Any]:
 _STRING = {"type": "string"}
 
 
-@extend_schema_field({"oneOf": [_STRING, {"type": "array", "items": _STRING, "maxItems": 4}]})
+_STOP = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
+@extend_schema_field(
+    {"oneOf": [_STOP, {"type": "array", "items": _STOP, "maxItems": MAX_STOP_SEQUENCES}]}
+)
 class StopField(serializers.Field):
     """OpenAI's ``stop``: a string or a list of at most 4 non-empty strings."""
 
@@ -189,7 +194,10 @@ class _SamplingSerializer(serializers.Serializer):
         min_value=1, max_value=1_048_576, required=False, allow_null=True
     )
     temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, default=1.0)
-    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, default=1.0)
+    top_p = schema_keywords(
+        serializers.FloatField(min_value=0.0, max_value=1.0, required=False, default=1.0),
+        exclusiveMinimum=True,  # validate_top_p: (0, 1]
+    )
     stop = StopField(required=False, allow_null=True)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63)
     n = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1)
@@ -236,7 +244,12 @@ class ChatCompletionRequestSerializer(_SamplingSerializer):
         return attrs
 
 
-@extend_schema_field({"oneOf": [_STRING, {"type": "array", "items": _STRING, "maxItems": 1}]})
+_PROMPT = {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS}
+
+
+@extend_schema_field(
+    {"oneOf": [_PROMPT, {"type": "array", "items": _PROMPT, "minItems": 1, "maxItems": 1}]}
+)
 class PromptField(serializers.Field):
     """OpenAI's ``prompt``: a string, or a list holding exactly one string."""
 
@@ -260,7 +273,9 @@ class PromptField(serializers.Field):
 
 class CompletionRequestSerializer(_SamplingSerializer):
     prompt = PromptField()
-    echo = serializers.BooleanField(required=False, default=False)
+    echo = schema_keywords(
+        serializers.BooleanField(required=False, default=False), enum=[False]
+    )  # validate_echo: only false
 
     def validate_echo(self, value: bool) -> bool:
         if value:

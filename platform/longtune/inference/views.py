@@ -115,7 +115,7 @@ class EndpointViewSet(OrgScopedViewSet):
 
 GROUP_BY_PARAMETER = OpenApiParameter(
     "group_by",
-    OpenApiTypes.STR,
+    {"type": "string", "enum": ["model", "day", "model,day"]},
     OpenApiParameter.QUERY,
     description="'model', 'day' or 'model,day': token sums per bucket instead of records.",
 )
