@@ -300,6 +300,8 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):  # behind a TLS-terminating proxy
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600)
 # Failed log-ins allowed per client IP and per email in a window before the form refuses.
+# Requests per hour per client IP to the public endpoints (signup, invitation accept).
+PUBLIC_ENDPOINT_REQUESTS_PER_HOUR = env_int("PUBLIC_ENDPOINT_REQUESTS_PER_HOUR", 30)
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10)
 LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900)
 # Part size of the dashboard's chunked browser upload (the Uploads API takes up to 64 MiB).
@@ -307,6 +309,7 @@ DASHBOARD_UPLOAD_PART_BYTES = env_int("DASHBOARD_UPLOAD_PART_BYTES", 8 * 1024 * 
 
 # --- email (invitations, password reset): console by default, SMTP from the environment ----
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))  # the filebased backend's
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
