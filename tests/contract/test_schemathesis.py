@@ -50,6 +50,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.django_db(t
 
 SEED = 20261201
 MAX_EXAMPLES = 5
+PHASES = "examples,coverage,fuzzing"
+RUN_TIMEOUT_S = 500
 HOOKS = "tests.contract.schemathesis_hooks"
 EXCLUDED_PATH_REGEX = r"^/v1/billing/webhooks/"
 # operationId -> why a schema-valid request can still be a 400 (a rule no schema states).
@@ -201,7 +203,10 @@ def test_the_schema_holds_under_schemathesis(
     fuzz_key, secret = issue_api_key(
         org=handle.org, created_by=handle.owner, role="owner", name="schemathesis"
     )
-    base = make_base_model(FUZZ_MODEL, tiny_base_dir, original=TINY_ORIGINAL_CONTEXT, maximum=256)
+    # Context = the original 64: a chat answer is at most a few dozen tokens of the tiny model.
+    base = make_base_model(
+        FUZZ_MODEL, tiny_base_dir, original=TINY_ORIGINAL_CONTEXT, maximum=TINY_ORIGINAL_CONTEXT
+    )
     schema = SchemaGenerator().get_schema(request=None, public=True)
     examples = seed_examples(handle, schema)
     examples_path = tmp_path / "examples.json"
@@ -218,21 +223,27 @@ def test_the_schema_holds_under_schemathesis(
         "STRIPE_PRICE_PRO": PRICE_IDS["pro"],
         "STRIPE_PRICE_ENTERPRISE": PRICE_IDS["enterprise"],
     }
-    har = tmp_path / "schemathesis.har.json"
     with local_replica(chat_endpoint, tiny_base_dir), asgi_server(server_env) as base_url:
         live_schema = httpx.get(f"{base_url}/v1/openapi.json", timeout=60).json()
-        run = subprocess.run(
-            [shutil.which("schemathesis") or "schemathesis", "--config-file",
-             str(schemathesis_config(tmp_path / "schemathesis.toml")), "run",
-             f"{base_url}/v1/openapi.json", "-H", f"Authorization: Bearer {secret}",
-             "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--no-shrink",
-             "--phases", "examples,coverage,fuzzing", "--workers", "1",
-             "--exclude-path-regex", EXCLUDED_PATH_REGEX,
-             "--report", "har", "--report-har-path", str(har), "--request-timeout", "60"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
-            env={**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "LONGTUNE_FUZZ_KEY_ID": fuzz_key.public_id,
-                 "LONGTUNE_FUZZ_EXAMPLES": str(examples_path), "PYTHONPATH": str(REPO_ROOT)},
-        )  # fmt: skip
+        # LONGTUNE_FUZZ_LOG: keep the run's output (and its HAR next to it) for debugging.
+        log_path = Path(os.environ.get("LONGTUNE_FUZZ_LOG", tmp_path / "schemathesis.log"))
+        har = log_path.with_suffix(".har.json")
+        with log_path.open("w") as log:
+            run = subprocess.run(
+                [shutil.which("schemathesis") or "schemathesis", "--config-file",
+                 str(schemathesis_config(tmp_path / "schemathesis.toml")), "run",
+                 f"{base_url}/v1/openapi.json", "-H", f"Authorization: Bearer {secret}",
+                 "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--no-shrink",
+                 "--phases", PHASES, "--workers", "1",
+                 "--exclude-path-regex", EXCLUDED_PATH_REGEX,
+                 "--report", "har", "--report-har-path", str(har), "--request-timeout", "60"],
+                cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT_S,
+                env={**os.environ, "SCHEMATHESIS_HOOKS": HOOKS,
+                     "LONGTUNE_FUZZ_KEY_ID": fuzz_key.public_id,
+                     "LONGTUNE_FUZZ_EXAMPLES": str(examples_path),
+                     "PYTHONPATH": str(REPO_ROOT)},
+            )  # fmt: skip
+        output = log_path.read_text()
 
     found = statuses_by_operation(live_schema, har)
     fuzzed = {
@@ -241,7 +252,7 @@ def test_the_schema_holds_under_schemathesis(
     with capsys.disabled():
         print(f"\nSchemathesis seed={SEED} max-examples={MAX_EXAMPLES}: per-operation statuses")
         print(coverage_table(fuzzed))
-    assert run.returncode == 0, run.stdout[-20_000:] + run.stderr[-5_000:]
+    assert run.returncode == 0, output[-20_000:]
     without_2xx = sorted(op for op, c in fuzzed.items() if not any(200 <= s < 300 for s in c))
     assert not without_2xx, f"operations that never answered 2xx: {without_2xx}"
     fuzz_key.refresh_from_db()
