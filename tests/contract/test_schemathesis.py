@@ -64,6 +64,8 @@ SEMANTIC_400: dict[str, str] = {
     "uploads_complete_create": "exactly one of part_ids / parts; sizes must add up",
     "uploads_parts_create": "bytes_mismatch: the parts must add up to the declared size",
     "update_pii_policy": "invalid_regex: allow_patterns must compile",
+    "chat_completions_create": "context_length_exceeded: prompt + max_tokens must fit the model",
+    "completions_create": "context_length_exceeded: prompt + max_tokens must fit the model",
 }
 FUZZ_MODEL = "tiny-fuzz"
 

@@ -32,7 +32,7 @@ def test_signup_creates_org_owner_and_working_key(mailoutbox):
     # The link works once.
     token = signup_token(mailoutbox, "new@example.com")
     reused = api_client().post("/v1/auth/signup/confirm", {"token": token}, format="json")
-    assert reused.status_code == 400 and error_code(reused) == "invalid_token"
+    assert reused.status_code == 404 and error_code(reused) == "invalid_signup_token"
 
 
 def test_signup_does_not_reveal_whether_an_email_is_registered(mailoutbox):
@@ -63,7 +63,7 @@ def test_signup_does_not_reveal_whether_an_email_is_registered(mailoutbox):
 
     assert not User.objects.get(email="fresh@example.com").is_active
     forged = api_client().post("/v1/auth/signup/confirm", {"token": "x" * 40}, format="json")
-    assert forged.status_code == 400 and error_code(forged) == "invalid_token"
+    assert forged.status_code == 404 and error_code(forged) == "invalid_signup_token"
 
 
 def test_password_reset_answers_the_same_for_any_email(mailoutbox):

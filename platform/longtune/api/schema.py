@@ -72,8 +72,11 @@ SERVICE_ERRORS: dict[str, tuple[int, ...]] = {
     "create_billing_checkout": (409,),
     "create_billing_portal": (409,),
     "files_content_retrieve": (409,),
-    "files_token_stats_retrieve": (409,),
-    "invitations_accept_create": (404,),
+    "files_token_stats_retrieve": (409, 413),
+    "invitations_accept_create": (401, 404),  # 401: wrong password for an existing account
+    "invitations_destroy": (409,),
+    "fine_tuning_jobs_cancel_create": (409,),
+    "auth_signup_confirm_create": (404,),
     "uploads_cancel_create": (409,),
     "uploads_complete_create": (409,),
     "uploads_parts_create": (409,),

@@ -155,15 +155,6 @@ def file_token_stats(org: Organization, file: File, query: TokenStatsQuery) -> d
             f"'{file.purpose}' (purposes counted: {', '.join(DATASET_PURPOSES)}).",
             param="id",
         )
-    if file.format not in {f.value for f in DatasetFormat}:
-        raise ApiError(
-            status=400,
-            code="file_not_a_dataset",
-            message=f"Token statistics count JSONL datasets; this file's format is "
-            f"'{file.format or 'unknown'}' (formats counted: "
-            f"{', '.join(f.value for f in DatasetFormat)}).",
-            param="id",
-        )
     plan = plan_for(org, query.model)
     context_length = query.context_length or plan.default_context_length
     if context_length > plan.max_context_length:
@@ -174,6 +165,16 @@ def file_token_stats(org: Organization, file: File, query: TokenStatsQuery) -> d
         )
     stream = services.open_scrubbed(file)  # 409 unless processed
     with stream:
+        if file.format not in {f.value for f in DatasetFormat}:
+            raise ApiError(
+                status=400,
+                code="file_not_a_dataset",
+                message=f"Token statistics count JSONL datasets; this file's format is "
+                f"'{file.format or 'unknown'}' (formats counted: "
+                f"{', '.join(f.value for f in DatasetFormat)}).",
+                param="id",
+            )
+
         if (file.scrubbed_bytes or 0) > max_bytes():
             raise ApiError(
                 status=413,

@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from longtune.api.fields import unix

@@ -23,8 +23,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 
+from longtune.api.errors import ApiError
 from longtune.tenancy.models import User, normalize_email_address
-from longtune.tenancy.services.errors import bad_request
 from longtune.tenancy.services.organizations import (
     NewOrganization,
     check_password_strength,
@@ -109,8 +109,8 @@ def request_signup(
 
 @transaction.atomic
 def confirm_signup(*, token: str, request: HttpRequest | None = None) -> NewOrganization:
-    """The signup link: activate the pending user and create the org (400 ``invalid_token``
-    for a forged, expired or used link)."""
+    """The signup link: activate the pending user and create the org (404
+    ``invalid_signup_token`` for a forged, expired or used link)."""
     try:
         data = signing.loads(token, salt=SALT, max_age=SIGNUP_CONFIRM_MAX_AGE_SECONDS)
     except signing.BadSignature:  # includes SignatureExpired
@@ -123,8 +123,12 @@ def confirm_signup(*, token: str, request: HttpRequest | None = None) -> NewOrga
         else None
     )
     if user is None or not is_pending(user):
-        raise bad_request(
-            "invalid_token", "This signup link is invalid, expired or already used.", "token"
+        # 404, as an unknown invitation token: no pending signup matches it.
+        raise ApiError(
+            status=404,
+            code="invalid_signup_token",
+            message="No pending signup matches this link: it is invalid, expired or used.",
+            param="token",
         )
     user.is_active = True
     user.email_verified_at = timezone.now()  # the link reached this mailbox
