@@ -66,6 +66,8 @@ SEMANTIC_400: dict[str, str] = {
     "update_pii_policy": "invalid_regex: allow_patterns must compile",
     "chat_completions_create": "context_length_exceeded: prompt + max_tokens must fit the model",
     "completions_create": "context_length_exceeded: prompt + max_tokens must fit the model",
+    "files_token_stats_retrieve": "context_length beyond the chosen model's maximum",
+    "uploads_create": "file_too_large: the organization's upload limit (per plan)",
 }
 FUZZ_MODEL = "tiny-fuzz"
 

@@ -66,6 +66,9 @@ class ErrorSerializer(serializers.Serializer):
 # defaults, rather than in each view's decorator (tests/contract asserts every operationId
 # below exists, and the fuzzer fails on any status an operation answers but does not list).
 SERVICE_ERRORS: dict[str, tuple[int, ...]] = {
+    # billing.ensure_billable (402) and the eval gate / idempotency conflicts (409)
+    "endpoints_create": (402, 409),
+    "fine_tuning_jobs_create": (402, 409),
     "members_partial_update": (409,),
     "members_destroy": (409,),
     "invitations_create": (409,),
