@@ -182,6 +182,9 @@ class MessageSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64, required=False)
 
 
+GREEDY_TEMPERATURE = 1e-4
+
+
 def _finite(value: float, field: str) -> float:
     if not math.isfinite(value):
         raise serializers.ValidationError({field: "must be a finite number"}, code="invalid")
@@ -206,7 +209,10 @@ class _SamplingSerializer(serializers.Serializer):
     user = serializers.CharField(required=False, max_length=256)
 
     def validate_temperature(self, value: float) -> float:
-        return _finite(value, "temperature")
+        # Below GREEDY_TEMPERATURE, logits / temperature overflows to inf and sampling gets
+        # NaN probabilities (the fuzzer's 1.4e-45 was a 500): such a temperature is greedy.
+        value = _finite(value, "temperature")
+        return 0.0 if value < GREEDY_TEMPERATURE else value
 
     def validate_top_p(self, value: float) -> float:
         if not math.isfinite(value) or value <= 0.0:
