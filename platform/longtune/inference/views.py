@@ -255,7 +255,11 @@ def _documented_post(operation_id: str, request_serializer: type) -> Any:
     @extend_schema(
         operation_id=operation_id,
         request=request_serializer,
-        responses={200: OpenApiTypes.OBJECT},
+        # JSON, or with "stream": true Server-Sent Events ("data: {chunk}" lines, "[DONE]").
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/event-stream"): OpenApiTypes.STR,
+        },
     )
     async def post(self, request: HttpRequest, call: gateway.GatewayCall) -> HttpResponseBase:
         return await _GatewayView.post(self, request, call)
