@@ -246,6 +246,18 @@ class _GatewayView(APIView):
         return response
 
 
+# One Server-Sent Event as a client parses it: `data` is a JSON chunk (or "[DONE]").
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["data"],
+}
+
+
 def _documented_post(operation_id: str, request_serializer: type) -> Any:
     """``_GatewayView.post`` under one endpoint's OpenAPI operation. A fresh coroutine
     function per view: extend_schema stores its annotations on the function object, and
@@ -258,7 +270,7 @@ def _documented_post(operation_id: str, request_serializer: type) -> Any:
         # JSON, or with "stream": true Server-Sent Events ("data: {chunk}" lines, "[DONE]").
         responses={
             (200, "application/json"): OpenApiTypes.OBJECT,
-            (200, "text/event-stream"): OpenApiTypes.STR,
+            (200, "text/event-stream"): SSE_EVENT_SCHEMA,
         },
     )
     async def post(self, request: HttpRequest, call: gateway.GatewayCall) -> HttpResponseBase:
