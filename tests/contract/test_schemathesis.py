@@ -213,7 +213,7 @@ def seed_upload_examples(handle) -> dict[str, dict]:
 
 
 def test_the_schema_holds_under_schemathesis(
-    make_org, worker_env, shared_storage, tiny_base_dir, fake_stripe, tmp_path, capsys
+    make_org, worker_env, shared_storage, tiny_base_dir, fake_stripe, tmp_path, capsys, settings
 ):
     handle = make_org("Fuzz", plan="pro")
     OrgQuota.objects.create(
@@ -235,6 +235,7 @@ def test_the_schema_holds_under_schemathesis(
     server_env = {
         **worker_env,
         "INFERENCE_STALE_AFTER_SECONDS": "3600",  # the in-test replica heartbeats once
+        "SECRET_KEY": settings.SECRET_KEY,  # the signup token seeded here is signed with it
         "PUBLIC_ENDPOINT_REQUESTS_PER_HOUR": "1000000",
         "STRIPE_API_KEY": API_KEY,
         "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
