@@ -102,6 +102,33 @@ def api_client(secret: str | None = None):
     return client
 
 
+def signup_token(outbox, email: str) -> str:
+    """The confirmation token from the newest signup mail to ``email`` (tenancy.services.signup)."""
+    import re
+
+    for message in reversed(outbox):
+        if email in message.to and (found := re.search(r'"token": "([^"]+)"', message.body)):
+            return found.group(1)
+    raise AssertionError(f"no signup mail with a token to {email}")
+
+
+def signup_and_confirm(email: str, password: str, organization_name: str) -> dict:
+    """The public signup as a client does it: POST /v1/auth/signup (202, a mail), then the
+    mailed token to POST /v1/auth/signup/confirm (201: org, owner, first key)."""
+    from django.core import mail
+
+    requested = api_client().post(
+        "/v1/auth/signup",
+        {"email": email, "password": password, "organization_name": organization_name},
+        format="json",
+    )
+    assert requested.status_code == 202, requested.content
+    token = signup_token(mail.outbox, email.lower())
+    confirmed = api_client().post("/v1/auth/signup/confirm", {"token": token}, format="json")
+    assert confirmed.status_code == 201, confirmed.content
+    return confirmed.json()
+
+
 @pytest.fixture
 def make_org(db) -> Callable[..., OrgHandle]:
     from longtune.tenancy.services.organizations import create_organization_with_owner

@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "longtune.api.apps.ApiConfig",
     "longtune.tenancy",
     "longtune.compute.apps.ComputeConfig",
     "longtune.catalog.apps.CatalogConfig",
@@ -261,7 +262,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["longtune.tenancy.permissions.HasOrgRole"],
     "DEFAULT_THROTTLE_CLASSES": ["longtune.tenancy.throttling.OrgRateThrottle"],
     "EXCEPTION_HANDLER": "longtune.api.errors.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "longtune.api.schema.ApiAutoSchema",
+    "DEFAULT_METADATA_CLASS": "longtune.api.metadata.RoutingMetadata",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": [
         "longtune.api.parsers.JSONParser",
@@ -279,6 +281,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/v1",
+    # Request and response components apart: a request schema carries what the serializer
+    # validates (minLength, writeOnly, binary files), a response what it returns.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # A PATCH is validated with the same serializer as its schema says (no "Patched" copy
+    # with every field optional): members require `role`.
+    "COMPONENT_SPLIT_PATCH": False,
     # A File may have any purpose; an upload only a dataset's (result files are never uploaded).
     "ENUM_NAME_OVERRIDES": {
         "PurposeEnum": "longtune.datasets.models.DATASET_PURPOSE_CHOICES",
@@ -322,6 +330,8 @@ if env_bool("SECURE_PROXY_SSL_HEADER", False):  # behind a TLS-terminating proxy
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_AGE = env_int("SESSION_COOKIE_AGE", 14 * 24 * 3600)
 # Failed log-ins allowed per client IP and per email in a window before the form refuses.
+# Requests per hour per client IP to the public endpoints (signup, invitation accept).
+PUBLIC_ENDPOINT_REQUESTS_PER_HOUR = env_int("PUBLIC_ENDPOINT_REQUESTS_PER_HOUR", 30)
 LOGIN_MAX_FAILURES = env_int("LOGIN_MAX_FAILURES", 10)
 LOGIN_THROTTLE_WINDOW_SECONDS = env_int("LOGIN_THROTTLE_WINDOW_SECONDS", 900)
 # Part size of the dashboard's chunked browser upload (the Uploads API takes up to 64 MiB).
@@ -329,6 +339,7 @@ DASHBOARD_UPLOAD_PART_BYTES = env_int("DASHBOARD_UPLOAD_PART_BYTES", 8 * 1024 * 
 
 # --- email (invitations, password reset): console by default, SMTP from the environment ----
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))  # the filebased backend's
 EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
 EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")

@@ -21,7 +21,7 @@ from longtune.tenancy.models import Organization
 from longtune.tenancy.quotas import PLAN_QUOTAS, effective_quota
 from tests.billing.conftest import API_KEY, WEBHOOK_SECRET
 from tests.billing.test_webhooks import deliver
-from tests.conftest import api_client
+from tests.conftest import api_client, signup_and_confirm
 from tests.finetuning.helpers import make_base_model, make_file, make_job
 from tests.inference.helpers import make_endpoint, make_usage
 
@@ -42,17 +42,8 @@ def test_signup_to_suspension_and_back(billing_on, settings, start_worker):
         STRIPE_API_BASE=billing_on.url,
         STRIPE_METER_EVENTS_BASE=billing_on.url,
     )
-    signup = api_client().post(
-        "/v1/auth/signup",
-        {
-            "email": "cfo@example.com",
-            "password": "correct horse battery staple 42",
-            "organization_name": "Paying Co",
-        },
-        format="json",
-    )
-    assert signup.status_code == 201, signup.content
-    client = api_client(signup.json()["api_key"]["secret"])
+    signup = signup_and_confirm("cfo@example.com", "correct horse battery staple 42", "Paying Co")
+    client = api_client(signup["api_key"]["secret"])
     org = Organization.objects.get(name="Paying Co")
 
     # Checkout, then Stripe's checkout.session.completed webhook: plan and quotas go up.

@@ -25,7 +25,7 @@ from longtune.inference.models import UsageRecord
 from longtune.tenancy.models import Organization, OrgQuota, User
 from longtune.tenancy.quotas import PLAN_QUOTAS, effective_quota
 from tests.billing.conftest import API_KEY, WEBHOOK_SECRET
-from tests.conftest import OrgHandle, api_client
+from tests.conftest import OrgHandle, api_client, signup_and_confirm
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
 from tests.inference.test_serving_e2e import FAST_REPLICA_ENV, train_fine_tuned_model
@@ -57,18 +57,12 @@ def test_real_fine_tune_and_chat_are_metered_and_dunning_suspends_and_restores(
         assert delivery["status"] == 200, delivery
 
     # Sign up (a free org with its owner's first key).
-    signup = api_client().post(
-        "/v1/auth/signup",
-        {"email": "cfo@example.com", "password": "correct horse battery staple 42",
-         "organization_name": "Paying Co"},
-        format="json",
-    )  # fmt: skip
-    assert signup.status_code == 201, signup.content
+    signup = signup_and_confirm("cfo@example.com", "correct horse battery staple 42", "Paying Co")
     org = Organization.objects.get(name="Paying Co")
     handle = OrgHandle(
         org=org,
         owner=User.objects.get(email="cfo@example.com"),
-        owner_secret=signup.json()["api_key"]["secret"],
+        owner_secret=signup["api_key"]["secret"],
     )
     owner = api_client(handle.owner_secret)
     assert org.plan == "free" and effective_quota(org) == PLAN_QUOTAS["free"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -31,28 +32,46 @@ def test_landing_sends_a_member_to_their_org(org_a):
     assert response["Location"] == reverse("dashboard:overview", args=[org_a.org.slug])
 
 
-def test_sign_up_creates_user_org_owner_and_logs_in():
+def test_sign_up_mails_a_link_that_creates_the_org_and_logs_in(mailoutbox):
     client = Client()
     response = client.post(
         "/signup",
         {"email": "New@Example.com", "password": TEST_PASSWORD, "organization_name": "New Co"},
     )
-    assert response.status_code == 302, response.content
+    assert response.status_code == 200, response.content
+    assert "Check your email" in response.content.decode()
+    assert not Organization.objects.filter(name="New Co").exists()  # not before the link
+    link = next(w for w in mailoutbox[0].body.split() if "/signup/confirm/" in w)
+    path = link.split("testserver", 1)[1]
+    assert client.get(path).status_code == 200  # a button: mail scanners only GET
+    assert not Organization.objects.filter(name="New Co").exists()
+    confirmed = client.post(path)
     user = User.objects.get(email="new@example.com")
     org = Organization.objects.get(name="New Co")
-    membership = Membership.objects.for_org(org).get(user=user)
-    assert membership.role == "owner"
-    assert response["Location"] == reverse("dashboard:overview", args=[org.slug])
-    assert client.get(response["Location"]).status_code == 200  # logged in
+    assert Membership.objects.for_org(org).get(user=user).role == "owner"
+    assert user.is_active and user.email_verified_at is not None  # the link proved the mailbox
+    assert confirmed["Location"] == reverse("dashboard:overview", args=[org.slug])
+    assert client.get(confirmed["Location"]).status_code == 200  # logged in
+    assert Client().post(path).status_code == 400  # once
 
 
-def test_sign_up_shows_the_api_errors_next_to_the_fields(org_a):
-    response = Client().post(
-        "/signup", {"email": org_a.owner.email, "password": "x", "organization_name": "Dup"}
-    )
-    assert response.status_code == 400
-    body = response.content.decode()
-    assert 'id="email-errors"' in body and "already exists" in body
+def test_sign_up_answers_the_same_for_a_registered_email(org_a, mailoutbox):
+    pages = [
+        Client().post(
+            "/signup", {"email": email, "password": TEST_PASSWORD, "organization_name": "Dup"}
+        )
+        for email in (org_a.owner.email, "someone-new@example.com")
+    ]
+    assert [p.status_code for p in pages] == [200, 200]
+    texts = [
+        re.sub(r'"X-CSRFToken": "[^"]+"', "", p.content.decode().replace(e, "EMAIL"))
+        for p, e in zip(pages, (org_a.owner.email, "someone-new@example.com"), strict=True)
+    ]
+    assert texts[0] == texts[1]
+    assert "already has an account" in next(m for m in mailoutbox if org_a.owner.email in m.to).body
+
+
+def test_sign_up_shows_the_api_errors_next_to_the_fields():
     weak = Client().post(
         "/signup", {"email": "weak@example.com", "password": "password", "organization_name": "W"}
     )
@@ -208,15 +227,14 @@ def test_password_reset_by_email_link(org_a, mailoutbox):
     assert not Client().get(path, follow=True).context["validlink"]  # single use
 
 
-def test_email_verification_link_from_sign_up(mailoutbox):
-    client = Client()
-    client.post(
-        "/signup", {"email": "v@example.com", "password": TEST_PASSWORD, "organization_name": "V"}
-    )
-    user = User.objects.get(email="v@example.com")
+def test_email_verification_link(org_a, mailoutbox):
+    user = org_a.owner
     assert user.email_verified_at is None
+    client = Client()
+    client.force_login(user)
     overview = client.get("/", follow=True).content.decode()
     assert "Please confirm your email address" in overview
+    client.post(reverse("dashboard:resend_verification"))
     link = next(w for w in mailoutbox[0].body.split() if "/verify-email/" in w)
     path = link.split("testserver", 1)[1]
     assert Client().get(path[:-3] + "xyz").status_code == 400  # a forged token

@@ -153,7 +153,7 @@ def test_another_orgs_billing_is_never_shown(org_a, org_b):
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_the_billing_page_in_a_browser_draws_its_chart_and_passes_axe(
-    browser, worker_env, monkeypatch
+    browser, worker_env, monkeypatch, tmp_path
 ):
     """Chromium against uvicorn: the billing page with usage and a budget draws the uPlot
     chart (cost and budget series); it and the suspended banner have no serious/critical
@@ -163,10 +163,20 @@ def test_the_billing_page_in_a_browser_draws_its_chart_and_passes_axe(
 
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop vs. the ORM
     steps = Steps("billing-page")
-    with asgi_server(worker_env) as base:
+    mail_dir = (
+        tmp_path / "mail"
+    )  # the signup link arrives by mail (tests/dashboard/test_browser.py)
+    server_env = {
+        **worker_env,
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(mail_dir),
+    }
+    with asgi_server(server_env) as base:
         page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         page.set_default_timeout(30_000)
-        org_path = sign_up(page, base, "payer@example.com", "Payer Labs").removeprefix(base)
+        org_path = sign_up(page, base, "payer@example.com", "Payer Labs", mail_dir).removeprefix(
+            base
+        )
         org = Organization.objects.get(name="Payer Labs")
         make_usage(make_endpoint(org, status="ready"), prompt=2_000_000, completion=100_000)
 

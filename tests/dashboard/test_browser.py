@@ -13,6 +13,7 @@ critical violations. Screenshots of each step: var/screenshots/dashboard/.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -27,18 +28,25 @@ DATASET = REPO_ROOT / "examples" / "support_chat.jsonl"
 PASSWORD = "a long browser password 77"
 
 
-def sign_up(page, base: str, email: str, org_name: str) -> str:
+def sign_up(page, base: str, email: str, org_name: str, mail_dir: Path) -> str:
+    """The form, then the link from the mail (the server writes mails to ``mail_dir``)."""
     page.goto(base + "/signup")
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
     page.fill("#organization_name", org_name)
+    page.click("button[type=submit]")
+    page.wait_for_selector("text=Check your email")
+    mails = sorted(mail_dir.glob("*.log"), key=lambda p: p.stat().st_mtime)
+    body = next(m.read_text() for m in reversed(mails) if email in m.read_text())
+    link = next(w for w in body.split() if "/signup/confirm/" in w)
+    page.goto(link)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/o/[^/]+/$"))
     return page.url
 
 
 def test_sign_up_to_fine_tuned_model_in_a_browser(
-    browser, start_worker, worker_env, shared_storage, tiny_base_dir, monkeypatch
+    browser, start_worker, worker_env, shared_storage, tiny_base_dir, monkeypatch, tmp_path
 ):
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's loop vs. the ORM
     make_base_model(
@@ -48,7 +56,14 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
     server = start_worker("inference", INFERENCE_HEARTBEAT_SECONDS="1", OMP_NUM_THREADS="1")
     steps = Steps("sign-up-to-model")
     # Small parts, so the 13 KB example goes up in several chunks through the Uploads API.
-    with asgi_server({**worker_env, "DASHBOARD_UPLOAD_PART_BYTES": "4096"}) as base:
+    mail_dir = tmp_path / "mail"
+    server_env = {
+        **worker_env,
+        "DASHBOARD_UPLOAD_PART_BYTES": "4096",
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(mail_dir),
+    }
+    with asgi_server(server_env) as base:
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(30_000)
@@ -57,7 +72,7 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
         assert page.get_by_role("link", name="Sign up").first.is_visible()
         steps.check(page, "landing")
 
-        overview = sign_up(page, base, "ada@example.com", "Ada Labs")
+        overview = sign_up(page, base, "ada@example.com", "Ada Labs", mail_dir)
         org_path = overview.removeprefix(base)
         assert page.get_by_role("heading", name="Ada Labs").is_visible()
         steps.check(page, "overview")
@@ -168,7 +183,7 @@ def test_sign_up_to_fine_tuned_model_in_a_browser(
 
         # Another org's user: the first org's pages do not exist for them.
         intruder = browser.new_context().new_page()
-        sign_up(intruder, base, "eve@example.com", "Eve Corp")
+        sign_up(intruder, base, "eve@example.com", "Eve Corp", mail_dir)
         for path in (org_path, org_path + "files/", job_path):
             response = intruder.goto(base + path)
             assert response.status == 404, path

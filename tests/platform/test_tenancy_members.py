@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from longtune.tenancy.models import ApiKey, AuditLogEntry, Invitation, Membership
 from longtune.tenancy.tokens import hash_secret
-from tests.conftest import TEST_PASSWORD, api_client
+from tests.conftest import TEST_PASSWORD, api_client, signup_and_confirm, signup_token
 
 pytestmark = pytest.mark.django_db
 
@@ -22,25 +22,63 @@ def membership(handle, role: str) -> Membership:
     return Membership.objects.for_org(handle.org).get(user=handle.member(role))
 
 
-def test_signup_creates_org_owner_and_working_key():
-    response = api_client().post(
-        "/v1/auth/signup",
-        {"email": "New@Example.com", "password": TEST_PASSWORD, "organization_name": "New Co"},
-        format="json",
-    )
-    assert response.status_code == 201, response.content
-    body = response.json()
+def test_signup_creates_org_owner_and_working_key(mailoutbox):
+    body = signup_and_confirm("New@Example.com", TEST_PASSWORD, "New Co")
     assert body["user"]["email"] == "new@example.com"
     assert body["organization"]["slug"] == "new-co"
     assert body["api_key"]["role"] == "owner" and body["api_key"]["secret"].startswith("lt_")
     org = api_client(body["api_key"]["secret"]).get("/v1/organization").json()
     assert org["id"] == body["organization"]["id"]
-    again = api_client().post(
-        "/v1/auth/signup",
-        {"email": "new@example.com", "password": TEST_PASSWORD, "organization_name": "Dup"},
-        format="json",
+    # The link works once.
+    token = signup_token(mailoutbox, "new@example.com")
+    reused = api_client().post("/v1/auth/signup/confirm", {"token": token}, format="json")
+    assert reused.status_code == 404 and error_code(reused) == "invalid_signup_token"
+
+
+def test_signup_does_not_reveal_whether_an_email_is_registered(mailoutbox):
+    signup_and_confirm("taken@example.com", TEST_PASSWORD, "First")
+    mailoutbox.clear()
+    answers = [
+        api_client().post(
+            "/v1/auth/signup",
+            {"email": email, "password": TEST_PASSWORD, "organization_name": "Dup"},
+            format="json",
+        )
+        for email in ("taken@example.com", "fresh@example.com")
+    ]
+    assert [a.status_code for a in answers] == [202, 202]
+    bodies = [{k: v for k, v in a.json().items() if k != "email"} for a in answers]
+    assert bodies[0] == bodies[1]  # same answer; only the mails differ
+    taken, fresh = (
+        next(m for m in mailoutbox if e in m.to) for e in ("taken@example.com", "fresh@example.com")
     )
-    assert again.status_code == 409 and error_code(again) == "email_taken"
+    assert "already has an account" in taken.body and '"token"' not in taken.body
+    assert '"token"' in fresh.body
+    assert (
+        Membership.objects.unscoped_across_orgs().filter(user__email="taken@example.com").count()
+        == 1
+    )
+    # The pending account can neither log in nor be confirmed with a forged token.
+    from longtune.tenancy.models import User
+
+    assert not User.objects.get(email="fresh@example.com").is_active
+    forged = api_client().post("/v1/auth/signup/confirm", {"token": "x" * 40}, format="json")
+    assert forged.status_code == 404 and error_code(forged) == "invalid_signup_token"
+
+
+def test_password_reset_answers_the_same_for_any_email(mailoutbox):
+    signup_and_confirm("member@example.com", TEST_PASSWORD, "Reset Co")
+    mailoutbox.clear()
+    answers = [
+        api_client().post("/v1/auth/password_reset", {"email": email}, format="json")
+        for email in ("member@example.com", "nobody@example.com")
+    ]
+    assert [a.status_code for a in answers] == [202, 202]
+    assert [{k: v for k, v in a.json().items() if k != "email"} for a in answers][0] == {
+        k: v for k, v in answers[1].json().items() if k != "email"
+    }
+    assert [m.to for m in mailoutbox] == [["member@example.com"]]
+    assert "/password/reset/" in mailoutbox[0].body
 
 
 def test_signup_rejects_weak_password_and_is_ip_throttled(settings):
@@ -198,9 +236,14 @@ def test_audit_log_is_cursor_paginated_and_admin_only(org_a):
         {"limit": 0},
         {"limit": 101},
         {"limit": "x"},
-        {"after": "audit_nope"},
+        {"limit": ""},
+        {"after": ""},
         {"after": "\x00"},
     ):
         response = owner.get("/v1/audit_logs", bad)
         assert response.status_code == 400, bad
         assert response.json()["error"]["param"] in ("limit", "after")
+    # A well-formed id that names nothing in the list (another org's included): 404.
+    unknown = owner.get("/v1/audit_logs", {"after": "audit_nope"})
+    assert unknown.status_code == 404 and error_code(unknown) == "cursor_not_found"
+    assert unknown.json()["error"]["param"] == "after"

@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from tests.conftest import TEST_PASSWORD, api_client
+from tests.conftest import TEST_PASSWORD, api_client, signup_and_confirm
 
 pytestmark = pytest.mark.django_db
 
@@ -41,15 +41,7 @@ def test_no_secret_is_stored(org_a):
         .json()
     )
     secrets.append(accepted["api_key"]["secret"])
-    signup = (
-        api_client()
-        .post(
-            "/v1/auth/signup",
-            {"email": "s@example.com", "password": TEST_PASSWORD, "organization_name": "S"},
-            format="json",
-        )
-        .json()
-    )
+    signup = signup_and_confirm("s@example.com", TEST_PASSWORD, "S")
     secrets.append(signup["api_key"]["secret"])
     out = io.StringIO()
     call_command(

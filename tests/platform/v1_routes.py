@@ -17,6 +17,8 @@ from longtune.api.viewsets import OrgScopedViewSet
 PUBLIC_ROUTES: dict[str, str] = {
     "v1:auth-signup": "creates a new organization; the caller has no org or key yet",
     "v1:invitation-accept": "the invitee has no key yet; the invitation token authenticates",
+    "v1:auth-signup-confirm": "the new owner has no key yet; the mailed signup token authenticates",
+    "v1:auth-password-reset": "a person who forgot their password has no session; answers the same for any email",
     "v1:openapi-schema": "the API description; contains no tenant data",
     "v1:billing-webhook": "Stripe's event delivery; the signature over the raw body authenticates",
     "v1:billing-webhook-thin": "Stripe's thin event notifications; signed like the webhook",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,16 @@ class UnixTimestampField(serializers.Field):
 
     def to_representation(self, value: datetime) -> int:
         return int(value.timestamp())
+
+
+def schema_keywords(field: serializers.Field, **keywords: Any) -> serializers.Field:
+    """Add JSON-Schema keywords to a field's OpenAPI schema for a rule that its validators
+    enforce but drf-spectacular cannot see (``exclusiveMinimum``, ``uniqueItems``, an enum of
+    the one supported value). ``api.schema.ApiAutoSchema`` merges them in."""
+    # A subclass, not an attribute: DRF deep-copies declared fields by re-instantiating their
+    # class from the constructor arguments, which would drop an attribute.
+    marked = type(type(field).__name__, (type(field),), {"_schema_keywords": keywords})
+    return marked(*copy.deepcopy(field._args), **copy.deepcopy(field._kwargs))
 
 
 def public_id_field(source: str = "public_id") -> serializers.CharField:

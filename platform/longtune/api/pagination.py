@@ -18,15 +18,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from longtune.api.errors import ApiError
-from longtune.api.ids import looks_like_public_id
+from longtune.api.ids import PUBLIC_ID_PATTERN, looks_like_public_id
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
 
 def parse_limit(raw: str | None) -> int:
-    if raw in (None, ""):
-        return DEFAULT_LIMIT
+    if raw is None:
+        return DEFAULT_LIMIT  # an empty ?limit= is refused below, as the schema says
     # isascii(): str.isdigit() accepts "²", which int() refuses.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and 1 <= int(raw) <= MAX_LIMIT):
         raise ApiError(
@@ -48,7 +48,7 @@ class OpenAICursorPagination(BasePagination):
         limit = parse_limit(request.query_params.get("limit"))
         after = request.query_params.get("after")
         queryset = queryset.order_by(f"-{self.ordering_field}")
-        if after:
+        if after is not None:
             queryset = queryset.filter(
                 **{f"{self.ordering_field}__lt": self._cursor_key(queryset, after)}
             )
@@ -58,18 +58,25 @@ class OpenAICursorPagination(BasePagination):
         return self.page
 
     def _cursor_key(self, queryset: QuerySet, after: str) -> Any:
+        """400 for a cursor that is not an id at all; 404 for an id that names nothing in this
+        list (another org's object included: it is simply absent)."""
+        if not looks_like_public_id(after):
+            raise ApiError(
+                status=400,
+                code="invalid_cursor",
+                message=f"after={after[:80]!r} is not an object id.",
+                param="after",
+            )
         found = (
             queryset.filter(**{self.id_field: after})
             .values_list(self.ordering_field, flat=True)
             .first()
-            if looks_like_public_id(after)
-            else None
         )
         if found is None:
             raise ApiError(
-                status=400,
-                code="invalid_cursor",
-                message=f"after={after[:80]!r} is not the id of an object in this list.",
+                status=404,
+                code="cursor_not_found",
+                message=f"after={after!r} is not the id of an object in this list.",
                 param="after",
             )
         return found
@@ -96,8 +103,10 @@ class OpenAICursorPagination(BasePagination):
                 "name": "after",
                 "in": "query",
                 "required": False,
-                "description": "Return objects after (older than) the object with this id.",
-                "schema": {"type": "string"},
+                "description": "Return objects after (older than) the object with this id "
+                "(400 `invalid_cursor` if it is not an id, 404 `cursor_not_found` if it names "
+                "no object in this list).",
+                "schema": {"type": "string", "pattern": f"^{PUBLIC_ID_PATTERN}$"},
             },
             {
                 "name": "limit",

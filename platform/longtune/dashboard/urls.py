@@ -56,6 +56,7 @@ ORG_PATTERNS = [
 urlpatterns = [
     path("", auth.landing, name="landing"),
     path("signup", auth.signup, name="signup"),
+    path("signup/confirm/<str:token>", auth.signup_confirm, name="signup_confirm"),
     path("login", auth.LoginView.as_view(), name="login"),
     path("logout", auth.LogoutView.as_view(), name="logout"),
     path("password/reset", auth.PasswordResetView.as_view(), name="password_reset"),

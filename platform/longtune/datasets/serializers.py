@@ -7,7 +7,12 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from longtune.api.fields import ObjectTypeField, UnixTimestampField, public_id_field
+from longtune.api.fields import (
+    ObjectTypeField,
+    UnixTimestampField,
+    public_id_field,
+    schema_keywords,
+)
 from longtune.datasets.models import (
     DATASET_PURPOSES,
     File,
@@ -285,10 +290,13 @@ class UploadCompleteSerializer(StrictInputSerializer):
 class PresignPartsSerializer(StrictInputSerializer):
     """POST /v1/uploads/{id}/presigned_parts."""
 
-    part_numbers = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=10_000),
-        min_length=1,
-        max_length=1_000,
+    part_numbers = schema_keywords(
+        serializers.ListField(
+            child=serializers.IntegerField(min_value=1, max_value=10_000),
+            min_length=1,
+            max_length=1_000,
+        ),
+        uniqueItems=True,  # 400 duplicate_part
     )
 
     def validate_part_numbers(self, value: list[int]) -> list[int]:

@@ -65,12 +65,12 @@ def _bad(param: str, message: str) -> ApiError:
 
 def _positive_int(params: QueryDict, name: str, maximum: int) -> int | None:
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad(name, f"{name} must be an integer, got {raw[:40]!r}.") from None
+    # Digits only: int() would also take "", " 5", "+5" and "5_0", which the schema does not.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 9):
+        raise _bad(name, f"{name} must be an integer, got {raw[:40]!r}.")
+    value = int(raw)
     if not 1 <= value <= maximum:
         raise _bad(name, f"{name} must be between 1 and {maximum}, got {value}.")
     return value
@@ -165,6 +165,16 @@ def file_token_stats(org: Organization, file: File, query: TokenStatsQuery) -> d
         )
     stream = services.open_scrubbed(file)  # 409 unless processed
     with stream:
+        if file.format not in {f.value for f in DatasetFormat}:
+            raise ApiError(
+                status=400,
+                code="file_not_a_dataset",
+                message=f"Token statistics count JSONL datasets; this file's format is "
+                f"'{file.format or 'unknown'}' (formats counted: "
+                f"{', '.join(f.value for f in DatasetFormat)}).",
+                param="id",
+            )
+
         if (file.scrubbed_bytes or 0) > max_bytes():
             raise ApiError(
                 status=413,

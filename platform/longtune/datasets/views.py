@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from longtune.api.errors import ApiError
 from longtune.api.viewsets import OrgScopedViewSet
 from longtune.datasets import services, token_report
-from longtune.datasets.models import DATASET_PURPOSES, File, OrgPiiPolicy
+from longtune.datasets.models import DATASET_PURPOSES, File, FilePurpose, OrgPiiPolicy
 from longtune.datasets.serializers import (
     FileDeletedSerializer,
     FileSerializer,
@@ -171,9 +171,19 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedVie
                 "default base model).",
             ),
             OpenApiParameter(
-                "context_length", int, description="Training context (default: the model's)."
+                "context_length",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": token_report.ABSOLUTE_MAX_CONTEXT_LENGTH,
+                },
+                description="Training context (default: the model's).",
             ),
-            OpenApiParameter("n_epochs", int, description="Epochs to estimate for (default 1)."),
+            OpenApiParameter(
+                "n_epochs",
+                {"type": "integer", "minimum": 1, "maximum": token_report.MAX_EPOCHS},
+                description="Epochs to estimate for (default 1).",
+            ),
         ],
         responses={200: OpenApiTypes.OBJECT},
         description="Examples, tokens, power-of-two length histogram and estimated training "
@@ -186,9 +196,22 @@ class FileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, OrgScopedVie
         return Response(token_report.file_token_stats(request.org, file, query))
 
     @extend_schema(
-        parameters=[OpenApiParameter("purpose", str, description="Only files with this purpose.")]
+        parameters=[
+            OpenApiParameter(
+                "purpose",
+                {"type": "string", "enum": list(FilePurpose.values)},
+                description="Only files with this purpose.",
+            )
+        ]
     )
     def list(self, request: Request, *args, **kwargs) -> Response:
+        purpose = request.query_params.get("purpose")
+        if purpose is not None and purpose not in FilePurpose.values:
+            raise _bad_request(
+                "invalid_purpose",
+                f"purpose must be one of {sorted(FilePurpose.values)}, got {purpose[:40]!r}.",
+                "purpose",
+            )
         return super().list(request, *args, **kwargs)
 
 

@@ -25,15 +25,6 @@ from longtune.evaluation.serializers import (
 from longtune.evaluation.services import cancel_evaluation, create_evaluation
 from longtune.tenancy import audit
 
-EVALUATION_LIST = inline_serializer(
-    "EvaluationList",
-    {
-        "object": serializers.CharField(),
-        "data": EvaluationSerializer(many=True),
-        "has_more": serializers.BooleanField(),
-    },
-)
-
 
 class EvaluationViewSet(OrgScopedViewSet):
     model = EvaluationJob
@@ -41,7 +32,11 @@ class EvaluationViewSet(OrgScopedViewSet):
     def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
         return queryset.select_related("result_file")
 
-    @extend_schema(operation_id="evaluations_list", responses={200: EVALUATION_LIST})
+    # The paginator wraps the item schema in the list envelope (a list schema here would be
+    # wrapped twice: "data" items that are lists).
+    @extend_schema(
+        operation_id="evaluations_list", responses={200: EvaluationSerializer(many=True)}
+    )
     def list(self, request: Request) -> Response:
         page = self.paginator.paginate_queryset(self.get_queryset(), request, view=self)
         return self.paginator.get_paginated_response([evaluation_payload(j) for j in page])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from longtune.api.fields import unix
@@ -45,14 +45,24 @@ class AutoOr(serializers.Field):
         return value
 
 
-@extend_schema_field({"oneOf": [{"type": "string", "enum": [AUTO]}, {"type": "integer"}]})
 class AutoOrInteger(AutoOr):
     pass
 
 
-@extend_schema_field({"oneOf": [{"type": "string", "enum": [AUTO]}, {"type": "number"}]})
 class AutoOrNumber(AutoOr):
     pass
+
+
+class AutoOrSchema(OpenApiSerializerFieldExtension):
+    """``"auto"`` or the child's own schema, bounds included (n_epochs 1..50, ...)."""
+
+    target_class = AutoOr
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction):
+        child = auto_schema._map_serializer_field(self.target.child, direction)
+        auto_schema._insert_field_validators(self.target.child, child)
+        return {"oneOf": [{"type": "string", "enum": [AUTO]}, child]}
 
 
 class HyperparametersSerializer(serializers.Serializer):

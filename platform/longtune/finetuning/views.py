@@ -25,7 +25,8 @@ from longtune.finetuning.services import IDEMPOTENCY_KEY_HEADER, cancel_job, cre
 
 IDEMPOTENCY_PARAMETER = OpenApiParameter(
     IDEMPOTENCY_KEY_HEADER,
-    OpenApiTypes.STR,
+    # check_idempotency_key: 1..255 printable ASCII (no edge spaces: HTTP strips them).
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]([ -~]*[!-~])?$"},
     OpenApiParameter.HEADER,
     description="Same key + same body returns the same job; same key + another body is 409.",
 )

@@ -12,7 +12,7 @@ from typing import Any
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from longtune.api.fields import unix
+from longtune.api.fields import schema_keywords, unix
 from longtune.inference.models import Deployment, Endpoint, EndpointEvent, UsageRecord
 
 MAX_STOP_SEQUENCES = 4
@@ -99,7 +99,12 @@ def usage_payload(record: UsageRecord) -> dict[str, Any]:
 _STRING = {"type": "string"}
 
 
-@extend_schema_field({"oneOf": [_STRING, {"type": "array", "items": _STRING, "maxItems": 4}]})
+_STOP = {"type": "string", "minLength": 1, "maxLength": 200}
+
+
+@extend_schema_field(
+    {"oneOf": [_STOP, {"type": "array", "items": _STOP, "maxItems": MAX_STOP_SEQUENCES}]}
+)
 class StopField(serializers.Field):
     """OpenAI's ``stop``: a string or a list of at most 4 non-empty strings."""
 
@@ -179,6 +184,9 @@ class MessageSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64, required=False)
 
 
+GREEDY_TEMPERATURE = 1e-4
+
+
 def _finite(value: float, field: str) -> float:
     if not math.isfinite(value):
         raise serializers.ValidationError({field: "must be a finite number"}, code="invalid")
@@ -191,7 +199,10 @@ class _SamplingSerializer(serializers.Serializer):
         min_value=1, max_value=1_048_576, required=False, allow_null=True
     )
     temperature = serializers.FloatField(min_value=0.0, max_value=2.0, required=False, default=1.0)
-    top_p = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, default=1.0)
+    top_p = schema_keywords(
+        serializers.FloatField(min_value=0.0, max_value=1.0, required=False, default=1.0),
+        exclusiveMinimum=True,  # validate_top_p: (0, 1]
+    )
     stop = StopField(required=False, allow_null=True)
     seed = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2**63)
     n = serializers.IntegerField(required=False, default=1, min_value=1, max_value=1)
@@ -200,7 +211,10 @@ class _SamplingSerializer(serializers.Serializer):
     user = serializers.CharField(required=False, max_length=256)
 
     def validate_temperature(self, value: float) -> float:
-        return _finite(value, "temperature")
+        # Below GREEDY_TEMPERATURE, logits / temperature overflows to inf and sampling gets
+        # NaN probabilities (the fuzzer's 1.4e-45 was a 500): such a temperature is greedy.
+        value = _finite(value, "temperature")
+        return 0.0 if value < GREEDY_TEMPERATURE else value
 
     def validate_top_p(self, value: float) -> float:
         if not math.isfinite(value) or value <= 0.0:
@@ -238,7 +252,12 @@ class ChatCompletionRequestSerializer(_SamplingSerializer):
         return attrs
 
 
-@extend_schema_field({"oneOf": [_STRING, {"type": "array", "items": _STRING, "maxItems": 1}]})
+_PROMPT = {"type": "string", "minLength": 1, "maxLength": MAX_PROMPT_CHARS}
+
+
+@extend_schema_field(
+    {"oneOf": [_PROMPT, {"type": "array", "items": _PROMPT, "minItems": 1, "maxItems": 1}]}
+)
 class PromptField(serializers.Field):
     """OpenAI's ``prompt``: a string, or a list holding exactly one string."""
 
@@ -262,7 +281,9 @@ class PromptField(serializers.Field):
 
 class CompletionRequestSerializer(_SamplingSerializer):
     prompt = PromptField()
-    echo = serializers.BooleanField(required=False, default=False)
+    echo = schema_keywords(
+        serializers.BooleanField(required=False, default=False), enum=[False]
+    )  # validate_echo: only false
 
     def validate_echo(self, value: bool) -> bool:
         if value:

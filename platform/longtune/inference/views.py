@@ -115,7 +115,7 @@ class EndpointViewSet(OrgScopedViewSet):
 
 GROUP_BY_PARAMETER = OpenApiParameter(
     "group_by",
-    OpenApiTypes.STR,
+    {"type": "string", "enum": ["model", "day", "model,day"]},
     OpenApiParameter.QUERY,
     description="'model', 'day' or 'model,day': token sums per bucket instead of records.",
 )
@@ -246,6 +246,18 @@ class _GatewayView(APIView):
         return response
 
 
+# One Server-Sent Event as a client parses it: `data` is a JSON chunk (or "[DONE]").
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string"},
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["data"],
+}
+
+
 def _documented_post(operation_id: str, request_serializer: type) -> Any:
     """``_GatewayView.post`` under one endpoint's OpenAPI operation. A fresh coroutine
     function per view: extend_schema stores its annotations on the function object, and
@@ -255,7 +267,11 @@ def _documented_post(operation_id: str, request_serializer: type) -> Any:
     @extend_schema(
         operation_id=operation_id,
         request=request_serializer,
-        responses={200: OpenApiTypes.OBJECT},
+        # JSON, or with "stream": true Server-Sent Events ("data: {chunk}" lines, "[DONE]").
+        responses={
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            (200, "text/event-stream"): SSE_EVENT_SCHEMA,
+        },
     )
     async def post(self, request: HttpRequest, call: gateway.GatewayCall) -> HttpResponseBase:
         return await _GatewayView.post(self, request, call)

@@ -257,6 +257,30 @@ class SignupSerializer(StrictInputSerializer):
     organization_name = serializers.CharField(max_length=200)
 
 
+class SignupConfirmSerializer(StrictInputSerializer):
+    token = serializers.CharField(max_length=1000)
+
+
+class PasswordResetSerializer(StrictInputSerializer):
+    email = serializers.EmailField(max_length=254)
+
+
+class SignupRequestedSerializer(serializers.Serializer):
+    """The one answer to a signup request, whatever the email."""
+
+    object = ObjectTypeField("signup.requested")
+    email = serializers.EmailField()
+    message = serializers.CharField()
+
+
+class PasswordResetRequestedSerializer(serializers.Serializer):
+    """The one answer to a password-reset request, whatever the email."""
+
+    object = ObjectTypeField("password_reset.requested")
+    email = serializers.EmailField()
+    message = serializers.CharField()
+
+
 class SignupResponseSerializer(serializers.Serializer):
     object = ObjectTypeField("signup")
     user = UserSummarySerializer()

@@ -8,7 +8,12 @@ from longtune.tenancy.views.audit_logs import AuditLogViewSet
 from longtune.tenancy.views.invitations import InvitationViewSet
 from longtune.tenancy.views.members import MemberViewSet
 from longtune.tenancy.views.organization import OrganizationView
-from longtune.tenancy.views.public import AcceptInvitationView, SignupView
+from longtune.tenancy.views.public import (
+    AcceptInvitationView,
+    PasswordResetView,
+    SignupConfirmView,
+    SignupView,
+)
 
 router = SimpleRouter(trailing_slash=False)
 router.register("api_keys", ApiKeyViewSet, basename="api_key")
@@ -19,6 +24,8 @@ router.register("audit_logs", AuditLogViewSet, basename="audit_log")
 urlpatterns = [
     path("organization", OrganizationView.as_view(), name="organization"),
     path("auth/signup", SignupView.as_view(), name="auth-signup"),
+    path("auth/signup/confirm", SignupConfirmView.as_view(), name="auth-signup-confirm"),
+    path("auth/password_reset", PasswordResetView.as_view(), name="auth-password-reset"),
     path("invitations/accept", AcceptInvitationView.as_view(), name="invitation-accept"),
     *router.urls,
 ]

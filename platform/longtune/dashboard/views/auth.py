@@ -6,7 +6,6 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse, reverse_lazy
@@ -19,7 +18,8 @@ from longtune.dashboard.errors import NON_FIELD, field_errors
 from longtune.dashboard.forms import ThrottledLoginForm
 from longtune.tenancy.serializers import InvitationAcceptSerializer, SignupSerializer
 from longtune.tenancy.services.invitations import accept_invitation as accept_invitation_service
-from longtune.tenancy.services.organizations import create_organization_with_owner
+from longtune.tenancy.services.signup import ANSWER as SIGNUP_ANSWER
+from longtune.tenancy.services.signup import confirm_signup, request_signup
 from longtune.tenancy.throttling import PublicEndpointThrottle
 
 
@@ -49,7 +49,8 @@ def landing(request: HttpRequest) -> HttpResponse:
 
 @require_http_methods(["GET", "POST"])
 def signup(request: HttpRequest) -> HttpResponse:
-    """User + org + owner membership through the API's serializer and service."""
+    """The API's serializer and ``request_signup``: the same "check your inbox" page whether
+    or not the email has an account (the mail says which)."""
     errors: dict[str, list[str]] = {}
     values = {"email": "", "organization_name": ""}
     if request.method == "POST":
@@ -60,27 +61,39 @@ def signup(request: HttpRequest) -> HttpResponse:
             body = SignupSerializer(data={**values, "password": request.POST.get("password", "")})
             try:
                 body.is_valid(raise_exception=True)
-                with transaction.atomic():
-                    created = create_organization_with_owner(
-                        email=body.validated_data["email"],
-                        password=body.validated_data["password"],
-                        org_name=body.validated_data["organization_name"],
-                        request=request,
-                    )
+                request_signup(
+                    email=body.validated_data["email"],
+                    password=body.validated_data["password"],
+                    org_name=body.validated_data["organization_name"],
+                    request=request,
+                )
             except exceptions.APIException as exc:
                 errors = field_errors(exc)
             else:
-                login(request, created.user, backend="django.contrib.auth.backends.ModelBackend")
-                verification.send_verification_email(request, created.user)
-                messages.success(
+                return render(
                     request,
-                    f"Welcome! {created.org.name} is ready. We sent a link to confirm your email.",
+                    "dashboard/signup_sent.html",
+                    {"email": body.validated_data["email"], "message": SIGNUP_ANSWER},
                 )
-                return redirect("dashboard:overview", org_slug=created.org.slug)
     status = 400 if errors else 200
     return render(
         request, "dashboard/signup.html", {"errors": errors, "values": values}, status=status
     )
+
+
+@require_http_methods(["GET", "POST"])
+def signup_confirm(request: HttpRequest, token: str) -> HttpResponse:
+    """The link from the signup mail. GET only shows a button (mail scanners open links);
+    the POST creates the organization and logs the new owner in."""
+    if request.method == "POST":
+        try:
+            created = confirm_signup(token=token, request=request)
+        except exceptions.APIException:
+            return render(request, "dashboard/verify_email_invalid.html", status=400)
+        login(request, created.user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome! {created.org.name} is ready.")
+        return redirect("dashboard:overview", org_slug=created.org.slug)
+    return render(request, "dashboard/signup_confirm.html")
 
 
 @require_http_methods(["GET", "POST"])

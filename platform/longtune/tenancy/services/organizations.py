@@ -62,16 +62,22 @@ def create_organization_with_owner(
     org_name: str,
     plan: str = Plan.FREE,
     existing_user_ok: bool = False,
+    existing_user: User | None = None,
     request: HttpRequest | None = None,
 ) -> NewOrganization:
     """New org + owner membership + first owner key, all or nothing.
 
     ``existing_user_ok`` (the create_org command): an existing user may create another org if
-    the password matches. Signup refuses existing emails (``email_taken``).
+    the password matches. ``existing_user``: the user is already authenticated (a confirmed
+    signup link, ``services.signup``), no password is checked. Otherwise an existing email is
+    refused (``email_taken``) — a caller that must not reveal registrations (the public
+    signup) goes through ``services.signup`` instead.
     """
     email = normalize_email_address(email)
-    user = User.objects.filter(email=email).first()
-    if user is not None:
+    user = existing_user or User.objects.filter(email=email).first()
+    if existing_user is not None:
+        pass
+    elif user is not None:
         if not existing_user_ok:
             raise conflict("email_taken", "An account with this email already exists.", "email")
         if not user.check_password(password):
