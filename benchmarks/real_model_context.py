@@ -13,8 +13,8 @@ is measured with the product's own evaluation suites (`gpu_runtime.context_eval`
 Arms (training-free): none (extrapolation), linear PI, static NTK, dynamic NTK, YaRN; "default"
 is `DEFAULT_ROPE_METHOD` (YaRN) and is reported, not re-run. The fine-tune arm
 (`--finetune-steps N`: a LoRA fine-tune of each method at the target on long local text, then
-the same evaluation) is built in but costly on CPU: one 16K training step of this model is
-several minutes on 2 cores.
+the same evaluation) is not built yet: one 16K training step of this model is several
+minutes on 2 cores.
 
 Sizes are honest about CPU cost (prefill of 16K tokens is ~100 s on 2 idle cores): the default
 grid is lengths 2K/8K/16K x depths 0.1/0.5/0.9 x 1 key at target 16K, plus one depth at 32K
@@ -220,11 +220,10 @@ def markdown(record: dict[str, Any], command: str) -> str:
         f"Measured cells: {len(record['cells'])}, {seconds / 60:.0f} min of compute "
         f"({record.get('threads')} torch threads).",
     ]
-    if record["plan"]["finetune_steps"] == 0:
-        lines.append(
-            "Fine-tune arm: not run in this record (`--finetune-steps` is 0); see the "
-            "benchmarks README for its cost."
-        )
+    lines.append(
+        "Fine-tune arm (each method after a short LoRA fine-tune at the target): not built "
+        "into this script yet; see the benchmarks README for its cost on 2 cores."
+    )
     return "\n".join(lines) + "\n"
 
 
