@@ -41,8 +41,8 @@ def test_option_is_resolved_and_stored_at_creation(org_a, base):
     file = make_file(org_a.org)
     created = create(org_a, file, evaluation={"suite": "passkey", "samples": 2})
     assert created.status_code == 201, created.content
-    expected = {"suite": "passkey", "lengths": [256], "depths": [0.1, 0.5, 0.9], "samples": 2,
-                "seed": 0, "id": None}  # fmt: skip
+    expected = {"suite": "passkey", "lengths": [256], "depths": [0.1, 0.5, 0.9], "tasks": [],
+                "samples": 2, "seed": 0, "id": None}  # fmt: skip
     assert created.json()["evaluation"] == expected
     assert FineTuningJob.objects.for_org(org_a.org).get().evaluation == expected
     perplexity = create(org_a, file, evaluation={"suite": "perplexity", "lengths": [128, 64]})

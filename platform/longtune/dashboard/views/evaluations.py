@@ -64,9 +64,10 @@ def evaluation_body(post) -> dict[str, Any]:
         body["depths"] = _number_list(post["depths"], float)
     if post.getlist("tasks"):
         body["tasks"] = post.getlist("tasks")
-    for name in ("samples", "seed"):
+    for name in ("samples", "seed"):  # typed like a JSON body (the API refuses "2" there)
         if post.get(name, "").strip():
-            body[name] = post[name].strip()
+            items = _number_list(post[name], int)
+            body[name] = items[0] if len(items) == 1 else post[name]
     return body
 
 
