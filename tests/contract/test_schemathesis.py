@@ -61,6 +61,9 @@ SEMANTIC_400: dict[str, str] = {
     "auth_signup_create": "weak_password: Django's common-password list",
     "invitations_accept_create": "weak_password: Django's common-password list",
     "evaluations_create": "depths/lengths rules that depend on the suite",
+    "fine_tuning_jobs_create": "conflicting_parameters (lora settings with full: true), a "
+    "context_length past the model's maximum or no accelerator layout that fits "
+    "(insufficient_accelerator_memory), evaluation-option rules that depend on the suite",
     "uploads_complete_create": "exactly one of part_ids / parts; sizes must add up",
     "uploads_parts_create": "bytes_mismatch: the parts must add up to the declared size",
     "update_pii_policy": "invalid_regex: allow_patterns must compile",
