@@ -97,6 +97,8 @@
       axes: [{ label: "context length (tokens)" }, { label: data.y_label }],
     }, columns, el);
     el.dataset.series = String(data.series.length);
+  }
+
   /* The billing page: cumulative usage cost per UTC day, with the budget as a flat line. */
   function billingChart(el) {
     var source = document.getElementById("billing-data");
