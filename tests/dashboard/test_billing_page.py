@@ -186,7 +186,11 @@ def test_the_billing_page_in_a_browser_draws_its_chart_and_passes_axe(
         page.click("text=Save budget")
         page.wait_for_selector("text=Budget saved.")
         page.wait_for_selector("#billing-chart[data-points] canvas")
-        assert page.get_attribute("#billing-chart", "data-points") == "1"
+        from longtune.billing.usage import period_bounds
+
+        start, _ = period_bounds(timezone.now())
+        days_so_far = (timezone.now() - start).days + 1  # one point per UTC day of the period
+        assert page.get_attribute("#billing-chart", "data-points") == str(days_so_far)
         assert "6% of the $10.00 monthly budget used; hard cap on" in page.inner_text(
             "#budget-used"
         )
