@@ -20,7 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.utils import timezone
 
 from longtune.compute import tasks
-from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED
+from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED, is_time_limit
 from longtune.datasets.fairness import Claim, claim_for_scrubbing, scrub_fairness_conf
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.policies import dataset_limits_for, pii_policy_for
@@ -154,7 +154,10 @@ def _scrub(file: File) -> str:
     except SoftTimeLimitExceeded:
         logger.warning("processing %s hit its soft time limit", file.public_id)
         return _reject(file, _time_limit_error())
-    except Exception:
+    except Exception as exc:
+        if is_time_limit(exc):  # wrapped by a library on the way (boto's S3 calls)
+            logger.warning("processing %s hit its soft time limit", file.public_id)
+            return _reject(file, _time_limit_error())
         logger.exception("processing %s failed", file.public_id)
         return _reject(
             file,

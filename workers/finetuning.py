@@ -28,7 +28,7 @@ from django.db import close_old_connections
 
 from longtune.catalog import services as catalog
 from longtune.compute import tasks
-from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED
+from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED, is_time_limit
 from longtune.finetuning import lifecycle
 from longtune.finetuning import services as finetuning_services
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
@@ -374,6 +374,16 @@ def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, An
             )
             return {"job": job.public_id, "status": "failed"}
         except Exception as exc:
+            if is_time_limit(exc):  # raised inside a library that wrapped it (boto's S3 calls)
+                logger.warning("job %s attempt %s hit its soft time limit", job.public_id, attempt)
+                lifecycle.finish_failed(
+                    job.pk,
+                    attempt,
+                    code=TIME_LIMIT_EXCEEDED,
+                    message="Training ran past the time limit of GPU work "
+                    "(GPU_WORK_TIME_LIMIT_SECONDS).",
+                )
+                return {"job": job.public_id, "status": "failed"}
             logger.exception("job %s attempt %s failed", job.public_id, attempt)
             lifecycle.finish_failed(
                 job.pk, attempt, code="training_failed", message=f"{type(exc).__name__}: {exc}"

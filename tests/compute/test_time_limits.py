@@ -64,3 +64,25 @@ def test_solo_and_thread_pools_are_the_ones_celery_does_not_time():
 
     assert not pool_times_tasks("solo") and not pool_times_tasks("threads")
     assert pool_times_tasks("prefork")
+
+
+def test_a_time_limit_is_recognised_through_the_wrappers_libraries_put_around_it():
+    from botocore.exceptions import HTTPClientError
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from longtune.compute.time_limits import is_time_limit
+    from longtune.datasets.tokenizer_source import TokenizerUnavailable
+
+    limit = SoftTimeLimitExceeded("soft time limit exceeded")
+    assert is_time_limit(limit)
+    assert is_time_limit(HTTPClientError(error=limit))  # botocore keeps it in kwargs["error"]
+    try:
+        try:
+            raise limit
+        except SoftTimeLimitExceeded as exc:
+            raise TokenizerUnavailable("cannot load") from exc
+    except TokenizerUnavailable as wrapped:
+        assert is_time_limit(wrapped)
+    assert not is_time_limit(HTTPClientError(error=ConnectionError("reset")))
+    assert not is_time_limit(ValueError("bad"))
+    assert not is_time_limit(None)

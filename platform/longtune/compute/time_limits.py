@@ -85,3 +85,25 @@ def celery_annotations() -> dict[str, dict[str, float]]:
         for name, limit in task_time_limits().items()
         if limit is not None
     }
+
+
+def is_time_limit(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is, or was caused by, a task's soft time limit.
+
+    Why: the limit is an exception raised wherever the task happens to be, and libraries wrap
+    what they catch -- botocore turns it into ``HTTPClientError`` (keeping it in
+    ``kwargs["error"]``), our own loaders re-raise it as their "unavailable" errors (``from``
+    it). A handler that asks this instead of matching the class sees through both, so the
+    work fails with ``time_limit_exceeded`` rather than as a generic failure."""
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, SoftTimeLimitExceeded):
+            return True
+        wrapped = (getattr(exc, "kwargs", None) or {}).get("error")
+        if isinstance(wrapped, BaseException) and is_time_limit(wrapped):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

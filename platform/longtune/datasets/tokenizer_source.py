@@ -122,6 +122,10 @@ def load_tokenizer(location: str) -> Tokenizer:
     try:
         return _load_file(str(path), path.stat().st_mtime_ns)
     except Exception as exc:  # a corrupt file is as unavailable as a missing one
+        from longtune.compute.time_limits import is_time_limit
+
+        if is_time_limit(exc):  # the scrub's time limit, not a bad file: let the task see it
+            raise
         raise TokenizerUnavailable(f"cannot load {path}: {exc}") from exc
 
 
