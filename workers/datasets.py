@@ -14,13 +14,19 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.utils import timezone
 
 from longtune.compute import tasks
-from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED, is_time_limit
+from longtune.compute.time_limits import (
+    TIME_LIMIT_EXCEEDED,
+    TaskKind,
+    is_time_limit,
+    limit_for_kind,
+)
 from longtune.datasets.fairness import Claim, claim_for_scrubbing, scrub_fairness_conf
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.policies import dataset_limits_for, pii_policy_for
@@ -137,6 +143,7 @@ def _scrub(file: File) -> str:
         raw = storage.open(file.raw_key)
     except ObjectNotFound:
         return _reject(file, _single_error(UPLOAD_MISSING, "The uploaded bytes are missing."))
+    started = time.monotonic()
     try:
         counter = default_counter(file.org)
         with raw, tempfile.TemporaryFile() as scrubbed:
@@ -145,7 +152,7 @@ def _scrub(file: File) -> str:
                 scrubbed,
                 pii_policy_for(file.org),
                 dataset_limits_for(file.org),
-                count_tokens=counter.count,
+                count_tokens=_within_time_limit(counter.count, started),
             )
             if not report.valid:
                 return _reject(file, _error_from_report(report), report, counter)
@@ -163,6 +170,26 @@ def _scrub(file: File) -> str:
             file,
             _single_error(PROCESSING_FAILED, "Processing failed on our side; upload it again."),
         )
+
+
+def _within_time_limit(count, started: float):
+    """``count`` (called once per example) that also enforces the scrub's soft time limit.
+
+    Why, next to Celery's signal: the signal fires once, wherever the task is, and a library
+    that catches ``Exception`` around an import or a load (a first file pays for spaCy, torch
+    and the tokenizer) can swallow it -- the scrub then ran on with no limit at all. The
+    loop's own check cannot be swallowed that way."""
+    limit = limit_for_kind(TaskKind.SCRUB)
+    if limit is None:
+        return count
+    deadline = started + limit.soft_seconds
+
+    def counted(text: str) -> int:
+        if time.monotonic() > deadline:
+            raise SoftTimeLimitExceeded("soft time limit exceeded (checked by the scrub loop)")
+        return count(text)
+
+    return counted
 
 
 def _accept(file: File, scrubbed, report: ProcessingReport, counter: TokenCounter) -> str:
