@@ -4,6 +4,8 @@ The same command runs on N GPUs under `torchrun --nproc_per_node N -m gpu_runtim
 With `sequence_parallel: S` in the config, the N ranks form N/S data ranks × S sequence ranks
 (every packed row split over S ranks: gpu_runtime/sequence_parallel.py).
 Progress is one JSON object per line on stdout (rank 0), ending with {"type": "result", ...}.
+With `--control-stdin` rank 0 waits for one reply line on stdin after each record (how the
+worker's launcher, gpu_runtime/launcher.py, feeds the job's callbacks and stops the run).
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     train = commands.add_parser("train", help="fine-tune a model (LoRA or full)")
     train.add_argument("--config", required=True, type=Path, help="TrainConfig as JSON")
     train.add_argument("--data", required=True, type=Path, help="training examples (JSONL)")
+    train.add_argument("--eval-data", type=Path, default=None, help="validation examples (JSONL)")
+    train.add_argument(
+        "--control-stdin",
+        action="store_true",
+        help="lock-step with a launcher: after each JSON line rank 0 reads one reply line "
+        'from stdin ({"stop": reason} stops the run; gpu_runtime.launcher)',
+    )
     train.add_argument(
         "--set",
         action="append",
@@ -56,7 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     from gpu_runtime.callbacks import JsonLinesLogger
     from gpu_runtime.train import train
 
-    result = train(config, args.data, [JsonLinesLogger(sys.stdout)])
+    control = sys.stdin if args.control_stdin and _is_rank_zero() else None
+    result = train(
+        config, args.data, [JsonLinesLogger(sys.stdout, control)], eval_data=args.eval_data
+    )
     if _is_rank_zero():
         print(json.dumps({"type": "result", **result.to_dict()}), flush=True)
     return 0

@@ -118,18 +118,48 @@ class StopWhen:
         return None
 
 
+# The stop reason rank 0 gives itself when its controller's end of the control pipe closed
+# (the worker that launched the run died): the run stops at that step boundary, checkpointed.
+CONTROLLER_GONE = "controller_gone"
+
+
 class JsonLinesLogger:
-    """One JSON object per step/event/checkpoint on a stream (the CLI's progress output)."""
+    """One JSON object per step/event/checkpoint on a stream (the CLI's progress output).
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    With ``control`` (a readable text stream: the CLI's stdin under ``--control-stdin``) the
+    run is in lock-step with whoever reads the records: after each record rank 0 waits for
+    one reply line, a JSON object; a step's reply may carry ``{"stop": reason}``, which stops
+    every rank at this step boundary exactly as an in-process callback's StopTraining does.
+    So a launcher (gpu_runtime.launcher) can drive the in-process callbacks of a multi-process
+    run with the same semantics: the checkpoint a callback uploads still exists while it
+    uploads, and a cancel decided at step N stops the run at step N. End of file on
+    ``control`` stops the run (CONTROLLER_GONE): a run never outlives its launcher by more
+    than one step."""
+
+    def __init__(self, stream: TextIO | None = None, control: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        self.control = control
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """Write one record; under a controller, the controller's reply (None at EOF)."""
         self.stream.write(json.dumps(record, default=str) + "\n")
         self.stream.flush()
+        if self.control is None:
+            return {}
+        line = self.control.readline()
+        if not line:
+            return None
+        reply = json.loads(line)
+        if not isinstance(reply, dict):
+            raise ValueError(f"controller reply must be a JSON object, got {line!r}")
+        return reply
 
     def on_step(self, metrics: StepMetrics) -> None:
-        self._write({"type": "step", **metrics.to_dict()})
+        reply = self._write({"type": "step", **metrics.to_dict()})
+        if reply is None:
+            raise StopTraining(CONTROLLER_GONE)
+        if reply.get("stop"):
+            raise StopTraining(str(reply["stop"]))
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self._write({"type": "checkpoint", "step": step, "path": str(path)})

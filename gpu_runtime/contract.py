@@ -19,7 +19,9 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
+
+_D = TypeVar("_D")
 
 # RoPE context extension methods (what each does: gpu_runtime.rope).
 RopeMethod = Literal["none", "linear", "yarn", "dynamic", "ntk", "llama3"]
@@ -35,6 +37,43 @@ DEFAULT_ROPE_METHOD: RopeMethod = "yarn"
 # The serving engine raises it (ContextSpec.overflow, its one fits check); the replica and the
 # gateway pass it through. tests/gpu_runtime/test_context_spec.py keeps it the only spelling.
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+
+
+def strict_from_dict(
+    cls: type[_D],
+    data: Any,
+    *,
+    name: str | None = None,
+    missing: str = "missing",
+    lists_to_tuples: bool = False,
+) -> _D:
+    """``cls(**data)`` for a dataclass, refusing what a typo would silently get wrong.
+
+    Why one helper: every contract object crosses a JSON boundary (Celery, the job row, a
+    config file), and each must refuse a non-object, unknown keys and missing required keys
+    with a ValueError naming them (the API turns it into a coded 400), never a TypeError.
+    ``name`` spells the object in messages (default: the class name); ``missing`` the word
+    before it ("missing required train config field(s): ..."); ``lists_to_tuples`` turns JSON
+    lists back into the tuples a frozen dataclass holds."""
+    label = name or cls.__name__
+    if not isinstance(data, dict):
+        raise ValueError(f"{label} must be a JSON object, got {type(data).__name__}")
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    unknown = sorted(set(data) - {f.name for f in fields})
+    if unknown:
+        raise ValueError(f"unknown {label} field(s): {', '.join(map(str, unknown))}")
+    absent = sorted(
+        f.name
+        for f in fields
+        if f.name not in data
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    )
+    if absent:
+        raise ValueError(f"{missing} {label} field(s): {', '.join(absent)}")
+    if lists_to_tuples:
+        data = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -117,13 +156,7 @@ class ContextSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ContextSpec:
-        if not isinstance(data, dict):
-            raise ValueError(f"context spec must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown context spec field(s): {', '.join(unknown)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, name="context spec")
 
 
 def _context_errors(c: ContextSpec) -> list[str]:
@@ -197,6 +230,15 @@ def resolve_sequence_parallel_mode(
     return mode
 
 
+def sequence_parallel_splits(length: int, degree: int) -> bool:
+    """Can a row of ``length`` tokens be split over a sequence group of ``degree`` ranks?
+
+    Ring attention cuts every row into 2·N zig-zag chunks (load balance under the causal
+    mask); asking the same of Ulysses keeps "auto" from turning a valid config invalid. The
+    memory planner offers only degrees that pass this, so a plan is always a valid config."""
+    return degree <= 1 or length % (2 * degree) == 0
+
+
 @dataclass
 class TrainConfig:
     """One training run. Lengths are in tokens; steps are optimizer steps."""
@@ -268,6 +310,10 @@ class TrainConfig:
     # "ulysses" (all-to-all seq→head sharding), "ring" (K/V blocks around the ring) or "auto"
     # (contract.resolve_sequence_parallel_mode: Ulysses when the heads split evenly).
     sequence_parallel_mode: str = "auto"
+    # Data-parallel degree the run was planned with (a job's memory plan): None takes whatever
+    # world torchrun gives (world / sequence_parallel data ranks); set, the run refuses any
+    # other world, and ``world_size`` says how many processes to launch.
+    data_parallel: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.lora_target_modules, str):
@@ -283,6 +329,13 @@ class TrainConfig:
     def row_length(self) -> int:
         """Tokens per packed row: ``sequence_length`` when given, else the context."""
         return self.sequence_length or self.context_length
+
+    @property
+    def world_size(self) -> int | None:
+        """Processes the planned layout needs (data × sequence), or None when not planned."""
+        if self.data_parallel is None:
+            return None
+        return self.data_parallel * self.sequence_parallel
 
     @property
     def tokens_per_micro_batch(self) -> int:
@@ -322,22 +375,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        if not isinstance(data, dict):
-            raise ValueError(f"train config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown train config field(s): {', '.join(unknown)}")
-        missing = sorted(
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.name not in data
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        )
-        if missing:
-            raise ValueError(f"missing required train config field(s): {', '.join(missing)}")
-        return cls(**data)
+        return strict_from_dict(cls, data, name="train config", missing="missing required")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -488,14 +526,20 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         "sequence_parallel",
         "must be an integer >= 1 (1: off)",
     )
-    if is_int(c.sequence_parallel) and c.sequence_parallel > 1 and is_int(c.context_length):
-        # Ring attention cuts every row into 2·N zig-zag chunks (load balance under the causal
-        # mask); asking the same of Ulysses keeps "auto" from turning a valid config invalid.
-        check(
-            c.context_length % (2 * c.sequence_parallel) == 0,
-            "context_length",
-            f"must be divisible by 2 × sequence_parallel = {2 * c.sequence_parallel}",
-        )
+    if is_int(c.sequence_parallel) and c.sequence_parallel > 1:
+        for name in ("context_length", "sequence_length"):
+            length = getattr(c, name)
+            if is_int(length):
+                check(
+                    sequence_parallel_splits(length, c.sequence_parallel),
+                    name,
+                    f"must be divisible by 2 × sequence_parallel = {2 * c.sequence_parallel}",
+                )
+    check(
+        c.data_parallel is None or (is_int(c.data_parallel) and c.data_parallel >= 1),
+        "data_parallel",
+        "must be null (any world) or an integer >= 1",
+    )
     check(
         c.sequence_parallel_mode in SEQUENCE_PARALLEL_MODES,
         "sequence_parallel_mode",

@@ -54,7 +54,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gpu_runtime.contract import ALL_LINEAR, METHODS
+from gpu_runtime.contract import (
+    ALL_LINEAR,
+    METHODS,
+    sequence_parallel_splits,
+    strict_from_dict,
+)
 
 GIB = 1024**3
 MIB = 1024**2
@@ -83,29 +88,6 @@ OVERHEAD = {
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _strict_from_dict(cls: type, data: Any) -> Any:
-    """``cls(**data)`` refusing unknown keys (a typo must fail loudly, as TrainConfig does)."""
-    if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    missing = sorted(
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.name not in data
-        and f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-    )
-    if missing:
-        raise ValueError(f"missing {cls.__name__} field(s): {', '.join(missing)}")
-    values = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
-    }  # JSON lists back to the tuples the frozen dataclasses hold
-    return cls(**values)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -195,7 +177,7 @@ class ModelShape:
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelShape:
-        return _strict_from_dict(cls, data)
+        return strict_from_dict(cls, data, lists_to_tuples=True)
 
 
 # Published architectures the benchmark's "on paper" table uses (config.json of the models).
@@ -257,7 +239,7 @@ class TrainingSetup:
 
     @classmethod
     def from_dict(cls, data: Any) -> TrainingSetup:
-        return _strict_from_dict(cls, data)
+        return strict_from_dict(cls, data, lists_to_tuples=True)
 
 
 @dataclass(frozen=True)
@@ -341,7 +323,7 @@ class Layout:
 
     @classmethod
     def from_dict(cls, data: Any) -> Layout:
-        return _strict_from_dict(cls, data)
+        return strict_from_dict(cls, data, lists_to_tuples=True)
 
 
 def default_sequence_parallel_mode(model: ModelShape, degree: int) -> str:
@@ -642,8 +624,8 @@ def candidate_layouts(
     for world in _powers_of_two_up_to(devices):
         degrees = _powers_of_two_up_to(world) if search.allow_sequence_parallel else [1]
         for sp in degrees:
-            if sp > 1 and setup.tokens < 2 * sp:
-                continue
+            if sp > 1 and not sequence_parallel_splits(setup.context_length, sp):
+                continue  # the engine cannot cut these rows into 2·sp chunks
             shard_options = [world] if setup.method == "full" else [1]
             if setup.method == "lora" and search.lora_fsdp and world > 1:
                 shard_options = [1, world]

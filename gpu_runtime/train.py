@@ -464,6 +464,12 @@ def _run(
         output_dir.mkdir(parents=True, exist_ok=True)
     seed_everything(config.seed)
     compute_dtype = resolve_dtype(config.dtype, ctx.device)
+    if config.world_size is not None and config.world_size != ctx.world_size:
+        raise ValueError(
+            f"data_parallel: the run was planned for {config.data_parallel} data × "
+            f"{config.sequence_parallel} sequence ranks = {config.world_size} processes, "
+            f"it was launched with {ctx.world_size}"
+        )
     # data × sequence grid: the rows are sharded over data ranks; a sequence group shares them.
     layout = init_sequence_layout(ctx, config.sequence_parallel)
 

@@ -4,6 +4,8 @@ The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch 
 validation file, whose loss is reported as ``valid_loss``) and the newest checkpoint from
 object storage, build the TrainConfig, call gpu_runtime.train with
 callbacks that stream progress/events/checkpoints into the database, publish the artifact.
+A job planned for more than one rank (data × sequence parallel, its memory plan) runs under
+torchrun instead (gpu_runtime.launcher), the same callbacks fed from rank 0's JSON lines.
 
 Crash recovery: every checkpoint is uploaded to ``orgs/<org>/jobs/<job>/checkpoints/`` as it
 is written, so a NEW worker on another machine (empty local disk) resumes from it. torch is
@@ -184,13 +186,30 @@ class JobCallbacks:
         elif name == "epoch_artifact":
             self.publish_epoch_checkpoint(payload)
         elif name == "model_ready":
-            record_event(self.job, "Model loaded.", data=_json_safe(payload))
+            record_event(
+                self.job, f"Model loaded; {_layout_sentence(payload)}.", data=_json_safe(payload)
+            )
         elif name == "training_started":
             record_event(
                 self.job,
                 f"Training from step {payload['step']} of {payload['total_steps']}.",
                 data=_json_safe(payload),
             )
+
+
+def _layout_sentence(payload: Mapping[str, Any]) -> str:
+    """The layout the run really has (the ``model_ready`` event: what torch.distributed gave
+    it), in the memory plan's words (memory_planner.Layout.describe)."""
+    world = int(payload.get("world_size") or 1)
+    parts = [f"training on {world} rank{'s' if world > 1 else ''}"]
+    if int(payload.get("data_parallel") or 1) > 1:
+        parts.append(f"data parallel {payload['data_parallel']}")
+    if int(payload.get("sequence_parallel") or 1) > 1:
+        parts.append(
+            f"sequence parallel {payload['sequence_parallel']} "
+            f"({payload.get('sequence_parallel_mode')})"
+        )
+    return ", ".join(parts)
 
 
 def _json_safe(payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -243,6 +262,38 @@ def fetch_validation_data(
 
 class TrainingInputError(RuntimeError):
     """The job's inputs are gone or unusable (fail the job with code invalid_training_data)."""
+
+
+INSUFFICIENT_WORKER_CAPACITY = "insufficient_worker_capacity"
+
+
+class WorkerCapacityError(RuntimeError):
+    """The job's planned layout needs more processes than this worker may start (a pool whose
+    settings promise more devices per job than its machines have): fail with
+    INSUFFICIENT_WORKER_CAPACITY instead of launching a run that cannot be what was planned."""
+
+
+def worker_world_size(conf: FinetuneConf) -> int:
+    """How many training processes this worker may start for one job: its visible CUDA
+    devices (one rank each), or on CPU ``FINETUNE_LOCAL_WORLD_SIZE`` gloo processes."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return conf.local_world_size
+
+
+def launch_world_size(config: Any, available: int) -> int:
+    """The processes to start for ``config`` (its planned data × sequence ranks; 1 when it
+    was not planned), refusing more than ``available``."""
+    world = config.world_size or 1
+    if world > available:
+        raise WorkerCapacityError(
+            f"the job was planned for {world} ranks ({config.data_parallel} data x "
+            f"{config.sequence_parallel} sequence parallel); this worker may start {available} "
+            "(FINETUNE_LOCAL_WORLD_SIZE on CPU, its visible CUDA devices on GPU)"
+        )
+    return world
 
 
 def _download(storage: ObjectStorage, key: str, target: Path) -> None:
@@ -364,6 +415,11 @@ def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, An
         except TrainingInputError as exc:
             lifecycle.finish_failed(job.pk, attempt, code="invalid_training_data", message=str(exc))
             return {"job": job.public_id, "status": "failed"}
+        except WorkerCapacityError as exc:
+            lifecycle.finish_failed(
+                job.pk, attempt, code=INSUFFICIENT_WORKER_CAPACITY, message=str(exc)
+            )
+            return {"job": job.public_id, "status": "failed"}
         except SoftTimeLimitExceeded:
             logger.warning("job %s attempt %s hit its soft time limit", job.public_id, attempt)
             lifecycle.finish_failed(
@@ -393,8 +449,8 @@ def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, An
 
 
 def _train(job, work_dir, output_dir, storage, conf, callbacks):
-    from gpu_runtime.train import train
-
+    """Fetch, configure, train: in this process when the plan has one rank, else under
+    torchrun (gpu_runtime.launcher) with the same ``callbacks`` fed from rank 0's records."""
     data_path = fetch_training_data(job, work_dir, storage)
     validation_path = fetch_validation_data(job, work_dir, storage)
     config = train_config_for(
@@ -403,14 +459,31 @@ def _train(job, work_dir, output_dir, storage, conf, callbacks):
         checkpoint_every_steps=conf.checkpoint_every_steps,
         eval_every_steps=conf.eval_every_steps,
     )
+    world = launch_world_size(config, worker_world_size(conf))
     downloaded = restore_checkpoint_from_storage(job, config.checkpoints_dir, storage)
     if downloaded is not None:
         record_event(job, f"Downloaded checkpoint of step {downloaded} from object storage.")
-    return train(
+    eval_data = str(validation_path) if validation_path is not None else None
+    if world == 1:
+        from gpu_runtime.train import train
+
+        return train(config, str(data_path), [callbacks], eval_data=eval_data)
+    from gpu_runtime.launcher import LaunchSpec, launch
+
+    def started(pid: int) -> None:
+        record_event(
+            job,
+            f"Launched {world} training processes (torchrun, pid {pid}).",
+            data={"world_size": world, "torchrun_pid": pid},
+        )
+
+    return launch(
         config,
-        str(data_path),
+        data_path,
         [callbacks],
-        eval_data=str(validation_path) if validation_path is not None else None,
+        LaunchSpec(world_size=world, work_dir=work_dir / "launch"),
+        eval_data=eval_data,
+        on_started=started,
     )
 
 

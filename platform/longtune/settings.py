@@ -155,11 +155,15 @@ FINETUNE_EVAL_EVERY_STEPS = env_int("FINETUNE_EVAL_EVERY_STEPS", 50)
 FINETUNE_WORK_DIR = env_str("FINETUNE_WORK_DIR")
 # Memory planning (finetuning/planning.plan_memory): the shared training pool's accelerator
 # (a gpu_runtime.memory_planner catalogue name: cpu, a100_80gb, h100_80gb, h200_141gb,
-# b200_192gb), how many of them one job may use, and the RAM a CPU training worker may fill.
+# b200_192gb), how many of them one job may use, and the RAM one CPU training process (one
+# rank) may fill.
 # A dedicated instance's own accelerator type and count replace the first two for its org.
 FINETUNE_SHARED_ACCELERATOR = env_str("FINETUNE_SHARED_ACCELERATOR", "cpu")
 FINETUNE_SHARED_ACCELERATORS_PER_JOB = env_int("FINETUNE_SHARED_ACCELERATORS_PER_JOB", 1)
 FINETUNE_CPU_MEMORY_MB = env_int("FINETUNE_CPU_MEMORY_MB", 8 * 1024)
+# Training processes (gloo ranks) a CPU training worker may start for one job whose memory
+# plan needs more than one rank; 1: every job trains in the worker process itself.
+FINETUNE_LOCAL_WORLD_SIZE = env_int("FINETUNE_LOCAL_WORLD_SIZE", 1)
 INFERENCE_HEARTBEAT_SECONDS = env_int("INFERENCE_HEARTBEAT_SECONDS", 5)
 INFERENCE_STALE_AFTER_SECONDS = env_int("INFERENCE_STALE_AFTER_SECONDS", 60)
 INFERENCE_REQUEST_TIMEOUT_SECONDS = env_int("INFERENCE_REQUEST_TIMEOUT_SECONDS", 300)

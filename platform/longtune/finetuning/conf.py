@@ -22,7 +22,10 @@ class FinetuneConf:
     eval_every_steps: int  # validation-loss interval for jobs with a validation_file (+ the end)
     shared_accelerator: str  # memory planning: the shared pool's accelerator (catalogue name)
     shared_accelerators_per_job: int  # ... and how many of them one job may use
-    cpu_memory_bytes: int  # RAM a CPU training worker may fill (accelerator "cpu")
+    cpu_memory_bytes: int  # RAM one CPU training process (one rank) may fill ("cpu")
+    # Training processes (gloo ranks) a CPU worker may start for one job; GPU workers start
+    # one per visible device (workers.finetuning.worker_world_size).
+    local_world_size: int
     # The watchdog's beat period is FINETUNE_WATCHDOG_INTERVAL_SECONDS (compute.schedule).
 
     @property
@@ -42,4 +45,5 @@ def finetune_conf() -> FinetuneConf:
         shared_accelerator=str(settings.FINETUNE_SHARED_ACCELERATOR),
         shared_accelerators_per_job=int(settings.FINETUNE_SHARED_ACCELERATORS_PER_JOB),
         cpu_memory_bytes=int(settings.FINETUNE_CPU_MEMORY_MB) * 1024 * 1024,
+        local_world_size=int(settings.FINETUNE_LOCAL_WORLD_SIZE),
     )

@@ -16,7 +16,8 @@ a job whose predicted peak per rank fits no layout there is refused with
 ``insufficient_accelerator_memory`` (saying the best layout, its shortfall, the longest context
 that would fit there and the smallest catalogue capacity that would fit); a job that fits
 stores the chosen plan (``FineTuningJob.memory_plan``) and ``train_config_for`` applies its
-memory knobs.
+layout: the data- and sequence-parallel degrees (the worker launches that many ranks under
+torchrun when there is more than one), the sequence-parallel mode and the memory knobs.
 """
 
 from __future__ import annotations
@@ -225,20 +226,25 @@ def train_config_for(
     ``sequence_length`` is the packed row length "auto" chose (finetuning.auto; absent on jobs
     created before it existed: rows of the whole context).
     ``eval_every_steps`` only matters when the worker also passes validation data. The job's
-    ContextSpec travels verbatim (``TrainConfig.context_fields``)."""
+    ContextSpec travels verbatim (``TrainConfig.context_fields``), and so does its memory
+    plan's layout (``data_parallel`` x ``sequence_parallel`` ranks, the mode, the knobs)."""
     from gpu_runtime.contract import TrainConfig
 
     hp = job.hyperparameters
     lora = job.lora or {}
     extra: dict[str, Any] = {}
-    if job.memory_plan:  # the memory knobs of the planned layout
+    if job.memory_plan:  # the planned layout: its parallel degrees and memory knobs
         layout = job.memory_plan["layout"]
         extra = {
             "activation_checkpointing": bool(layout["activation_checkpointing"]),
             "offload_activations": bool(layout["offload_activations"]),
             "mlp_chunk_size": int(layout["mlp_chunk_size"]),
             "loss_chunk_size": int(layout["loss_chunk_size"]),
+            "data_parallel": int(layout.get("data_parallel", 1)),
+            "sequence_parallel": int(layout.get("sequence_parallel", 1)),
         }
+        if extra["sequence_parallel"] > 1:  # the mode the plan priced, verbatim
+            extra["sequence_parallel_mode"] = str(layout["sequence_parallel_mode"])
     if job.method == "lora":
         extra |= {
             "lora_r": lora["r"],

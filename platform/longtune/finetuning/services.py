@@ -266,15 +266,22 @@ def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, Me
         estimated_tokens=tokens_per_epoch * hyperparameters["n_epochs"],
         queue=training_queue_for(org),
     )
-    try:  # the exact dataclass the worker trains with: no surprise there
+    _check_train_config(job)
+    memory = plan_memory(job)  # 400 insufficient_accelerator_memory when nothing fits
+    job.memory_plan = memory.plan
+    if memory.plan is not None:
+        _check_train_config(job)  # again with the plan's layout (sequence-parallel splits)
+    return job, memory
+
+
+def _check_train_config(job: FineTuningJob) -> None:
+    """The exact dataclass the worker trains with must build: no surprise there."""
+    try:
         train_config_for(job, output_dir="validate-only", checkpoint_every_steps=1)
     except ValueError as exc:
         raise ApiError(
             status=400, code="invalid_hyperparameters", message=str(exc), param=None
         ) from exc
-    memory = plan_memory(job)  # 400 insufficient_accelerator_memory when nothing fits
-    job.memory_plan = memory.plan
-    return job, memory
 
 
 def _memory_sentence(memory: MemoryPlanning) -> str:
