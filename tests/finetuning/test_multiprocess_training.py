@@ -10,6 +10,7 @@ callbacks: progress, metrics events, checkpoint uploads to moto's S3, the cancel
   2"), and its model is servable (the artifact from S3 generates through InferenceEngine);
 - cancel: a cancel during a 2-process run stops both ranks at a step boundary with a
   checkpoint, the job ends ``cancelled``, and no training process is left;
+- the soft time limit during a 2-process run fails the job and ends every process of it;
 - a worker allowed fewer ranks than the plan fails the job with a code, starting nothing;
 - a shared pool of one CPU rank refuses the same job at creation (what the worker could never
   run is never queued).
@@ -87,7 +88,7 @@ def create_job(handle, examples: int, **hyperparameters):
         "model": "tiny-sp",
         "training_file": file.public_id,
         "context_length": CONTEXT,
-        "hyperparameters": {"n_epochs": 1, **hyperparameters},
+        "hyperparameters": {"n_epochs": 1} | hyperparameters,
         "lora": LORA,
         "seed": 2,
     }
@@ -259,3 +260,41 @@ def test_a_pool_of_one_cpu_rank_refuses_the_job_at_creation(make_org, tiny_base_
     assert "The longest context that fits there is " in error["message"]
     assert "It would fit 1x a100_80gb" in error["message"]
     assert not FineTuningJob.objects.for_org(handle.org).exists()
+
+
+def test_the_soft_time_limit_ends_a_2_process_run_and_every_process_of_it(
+    make_org, start_worker, shared_storage, tiny_base_dir, two_rank_pool
+):
+    """The solo pool's SIGALRM lands while the task waits for rank 0's next line: the job
+    fails with time_limit_exceeded and torchrun and both ranks are gone with it."""
+    handle, queue = org_with_queue(make_org, "SP Time Limit")
+    base(tiny_base_dir)
+    worker = start_worker(
+        queues=queue,
+        FINETUNE_LOCAL_WORLD_SIZE="2",
+        GPU_WORK_TIME_LIMIT_SECONDS="60",
+        **FAST_WORKER_ENV,
+    )
+    # ~3,000 steps: far past the 60 s limit on any machine this runs on
+    response = create_job(handle, 900, n_epochs=10, batch_size=1, sequence_length=256)
+    assert response.status_code == 201, response.content
+    job_id = response.json()["id"]
+    wait_for(
+        lambda: job_row(job_id).progress.get("step", 0) >= 1,
+        timeout=120,
+        what="2-process training to start",
+        worker=worker,
+    )
+    launcher = psutil.Process(torchrun_pid(job_id))
+    tree = [launcher, *launcher.children(recursive=True)]
+    assert len(tree) == 3, tree
+    wait_for(
+        lambda: job_row(job_id).status != "running",
+        timeout=180,
+        what="the soft time limit",
+        worker=worker,
+    )
+    job = job_row(job_id)
+    assert job.status == "failed" and job.error["code"] == "time_limit_exceeded", job.error
+    assert [p.pid for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE] == []
+    assert training_processes(job_id) == []
