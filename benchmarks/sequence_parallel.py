@@ -18,6 +18,12 @@ step times compare the same total CPU (and, for N above the core count, oversubs
 
 Run:  python benchmarks/sequence_parallel.py            (8K and 16K, worlds 1/2/4)
       python benchmarks/sequence_parallel.py --quick    (seconds; smoke-test sizes)
+      python benchmarks/sequence_parallel.py --lengths 32768 65536 --worlds 2 \
+          --modes ulysses --document-tokens 4096 --output-name sequence_parallel_long
+                                                        (32K/64K: results/sequence_parallel_long.md)
+
+Each row also carries the memory planner's prediction for that layout (the planner's
+predicted-vs-measured check at 32K/64K, per rank, for sequence-parallel layouts too).
 """
 
 from __future__ import annotations
@@ -84,6 +90,11 @@ class BenchmarkConfig:
     seed: int = 0
     kill_above_mb: float = 16 * 1024  # all ranks together (the machine is shared)
     malloc_mmap_threshold: int = 128 * 1024  # as train_memory.py (its comment says why)
+    # None: one document fills the row (causal attention over all L tokens, O(L²) time).
+    # N: the row packs documents of N tokens (position ids restart every N): the same
+    # per-token memory (the per-document kernel never builds [L × L] either way) at a step
+    # time linear in L, which is what makes 32K/64K measurable on 2 shared cores.
+    document_tokens: int | None = None
 
     def cases(self) -> list[Case]:
         found = []
@@ -158,9 +169,12 @@ def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
     wrapped = wrap_for_training(objective, ctx, method="lora", compute_dtype=torch.float32)
     optimizer = trainer.build_optimizer(objective, train_config)
     wrapped.train()
+    positions = torch.arange(case.tokens)
+    if config.document_tokens:
+        positions = positions % config.document_tokens  # a new document every N tokens
     batch = {
         "input_ids": input_ids,  # [1, N], the whole row on every rank; train_step slices it
-        "position_ids": torch.arange(case.tokens)[None],
+        "position_ids": positions[None],
         "labels": input_ids,
     }
     baseline = settled_rss_mb()
@@ -283,11 +297,17 @@ def measure(case: Case, config: BenchmarkConfig, model_dir: Path) -> Measurement
     return Measurement(case, ranks)
 
 
-def run_all(config: BenchmarkConfig, model_dir: Path, log=print) -> list[Measurement]:
+def run_all(
+    config: BenchmarkConfig, model_dir: Path, log=print, on_result=None
+) -> list[Measurement]:
+    """Every case in turn; ``on_result(results so far)`` after each (the report is rewritten
+    as cases finish, so a run stopped by a deadline keeps what it measured)."""
     results = []
     for case in config.cases():
         m = measure(case, config, model_dir)
         results.append(m)
+        if on_result is not None:
+            on_result(results)
         log(
             f"{case.label:16s} {case.tokens:6d} tokens: per-rank peak {fmt_mb(m.peak_mb)} "
             f"(delta {fmt_mb(m.delta_mb)}) in {fmt_s(m.seconds)}, loss {fmt_loss(m.loss)}"
@@ -309,21 +329,21 @@ def fmt_loss(value: float | None) -> str:
     return "—" if value is None else f"{value:.6f}"
 
 
-def single(results: Sequence[Measurement], tokens: int) -> Measurement:
-    return next(m for m in results if m.case.world == 1 and m.case.tokens == tokens)
+def single(results: Sequence[Measurement], tokens: int) -> Measurement | None:
+    return next((m for m in results if m.case.world == 1 and m.case.tokens == tokens), None)
 
 
 def activation_ratio(results: Sequence[Measurement], m: Measurement) -> float | None:
     """delta of the worst rank / delta of the single process, same length (target ≈ 1/N)."""
     base = single(results, m.case.tokens)
-    if m.delta_mb is None or base.delta_mb is None or base.delta_mb <= 0:
+    if base is None or m.delta_mb is None or base.delta_mb is None or base.delta_mb <= 0:
         return None
     return m.delta_mb / base.delta_mb
 
 
 def loss_gap(results: Sequence[Measurement], m: Measurement) -> float | None:
     base = single(results, m.case.tokens)
-    if m.loss is None or base.loss is None:
+    if base is None or m.loss is None or base.loss is None:
         return None
     return abs(m.loss - base.loss)
 
@@ -353,22 +373,71 @@ def per_token_ratio(results: Sequence[Measurement], m: Measurement) -> float | N
     return (mine[long] - mine[short]) / (long - short) / base_slope
 
 
-def results_table(results: Sequence[Measurement]) -> str:
+def predicted_peak_mb(case: Case, config: BenchmarkConfig) -> float:
+    """The memory planner's per-rank peak for this case's step (its layout on the ``cpu``
+    accelerator): what job creation would plan with."""
+    from benchmarks.memory_planner import planner_shape
+    from gpu_runtime import memory_planner as mp
+
+    setup = mp.TrainingSetup(
+        context_length=case.tokens,
+        lora_r=config.model.lora_r,
+        lora_dropout=0.0,
+        compute_dtype="float32",
+    )
+    layout = mp.Layout(
+        sequence_parallel=case.world,
+        sequence_parallel_mode="ulysses" if case.mode == "none" else case.mode,
+        activation_checkpointing=True,
+        mlp_chunk_size=config.mlp_chunk_size,
+        loss_chunk_size=config.loss_chunk_size,
+    )
+    estimate = mp.estimate(
+        planner_shape(config.model), setup, layout, mp.cpu_accelerator(64 * mp.GIB)
+    )
+    return estimate.peak_bytes / MB
+
+
+def planner_error(m: Measurement, config: BenchmarkConfig) -> float | None:
+    if m.peak_mb is None:
+        return None
+    return predicted_peak_mb(m.case, config) / m.peak_mb - 1
+
+
+PLANNER_TOLERANCE = 0.15
+
+
+def results_table(results: Sequence[Measurement], config: BenchmarkConfig) -> str:
     rows = [
         "| tokens | layout | ranks | per-rank peak | per-rank baseline | per-rank delta "
-        "| delta / single delta | 1/N | step | |loss − single| |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| delta / single delta | 1/N | step | |loss − single| | planner's peak | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for m in results:
         ratio = activation_ratio(results, m)
         gap = loss_gap(results, m)
+        error = planner_error(m, config)
         rows.append(
             f"| {m.case.tokens:,} | {m.case.label} | {m.case.world} "
             f"| {m.skipped or fmt_mb(m.peak_mb)} | {fmt_mb(m.baseline_mb)} | {fmt_mb(m.delta_mb)} "
             f"| {'—' if ratio is None else f'{ratio:.2f}'} | {1 / m.case.world:.2f} "
-            f"| {fmt_s(m.seconds)} | {'—' if gap is None else f'{gap:.1e}'} |"
+            f"| {fmt_s(m.seconds)} | {'—' if gap is None else f'{gap:.1e}'} "
+            f"| {fmt_mb(predicted_peak_mb(m.case, config))} "
+            f"| {'—' if error is None else f'{error:+.1%}'} |"
         )
     return "\n".join(rows)
+
+
+def planner_verdict(results: Sequence[Measurement], config: BenchmarkConfig) -> list[str]:
+    errors = [(m, e) for m in results if (e := planner_error(m, config)) is not None]
+    if not errors:
+        return []
+    worst, error = max(errors, key=lambda item: abs(item[1]))
+    met = "MET" if abs(error) <= PLANNER_TOLERANCE else "NOT MET"
+    return [
+        f"- Memory planner within ±{PLANNER_TOLERANCE:.0%} of the measured per-rank peak: "
+        f"worst {error:+.1%} ({worst.case.label} at {worst.case.tokens:,}) → {met}"
+    ]
 
 
 def verdict_lines(results: Sequence[Measurement]) -> list[str]:
@@ -428,11 +497,20 @@ def markdown_report(
             "gloo, LoRA under DDP, each rank holding L/N tokens. Peak = each rank's ru_maxrss; "
             "baseline = its RSS with the model loaded; delta = peak − baseline; the table shows "
             "the worst rank. Threads: "
-            f"{config.threads} in all, {config.threads}//N per rank. Attention: {', '.join(attn)}.",
+            f"{config.threads} in all, {config.threads}//N per rank. Attention: {', '.join(attn)}. "
+            + (
+                f"Rows pack documents of {config.document_tokens:,} tokens (position ids "
+                "restart; per-document attention)."
+                if config.document_tokens
+                else "One document fills each row."
+            )
+            + " Planner's peak = gpu_runtime.memory_planner.estimate of the same layout on "
+            "the `cpu` accelerator (error = predicted / measured − 1).",
             "",
-            results_table(results),
+            results_table(results, config),
             "",
             *verdict_lines(results),
+            *planner_verdict(results, config),
             "",
             f"Total time: {total_s / 60:.1f} min (torch {torch.__version__}).",
             "",
@@ -451,7 +529,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", choices=["ulysses", "ring"])
     parser.add_argument("--ring-up-to", type=int, help="longest length ring runs at")
     parser.add_argument("--four-up-to", type=int, help="longest length world >= 4 runs at")
+    parser.add_argument(
+        "--document-tokens", type=int, help="pack documents of N tokens (default: one per row)"
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    parser.add_argument(
+        "--output-name", default="sequence_parallel", help="report file stem (.md and .json)"
+    )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     return parser.parse_args(argv)
 
@@ -469,24 +553,32 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
         config = dataclasses.replace(config, ring_up_to=args.ring_up_to)
     if args.four_up_to:
         config = dataclasses.replace(config, four_up_to=args.four_up_to)
+    if args.document_tokens:
+        config = dataclasses.replace(config, document_tokens=args.document_tokens)
     started = time.perf_counter()
     model_dir = ensure_base_model(config.train_memory_config(), args.cache_dir)
-    results = run_all(config, model_dir, log=lambda line: print(line, flush=True))
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    report = markdown_report(results, config, argv, time.perf_counter() - started)
-    report_path = args.output_dir / "sequence_parallel.md"
-    report_path.write_text(report)
-    (args.output_dir / "sequence_parallel.json").write_text(
-        json.dumps(
-            [
-                {"case": dataclasses.asdict(m.case), "ranks": m.ranks, "skipped": m.skipped}
-                for m in results
-            ],
-            indent=1,
+    report_path = args.output_dir / f"{args.output_name}.md"
+
+    def write(results: Sequence[Measurement]) -> str:
+        report = markdown_report(results, config, argv, time.perf_counter() - started)
+        if len(results) < len(config.cases()):
+            report += f"\nPartial: {len(results)} of {len(config.cases())} cases so far.\n"
+        report_path.write_text(report)
+        (args.output_dir / f"{args.output_name}.json").write_text(
+            json.dumps(
+                [
+                    {"case": dataclasses.asdict(m.case), "ranks": m.ranks, "skipped": m.skipped}
+                    for m in results
+                ],
+                indent=1,
+            )
         )
-    )
+        return report
+
+    results = run_all(config, model_dir, log=lambda line: print(line, flush=True), on_result=write)
     print()
-    print(report)
+    print(write(results))
     return results, report_path
 
 

@@ -313,3 +313,28 @@ def test_seed_aggregation_ties_after_fine_tuning_are_broken_by_zero_shot_accurac
     runs[1]["arms"][4]["long_after"] = 0.80  # yarn
     winner, tied = ces.choose(ces.summarize(runs))
     assert winner.method == "ntk" and [s.method for s in tied] == ["ntk"]
+
+
+def test_sequence_parallel_report_sets_the_planner_beside_each_measured_rank() -> None:
+    """The 32K/64K report: each row carries the planner's per-rank prediction of that layout
+    and its error, and a partial run (a length without its single-process row) still renders."""
+    from benchmarks import sequence_parallel as sp
+
+    config = dataclasses.replace(sp.quick_config(), document_tokens=256)
+    single = sp.Measurement(
+        sp.Case(1, "none", 1024), [{"peak_mb": 900.0, "baseline_mb": 400.0, "seconds": 1.0,
+                                    "loss": 5.0, "rank": 0}],
+    )  # fmt: skip
+    split = sp.Measurement(
+        sp.Case(2, "ulysses", 1024),
+        [{"peak_mb": 800.0 + r, "baseline_mb": 500.0, "seconds": 1.0, "loss": 5.0, "rank": r}
+         for r in range(2)],
+    )  # fmt: skip
+    orphan = sp.Measurement(sp.Case(2, "ulysses", 2048), skipped="killed at 9.0 GB RSS")
+    table = sp.results_table([single, split, orphan], config)
+    predicted = sp.predicted_peak_mb(split.case, config)
+    assert predicted != sp.predicted_peak_mb(single.case, config)  # the layout matters
+    assert f"{predicted / 801.0 - 1:+.1%}" in table  # the worst rank's peak
+    assert "killed at 9.0 GB RSS" in table
+    (verdict,) = sp.planner_verdict([single, split], config)
+    assert verdict.startswith("- Memory planner within ±15% of the measured per-rank peak")
