@@ -132,7 +132,8 @@ def quick_config() -> BenchmarkConfig:
 
 # --------------------------------------------------------------------------- child: one rank
 def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
-    """One training step of one packed row (one document filling it) on this rank."""
+    """One training step of one packed row (one document filling it, or documents of
+    ``config.document_tokens``) on this rank."""
     import torch
 
     from gpu_runtime import train as trainer
@@ -491,7 +492,7 @@ def markdown_report(
             "",
             f"Model (train_memory.py's): Llama {m.layers} layers, hidden {m.hidden}, MLP {m.mlp}, "
             f"{m.heads} heads, vocab {m.vocab}, fp32, LoRA r={m.lora_r} on all linear layers, one "
-            "row holding one document, activation checkpointing, tiled MLP "
+            "row per step, activation checkpointing, tiled MLP "
             f"({config.mlp_chunk_size}), chunked loss ({config.loss_chunk_size}). World 1 is the "
             "single-process LongTune step (no process group); world N runs under torchrun over "
             "gloo, LoRA under DDP, each rank holding L/N tokens. Peak = each rank's ru_maxrss; "
