@@ -349,6 +349,50 @@ def published_table() -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- per rank (SP)
+def per_rank_section(path: Path) -> list[str]:
+    """Predicted vs measured per-rank peaks of benchmarks/sequence_parallel.py's cases (the
+    single process and sequence-parallel layouts), read from its JSON: the same estimate that
+    report prints beside each row, gathered here with the single-process table."""
+    from benchmarks import sequence_parallel as sp
+
+    raw = json.loads(path.read_text())
+    config = sp.BenchmarkConfig()
+    lines = [
+        f"## Per rank, sequence-parallel layouts (measured by `benchmarks/sequence_parallel.py`,"
+        f" `{path.name}`)",
+        "",
+        "Each rank's fresh-process `ru_maxrss` (the worst rank) against "
+        "`memory_planner.estimate` of the same layout; see that report for the setup "
+        "(documents per row, threads).",
+        "",
+        "| tokens | layout | measured peak (worst rank) | predicted peak | error |",
+        "|---|---|---|---|---|",
+    ]
+    errors = []
+    for item in raw:
+        case = sp.Case(**item["case"])
+        measurement = sp.Measurement(case, item["ranks"], item.get("skipped"))
+        predicted = sp.predicted_peak_mb(case, config)
+        error = sp.planner_error(measurement, config)
+        if error is not None:
+            errors.append((error, case))
+        lines.append(
+            f"| {case.tokens:,} | {case.label} "
+            f"| {measurement.skipped or tm.fmt_mb(measurement.peak_mb)} | {tm.fmt_mb(predicted)} "
+            f"| {'—' if error is None else f'{error * 100:+.1f}%'} |"
+        )
+    if errors:
+        worst, case = max(errors, key=lambda item: abs(item[0]))
+        met = "MET" if abs(worst) <= TARGET else "NOT MET"
+        lines += [
+            "",
+            f"- Accuracy target ±{TARGET * 100:.0f}% per rank: worst {worst * 100:+.1f}% "
+            f"({case.label} at {case.tokens:,}) → {met}",
+        ]
+    return [*lines, ""]
+
+
 # --------------------------------------------------------------------------- report
 def reproduce_command(argv: Sequence[str]) -> str:
     return " ".join(["python benchmarks/memory_planner.py", *(shlex.quote(a) for a in argv)])
@@ -360,6 +404,7 @@ def markdown_report(
     argv: Sequence[str],
     provenance: str,
     quick: bool,
+    per_rank: Path | None = None,
 ) -> str:
     m = config.model
     sections = [
@@ -382,6 +427,8 @@ def markdown_report(
         *accuracy_verdict(rows),
         "",
     ]
+    if per_rank is not None:
+        sections += per_rank_section(per_rank)
     if not quick:
         sections += [
             "## On paper: the cheapest layout LongTune's engine would run",
@@ -430,6 +477,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--measured", type=Path, help="reuse measurements saved by an earlier run (JSON)"
     )
+    parser.add_argument(
+        "--sequence-parallel-measured",
+        type=Path,
+        help="benchmarks/sequence_parallel.py's JSON: add its per-rank predicted-vs-measured",
+    )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     return parser.parse_args(argv)
@@ -473,7 +525,9 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Row], Path]:
             )
         )
     rows = accuracy_rows(config, lengths, measured)
-    report = markdown_report(rows, config, argv, provenance, args.quick)
+    report = markdown_report(
+        rows, config, argv, provenance, args.quick, args.sequence_parallel_measured
+    )
     report_path = args.output_dir / "memory_planner.md"
     report_path.write_text(report)
     print(report)

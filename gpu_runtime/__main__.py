@@ -70,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         config, args.data, [JsonLinesLogger(sys.stdout, control)], eval_data=args.eval_data
     )
     if _is_rank_zero():
-        print(json.dumps({"type": "result", **result.to_dict()}), flush=True)
+        try:
+            print(json.dumps({"type": "result", **result.to_dict()}), flush=True)
+        except BrokenPipeError:  # the launcher is gone (the run stopped: controller_gone)
+            sys.stdout = None  # nothing left to flush at exit
+            return 1
     return 0
 
 

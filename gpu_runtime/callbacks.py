@@ -133,17 +133,23 @@ class JsonLinesLogger:
     So a launcher (gpu_runtime.launcher) can drive the in-process callbacks of a multi-process
     run with the same semantics: the checkpoint a callback uploads still exists while it
     uploads, and a cancel decided at step N stops the run at step N. End of file on
-    ``control`` stops the run (CONTROLLER_GONE): a run never outlives its launcher by more
-    than one step."""
+    ``control``, or a broken ``stream``, stops the run (CONTROLLER_GONE): a run never outlives
+    its launcher by more than one step."""
 
     def __init__(self, stream: TextIO | None = None, control: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         self.control = control
 
     def _write(self, record: dict[str, Any]) -> dict[str, Any] | None:
-        """Write one record; under a controller, the controller's reply (None at EOF)."""
-        self.stream.write(json.dumps(record, default=str) + "\n")
-        self.stream.flush()
+        """Write one record; under a controller, the controller's reply (None when the
+        controller is gone: end of file on ``control``, or our stdout pipe broken)."""
+        try:
+            self.stream.write(json.dumps(record, default=str) + "\n")
+            self.stream.flush()
+        except BrokenPipeError:
+            if self.control is None:
+                raise
+            return None  # its reading end closed with it: stop at the next step boundary
         if self.control is None:
             return {}
         line = self.control.readline()

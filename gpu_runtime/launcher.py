@@ -16,8 +16,9 @@ own too (torch.distributed.elastic does), so a process-group kill cannot reach t
 descendant still alive after a grace period, from a snapshot of the process tree refreshed on
 every record. Any exception while the run is live (a soft time limit raised by SIGALRM while
 we wait for a line, a worker shutdown, a failing callback) terminates the whole tree before it
-propagates. If the launcher itself is SIGKILLed, rank 0 reads end of file on its control pipe
-at the next step boundary and stops the run (callbacks.CONTROLLER_GONE).
+propagates. If the launcher itself is SIGKILLed, rank 0 finds its control pipe at end of file
+(or its stdout pipe broken) at the next record and stops the run at the next step boundary,
+with a checkpoint (callbacks.CONTROLLER_GONE).
 """
 
 from __future__ import annotations

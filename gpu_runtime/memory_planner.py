@@ -756,16 +756,23 @@ def max_context_that_fits(
 
     if not fits(2):
         return 0
-    low, high = 2, upper
-    if fits(high):
-        return high
+    if fits(upper):
+        return upper
+    # Whole multiples of 1,024 first: every sequence-parallel degree up to 512 splits them
+    # (contract.sequence_parallel_splits), so "fits" is monotonic over them; an arbitrary
+    # length may rule a degree out and make a binary search over all lengths jump.
+    step, low, high = 1024, 2, upper
+    if fits(step):
+        low, high = 1, upper // step
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if fits(middle * step) else (low, middle)
+        return low * step
+    low, high = 2, step
     while high - low > 1:
         middle = (low + high) // 2
-        if fits(middle):
-            low = middle
-        else:
-            high = middle
-    return low if low < 1024 else low - low % 1024
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
 
 
 @dataclass(frozen=True)

@@ -42,19 +42,19 @@ def data(tmp_path_factory) -> Path:
 
 
 def _config(tmp_path: Path, base_model: Path, **extra) -> TrainConfig:
-    return TrainConfig(
-        base_model=str(base_model),
-        output_dir=str(tmp_path / "out"),
-        context_length=64,
-        max_steps=STEPS,
-        lora_dropout=0.0,
-        checkpoint_every_steps=2,
-        mlp_chunk_size=8,
-        loss_chunk_size=24,
-        sequence_parallel=2,
-        data_parallel=1,
-        **extra,
-    )
+    fields = {
+        "base_model": str(base_model),
+        "output_dir": str(tmp_path / "out"),
+        "context_length": 64,
+        "max_steps": STEPS,
+        "lora_dropout": 0.0,
+        "checkpoint_every_steps": 2,
+        "mlp_chunk_size": 8,
+        "loss_chunk_size": 24,
+        "sequence_parallel": 2,
+        "data_parallel": 1,
+    }
+    return TrainConfig(**(fields | extra))
 
 
 def _env() -> dict[str, str]:
@@ -168,3 +168,42 @@ def test_a_launch_of_another_world_than_planned_is_refused(tmp_path, base_model,
     spec = LaunchSpec(world_size=4, work_dir=tmp_path / "launch", env=_env())
     with pytest.raises(ValueError, match="planned for 2 processes"):
         launch(_config(tmp_path, base_model), data, [], spec)
+
+
+def test_rank_zero_stops_with_a_checkpoint_when_its_launcher_is_gone(tmp_path, base_model, data):
+    """What a SIGKILLed worker leaves: both pipes of the control channel close. Rank 0 sees it
+    at the next step boundary, every rank writes the stop checkpoint, torchrun exits."""
+    import subprocess
+
+    from gpu_runtime.checkpoint import latest_checkpoint, step_dir_name
+    from gpu_runtime.launcher import torchrun_command
+
+    config = _config(tmp_path, base_model, checkpoint_every_steps=0)
+    config_path = tmp_path / "config.json"
+    config_path.write_text(config.to_json())
+    spec = LaunchSpec(world_size=2, work_dir=tmp_path)
+    proc = subprocess.Popen(
+        torchrun_command(spec, config_path, data, None),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env=_env(), text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        for line in proc.stdout:  # answer every record until the first step, then vanish
+            record = json.loads(line) if line.startswith("{") else {}
+            if record.get("type") == "step":
+                break
+            if record:
+                proc.stdin.write("{}\n")
+                proc.stdin.flush()
+        tree = {proc.pid, *(p.pid for p in psutil.Process(proc.pid).children(recursive=True))}
+        proc.stdin.close()
+        proc.stdout.close()
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+    assert len(tree) == 3 and _running(tree) == []
+    checkpoints = tmp_path / "out" / "checkpoints"
+    steps = sorted(p.name for p in checkpoints.iterdir() if not p.is_symlink())
+    assert steps == [step_dir_name(1)]  # the stop checkpoint: periodic ones were off
+    assert latest_checkpoint(checkpoints).name == step_dir_name(1)
