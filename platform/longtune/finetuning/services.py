@@ -369,6 +369,16 @@ def _memory_sentence(memory: MemoryPlanning) -> str:
     return f"Memory plan on {source}: {memory.plan['summary']}."
 
 
+def job_starting_from(model: FineTunedModel) -> str | None:
+    """The catalog's in-use check (registered in ``FinetuningConfig.ready``): a model an active
+    job starts from keeps its artifact until that job has downloaded and trained from it (a
+    job's checkpoint kept this way outlives the newest-three pruning until then)."""
+    job = FineTuningJob.objects.for_org(model.org).active().filter(parent_model=model).first()
+    if job is None:
+        return None
+    return f"fine-tuning job {job.public_id} ({job.status}) starts from it; wait for it to finish."
+
+
 # --------------------------------------------------------------------------- creation
 
 
