@@ -9,18 +9,15 @@ from __future__ import annotations
 import pytest
 
 from gpu_runtime import memory_planner as mp
-from gpu_runtime.contract import ContextSpec
 from longtune.catalog import services as catalog
-from longtune.catalog.models import FineTunedModel
 from longtune.finetuning.models import FineTuningJob
 from longtune.finetuning.planning import train_config_for
 from longtune.tenancy.models import OrgQuota
-from tests.finetuning.helpers import make_base_model, make_file, make_job
+from tests.finetuning.helpers import PARENT_LORA, make_base_model, make_file, make_parent_model
 
 pytestmark = pytest.mark.django_db
 JOBS = "/v1/fine_tuning/jobs"
 TINY = mp.ModelShape(layers=2, hidden=64, intermediate=128, heads=4, kv_heads=2, vocab=300)
-PARENT_LORA = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["all-linear"]}
 
 
 def tiny_base():
@@ -32,41 +29,8 @@ def base(db):
     return tiny_base()
 
 
-def fine_tuned(org, *, method="lora", target=256, rope_method="yarn", checkpoint_step=None):
-    """A succeeded job's model (or, with ``checkpoint_step``, one of its epoch checkpoints) as
-    the catalog publishes it."""
-    job = make_job(
-        org,
-        status="succeeded",
-        method=method,
-        lora=PARENT_LORA if method == "lora" else None,
-        context=ContextSpec.plan(
-            original_length=64, target_length=target, rope_method=rope_method
-        ).to_dict(),
-    )
-    tiny_base()  # make_job re-registers its base with other limits
-    spec = ContextSpec.from_dict(job.context)
-    location = catalog.new_artifact_location(org.public_id)
-    fields = {
-        "public_id": location.public_id,
-        "org": org,
-        "base_model": job.base_model,
-        "method": method,
-        "context": spec.to_dict(),
-        "context_length": spec.target_length,
-        "artifact_prefix": location.prefix,
-        "artifact_bytes": 10,
-    }
-    if checkpoint_step is None:
-        return FineTunedModel.objects.create(
-            name=catalog.fine_tuned_model_name(job), job=job, **fields
-        )
-    return FineTunedModel.objects.create(
-        name=catalog.checkpoint_model_name(job, checkpoint_step),
-        checkpoint_of=job,
-        checkpoint_step=checkpoint_step,
-        **fields,
-    )
+def parent_of(org, **fields):
+    return make_parent_model(org, base=tiny_base(), **fields)
 
 
 def create(handle, model, **extra):
@@ -82,7 +46,7 @@ def assert_error(response, status, code, param):
 
 
 def test_a_job_from_a_final_lora_model_continues_its_adapter_at_its_context(org_a, base):
-    parent = fine_tuned(org_a.org)
+    parent = parent_of(org_a.org)
     response = create(org_a, parent.name, lora={"dropout": 0.1})
     assert response.status_code == 201, response.content
     job = response.json()
@@ -106,7 +70,7 @@ def test_a_job_from_a_final_lora_model_continues_its_adapter_at_its_context(org_
 
 
 def test_a_job_from_a_checkpoint_by_its_fine_tuned_model_checkpoint_name(org_a, base):
-    checkpoint = fine_tuned(org_a.org, checkpoint_step=3)
+    checkpoint = parent_of(org_a.org, checkpoint_step=3)
     assert checkpoint.name.endswith(":ckpt-step-3")
     response = create(org_a, checkpoint.name)
     assert response.status_code == 201, response.content
@@ -116,7 +80,7 @@ def test_a_job_from_a_checkpoint_by_its_fine_tuned_model_checkpoint_name(org_a, 
 
 
 def test_the_model_it_makes_records_its_base_and_its_parent(org_a, base):
-    checkpoint = fine_tuned(org_a.org, checkpoint_step=2)
+    checkpoint = parent_of(org_a.org, checkpoint_step=2)
     job_id = create(org_a, checkpoint.name, suffix="gen2").json()["id"]
     job = FineTuningJob.objects.for_org(org_a.org).get(public_id=job_id)
     published = catalog.publish_fine_tuned_model(
@@ -140,7 +104,7 @@ def test_the_model_it_makes_records_its_base_and_its_parent(org_a, base):
 
 
 def test_another_orgs_model_or_checkpoint_is_a_404_exactly_like_a_missing_one(org_a, org_b, base):
-    theirs = [fine_tuned(org_b.org), fine_tuned(org_b.org, checkpoint_step=2)]
+    theirs = [parent_of(org_b.org), parent_of(org_b.org, checkpoint_step=2)]
     missing = create(org_a, "ft:tiny-test:nobody::ftjob-missing")
     assert_error(missing, 404, "model_not_found", "model")
     for model in theirs:
@@ -152,7 +116,7 @@ def test_another_orgs_model_or_checkpoint_is_a_404_exactly_like_a_missing_one(or
 
 
 def test_a_deleted_model_is_a_404(org_a, base):
-    parent = fine_tuned(org_a.org)
+    parent = parent_of(org_a.org)
     assert org_a.client().delete(f"/v1/models/{parent.name}").status_code == 200
     assert_error(create(org_a, parent.name), 404, "model_not_found", "model")
 
@@ -170,7 +134,7 @@ def test_a_deleted_model_is_a_404(org_a, base):
 def test_a_request_conflicting_with_the_parent_is_a_coded_400_naming_the_field(
     org_a, base, extra, param
 ):
-    parent = fine_tuned(org_a.org)
+    parent = parent_of(org_a.org)
     response = create(org_a, parent.name, **extra)
     assert_error(response, 400, "parent_model_conflict", param)
     assert param.split(".")[0] in response.json()["error"]["message"]
@@ -178,13 +142,13 @@ def test_a_request_conflicting_with_the_parent_is_a_coded_400_naming_the_field(
 
 
 def test_the_same_lora_settings_as_the_parent_are_accepted(org_a, base):
-    parent = fine_tuned(org_a.org)
+    parent = parent_of(org_a.org)
     same = {"r": 4, "alpha": 8, "target_modules": ["all-linear"]}
     assert create(org_a, parent.name, lora=same).status_code == 201
 
 
 def test_a_full_fine_tune_continues_full_and_refuses_lora_settings(org_a, base):
-    parent = fine_tuned(org_a.org, method="full")
+    parent = parent_of(org_a.org, method="full")
     response = create(org_a, parent.name)
     assert response.status_code == 201, response.content
     assert response.json()["full"] is True and response.json()["lora"] is None
@@ -192,7 +156,7 @@ def test_a_full_fine_tune_continues_full_and_refuses_lora_settings(org_a, base):
 
 
 def test_a_longer_context_extends_from_the_original_and_a_shorter_one_is_refused(org_a, base):
-    parent = fine_tuned(org_a.org, target=256)  # yarn x4 of the base's 64
+    parent = parent_of(org_a.org, target=256)  # yarn x4 of the base's 64
     OrgQuota.objects.create(org=org_a.org, max_concurrent_jobs=10)
     longer = create(org_a, parent.name, context_length=512)
     assert longer.status_code == 201, longer.content
@@ -211,20 +175,20 @@ def test_a_longer_context_extends_from_the_original_and_a_shorter_one_is_refused
 
 
 def test_an_unscaled_parent_takes_the_requested_method_like_a_base(org_a, base):
-    parent = fine_tuned(org_a.org, target=64, rope_method="yarn")  # factor 1: no scaling
+    parent = parent_of(org_a.org, target=64, rope_method="yarn")  # factor 1: no scaling
     response = create(org_a, parent.name, context_length=256, rope_scaling={"type": "linear"})
     assert response.status_code == 201, response.content
     assert response.json()["rope_scaling"] == {"type": "linear", "factor": 4.0}
 
 
 def test_quotas_apply_as_for_a_base_model(org_a, base):
-    parent = fine_tuned(org_a.org)
+    parent = parent_of(org_a.org)
     OrgQuota.objects.create(org=org_a.org, monthly_training_tokens=500)
     assert_error(create(org_a, parent.name), 429, "quota_exceeded", "monthly_training_tokens")
 
 
 def test_the_parent_cannot_be_deleted_while_a_job_starts_from_it(org_a, base):
-    parent = fine_tuned(org_a.org, checkpoint_step=2)
+    parent = parent_of(org_a.org, checkpoint_step=2)
     job_id = create(org_a, parent.name).json()["id"]
     refused = org_a.client().delete(f"/v1/models/{parent.name}")
     assert_error(refused, 409, "model_in_use", "model")
