@@ -7,13 +7,20 @@ real-worker run is tests/finetuning/test_continue_from_checkpoint_e2e.py.)"""
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from gpu_runtime import memory_planner as mp
 from longtune.catalog import services as catalog
 from longtune.finetuning.models import FineTuningJob
 from longtune.finetuning.planning import train_config_for
 from longtune.tenancy.models import OrgQuota
-from tests.finetuning.helpers import PARENT_LORA, make_base_model, make_file, make_parent_model
+from tests.finetuning.helpers import (
+    PARENT_LORA,
+    make_base_model,
+    make_file,
+    make_job,
+    make_parent_model,
+)
 
 pytestmark = pytest.mark.django_db
 JOBS = "/v1/fine_tuning/jobs"
@@ -195,3 +202,28 @@ def test_the_parent_cannot_be_deleted_while_a_job_starts_from_it(org_a, base):
     assert job_id in refused.json()["error"]["message"]
     FineTuningJob.objects.for_org(org_a.org).filter(public_id=job_id).update(status="succeeded")
     assert org_a.client().delete(f"/v1/models/{parent.name}").status_code == 200
+
+
+def test_the_worker_downloads_the_parent_artifact_and_refuses_a_deleted_one(org_a, base, tmp_path):
+    from longtune.storage import get_storage
+    from workers.finetuning import TrainingInputError, fetch_parent_model
+
+    parent = parent_of(org_a.org, checkpoint_step=2)
+    storage = get_storage()
+    storage.put_bytes(f"{parent.artifact_prefix}config.json", b"{}")
+    storage.put_bytes(f"{parent.artifact_prefix}adapter_model.safetensors", b"weights")
+    job_id = create(org_a, parent.name).json()["id"]
+    job = FineTuningJob.objects.for_org(org_a.org).get(public_id=job_id)
+    local = fetch_parent_model(job, tmp_path, storage)
+    assert (local / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert fetch_parent_model(job, tmp_path, storage) == local  # a resumed attempt reuses it
+    assert fetch_parent_model(make_job(org_a.org), tmp_path / "none", storage) is None
+    parent.deleted_at = timezone.now()
+    parent.save(update_fields=["deleted_at"])
+    job.refresh_from_db()
+    with pytest.raises(TrainingInputError, match="was deleted"):
+        fetch_parent_model(job, tmp_path / "again", storage)
+    empty = parent_of(org_a.org)  # its artifact never uploaded
+    job.parent_model = empty
+    with pytest.raises(TrainingInputError, match="is missing"):
+        fetch_parent_model(job, tmp_path / "empty", storage)
