@@ -56,6 +56,9 @@ def test_a_job_started_from_a_checkpoint_in_the_form_continues_it(
     assert response.status_code == 302, response.content.decode()[:2000]
     job = FineTuningJob.objects.for_org(org_a.org).get(parent_model=checkpoint)
     assert job.model_name == checkpoint.name and job.context_length == 256
+    detail = client.get(response["Location"]).content.decode()
+    assert "<dt>Base model</dt><dd>tiny-test</dd>" in detail
+    assert f'<dd id="parent-model">{checkpoint.name} (its adapter, trained on)</dd>' in detail
     # A full fine-tune from a LoRA checkpoint: the API's coded refusal, shown at the method.
     refused = client.post(job_form(org_a.org), {**form, "method": "full"})
     assert refused.status_code == 400

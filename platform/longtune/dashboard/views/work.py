@@ -236,7 +236,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
 
 def _job(request: HttpRequest, job_id: str) -> FineTuningJob:
     return _one(
-        FineTuningJob.objects.for_org(request.org).select_related("base_model"), job_id, "job"
+        FineTuningJob.objects.for_org(request.org).select_related("base_model", "parent_model"),
+        job_id,
+        "job",
     )
 
 
