@@ -13,7 +13,13 @@ from safetensors.torch import load_file
 from gpu_runtime.contract import ContextSpec, TrainConfig
 from gpu_runtime.tiny import build_tiny_model_dir
 from gpu_runtime.train import build_model, train
-from tests.gpu_runtime.test_train import ORIGINAL_CONTEXT, Recorder, make_config, repetitive_data
+from tests.gpu_runtime.test_train import (
+    ORIGINAL_CONTEXT,
+    Recorder,
+    StopAt,
+    make_config,
+    repetitive_data,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +71,25 @@ def test_lora_child_starts_from_the_parent_adapter_and_trains_it_on(
     child = load_file(str(Path(result.artifact_dir) / "adapter_model.safetensors"))
     assert set(child) == set(saved)
     assert any(not torch.equal(child[k], saved[k]) for k in saved)  # it trained on
+
+
+def test_a_stopped_child_resumes_exactly_from_its_own_checkpoint(base_model, lora_parent, tmp_path):
+    """A re-queued attempt (watchdog) loads the parent's adapter again, then its checkpoint over
+    it: the loss curve is the uninterrupted one."""
+    parent_dir, _ = lora_parent
+    values = {"parent_model": str(parent_dir), "lora_r": 4, "lora_alpha": 8, "max_steps": 4}
+    uninterrupted, first, second = Recorder(), Recorder(), Recorder()
+    train(make_config(base_model, tmp_path / "a", **values), repetitive_data(), [uninterrupted])
+    stopped = train(
+        make_config(base_model, tmp_path / "b", **values),
+        repetitive_data(),
+        [first, StopAt(2, "return")],
+    )
+    assert stopped.status == "stopped" and stopped.steps == 2
+    train(make_config(base_model, tmp_path / "b", **values), repetitive_data(), [second])
+    assert [m.step for m in second.steps] == [3, 4]
+    combined = first.losses + second.losses
+    assert combined == pytest.approx(uninterrupted.losses, abs=1e-6, rel=0)
 
 
 def test_lora_child_at_a_longer_context_extends_from_the_original(
