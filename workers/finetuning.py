@@ -1,7 +1,8 @@
 """Fine-tuning tasks: train one attempt of a job, and the watchdog that re-queues lost ones.
 
 The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch data (and the
-validation file, whose loss is reported as ``valid_loss``) and the newest checkpoint from
+validation file, whose loss is reported as ``valid_loss``), the artifact of the fine-tuned
+model the job starts from (``job.parent_model``, if any) and the newest checkpoint from
 object storage, build the TrainConfig, call gpu_runtime.train with
 callbacks that stream progress/events/checkpoints into the database, publish the artifact.
 
@@ -426,8 +427,7 @@ def _train(job, work_dir, output_dir, storage, conf, callbacks):
     if parent_dir is not None:
         record_event(
             job,
-            f"Starting from the weights of {job.parent_model.name} (downloaded from object "
-            "storage).",
+            f"Starting from the weights of {job.parent_model.name}.",
             data={"parent_model": job.parent_model.name},
         )
     config = train_config_for(

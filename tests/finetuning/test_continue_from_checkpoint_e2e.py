@@ -128,3 +128,39 @@ def test_a_job_from_a_checkpoint_starts_from_its_weights_and_serves(
         max_tokens=4,
     )
     assert reply.model == second.fine_tuned_model and reply.usage.completion_tokens >= 1
+
+
+def test_a_full_fine_tune_continues_from_a_full_fine_tunes_weights(
+    live_server, make_org, start_worker, shared_storage, tiny_base_dir
+):
+    """The full-weights path through the worker: job 2 from job 1's final full model."""
+    handle = make_org("Continue full", plan="pro")
+    OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)
+    make_base_model("tiny-cont-full", tiny_base_dir, original=64, maximum=1024)
+    trainer = start_worker(queues="cpu,gpu", **FAST_WORKER_ENV)
+    client = openai.OpenAI(
+        api_key=handle.key(),
+        base_url=f"{live_server.url}/v1",
+        max_retries=0,
+        http_client=httpx.Client(trust_env=False, timeout=120),
+    )
+    file = make_file(handle.org, chat_examples(6))
+    body = {
+        "training_file": file.public_id,
+        "seed": 2,
+        "method": {"type": "supervised",
+                   "supervised": {"hyperparameters": {"n_epochs": 2, **HYPERPARAMETERS}}},
+    }  # fmt: skip
+    first = client.fine_tuning.jobs.create(
+        model="tiny-cont-full", extra_body={**EXTRA, "full": True}, **body
+    )
+    first = finished(client, first.id, trainer, "full job 1")
+    second = client.fine_tuning.jobs.create(model=first.fine_tuned_model, extra_body=EXTRA, **body)
+    assert (second.model_extra or {})["full"] is True  # inherited, not asked for
+    second = finished(client, second.id, trainer, "full job 2")
+    first_losses, second_losses = step_losses(client, first.id), step_losses(client, second.id)
+    base_loss, last = first_losses[1], first_losses[max(first_losses)]
+    assert base_loss > last, first_losses
+    assert second_losses[1] < base_loss - 0.5 * (base_loss - last), (first_losses, second_losses)
+    model = client.models.retrieve(second.fine_tuned_model).model_extra or {}
+    assert (model["method"], model["parent_model"]) == ("full", first.fine_tuned_model)
