@@ -1,7 +1,8 @@
 """Fine-tuning tasks: train one attempt of a job, and the watchdog that re-queues lost ones.
 
 The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch data (and the
-validation file, whose loss is reported as ``valid_loss``) and the newest checkpoint from
+validation file, whose loss is reported as ``valid_loss``), the artifact of the fine-tuned
+model the job starts from (``job.parent_model``, if any) and the newest checkpoint from
 object storage, build the TrainConfig, call gpu_runtime.train with
 callbacks that stream progress/events/checkpoints into the database, publish the artifact.
 
@@ -44,6 +45,7 @@ logger = logging.getLogger("longtune.finetuning")
 CANCELLED = "cancelled"
 SUPERSEDED = "superseded"
 TMP_PREFIX = ".tmp-"  # gpu_runtime.checkpoint ignores (and cleans) directories named like this
+PARENT_MODEL_DIR = "parent_model"  # work_dir/<this>/: the artifact of job.parent_model
 
 
 # --------------------------------------------------------------------------- storage layout
@@ -323,6 +325,30 @@ def restore_checkpoint_from_storage(
     return stored.step
 
 
+def fetch_parent_model(job: FineTuningJob, work_dir: Path, storage: ObjectStorage) -> Path | None:
+    """The artifact of the fine-tuned model the job starts from (``job.parent_model``),
+    downloaded from object storage like a checkpoint (once per machine: a resumed attempt on
+    the same disk reuses it); None when the job starts from its base model."""
+    if job.parent_model_id is None:
+        return None
+    parent = job.parent_model
+    if parent is None or parent.deleted_at is not None or not parent.artifact_prefix:
+        raise TrainingInputError(f"the model the job starts from ({job.model_name}) was deleted")
+    target = work_dir / PARENT_MODEL_DIR
+    if (target / "config.json").is_file():
+        return target
+    tmp = work_dir / f"{TMP_PREFIX}{PARENT_MODEL_DIR}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    storage.download_dir(parent.artifact_prefix, tmp)
+    if not (tmp / "config.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingInputError(
+            f"the artifact of the model the job starts from ({parent.name}) is missing"
+        )
+    os.replace(tmp, target)  # appears complete or not at all
+    return target
+
+
 # --------------------------------------------------------------------------- publishing
 
 
@@ -397,11 +423,19 @@ def _train(job, work_dir, output_dir, storage, conf, callbacks):
 
     data_path = fetch_training_data(job, work_dir, storage)
     validation_path = fetch_validation_data(job, work_dir, storage)
+    parent_dir = fetch_parent_model(job, work_dir, storage)
+    if parent_dir is not None:
+        record_event(
+            job,
+            f"Starting from the weights of {job.parent_model.name}.",
+            data={"parent_model": job.parent_model.name},
+        )
     config = train_config_for(
         job,
         output_dir=str(output_dir),
         checkpoint_every_steps=conf.checkpoint_every_steps,
         eval_every_steps=conf.eval_every_steps,
+        parent_model=str(parent_dir) if parent_dir is not None else None,
     )
     downloaded = restore_checkpoint_from_storage(job, config.checkpoints_dir, storage)
     if downloaded is not None:
