@@ -479,6 +479,7 @@ class InferenceEngine:
         last-token logits are what prefilling it alone gives. If the packed forward fails the
         chunks are retried one by one, so a failure still fails only the request that causes it.
         """
+        chunks = sorted(chunks, key=lambda chunk: _by_adapter(chunk[0]))  # see _by_adapter
         try:
             caches, logits = self._packed_forward(chunks)
         except Exception:
@@ -594,7 +595,7 @@ class InferenceEngine:
             for seq in batch.seqs:
                 if seq.finish_reason is not None:
                     seq.cache = None
-            batch.seqs = staying + new
+            batch.seqs = sorted(staying + new, key=_by_adapter)  # see _by_adapter
             batch.cache = stack_caches([s.cache for s in batch.seqs]) if batch.seqs else None
             for seq in batch.seqs:
                 seq.cache = None  # the batch owns the rows now
@@ -688,6 +689,14 @@ class InferenceEngine:
         # weights), which torch refuses outside inference mode — the base would keep its LoRA.
         with torch.inference_mode():
             self.pool.unload_all()
+
+
+def _by_adapter(seq: Sequence) -> tuple[bool, str]:
+    """Sort key of a decode batch's rows and a packed row's prompts: the base first, then
+    adapter by adapter (stable). WHY: each adapter's rows are then one contiguous run, so the
+    gathered delta of equal-sized runs is a view of the batch (gathered.GatherPlan: no per-module
+    gather of inputs or scatter of outputs); a row's own result does not depend on its place."""
+    return (seq.adapter is not None, seq.adapter or "")
 
 
 def _check_context(prompt_tokens: int, max_tokens: int, instance: ModelInstance) -> None:
