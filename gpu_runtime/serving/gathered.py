@@ -203,15 +203,22 @@ class GatherPlan:
     def groups(self) -> int:
         return self.pages.shape[0]
 
-    def as_units(self, t: torch.Tensor) -> torch.Tensor:
-        """`t` [B, S, d] (or packed [1, T, d]) as [U, S, d] (packed: [T, 1, d]), a view."""
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse an input the plan was not made for (its rows or packed tokens)."""
         if self.packed:
-            if t.dim() != 3 or t.shape[0] != 1 or t.shape[1] != self.units:
-                raise ValueError(f"a packed plan of {self.units} tokens, input {tuple(t.shape)}")
-            return t.view(self.units, 1, t.shape[-1])
-        if self.units is not None and t.shape[0] != self.units:
-            raise ValueError(f"adapters for {self.units} rows, batch has {t.shape[0]}")
-        return t
+            if x.dim() != 3 or x.shape[0] != 1 or x.shape[1] != self.units:
+                raise ValueError(f"a packed plan of {self.units} tokens, input {tuple(x.shape)}")
+        elif self.units is not None and x.shape[0] != self.units:
+            raise ValueError(f"adapters for {self.units} rows, batch has {x.shape[0]}")
+
+    def as_units(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` [B, S, d] as [U, S, d]: itself, or a packed [1, T, d] as [T, 1, d] (a view)."""
+        return t.view(self.units, 1, t.shape[-1]) if self.packed else t
+
+    def narrow(self, t: torch.Tensor) -> torch.Tensor:
+        """The units of `span` in `t` (rows [lo, hi), or packed tokens [lo, hi)), a view."""
+        lo, hi = self.span
+        return t[:, lo:hi] if self.packed else t[lo:hi]
 
 
 # Plans kept between forwards (decode batches repeat theirs until their membership changes).
@@ -257,50 +264,55 @@ class _ModulePool:
             self.b[pages[:r]] = (module.b.t() * module.scaling).to(self.b)
 
     def weights(self, plan: GatherPlan) -> tuple[torch.Tensor, torch.Tensor]:
-        """The plan's groups' pages of this pool: A [G, r, d_in], Bs [G, r, d_out]."""
-        if plan.page_span is not None:  # views: nothing copied
-            lo, hi = plan.page_span
-            return self.a[lo:hi].unsqueeze(0), self.b[lo:hi].unsqueeze(0)
+        """The plan's groups' pages of this pool: A^T [G, d_in, r] (a transposed view) and
+        Bs [G, r, d_out] — views of the pool for one contiguous group, else gathered once per
+        plan (per forward when the plan keeps no weights)."""
         cached = None if plan.weights is None else plan.weights.get(self.path)
         if cached is not None:
             return cached
-        g, r = plan.pages.shape
-        flat = plan.pages.view(-1)
-        gathered = (
-            self.a.index_select(0, flat).view(g, r, -1),
-            self.b.index_select(0, flat).view(g, r, -1),
-        )
+        if plan.page_span is not None:  # views: nothing copied
+            lo, hi = plan.page_span
+            a, b = self.a[lo:hi].unsqueeze(0), self.b[lo:hi].unsqueeze(0)
+        else:
+            g, r = plan.pages.shape
+            flat = plan.pages.view(-1)
+            a = self.a.index_select(0, flat).view(g, r, -1)
+            b = self.b.index_select(0, flat).view(g, r, -1)
+        pair = (a.transpose(1, 2), b)
         if plan.weights is not None:
-            plan.weights[self.path] = gathered
-        return gathered
+            plan.weights[self.path] = pair
+        return pair
 
     def _add_delta(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         plan = self.store.plan
         if plan is None or self.path not in plan.targets:
             return output
         x = args[0]
-        d_in, d_out = x.shape[-1], output.shape[-1]
-        xu, ou = plan.as_units(x.contiguous()), plan.as_units(output)  # [U, S, d]
+        plan.check(x)
+        a_t, b = self.weights(plan)  # [G, d_in, r], [G, r, d_out]
+        g, d_in, d_out = plan.groups, x.shape[-1], output.shape[-1]
+        if plan.take is None and plan.index is None:  # the output rows are the layout
+            xs, out = x, output
+            if plan.span is not None:  # the base rows before and after are left alone
+                xs, out = plan.narrow(x), plan.narrow(output)
+            xa = torch.bmm(xs.reshape(g, -1, d_in), a_t)  # [G, m*S, r]
+            out.view(g, -1, d_out).baddbmm_(xa, b)
+            return output
+        xu, ou = plan.as_units(x), plan.as_units(output)  # [U, S, d]
         if plan.index is not None:
             xs = xu.index_select(0, plan.index)  # [n, S, d_in]
         else:
             xs = xu if plan.span is None else xu[plan.span[0] : plan.span[1]]
         if plan.take is not None:
             xs = xs.index_select(0, plan.take)  # [G*m, S, d_in]
-        a, b = self.weights(plan)  # [G, r, d_in], [G, r, d_out]
-        g = plan.groups
-        xa = torch.bmm(xs.reshape(g, -1, d_in), a.transpose(1, 2))  # [G, m*S, r]
-        target = ou if plan.span is None else ou[plan.span[0] : plan.span[1]]  # [n, S, d_out]
-        if plan.take is None and plan.index is None:  # the output rows are the layout
-            target.view(g, -1, d_out).baddbmm_(xa, b)
-            return output
+        xa = torch.bmm(xs.reshape(g, -1, d_in), a_t)  # [G, m*S, r]
         delta = torch.bmm(xa, b).view(-1, *xs.shape[1:-1], d_out)  # [G*m, S, d_out]
         if plan.slots is not None:
             delta = delta.index_select(0, plan.slots)  # [n, S, d_out]
         if plan.index is not None:
             ou.index_add_(0, plan.index, delta)
         else:
-            target.add_(delta)
+            (ou if plan.span is None else ou[plan.span[0] : plan.span[1]]).add_(delta)
         return output
 
 
@@ -510,7 +522,9 @@ class GatheredLora:
         device = self._device
         span = index = None
         if units is not None:
-            if selected[-1] - selected[0] + 1 == n:
+            if n == units:
+                pass  # every unit: no narrowing
+            elif selected[-1] - selected[0] + 1 == n:
                 span = (selected[0], selected[-1] + 1)
             else:
                 index = torch.tensor(selected, device=device)

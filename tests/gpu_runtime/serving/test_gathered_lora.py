@@ -325,13 +325,13 @@ def _assert_rows_equal_peft(reference, adapters, mixed, input_ids) -> None:
         assert diff <= LOGITS_ATOL, (row, adapter, diff)
 
 
-# (rows, what the plan must be): sorted equal runs are a view of the batch; unequal runs and
-# base rows in the middle take the padded-group layout and/or an index.
+# (rows, what the plan must be; span None: every row) sorted equal runs are a view of the batch;
+# unequal runs and base rows in the middle take the padded-group layout and/or an index.
 LAYOUTS = [
-    (["g0", "g0", "g1", "g1", "g2", "g2"], {"span": (0, 6), "take": False, "groups": 3}),
+    (["g0", "g0", "g1", "g1", "g2", "g2"], {"span": None, "take": False, "groups": 3}),
     ([None, "g3", "g3", "g7", "g7"], {"span": (1, 5), "take": False, "groups": 2}),
-    (["g3", "g3", "g3", "g3", "g1", "g1"], {"span": (0, 6), "take": False, "groups": 3}),
-    (["g0"] * 5 + ["g1"], {"span": (0, 6), "take": True, "groups": 3}),
+    (["g3", "g3", "g3", "g3", "g1", "g1"], {"span": None, "take": False, "groups": 3}),
+    (["g0"] * 5 + ["g1"], {"span": None, "take": True, "groups": 3}),
     (["g2", None, "g2", "g5", None, "g5", "g5"], {"span": None, "take": True, "groups": 2}),
 ]
 
