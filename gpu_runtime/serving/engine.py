@@ -46,6 +46,7 @@ from gpu_runtime.serving.adapters import (
     resolve_adapter_dir,
     saved_context,
 )
+from gpu_runtime.serving.gathered import DEFAULT_MAX_PLAN_CACHE_BYTES
 from gpu_runtime.serving.handle import RequestHandle
 from gpu_runtime.serving.kv_cache import (
     BatchedCache,
@@ -86,6 +87,9 @@ class EngineConfig:
     max_loaded_adapters: int = 8  # resident adapters, all groups (gathered + peft)
     # Bound of each RoPE group's gathered LoRA buffers (pages of every rank, all modules).
     max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
+    # Bound of the gathered weight copies each group's cached decode plans keep (a batch's
+    # adapters gathered once per membership instead of every step; gathered.GatherPlan).
+    max_plan_cache_bytes: int = DEFAULT_MAX_PLAN_CACHE_BYTES
     max_batch_size: int = 16  # requests prefilling or decoding at once; the rest wait
     prefill_chunk_size: int = 512  # prompt tokens per scheduler step
 
@@ -159,9 +163,15 @@ class InferenceEngine:
         )
         self._lock = threading.Condition()
         self.pool = AdapterPool(
-            ModelInstance(spec, model, max_adapter_bytes=config.max_adapter_bytes),
+            ModelInstance(
+                spec,
+                model,
+                max_adapter_bytes=config.max_adapter_bytes,
+                max_plan_cache_bytes=config.max_plan_cache_bytes,
+            ),
             max_loaded=config.max_loaded_adapters,
             max_adapter_bytes=config.max_adapter_bytes,
+            max_plan_cache_bytes=config.max_plan_cache_bytes,
             on_ready=self._wake,
         )
         self.stats = EngineStats()

@@ -223,7 +223,7 @@ class GatherPlan:
 
 # Plans kept between forwards (decode batches repeat theirs until their membership changes).
 PLAN_CACHE_ENTRIES = 8
-DEFAULT_MAX_CACHED_BYTES = 256 << 20  # gathered weight copies the plan cache may keep
+DEFAULT_MAX_PLAN_CACHE_BYTES = 256 << 20  # gathered weight copies the plan cache may keep
 
 
 # --------------------------------------------------------------------------- the pools
@@ -321,7 +321,7 @@ class GatheredLora:
 
     `max_bytes` bounds the buffers (all pooled modules, pages of every rank); `install`
     returns False when the free pages cannot hold an adapter and the bound forbids growing —
-    the caller evicts and retries. `max_cached_bytes` bounds the gathered weight copies kept
+    the caller evicts and retries. `max_plan_cache_bytes` bounds the gathered weight copies kept
     by cached plans (a decode batch's adapters, gathered once per membership)."""
 
     def __init__(
@@ -329,11 +329,11 @@ class GatheredLora:
         model: nn.Module,
         *,
         max_bytes: int,
-        max_cached_bytes: int = DEFAULT_MAX_CACHED_BYTES,
+        max_plan_cache_bytes: int = DEFAULT_MAX_PLAN_CACHE_BYTES,
     ) -> None:
         self.model = model
         self.max_bytes = max_bytes
-        self.max_cached_bytes = max_cached_bytes
+        self.max_plan_cache_bytes = max_plan_cache_bytes
         self.plan: GatherPlan | None = None
         self._pools: dict[str, _ModulePool] = {}
         self._capacity = 1  # pages per pool, page 0 (zeros) included
@@ -359,7 +359,7 @@ class GatheredLora:
         return self._capacity * sum(p.bytes_per_page for p in self._pools.values())
 
     @property
-    def cached_bytes(self) -> int:
+    def plan_cache_bytes(self) -> int:
         """Bytes the plan cache may hold in gathered weight copies (reserved at plan time)."""
         return sum(self._plan_bytes.values())
 
@@ -570,18 +570,18 @@ class GatheredLora:
 
     def _cache_plan(self, key: tuple, plan: GatherPlan) -> None:
         """Keep `plan` (LRU of PLAN_CACHE_ENTRIES); its gathered weights only while the
-        copies of all cached plans stay within `max_cached_bytes`."""
+        copies of all cached plans stay within `max_plan_cache_bytes`."""
         need = 0
         if plan.page_span is None:
             per_page = sum(self._pools[p].bytes_per_page for p in plan.targets)
             need = plan.pages.numel() * per_page
         while self._plans and (
             len(self._plans) >= PLAN_CACHE_ENTRIES
-            or self.cached_bytes + need > self.max_cached_bytes
+            or self.plan_cache_bytes + need > self.max_plan_cache_bytes
         ):
             old, _ = self._plans.popitem(last=False)
             self._plan_bytes.pop(old, None)
-        if need > self.max_cached_bytes:
+        if need > self.max_plan_cache_bytes:
             plan.weights = None  # too big to keep: gathered in every forward
             need = 0
         self._plans[key] = plan

@@ -393,20 +393,20 @@ def test_decode_plan_is_cached_until_residency_changes(base_dir, gathered_dirs, 
         plan = store.row_plan(adapters)
         assert store.row_plan(list(adapters)) is plan and plan.weights
         assert set(plan.weights) == plan.targets  # one gathered pair per targeted module
-        assert 0 < store.cached_bytes <= store.max_cached_bytes
+        assert 0 < store.plan_cache_bytes <= store.max_plan_cache_bytes
         again = loaded.forward_rows(adapters, input_ids=input_ids).logits
         assert torch.equal(first, again)
         _assert_rows_equal_peft(reference, adapters, again, input_ids)
 
         loaded.unload_adapter("g3")
-        assert store.cached_bytes == 0 and store.row_plan(["g0", "g1"]) is not plan
+        assert store.plan_cache_bytes == 0 and store.row_plan(["g0", "g1"]) is not plan
         loaded.load_adapter("g3", gathered_dirs["g3"])
         assert store.row_plan(adapters) is not plan
 
-        store.max_cached_bytes = 0
+        store.max_plan_cache_bytes = 0
         store._clear_plans()
         uncached = store.row_plan(adapters)
-        assert uncached.weights is None and store.cached_bytes == 0
+        assert uncached.weights is None and store.plan_cache_bytes == 0
         mixed = loaded.forward_rows(adapters, input_ids=input_ids).logits
         assert uncached.weights is None
         _assert_rows_equal_peft(reference, adapters, mixed, input_ids)
