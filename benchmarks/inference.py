@@ -804,6 +804,13 @@ def main(argv: list[str] | None = None) -> str:
         "OpenMP threads spin waiting for each other)",
     )
     parser.add_argument(
+        "--mix-repeats",
+        type=int,
+        default=None,
+        help="interleaved rounds per mixed-adapter row, best kept (default 2; more on a "
+        "shared machine, whose slow spells then land in the discarded rounds)",
+    )
+    parser.add_argument(
         "--profile-only",
         type=Path,
         default=None,
@@ -815,6 +822,8 @@ def main(argv: list[str] | None = None) -> str:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = quick_config() if args.quick else BenchConfig()
+    if args.mix_repeats is not None:
+        config = replace(config, mix_repeats=args.mix_repeats)
     if args.profile_only is not None:
         rows = run_profile(config, args.cache_dir)
         record = {"commit": _commit(), "threads": torch.get_num_threads(), "rows": rows}
@@ -825,6 +834,8 @@ def main(argv: list[str] | None = None) -> str:
     command = "python benchmarks/inference.py" + (" --quick" if args.quick else "")
     if args.threads is not None:
         command += f" --threads {args.threads}"
+    if args.mix_repeats is not None:
+        command += f" --mix-repeats {args.mix_repeats}"
     start = time.perf_counter()
     latency, throughput = run(config, args.cache_dir)
     report = render_report(config, latency, throughput, command, time.perf_counter() - start)
