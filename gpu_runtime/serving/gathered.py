@@ -20,17 +20,31 @@ that batch* (page 0 is never handed out, so it stays zero; padding uses it: zero
 exactly 0). The buffers grow on demand up to `max_bytes` and never move a resident adapter's pages,
 so loading or evicting one never touches a running request.
 
-Compute — for x [rows, S, d_in] through a pooled linear (the base projection runs first,
-untouched; the delta is added in place by a forward hook):
+Compute — once per forward a `GatherPlan` lays the batch out (every pooled module reads it):
+units are the rows of x [B, S, d_in], or the tokens of a packed prefill row [1, T]; the units
+with an adapter are selected (a range, or an index when base rows sit between them) and cut
+into G groups of m units with one adapter's pages each, pages [G, r]. The forward hook then
+adds the delta after the base projection (which runs untouched):
 
-    one adapter for all rows:  out += (x @ A^T) @ Bs            (its pages; a view if contiguous)
-    adapters repeat (SGMV over rows): rows grouped by adapter, each adapter's pages gathered
-        once: [D, m*S, d_in] @ [D, d_in, r] @ [D, r, d_out]  -> index_add into the rows
-    otherwise (BGMV):  pages [n, r] per row with an adapter
-        A = pool.a[pages] [n, r, d_in],  Bs = pool.b[pages] [n, r, d_out]
-        out[rows] += (x[rows] @ A^T) @ Bs                      [n, S, d_out]
-    packed prefill (SGMV): one row [1, T] of concatenated prompts, one segment per prompt
-        out[s:e] += (x[s:e] @ A_seg^T) @ Bs_seg                 per segment with an adapter
+    A^T = pool.a[pages]^T [G, d_in, r],  Bs = pool.b[pages] [G, r, d_out]
+    xa  = bmm(x_sel.view(G, m*S, d_in), A^T)        [G, m*S, r]
+    out_sel.view(G, m*S, d_out).baddbmm_(xa, Bs)    in place
+
+That is the whole delta — two ops per module, nothing gathered or scattered — whenever the
+selection already is the layout: one adapter (G = 1; its pages are a view of the pool when
+contiguous), or runs of each adapter cut in equal groups. The engine sorts a decode batch's
+rows and a packed row's prompts by adapter (base first) so that round-robin traffic is
+exactly that. Otherwise (unequal runs) the units are taken into G groups of m = ceil(n / D)
+(G <= 2D, at most 2n slots; padding repeats a unit) and the delta is found back per unit
+(`take` / `slots`, two index_selects and an add). Modules no adapter of the plan targets
+are skipped. Decode plans are cached by the batch's adapter list with their gathered A/Bs
+(LRU, `max_plan_cache_bytes` of copies), so a decode batch gathers its adapters' pages once
+per membership instead of once per module per step; installing or evicting an adapter
+clears the cache. WHY all this: at small hidden sizes the LoRA FLOPs are a few percent of
+the base's, and the cost of a mixed batch was per-module bookkeeping — per-row/page gathers,
+index_add scatters, a Python loop over prompt segments — rebuilt in every module of every
+step (the profile in benchmarks/results/inference.md: 2282 aten ops per 32-row decode
+forward with 16 adapters before, 1467 now, the base's 1187).
 
 Rows without an adapter are left out of the gather (the base costs nothing extra). peft
 computes `lora_B(lora_A(x)) * scaling`; folding the scaling into B changes only float rounding
