@@ -197,7 +197,7 @@ class GatherPlan:
     pages: [G, r] each group's pages, 0-padded to the plan's largest rank (page 0 is zeros);
     page_span: one group whose pages are one contiguous run, read as views of the pools;
     targets: the pooled modules some adapter of the plan targets (the others are skipped);
-    weights: each pool's gathered (A [G, r, d_in], Bs [G, r, d_out]), kept for the plan's
+    weights: each pool's gathered (A^T [G, d_in, r], Bs [G, r, d_out]), kept for the plan's
     lifetime so a cached decode plan gathers once per batch membership, not once per step
     (None: gathered in every forward, because the plan cache's byte bound is spent).
     units None: any batch, every row on the one adapter."""

@@ -412,3 +412,26 @@ def test_decode_plan_is_cached_until_residency_changes(base_dir, gathered_dirs, 
         _assert_rows_equal_peft(reference, adapters, mixed, input_ids)
     finally:
         loaded.close()
+
+
+def test_engine_sorts_rows_by_adapter_so_equal_runs_are_views(engine_factory, gathered_dirs):
+    """The decode batch holds its rows base first, then adapter by adapter, whatever the
+    submission order: the plan of a round-robin batch is then the view layout (no take, no
+    index), and the requests still finish."""
+    engine = engine_factory(autostart=False, max_batch_size=16)
+    for name in ("g0", "g1", "g2"):
+        engine.register_adapter(name, str(gathered_dirs[name]))
+    order = ["g2", None, "g0", "g1", "g0", None, "g2", "g1"]
+    handles = [
+        engine.submit(_greedy([7 + i, 8, 9], adapter, 6, 700 + i))
+        for i, adapter in enumerate(order)
+    ]
+    with torch.inference_mode():
+        engine._step()  # admit (inline loads), packed prefill, first decode step
+    (batch,) = engine._batches.values()
+    rows = [seq.adapter for seq in batch.seqs]
+    assert rows == [None, None, "g0", "g0", "g1", "g1", "g2", "g2"]
+    plan = batch.instance.gathered.row_plan(rows)
+    assert (plan.span, plan.take, plan.index, plan.groups) == ((2, 8), None, None, 3)
+    engine.start()
+    assert [h.result(60).finish_reason for h in handles] == ["length"] * len(order)
