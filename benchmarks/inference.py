@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform as _platform
 import shlex
 import sys
@@ -590,7 +591,10 @@ def render_report(
         f"{config.original_context}, served with YaRN at {config.served_context}. "
         f"Engine prefill chunk: {config.prefill_chunk_size} tokens. "
         f"Machine: {_platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Whole run: {wall_s:.0f} s.",
+        f"{torch.get_num_threads()} threads. Whole run: {wall_s:.0f} s. Load average at the "
+        f"start / end: {throughput['load'][0]:.1f} / {throughput['load'][1]:.1f} on "
+        f"{os.cpu_count()} cores (above the thread count, other processes shared the cores: "
+        "compare within the run, and trust the CPU-second ratios over wall-clock ones).",
         "",
         "## Single request: TTFT and decode speed",
         "",
@@ -675,7 +679,14 @@ def render_report(
                     for r in mix
                     if r["adapters"] == MIX_TARGET_ADAPTERS
                 )
-                + f" — {'MET' if met['mixed_adapters'] else 'NOT MET'}"
+                + f" — {'MET' if met['mixed_adapters'] else 'NOT MET'} (per CPU-second, which a "
+                "shared machine's other tenants disturb less: "
+                + ", ".join(
+                    f"{r['concurrency']}: {r['cpu_vs_single_model']:.2f}×"
+                    for r in mix
+                    if r["adapters"] == MIX_TARGET_ADAPTERS
+                )
+                + ")"
             ]
             if "mixed_adapters" in met
             else []
@@ -836,8 +847,9 @@ def main(argv: list[str] | None = None) -> str:
         command += f" --threads {args.threads}"
     if args.mix_repeats is not None:
         command += f" --mix-repeats {args.mix_repeats}"
-    start = time.perf_counter()
+    start, load = time.perf_counter(), os.getloadavg()[0]
     latency, throughput = run(config, args.cache_dir)
+    throughput["load"] = (load, os.getloadavg()[0])
     report = render_report(config, latency, throughput, command, time.perf_counter() - start)
     print(report)
     if out is not None:
