@@ -22,11 +22,15 @@ Measured:
      adapters vs the single-model batch (no adapter) of the same size, each best of
      `mix_repeats` interleaved rounds (the machine is shared: the best run is the least
      disturbed one); and the swap-in latency of cold adapters requested while a batch decodes.
+  5. Profile of one 32-row decode forward with 0 / 1 / 16 adapters: best wall and CPU time,
+     aten ops per forward and the ops the gathered delta adds, next to the recorded profile
+     of the engine before issue 17's second pass (`--profile-only JSON` records one).
 Targets: concurrency-8 throughput ≥ 2× sequential generate; engine TTFT ≤ generate TTFT
 (within 10% timing noise on shared cores); 16 distinct adapters ≥ 0.8× the single-model batch
 of the same size, at every size.
 
-Run:  python benchmarks/inference.py           (~5-8 min on 2 idle CPU cores)
+Run:  python benchmarks/inference.py           (~1 min on 2 idle CPU cores)
+      python benchmarks/inference.py --threads 1 --mix-repeats 3   (a shared, loaded box)
       python benchmarks/inference.py --quick   (seconds; smoke-test sizes)
 """
 
