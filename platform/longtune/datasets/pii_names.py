@@ -42,6 +42,8 @@ SEGMENT_CHARS = 1_000
 # I reviewed ..." at the start of a string is missed, after "... reproduce it?" found); three
 # words give back every name the whole-string reading found there.
 CONTEXT_WORDS = 3
+# Words read either side of a sentence's candidate words (see NameDetector._plan).
+REACH_WORDS = 6
 # Sentences go through nlp.pipe in batches of this many: one matrix product per layer for
 # the whole batch instead of one per sentence.
 BATCH_SIZE = 64
@@ -108,13 +110,15 @@ class NameDetectorConfig:
     model_package: str = MODEL_PACKAGE
     use_model: bool = True  # False: context cues only (no spaCy), for a cheap pass
     chunk_chars: int = CHUNK_CHARS
-    # True (the scrubber's default): the model reads only the sentences that hold a
-    # capitalised word which is not a stop word, greeting or role word, in batches, and
-    # remembers each sentence's spans. False: the model reads every string whole, one call per
-    # string, as the first version did: the benchmark's baseline and the tests' oracle.
+    # True (the scrubber's default): the model reads only windows around the words that could
+    # be names (capitalised, not a stop word, greeting or role word) of each sentence, all the
+    # windows of a batch of strings in one nlp.pipe, and remembers each window's spans.
+    # False: the model reads every string whole, one call per string, as the first version
+    # did: the benchmark's baseline and the tests' oracle.
     gated: bool = True
     segment_chars: int = SEGMENT_CHARS
     context_words: int = CONTEXT_WORDS
+    reach: int = REACH_WORDS
     batch_size: int = BATCH_SIZE
 
 
@@ -150,10 +154,15 @@ class NameDetector:
             else:
                 pending.append(i)
         if pending:
-            model = self._model_spans_many([texts[i] for i in pending])
-            for i, spans in zip(pending, model, strict=True):
+            if len(pending) == 1:
+                found_all = [self._detect(texts[pending[0]])]
+            else:
+                model = self._model_spans_many([texts[i] for i in pending])
+                found_all = [
+                    self._combine(texts[i], spans) for i, spans in zip(pending, model, strict=True)
+                ]
+            for i, found in zip(pending, found_all, strict=True):
                 text = texts[i]
-                found = self._combine(text, spans)
                 if len(text) <= CACHE_MAX_CHARS:
                     _remember(self._cache, text, found)
                 answers[i] = list(found)
@@ -189,11 +198,7 @@ class NameDetector:
             if text.islower():
                 plans.append(None)
                 continue
-            plan = [
-                window
-                for window in _windows(text, self.config.segment_chars, self.config.context_words)
-                if self._may_hold_name(window[1][1][window[1][0] :])
-            ]
+            plan = list(self._plan(text))
             for _, key in plan:
                 if key not in known:
                     known[key] = self._segment_cache.get(key)
@@ -219,6 +224,34 @@ class NameDetector:
             out.append(spans)
         return out
 
+    def _plan(self, text: str) -> Iterable[tuple[int, Window]]:
+        """The windows the model reads for text: around the candidate words of each sentence.
+
+        A window starts ``reach`` words before a sentence's first candidate word (or
+        ``context_words`` before the sentence when that is earlier, crossing into the previous
+        sentence) and ends ``reach`` words after its last; the model's view of a word spans 4
+        tokens either side (4 CNN layers of window 1), so words farther away do not change
+        what it says about the candidates.
+        """
+        config = self.config
+        for offset, piece in _segments(text, config.segment_chars):
+            candidates = [m for m in _WORDS.finditer(piece) if self._is_candidate(m.group())]
+            if not candidates:
+                continue
+            words = list(_WORD_STARTS.finditer(piece))
+            first = candidates[0].start()
+            last = candidates[-1].end()
+            before = [w.start() for w in words if w.start() <= first]
+            start = offset + (before[-1 - config.reach] if len(before) > config.reach else 0)
+            if start == offset and config.context_words and offset:
+                context = list(_WORD_STARTS.finditer(text, max(0, offset - 120), offset))
+                if context:
+                    start = context[-min(config.context_words, len(context))].start()
+            after = [w.start() for w in words if w.start() >= last]
+            end = offset + (after[config.reach] if len(after) > config.reach else len(piece))
+            end = len(text[:end].rstrip()) if end < offset + len(piece) else end
+            yield start, (max(0, offset - start), text[start:end])
+
     def _whole_spans(self, text: str) -> Iterable[tuple[int, int]]:
         """The ungated path: the whole string, in pieces of chunk_chars, one call each."""
         for offset, piece in _chunks(text, self.config.chunk_chars):
@@ -234,23 +267,19 @@ class NameDetector:
             if end > start and self._plausible(piece[start:end]):
                 yield start, end
 
-    def _may_hold_name(self, piece: str) -> bool:
-        """Whether a sentence holds a word the model could call a name.
+    def _is_candidate(self, word: str) -> bool:
+        """Whether the model could call this word (part of) a name.
 
-        Where the time goes: the model costs ~0.1 ms per token on one core, the same for a
+        Where the time went: the model costs ~0.1 ms per token on one core, the same for a
         sentence of jargon as for one with a name. en_core_web_sm's PERSON spans are, in
         practice, capitalised words (a lower-case name is left to the cues), so a sentence whose
         only capitalised words are stop words, greetings, role words or weekdays ("The deploy
-        finished.", "Thanks, see you Monday") is skipped. All-capital words (SLA, ISBN, EUR) do
-        not count: acronyms are far commoner than names written in capitals.
+        finished.", "Thanks, see you Monday") is not read at all. All-capital words (SLA, ISBN,
+        EUR) do not count: acronyms are far commoner than names written in capitals.
         """
-        for match in _WORDS.finditer(piece):
-            word = match.group()
-            if not word[0].isupper() or word.isupper():
-                continue
-            if word.casefold() not in self._not_candidates:
-                return True
-        return False
+        return (
+            word[0].isupper() and not word.isupper() and word.casefold() not in self._not_candidates
+        )
 
     # ----- context cues
 
@@ -342,17 +371,6 @@ def _segments(text: str, size: int) -> Iterable[tuple[int, str]]:
         yield from _pieces(text, start, stop.end(), size)
         start = stop.end()
     yield from _pieces(text, start, len(text), size)
-
-
-def _windows(text: str, size: int, context_words: int) -> Iterable[tuple[int, Window]]:
-    """(offset of the window in text, (lead, window)) for each sentence of text."""
-    for offset, piece in _segments(text, size):
-        start = offset
-        if context_words and offset:
-            before = list(_WORD_STARTS.finditer(text, max(0, offset - 120), offset))
-            if before:
-                start = before[-min(context_words, len(before))].start()
-        yield start, (offset - start, text[start : offset + len(piece)])
 
 
 def _pieces(text: str, start: int, end: int, size: int) -> Iterable[tuple[int, str]]:
