@@ -230,5 +230,6 @@ def test_the_scrubber_hands_all_strings_of_a_line_to_one_batched_call():
         b'{"role":"assistant","content":"Hi Ada, how can I help?"}]}'
     )
     out = scrubber.scrub_line(line)
-    assert seen == [["Hello, Ada here", "assistant", "Hi Ada, how can I help?"]]  # not "user": short
+    # one call for the line's strings ("user" is shorter than any detection)
+    assert seen == [["Hello, Ada here", "assistant", "Hi Ada, how can I help?"]]
     assert b"[PERSON_1] here" in out and b"Hi [PERSON_1]," in out
