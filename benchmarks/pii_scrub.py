@@ -343,7 +343,7 @@ def main() -> None:
         f"| presidio-analyzer {_presidio_version()} pattern recognizers (7, no NER) | {presidio_bytes / 1e6:.2f} MB slice "
         f"(extrapolated) | {presidio_mbs:.3f} |",
         f"| speed-up of the prefilter over Presidio, text vs text | | {fast_mbs / presidio_mbs:.0f}x |",
-        f"| **with person names** (spaCy NER + cues, every entity; gated sentences, batched per line) | {names_bytes / 1e6:.2f} MB of message texts "
+        f"| **with person names** (spaCy NER + cues, every entity; the model reads windows around possible names, batched per line) | {names_bytes / 1e6:.2f} MB of message texts "
         f"(the model read {100 * names_model_share:.0f}% of its characters) | **{names_mbs:.3f}** |",
     ]
     if baseline_rows:
