@@ -440,11 +440,21 @@ def model_installed(package: str = MODEL_PACKAGE) -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("spacy", package))
 
 
-@functools.cache
-def _load_pipeline(package: str):
-    import spacy  # lazy: imports torch through thinc (see the module docstring)
+_PIPELINES: dict[str, object] = {}  # package -> its loaded pipeline: one per process
 
-    return spacy.load(package, exclude=list(_EXCLUDED))
+
+def _load_pipeline(package: str):
+    pipeline = _PIPELINES.get(package)
+    if pipeline is None:
+        import spacy  # lazy: imports torch through thinc (see the module docstring)
+
+        pipeline = _PIPELINES[package] = spacy.load(package, exclude=list(_EXCLUDED))
+    return pipeline
+
+
+def model_loaded(package: str = MODEL_PACKAGE) -> bool:
+    """Whether this process has loaded the name model already (the worker preloads it)."""
+    return package in _PIPELINES
 
 
 def _load(config: NameDetectorConfig):
