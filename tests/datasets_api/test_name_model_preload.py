@@ -18,7 +18,7 @@ from longtune.storage import get_storage
 from tests.datasets_api.files_helpers import chat, jsonl
 from tests.datasets_api.test_scrub_fairness_worker import shared_storage, status, upload
 from tests.finetuning.conftest import wait_for
-from tests.fixtures.services import EMBEDDED_CPU_WORKER
+from tests.fixtures.services import EMBEDDED_CPU_WORKER, NAME_MODEL_PRELOADED
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 __all__ = ["shared_storage"]  # the fixture, imported for this module's tests
@@ -61,13 +61,9 @@ def test_each_scrubbing_process_loads_the_name_model_before_its_first_file(
 ):
     handle = make_org("Names Preload", plan="pro")
     worker = start_worker(**EMBEDDED_CPU_WORKER)
-    wait_for(
-        lambda: len(preloaded_pids(worker)) == 2,
-        timeout=120,
-        what="both prefork children to preload the name model",
-        worker=worker,
-    )
+    worker.wait_for_log(NAME_MODEL_PRELOADED, count=EMBEDDED_CPU_WORKER["concurrency"])
     pids = preloaded_pids(worker)
+    assert len(pids) == 2  # one load in each child process
     file = upload(handle, names_upload(), "names.jsonl")
     row = wait_processed(file, worker)
 
@@ -85,7 +81,8 @@ def test_without_the_setting_the_first_file_loads_it_and_other_workers_never_do(
     make_org, start_worker, shared_storage
 ):
     handle = make_org("Names Lazy", plan="pro")
-    trainer = start_worker("gpu")  # consumes no cpu queue: never scrubs, never loads spaCy
+    # consumes no cpu queue: never scrubs, never loads spaCy, whatever the setting says
+    trainer = start_worker("gpu", SCRUB_PRELOAD_NAME_MODEL="true")
     lazy = start_worker("cpu", SCRUB_PRELOAD_NAME_MODEL="false")
     file = upload(handle, names_upload(), "names.jsonl")
     row = wait_processed(file, lazy)
