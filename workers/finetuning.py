@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import close_old_connections
 
 from longtune.catalog import services as catalog
@@ -477,7 +477,24 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
     }
 
 
-@app.task(name=tasks.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
+class TrainTask(app.Task):
+    """The training task's hard-time-limit hook: called with ``TimeLimitExceeded`` by the
+    prefork pool's parent after it killed the child, and by the solo pool's watchdog
+    (workers/time_limits.py) before it ends the process. Fails the attempt through the
+    lifecycle, so neither a redelivered message nor the watchdog runs it again."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's
+        if isinstance(exc, TimeLimitExceeded) and len(args) >= 2:
+            lifecycle.finish_failed(
+                int(args[0]),
+                int(args[1]),
+                code=TIME_LIMIT_EXCEEDED,
+                message="Training ran past the hard time limit of GPU work "
+                "(GPU_WORK_TIME_LIMIT_SECONDS + TASK_HARD_TIME_LIMIT_GRACE_SECONDS) and was stopped.",
+            )
+
+
+@app.task(name=tasks.TRAIN, base=TrainTask, bind=True, acks_late=True, reject_on_worker_lost=True)
 def train_job(self, job_pk: int, attempt: int) -> dict[str, Any]:
     close_old_connections()
     try:

@@ -142,6 +142,10 @@ TASK_HARD_TIME_LIMIT_GRACE_SECONDS = env_int("TASK_HARD_TIME_LIMIT_GRACE_SECONDS
 # worker's other slots (datasets/fairness.py).
 SCRUB_MAX_CONCURRENT_PER_ORG = env_int("SCRUB_MAX_CONCURRENT_PER_ORG", 1)
 SCRUB_DEFER_SECONDS = env_float("SCRUB_DEFER_SECONDS", 5)
+# A worker process that consumes the cpu queue loads the person-name model (spaCy) when it
+# starts (Celery's worker_process_init), so no file's scrub pays the load; off, the first file
+# with names on loads it.
+SCRUB_PRELOAD_NAME_MODEL = env_bool("SCRUB_PRELOAD_NAME_MODEL", True)
 
 # --- runtime knobs (read by finetuning/conf.py and inference/conf.py) --------------------
 # Environment-tunable because the crash-recovery tests need a watchdog that notices a dead worker
