@@ -28,6 +28,7 @@ import httpx
 from asgiref.sync import sync_to_async
 
 from longtune.api.errors import ApiError
+from longtune.inference import routing
 from longtune.inference.conf import inference_conf
 from longtune.inference.services import Metered, Route, record_usage
 
@@ -132,6 +133,9 @@ class Upstream:
             self._response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
             await self.close()
+            # A cached route to a replica that died without saying so: the next request
+            # resolves from the database (inference/routing.py) instead of trying it again.
+            routing.forget(self.call.org, self.call.route.model)
             raise ApiError(
                 status=503,
                 code="replica_unavailable",
