@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> Path:
             proc.terminate()
         for proc in (gateway, replica):
             try:
-                proc.wait(30)
+                proc.wait(120 if args.profile_gateway else 30)  # merging the profiles takes a while
             except subprocess.TimeoutExpired:
                 proc.kill()
 
