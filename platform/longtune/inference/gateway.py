@@ -91,8 +91,8 @@ def _upstream_error(status: int, raw: bytes) -> ApiError:
 # connection per request; the gateway then added seconds to the time to first token at a few
 # dozen concurrent streams. Why aiohttp and not httpx: the same 200 concurrent streams of 18
 # NDJSON lines cost ~5 ms of gateway CPU per request through httpx's pure-Python pool and h11
-# parser, ~0.7 ms through aiohttp's C parser (benchmarks/results/gateway_load.md). Keyed by
-# loop: a session's connections belong to its loop.
+# parser, ~0.7 ms through aiohttp's C parser (benchmarks/results/gateway_per_request_cpu.md).
+# Keyed by loop: a session's connections belong to its loop.
 _REPLICA_SESSIONS: weakref.WeakKeyDictionary[
     asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
 ] = weakref.WeakKeyDictionary()
