@@ -197,6 +197,16 @@ class Upstream:
                 "message": f"The replica stream broke ({type(exc).__name__}).",
             }
 
+    async def drain(self) -> None:
+        """Read what is left of the body (after the ``done`` line only the body's end), so
+        that ``close`` can hand the connection back to the pool instead of closing it."""
+        if self._response is None:
+            return
+        try:
+            await self._response.content.read()
+        except UPSTREAM_ERRORS:
+            pass  # close() then closes the connection
+
     async def close(self) -> None:
         """Release this request's connection: back to the shared pool when the body was read
         to its end, closed mid-stream otherwise (which cancels the generation on the replica)."""
@@ -363,6 +373,7 @@ async def sse_stream(call: GatewayCall, upstream: Upstream) -> AsyncIterator[byt
                 if call.include_usage:
                     yield _sse(_chunk(call, [], usage=usage))
                 yield _sse("[DONE]")
+                await upstream.drain()  # the body's end: the connection goes back to the pool
                 return
             else:
                 yield _sse(_failed(event).body())
