@@ -179,6 +179,10 @@ INFERENCE_WORK_DIR = env_str("INFERENCE_WORK_DIR")
 # the ledger of record); the counter is rebuilt from those rows when missing and expires after
 # this long, so any drift (a Redis restart, a lost increment) heals within it.
 INFERENCE_TOKEN_COUNTER_TTL_SECONDS = env_int("INFERENCE_TOKEN_COUNTER_TTL_SECONDS", 3600)
+# The gateway's cached routes (model -> replica, inference/routing.py) are invalidated by a
+# version bumped on every endpoint/replica change; this bounds an entry's life for changes made
+# outside the services (a base model's visibility edited by staff).
+INFERENCE_ROUTE_CACHE_SECONDS = env_int("INFERENCE_ROUTE_CACHE_SECONDS", 30)
 # compute/conf.py: the beat periods and the lost-message sweep.
 COMPUTE_REDISPATCH_AFTER_SECONDS = env_float("COMPUTE_REDISPATCH_AFTER_SECONDS", 600)
 COMPUTE_REDISPATCH_INTERVAL_SECONDS = env_float("COMPUTE_REDISPATCH_INTERVAL_SECONDS", 60)
