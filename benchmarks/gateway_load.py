@@ -95,6 +95,49 @@ def serve_replica(port: int, ttft_ms: float, tokens: int, token_ms: float) -> No
                 log_level="warning", backlog=4096, lifespan="off")  # fmt: skip
 
 
+def serve_gateway_profiled(port: int, profile_path: Path) -> None:
+    """The gateway as ``scripts/run.sh`` starts it (uvicorn, ``longtune.asgi``), under cProfile.
+
+    Why not ``python -m cProfile -m uvicorn``: uvicorn re-raises SIGTERM after its graceful
+    shutdown, the default handler kills the process and cProfile never writes its file. Here a
+    Python SIGTERM handler (the one uvicorn restores and re-raises to) exits normally, so the
+    profile of the whole run is dumped. cProfile sees one thread; the sync half of a request
+    (``sync_to_async``: auth, validation, routing, the usage row) runs on another, so every
+    thread started here gets a profiler of its own and all are merged into one file."""
+    import cProfile
+    import pstats
+    import signal
+
+    import uvicorn
+
+    profilers: list[cProfile.Profile] = []
+
+    def profile_this_thread(*_: object) -> None:
+        profiler = cProfile.Profile(time.thread_time)  # CPU, not waits
+        profilers.append(profiler)
+        profiler.enable()  # replaces this hook in the thread it first runs in
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave)
+    threading.setprofile(profile_this_thread)
+    sys.path[:0] = [str(ROOT / "platform")]
+    main_profiler = cProfile.Profile(time.thread_time)  # CPU, not waits
+    profilers.append(main_profiler)
+    main_profiler.enable()
+    try:
+        uvicorn.run("longtune.asgi:application", host="127.0.0.1", port=port,
+                    log_level="warning", backlog=4096)  # fmt: skip
+    finally:
+        main_profiler.disable()
+        stats = pstats.Stats(main_profiler)
+        for profiler in profilers[1:]:
+            profiler.create_stats()
+            stats.add(profiler)
+        stats.dump_stats(profile_path)
+
+
 # --------------------------------------------------------------------------- setup
 
 
@@ -308,10 +351,14 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--output-dir", type=Path, default=RESULTS)
     parser.add_argument("--serve-replica", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-gateway", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--profile-gateway", type=Path, help="write the gateway's cProfile here")
     args = parser.parse_args(argv)
     if args.serve_replica:
         serve_replica(args.serve_replica, args.ttft_ms, args.tokens, args.token_ms)
+        return Path()
+    if args.serve_gateway:
+        serve_gateway_profiled(args.serve_gateway, args.profile_gateway)
         return Path()
     if args.quick:
         args.concurrency, args.rounds = 10, 1
@@ -330,11 +377,15 @@ def main(argv: list[str] | None = None) -> Path:
     )  # fmt: skip
     secret = prepare(f"http://127.0.0.1:{replica_port}")
     log = (Path(os.environ["LONGTUNE_VAR_DIR"]) / "gateway.log").open("wb")  # its INFO lines
-    profile = ["-m", "cProfile", "-o", str(args.profile_gateway)] if args.profile_gateway else []
+    if args.profile_gateway:
+        command = [__file__, "--serve-gateway", str(gateway_port),
+                   "--profile-gateway", str(args.profile_gateway.resolve())]  # fmt: skip
+    else:
+        command = ["-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
+                   "--host", "127.0.0.1", "--port", str(gateway_port), "--log-level", "warning",
+                   "--backlog", "4096"]  # fmt: skip
     gateway = subprocess.Popen(
-        [sys.executable, *profile, "-m", "uvicorn", "longtune.asgi:application", "--app-dir", "platform",
-         "--host", "127.0.0.1", "--port", str(gateway_port), "--log-level", "warning",
-         "--backlog", "4096"],
+        [sys.executable, *command],
         cwd=ROOT, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     replica_url, gateway_url = (
@@ -377,7 +428,7 @@ def main(argv: list[str] | None = None) -> Path:
             proc.terminate()
         for proc in (gateway, replica):
             try:
-                proc.wait(30)
+                proc.wait(120 if args.profile_gateway else 30)  # merging the profiles takes a while
             except subprocess.TimeoutExpired:
                 proc.kill()
 

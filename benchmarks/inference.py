@@ -22,17 +22,23 @@ Measured:
      adapters vs the single-model batch (no adapter) of the same size, each best of
      `mix_repeats` interleaved rounds (the machine is shared: the best run is the least
      disturbed one); and the swap-in latency of cold adapters requested while a batch decodes.
+  5. Profile of one 32-row decode forward with 0 / 1 / 16 adapters: best wall and CPU time,
+     aten ops per forward and the ops the gathered delta adds, next to the recorded profile
+     of the engine before issue 17's second pass (`--profile-only JSON` records one).
 Targets: concurrency-8 throughput ≥ 2× sequential generate; engine TTFT ≤ generate TTFT
 (within 10% timing noise on shared cores); 16 distinct adapters ≥ 0.8× the single-model batch
 of the same size, at every size.
 
-Run:  python benchmarks/inference.py           (~5-8 min on 2 idle CPU cores)
+Run:  python benchmarks/inference.py           (~1 min on 2 idle CPU cores)
+      python benchmarks/inference.py --threads 1 --mix-repeats 3   (a shared, loaded box)
       python benchmarks/inference.py --quick   (seconds; smoke-test sizes)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform as _platform
 import shlex
 import sys
@@ -57,6 +63,8 @@ from gpu_runtime.tiny import build_tiny_model_dir  # noqa: E402
 
 DEFAULT_RESULTS = REPO_ROOT / "benchmarks" / "results" / "inference.md"
 DEFAULT_CACHE = REPO_ROOT / "var" / "bench-cache"
+# The decode-forward profile of the engine before issue 17's second pass (see the report).
+PROFILE_BEFORE = REPO_ROOT / "benchmarks" / "results" / "inference_profile_before.json"
 TTFT_TOLERANCE = 1.10  # engine TTFT may be at most 10% above generate's (timing noise)
 THROUGHPUT_TARGET = 2.0
 MIX_TARGET = 0.8  # 16 distinct adapters vs the single-model batch of the same size
@@ -87,6 +95,8 @@ class BenchConfig:
     mix_new_tokens: int = 16
     mix_repeats: int = 2
     swap_ins: int = 4  # cold adapters requested while a batch decodes
+    profile_concurrency: int = 32  # rows of the profiled decode forward
+    profile_repeats: int = 30
 
 
 def quick_config() -> BenchConfig:
@@ -110,6 +120,8 @@ def quick_config() -> BenchConfig:
         mix_new_tokens=4,
         mix_repeats=1,
         swap_ins=1,
+        profile_concurrency=4,
+        profile_repeats=2,
     )
 
 
@@ -428,7 +440,132 @@ def measure_swap_in(
     }
 
 
+def profile_decode_forward(
+    config: BenchConfig, engine: InferenceEngine, vocab: int, adapters: list[str]
+) -> list[dict]:
+    """Where one decode step's forward goes with no adapter, 1 adapter and 16 adapters.
+
+    Runs directly on the engine's base instance while the engine is idle (every request has
+    finished): `profile_concurrency` rows after a `mix_prompt`-token cache, the rows in the
+    order the engine's batch holds them (engine._by_adapter where it exists). Per arm: the best
+    of `profile_repeats` interleaved forwards in wall and process CPU time (a shared machine's
+    slow spells land in the other repeats), and torch.profiler's count of aten ops per forward
+    with the ops the gathered delta adds over the base (self CPU time, one profiled forward).
+    The same function measures a checkout of an older engine (the report's "before")."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import DynamicCache
+
+    from gpu_runtime.serving import engine as engine_module
+
+    instance = engine.pool.default
+    n = config.profile_concurrency
+    ids = torch.tensor([prompt_ids(config.mix_prompt, vocab, seed=5000 + i) for i in range(n)])
+    step, position = ids[:, -1:], torch.full((n, 1), config.mix_prompt)
+    many = min(MIX_TARGET_ADAPTERS, len(adapters))
+    arms = {0: [None] * n, 1: [adapters[0]] * n, many: [adapters[i % many] for i in range(n)]}
+    order = getattr(engine_module, "_by_adapter", None)
+    if order is not None:  # the batch order of the engine under test
+        arms = {k: sorted(v, key=lambda a: order(_Row(a))) for k, v in arms.items()}
+
+    def forward(rows: list[str | None], cache: DynamicCache) -> None:
+        instance.forward_rows(
+            rows, input_ids=step, position_ids=position, past_key_values=cache, use_cache=True
+        )
+        cache.crop(-1)  # back to the prompt: every repeat decodes the same position
+
+    best: dict[int, list[float]] = {k: [float("inf"), float("inf")] for k in arms}
+    ops: dict[int, dict[str, tuple[int, float]]] = {}
+    with torch.inference_mode():
+        cache = DynamicCache(config=instance.base.config)
+        instance.forward_rows([None] * n, input_ids=ids, past_key_values=cache, use_cache=True)
+        for rows in arms.values():
+            forward(rows, cache)  # warm-up (plans, caches)
+        for _ in range(config.profile_repeats):
+            for k, rows in arms.items():
+                start, cpu_start = time.perf_counter(), time.process_time()
+                forward(rows, cache)
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                best[k] = [min(best[k][0], wall), min(best[k][1], cpu)]
+        for k, rows in arms.items():
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                forward(rows, cache)
+            ops[k] = {e.key: (e.count, e.self_cpu_time_total) for e in prof.key_averages()}
+    base_ops = ops[0]
+    result = []
+    for k in arms:
+        added = {
+            name: (count - base_ops.get(name, (0, 0.0))[0], us - base_ops.get(name, (0, 0.0))[1])
+            for name, (count, us) in ops[k].items()
+            if count != base_ops.get(name, (0, 0.0))[0]
+        }
+        top = sorted(added.items(), key=lambda kv: -kv[1][0])[:6]
+        result.append(
+            {
+                "concurrency": n,
+                "adapters": k,
+                "wall_ms": best[k][0] * 1e3,
+                "cpu_ms": best[k][1] * 1e3,
+                "vs_base_wall": best[0][0] / best[k][0],
+                "vs_base_cpu": best[0][1] / best[k][1],
+                "aten_ops": sum(count for count, _ in ops[k].values()),
+                "added_ops": ", ".join(
+                    f"{name.removeprefix('aten::')} +{c}" for name, (c, _) in top
+                ),
+            }
+        )
+        print(f"  {result[-1]}", flush=True)
+    return result
+
+
+@dataclass(frozen=True)
+class _Row:
+    """What engine._by_adapter reads of a row (its adapter)."""
+
+    adapter: str | None
+
+
 # --------------------------------------------------------------------------- report
+def _profile_lines(config: BenchConfig, rows: list[dict]) -> list[str]:
+    """The decode-forward profile of this run, and the recorded one of the engine before."""
+    header = [
+        "| engine | adapters | best wall ms | vs base (wall) | best CPU ms | vs base (CPU) "
+        "| aten ops | ops the delta adds (most frequent) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+
+    def table(label: str, profile: list[dict]) -> list[str]:
+        return [
+            f"| {label} | {r['adapters'] or 'none'} | {r['wall_ms']:.2f} | "
+            f"{r['vs_base_wall']:.2f} | {r['cpu_ms']:.2f} | {r['vs_base_cpu']:.2f} | "
+            f"{r['aten_ops']} | {r['added_ops'] or '—'} |"
+            for r in profile
+        ]
+
+    lines = [
+        f"### One decode forward, {rows[0]['concurrency']} rows",
+        "",
+        f"The engine's base instance, idle engine: {rows[0]['concurrency']} rows after "
+        f"{config.mix_prompt}-token prompts, in the engine's batch order; best of "
+        f"{config.profile_repeats} interleaved forwards, wall and process CPU time; aten ops "
+        "per forward from torch.profiler (views included), and the ops the gathered delta "
+        "adds over the base forward.",
+        "",
+        *header,
+        *table("this run", rows),
+    ]
+    if PROFILE_BEFORE.is_file():
+        before = json.loads(PROFILE_BEFORE.read_text())
+        lines += table(f"before ({before['commit']}, {before['threads']} threads)", before["rows"])
+        lines += [
+            "",
+            f"'before' is `{PROFILE_BEFORE.relative_to(REPO_ROOT)}`, recorded with "
+            f"`python benchmarks/inference.py --profile-only ... --threads {before['threads']}` "
+            f"on a checkout of {before['commit']} (the same profile function, copied there) on "
+            "the same machine in the same session: it is not re-measured by this run.",
+        ]
+    return [*lines, ""]
+
+
 def verdicts(
     latency: list[dict], throughput: dict, mix: list[dict] | None = None
 ) -> dict[str, bool]:
@@ -458,7 +595,10 @@ def render_report(
         f"{config.original_context}, served with YaRN at {config.served_context}. "
         f"Engine prefill chunk: {config.prefill_chunk_size} tokens. "
         f"Machine: {_platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads. Whole run: {wall_s:.0f} s.",
+        f"{torch.get_num_threads()} threads. Whole run: {wall_s:.0f} s. Load average at the "
+        f"start / end: {throughput['load'][0]:.1f} / {throughput['load'][1]:.1f} on "
+        f"{os.cpu_count()} cores (above the thread count, other processes shared the cores: "
+        "compare within the run, and trust the CPU-second ratios over wall-clock ones).",
         "",
         "## Single request: TTFT and decode speed",
         "",
@@ -520,6 +660,7 @@ def render_report(
             for r in mix
         ),
         "",
+        *_profile_lines(config, throughput["profile"]),
         f"Swap-in: {swap['swap_ins']} cold adapters requested one at a time while 8 base "
         f"requests decoded ({swap['background']} read on the loader thread, the batch kept "
         f"stepping): median {swap['swap_in_median_s'] * 1000:.1f} ms, max "
@@ -542,7 +683,14 @@ def render_report(
                     for r in mix
                     if r["adapters"] == MIX_TARGET_ADAPTERS
                 )
-                + f" — {'MET' if met['mixed_adapters'] else 'NOT MET'}"
+                + f" — {'MET' if met['mixed_adapters'] else 'NOT MET'} (per CPU-second, which a "
+                "shared machine's other tenants disturb less: "
+                + ", ".join(
+                    f"{r['concurrency']}: {r['cpu_vs_single_model']:.2f}×"
+                    for r in mix
+                    if r["adapters"] == MIX_TARGET_ADAPTERS
+                )
+                + ")"
             ]
             if "mixed_adapters" in met
             else []
@@ -566,7 +714,7 @@ def render_report(
     return "\n".join(lines)
 
 
-def run(config: BenchConfig, cache_root: Path) -> tuple[list[dict], dict]:
+def _engine(config: BenchConfig, cache_root: Path):
     model_dir = ensure_model(config, cache_root)
     tokenizer = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), rope_method="yarn", target_context=config.served_context)
@@ -583,6 +731,27 @@ def run(config: BenchConfig, cache_root: Path) -> tuple[list[dict], dict]:
         model=model,
         tokenizer=tokenizer,
     )
+    return model_dir, model, tokenizer, engine
+
+
+def run_profile(config: BenchConfig, cache_root: Path) -> list[dict]:
+    """The decode-forward profile alone (`--profile-only`): also runs against an older
+    checkout of the engine, to record the report's "before"."""
+    model_dir, model, _, engine = _engine(config, cache_root)
+    try:
+        count = min(MIX_TARGET_ADAPTERS, max(config.mix_adapters))
+        names = []
+        for index, path in enumerate(ensure_adapters(config, model_dir, cache_root, count)):
+            names.append(f"bench-lora{index}")
+            engine.register_adapter(names[-1], str(path))
+            engine.generate(greedy_request([6, 7, 8], 1, adapter=names[-1]))  # resident
+        return profile_decode_forward(config, engine, model.config.vocab_size, names)
+    finally:
+        engine.shutdown()
+
+
+def run(config: BenchConfig, cache_root: Path) -> tuple[list[dict], dict]:
+    model_dir, model, tokenizer, engine = _engine(config, cache_root)
     try:
         # Warm-up both paths once (allocator, kernels, lazy imports) before timing.
         warm = prompt_ids(64, model.config.vocab_size, seed=1)
@@ -615,9 +784,26 @@ def run(config: BenchConfig, cache_root: Path) -> tuple[list[dict], dict]:
         print(f"  {throughput['swap']}", flush=True)
         print("mixed-adapter batches:", flush=True)
         throughput["mix"] = measure_adapter_mix(config, engine, model.config.vocab_size, names)
+        print("decode forward profile:", flush=True)
+        throughput["profile"] = profile_decode_forward(
+            config, engine, model.config.vocab_size, names
+        )
     finally:
         engine.shutdown()
     return latency, throughput
+
+
+def _commit() -> str:
+    """The checkout's commit (the engine under test), for recorded profiles."""
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return done.stdout.strip() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -632,16 +818,42 @@ def main(argv: list[str] | None = None) -> str:
         help="torch intra-op threads (default torch's; 1 on an oversubscribed machine, where "
         "OpenMP threads spin waiting for each other)",
     )
+    parser.add_argument(
+        "--mix-repeats",
+        type=int,
+        default=None,
+        help="interleaved rounds per mixed-adapter row, best kept (default 2; more on a "
+        "shared machine, whose slow spells then land in the discarded rounds)",
+    )
+    parser.add_argument(
+        "--profile-only",
+        type=Path,
+        default=None,
+        metavar="JSON",
+        help="run only the decode-forward profile and write it to JSON (e.g. on a checkout "
+        f"of an older engine, for the report's before: {PROFILE_BEFORE.relative_to(REPO_ROOT)})",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     config = quick_config() if args.quick else BenchConfig()
+    if args.mix_repeats is not None:
+        config = replace(config, mix_repeats=args.mix_repeats)
+    if args.profile_only is not None:
+        rows = run_profile(config, args.cache_dir)
+        record = {"commit": _commit(), "threads": torch.get_num_threads(), "rows": rows}
+        args.profile_only.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.profile_only}")
+        return ""
     out = args.out or (None if args.quick else DEFAULT_RESULTS)
     command = "python benchmarks/inference.py" + (" --quick" if args.quick else "")
     if args.threads is not None:
         command += f" --threads {args.threads}"
-    start = time.perf_counter()
+    if args.mix_repeats is not None:
+        command += f" --mix-repeats {args.mix_repeats}"
+    start, load = time.perf_counter(), os.getloadavg()[0]
     latency, throughput = run(config, args.cache_dir)
+    throughput["load"] = (load, os.getloadavg()[0])
     report = render_report(config, latency, throughput, command, time.perf_counter() - start)
     print(report)
     if out is not None:

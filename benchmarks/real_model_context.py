@@ -11,10 +11,19 @@ is measured with the product's own evaluation suites (`gpu_runtime.context_eval`
   - perplexity by length of long real text (the standard library's largest modules).
 
 Arms (training-free): none (extrapolation), linear PI, static NTK, dynamic NTK, YaRN; "default"
-is `DEFAULT_ROPE_METHOD` (YaRN) and is reported, not re-run. The fine-tune arm
-(`--finetune-steps N`: a LoRA fine-tune of each method at the target on long local text, then
-the same evaluation) is not built yet: one 16K training step of this model is several
-minutes on 2 cores.
+is `DEFAULT_ROPE_METHOD` (YaRN) and is reported, not re-run. Fine-tune arm
+(`--finetune-steps N --finetune-methods ...`): the product's own trainer (`gpu_runtime.train`,
+LoRA r16 on every linear layer, loss on every token) fine-tunes the model at the target
+context with that method for N optimizer steps of one full-length row each, on long local
+text the perplexity cells never read (the standard library's modules after the ones the
+perplexity text takes), checkpointing every step so an interrupted run resumes; then the same
+passkey / perplexity cells are measured on the fine-tune (`<method>+ft<N>`). One 16K
+training step of this model is several minutes on 2 cores, so N is small: say it.
+
+Verdict rule (printed with the table): among the training-free methods, the best is the one
+with the highest mean passkey accuracy at the target length, ties broken by the lower
+perplexity at the target length; the real model agrees with `DEFAULT_ROPE_METHOD` when the
+default is (one of) the best. If it does not, the default should follow this evidence.
 
 Sizes are honest about CPU cost (prefill of 16K tokens is ~100 s on 2 idle cores): the default
 grid is lengths 2K/8K/16K x depths 0.1/0.5/0.9 x 1 key at target 16K, plus one depth at 32K
@@ -72,6 +81,9 @@ class Plan:
     samples: int = 1
     seed: int = 0
     finetune_steps: int = 0
+    finetune_methods: tuple[str, ...] = ()
+    finetune_learning_rate: float = 5e-4
+    finetune_row_length: int | None = None  # tokens per training row; None: the target
 
 
 QUICK = Plan(
@@ -79,6 +91,7 @@ QUICK = Plan(
     targets=(16384,),  # factor 2: the scaling is really applied, measured at short lengths
     passkey={16384: ((256, 512), (0.5,))},
     perplexity={16384: (256, 512)},
+    finetune_row_length=512,  # --quick --finetune-steps 1: rows as long as the longest cell
 )
 
 
@@ -110,10 +123,23 @@ def cell_key(kind: str, method: str, target: int, length: int, depth: float | No
     return f"{kind}|{method}|{target}|{length}|{'' if depth is None else depth}"
 
 
+def finetuned_label(method: str, steps: int) -> str:
+    """The arm name of `method` after the fine-tune: ``yarn+ft4``."""
+    return f"{method}+ft{steps}"
+
+
+def split_label(label: str) -> tuple[str, int]:
+    """(rope method, fine-tune steps) of an arm name; 0 steps for a training-free arm."""
+    method, _, steps = label.partition("+ft")
+    return method, int(steps or 0)
+
+
 def cells_in_order(plan: Plan) -> list[tuple[str, str, int, int, float | None]]:
-    """(kind, method, target, length, depth) in the order they are measured: for each target,
+    """(kind, arm, target, length, depth) in the order they are measured: for each target,
     length by length (in the order given) and depth by depth, every method at that point
-    before the next -- so an interrupted run still compares all methods on what it measured."""
+    before the next -- so an interrupted run still compares all methods on what it measured.
+    The fine-tuned arms come last (each costs a training run first), at the longest passkey
+    length of their target (the target itself in the real grid) and every perplexity length."""
     out: list[tuple[str, str, int, int, float | None]] = []
     for target in plan.targets:
         lengths, depths = plan.passkey.get(target, ((), ()))
@@ -122,7 +148,114 @@ def cells_in_order(plan: Plan) -> list[tuple[str, str, int, int, float | None]]:
                 out += [("passkey", m, target, length, depth) for m in plan.methods]
         for length in plan.perplexity.get(target, ()):
             out += [("ppl", m, target, length, None) for m in plan.methods]
+    if plan.finetune_steps:
+        for target in plan.targets:
+            lengths, depths = plan.passkey.get(target, ((), ()))
+            for method in plan.finetune_methods:
+                arm = finetuned_label(method, plan.finetune_steps)
+                out += [("passkey", arm, target, max(lengths), d) for d in depths if lengths]
+                out += [("ppl", arm, target, n, None) for n in plan.perplexity.get(target, ())]
     return out
+
+
+def finetune_data(tokenizer: Any, target: int, rows: int, skip_tokens: int, path: Path) -> Path:
+    """`rows` text examples of about `target` tokens each, from the standard library's modules
+    after the first `skip_tokens` tokens (the perplexity text): nothing evaluated is trained on.
+    Windows are a little short of the target so re-tokenising the decoded text cannot spill a
+    second row."""
+    window = target - min(256, target // 8)
+    ids = context_eval.long_text_ids(tokenizer, skip_tokens + rows * window)[skip_tokens:]
+    with path.open("w") as out:
+        for row in range(rows):
+            text = tokenizer.decode(ids[row * window : (row + 1) * window])
+            out.write(json.dumps({"text": text}) + "\n")
+    return path
+
+
+class _StepPrinter:
+    """Training progress on stdout (a 16K step takes minutes: show each one)."""
+
+    def on_step(self, metrics: Any) -> None:
+        print(
+            f"  fine-tune step {metrics.step}/{metrics.total_steps}: loss {metrics.loss:.4f}",
+            flush=True,
+        )
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        pass
+
+    def on_event(self, name: str, payload: Any) -> None:
+        if name in ("data_packed", "model_ready"):
+            print(f"  {name}: {dict(payload)}", flush=True)
+
+
+def finetune(
+    model_dir: Path, method: str, target: int, plan: Plan, skip_tokens: int, work_dir: Path
+) -> tuple[Path, dict[str, Any]]:
+    """LoRA fine-tune with `method` at `target` for `plan.finetune_steps` steps (resumable:
+    a checkpoint every step under `work_dir`); returns (artifact dir, training summary)."""
+    from gpu_runtime.contract import TrainConfig
+    from gpu_runtime.registry import load_tokenizer
+    from gpu_runtime.train import train
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    summary_path = work_dir / "summary.json"
+    if summary_path.is_file() and (work_dir / "final").is_dir():
+        return work_dir / "final", json.loads(summary_path.read_text())
+    row_length = plan.finetune_row_length or target
+    data = finetune_data(
+        load_tokenizer(str(model_dir)),
+        row_length,
+        plan.finetune_steps,
+        skip_tokens,
+        work_dir / "data.jsonl",
+    )
+    config = TrainConfig(
+        base_model=str(model_dir),
+        output_dir=str(work_dir),
+        context_length=target,
+        sequence_length=row_length,
+        method="lora",
+        lora_r=16,
+        lora_alpha=32,
+        lora_dropout=0.0,
+        rope_method=method,
+        learning_rate=plan.finetune_learning_rate,
+        lr_schedule="constant",
+        max_steps=plan.finetune_steps,
+        train_on_inputs=True,
+        checkpoint_every_steps=1,
+        keep_checkpoints=1,
+        seed=plan.seed,
+    )
+    result = train(config, str(data), [_StepPrinter()])
+    summary = {
+        "steps": result.steps,
+        "final_loss": result.final_loss,
+        "wall_time_s": round(result.wall_time_s, 1),
+        "trained_tokens": result.trained_tokens,
+        "learning_rate": plan.finetune_learning_rate,
+        "row_length": row_length,
+    }
+    summary_path.write_text(json.dumps(summary, indent=1))
+    assert result.artifact_dir is not None, result.stop_reason
+    return Path(result.artifact_dir), summary
+
+
+def load_finetuned(model_dir: Path, artifact: Path) -> tuple[Any, Any]:
+    """The fine-tune (adapter merged: evaluation pays no LoRA overhead), with the RoPE scaling
+    it was trained under and the same attention as the training-free arms."""
+    from gpu_runtime.attention import select_attention_implementation
+    from gpu_runtime.output import load_trained_model
+
+    model, tokenizer = load_trained_model(
+        artifact,
+        base_model=str(model_dir),
+        dtype=torch.float32,
+        attn_implementation=select_attention_implementation("auto"),
+        merge=True,
+    )
+    return model.eval(), tokenizer
 
 
 def run(plan: Plan, model_dir: Path, out_json: Path, resume: bool = True) -> dict[str, Any]:
@@ -143,12 +276,24 @@ def run(plan: Plan, model_dir: Path, out_json: Path, resume: bool = True) -> dic
     def save() -> None:
         out_json.write_text(json.dumps(record, indent=1, sort_keys=True))
 
+    finetunes: dict[str, Any] = record.setdefault("finetunes", {})
+    skip_tokens = max((n for lengths in plan.perplexity.values() for n in lengths), default=0)
     for kind, method, target, length, depth in cells_in_order(plan):
         key = cell_key(kind, method, target, length, depth)
         if key in cells:
             continue
         if (method, target) not in loaded:
-            loaded[(method, target)] = load(model_dir, method, target)
+            rope_method, steps = split_label(method)
+            if steps:
+                loaded.clear()  # training needs the memory the cached arms (0.5 GB each) hold
+                work = model_dir.parent / "real-model-context-ft" / f"{method}-{target}"
+                artifact, finetunes[f"{method}|{target}"] = finetune(
+                    model_dir, rope_method, target, plan, skip_tokens, work
+                )
+                save()
+                loaded[(method, target)] = load_finetuned(model_dir, artifact)
+            else:
+                loaded[(method, target)] = load(model_dir, method, target)
         model, tokenizer = loaded[(method, target)]
         started = time.perf_counter()
         if kind == "passkey":
@@ -192,6 +337,32 @@ def summarize(record: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def verdict(rows: list[dict[str, Any]], target: int) -> tuple[list[str], str] | None:
+    """(best training-free methods at `target`, the rule's sentence) or None before the target
+    length was measured for every training-free method that has cells. Best = highest mean
+    passkey accuracy at the target length, ties broken by the lower perplexity there."""
+    candidates = [r for r in rows if r["target"] == target and not split_label(r["method"])[1]]
+    if not candidates or any(target not in r["passkey"] for r in candidates):
+        return None
+
+    def score(row: dict[str, Any]) -> tuple[float, float]:
+        return (row["passkey"][target][0], -row["ppl"].get(target, math.inf))
+
+    top = max(score(r) for r in candidates)
+    best = sorted(r["method"] for r in candidates if score(r) == top)
+    agrees = DEFAULT_ROPE_METHOD in best
+    sentence = (
+        f"Best training-free method at {target}: {', '.join(best)} (of "
+        f"{', '.join(sorted(r['method'] for r in candidates))}) — "
+        + (
+            f"it agrees with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
+            if agrees
+            else f"it DISAGREES with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
+        )
+    )
+    return best, sentence
+
+
 def markdown(record: dict[str, Any], command: str) -> str:
     rows = summarize(record)
     lines = [
@@ -220,10 +391,29 @@ def markdown(record: dict[str, Any], command: str) -> str:
         f"Measured cells: {len(record['cells'])}, {seconds / 60:.0f} min of compute "
         f"({record.get('threads')} torch threads).",
     ]
+    for target in sorted({r["target"] for r in rows}):
+        found = verdict(rows, target)
+        lines.append(
+            found[1]
+            if found
+            else f"Verdict at {target}: not every training-free method has its passkey cells "
+            "at the target length yet."
+        )
     lines.append(
-        "Fine-tune arm (each method after a short LoRA fine-tune at the target): not built "
-        "into this script yet; see the benchmarks README for its cost on 2 cores."
+        "Rule: highest mean passkey accuracy at the target length, ties broken by the lower "
+        "perplexity at the target length; with n this small a tie is the usual outcome and "
+        "a difference of one trial is within one standard error."
     )
+    for name, ft in sorted(record.get("finetunes", {}).items()):
+        arm, target = name.split("|")
+        lines.append(
+            f"Fine-tune `{arm}` at {target}: {ft['steps']} LoRA steps of one "
+            f"{ft.get('row_length', target)}-token row "
+            f"(lr {ft['learning_rate']}, constant), final loss {ft['final_loss']:.3f}, "
+            f"{ft['wall_time_s'] / 60:.0f} min of training."
+        )
+    if not record.get("finetunes"):
+        lines.append("Fine-tune arm: not run in this record (`--finetune-steps N`).")
     return "\n".join(lines) + "\n"
 
 
@@ -279,6 +469,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--finetune-steps", type=int, default=0, help="LoRA steps of the fine-tune arm (0: none)"
+    )
+    parser.add_argument(
+        "--finetune-methods",
+        nargs="+",
+        default=None,
+        help="methods to fine-tune (default: --methods)",
+    )
+    parser.add_argument("--finetune-lr", type=float, default=Plan.finetune_learning_rate)
     args = parser.parse_args(argv)
     plan = (
         QUICK
@@ -298,6 +498,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             t: tuple(args.ppl_lengths or default.perplexity.get(t, (t,))) for t in plan.targets
         }
         plan = dataclasses.replace(plan, passkey=passkey, perplexity=perplexity)
+    if args.finetune_steps:
+        plan = dataclasses.replace(
+            plan,
+            finetune_steps=args.finetune_steps,
+            finetune_methods=tuple(args.finetune_methods or plan.methods),
+            finetune_learning_rate=args.finetune_lr,
+        )
     for method in plan.methods:
         if method not in TRAINING_FREE_METHODS:
             parser.error(f"--methods: {method!r} is not one of {TRAINING_FREE_METHODS}")

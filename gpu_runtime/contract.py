@@ -252,6 +252,12 @@ class TrainConfig:
     sequence_length: int | None = None
 
     method: str = "lora"  # "lora" | "full"
+    # The fine-tuned model this run starts from (a final/ or epoch artifact of an earlier run
+    # on the same base: local directory or s3://): LoRA loads its adapter and trains it on
+    # (its rank/alpha/targets must equal lora_r/lora_alpha/lora_target_modules), full starts
+    # from its full weights. None: from the base's own weights. The base stays ``base_model``
+    # (tokenizer, frozen weights under an adapter, the artifact's base).
+    parent_model: str | None = None
     # LoRA (ignored for method="full")
     lora_r: int = 16
     lora_alpha: int = 32
@@ -429,6 +435,11 @@ def _validation_errors(c: TrainConfig) -> list[str]:
         "must be null or an integer in [2, context_length]",
     )
     check(c.method in METHODS, "method", f"must be one of {METHODS}, got {c.method!r}")
+    check(
+        c.parent_model is None or (isinstance(c.parent_model, str) and bool(c.parent_model)),
+        "parent_model",
+        "must be null or a non-empty path or s3:// URL",
+    )
     check(is_int(c.lora_r) and c.lora_r >= 1, "lora_r", "must be an integer >= 1")
     check(is_number(c.lora_alpha) and c.lora_alpha > 0, "lora_alpha", "must be > 0")
     check(

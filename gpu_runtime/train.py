@@ -140,9 +140,15 @@ def build_model(config: TrainConfig, device: torch.device, compute_dtype: torch.
 
     LoRA keeps the frozen base in the compute dtype (peft keeps adapters in fp32); full
     fine-tuning keeps fp32 master weights and computes in `compute_dtype` (autocast/FSDP).
+
+    With ``config.parent_model`` the run starts from that earlier run's weights: full loads
+    the parent's full weights (its config.json is the extended base config; the spec is
+    re-applied from the base's original context, so a longer target extends further), LoRA
+    loads the parent's adapter onto the base and keeps training it (``attach_lora``).
     """
+    full_from_parent = config.method == "full" and config.parent_model is not None
     model = load_model(
-        config.base_model,
+        config.parent_model if full_from_parent else config.base_model,
         dtype=compute_dtype if config.method == "lora" else torch.float32,
         attn_implementation=config.attn_implementation,
         **(
@@ -170,8 +176,11 @@ def enable_activation_checkpointing(model: nn.Module) -> None:
 
 
 def attach_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """A fresh adapter from the config, or the parent's (``config.parent_model``), trainable."""
     from peft import LoraConfig, get_peft_model
 
+    if config.parent_model is not None:
+        return load_parent_adapter(model, config)
     targets = config.lora_target_modules
     lora_config = LoraConfig(
         r=config.lora_r,
@@ -184,6 +193,44 @@ def attach_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
         task_type="CAUSAL_LM",
     )
     return get_peft_model(model, lora_config)
+
+
+def load_parent_adapter(model: nn.Module, config: TrainConfig) -> nn.Module:
+    """The parent run's adapter on ``model`` (the RoPE-extended base), trainable: its weights
+    at step 0 are exactly the parent's. The adapter's shape (rank, alpha, targets) is the
+    parent's, so the config must agree (the API refuses a conflicting ``lora`` first; this
+    guards library callers); only the dropout, a training-time choice, is the config's."""
+    from peft import LoraConfig, PeftModel
+
+    from gpu_runtime.registry import resolve_model_dir
+
+    directory = resolve_model_dir(config.parent_model)  # type: ignore[arg-type]
+    saved = LoraConfig.from_pretrained(str(directory))
+    targets = config.lora_target_modules
+    saved_targets = (
+        [saved.target_modules] if isinstance(saved.target_modules, str) else saved.target_modules
+    )
+    mismatches = []
+    if saved.r != config.lora_r:
+        mismatches.append(
+            f"lora_r: the parent adapter has rank {saved.r}, this run asks for {config.lora_r}"
+        )
+    if float(saved.lora_alpha) != float(config.lora_alpha):
+        mismatches.append(
+            f"lora_alpha: the parent adapter has {saved.lora_alpha}, this run asks for "
+            f"{config.lora_alpha}"
+        )
+    # "all-linear" is resolved to module names when an adapter is attached (peft saves those).
+    if targets != [ALL_LINEAR] and sorted(saved_targets) != sorted(targets):
+        mismatches.append(
+            f"lora_target_modules: the parent adapter targets {sorted(saved_targets)}, this run "
+            f"asks for {sorted(targets)}"
+        )
+    if mismatches:
+        raise ValueError(mismatches[0])
+    saved.lora_dropout = config.lora_dropout
+    saved.inference_mode = False
+    return PeftModel.from_pretrained(model, str(directory), config=saved, is_trainable=True)
 
 
 def embedding_and_norm_names(model: nn.Module) -> list[str]:

@@ -20,16 +20,20 @@ export MALLOC_MMAP_THRESHOLD_=${MALLOC_MMAP_THRESHOLD_:-131072}
 # of LONGTUNE_CPU_WORKER_SLOTS processes: one org scrubs at most SCRUB_MAX_CONCURRENT_PER_ORG
 # files at once (datasets/fairness.py), so another org's upload takes a free slot instead of
 # waiting behind a huge file, and the pool enforces the hard time limits (compute/time_limits.py).
-python3 -m celery -A workers.celery_app worker -Q cpu -P prefork -c "${LONGTUNE_CPU_WORKER_SLOTS:-2}" \
+# Every worker runs under `supervise` (scripts/supervise.sh): a worker process that exits is
+# started again. The solo workers end their own process when a task runs past its hard time
+# limit (workers/time_limits.py), after failing its work; a crash is handled the same way.
+source scripts/supervise.sh
+supervise cpu python3 -m celery -A workers.celery_app worker -Q cpu -P prefork -c "${LONGTUNE_CPU_WORKER_SLOTS:-2}" \
   -l INFO -n cpu@%h \
   -B -s "$LONGTUNE_VAR_DIR/celerybeat-schedule" --without-gossip --without-mingle &
 CPU_WORKER=$!
-python3 -m celery -A workers.celery_app worker -Q gpu -P solo -c 1 -l INFO -n gpu@%h \
+supervise gpu python3 -m celery -A workers.celery_app worker -Q gpu -P solo -c 1 -l INFO -n gpu@%h \
   --without-gossip --without-mingle &
 WORKER=$!
 # Serving holds a worker slot while it runs. Shared endpoints (the default) of the tiny base and
 # of its LoRA fine-tunes all ride ONE shared server process, so one slot serves them all.
-python3 -m celery -A workers.celery_app worker -Q inference -P solo -c 1 -l INFO -n serve@%h \
+supervise serve python3 -m celery -A workers.celery_app worker -Q inference -P solo -c 1 -l INFO -n serve@%h \
   --without-gossip --without-mingle &
 SERVE_WORKER=$!
 # Dedicated instances (README): the supervisor starts/restarts/drains their worker processes.

@@ -57,6 +57,10 @@ app.conf.update(
     task_always_eager=settings.CELERY_TASK_ALWAYS_EAGER,
     result_expires=7 * 24 * 3600,
     worker_hijack_root_logger=False,
+    # A prefork child reports "up" after worker_process_init, where a scrubbing child loads the
+    # name model (spaCy + torch imports: seconds on a loaded box); Celery's default 4 s would
+    # kill and respawn it forever.
+    worker_proc_alive_timeout=120,
     # Soft/hard time limits of every task (compute/time_limits.py); the prefork pool enforces
     # both, workers/time_limits.py the soft one on the solo pool.
     task_annotations=celery_annotations(),

@@ -13,14 +13,18 @@ rejected is left alone except for finishing that deletion.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from typing import Any
 
+from celery import signals
 from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from django.conf import settings
 from django.utils import timezone
 
 from longtune.compute import tasks
+from longtune.compute.queues import CPU
 from longtune.compute.time_limits import (
     TIME_LIMIT_EXCEEDED,
     TaskKind,
@@ -60,6 +64,39 @@ def token_count_method(counter: TokenCounter) -> str:
         f"tokenizer of the default base model '{counter.name}'; "
         "GET /v1/files/{id}/token_stats?model=... counts with another model"
     )
+
+
+@signals.worker_process_init.connect
+def preload_name_model(**_: Any) -> str:
+    """Load the person-name model when a worker process that scrubs starts, not on a file.
+
+    Why: importing spaCy (and torch through thinc) and reading en_core_web_sm takes seconds,
+    which the first file with names on would otherwise spend inside its time limit, and a
+    user waits for. Sent in each prefork child (and once by the solo pool); only a worker
+    consuming the ``cpu`` queue loads it (training and serving workers never scrub), and only
+    when ``SCRUB_PRELOAD_NAME_MODEL`` is on. Returns what it did (the log says it too).
+    """
+    if not settings.SCRUB_PRELOAD_NAME_MODEL:
+        return "disabled"
+    if CPU not in app.amqp.queues.consume_from:
+        return "not_a_scrubbing_worker"
+    from longtune.datasets.pii_names import installed_name_detector
+
+    started = time.monotonic()
+    try:
+        detector = installed_name_detector()
+    except Exception:  # the worker must start anyway: the first file then loads (or reports) it
+        logger.exception("could not preload the name model; files will load it")
+        return "failed"
+    if detector is None:
+        logger.warning("no name model installed: files are scrubbed without person names")
+        return "not_installed"
+    logger.info(
+        "name model preloaded at worker start in %.1f s (pid %d)",
+        time.monotonic() - started,
+        os.getpid(),
+    )
+    return "preloaded"
 
 
 class ScrubTask(app.Task):
@@ -146,13 +183,22 @@ def _scrub(file: File) -> str:
     started = time.monotonic()
     try:
         counter = default_counter(file.org)
+        policy = pii_policy_for(file.org)
+        name_model = _name_model_state(policy)
         with raw, tempfile.TemporaryFile() as scrubbed:
             report = validate_and_scrub(
                 raw,
                 scrubbed,
-                pii_policy_for(file.org),
+                policy,
                 dataset_limits_for(file.org),
                 count_tokens=_within_time_limit(counter.count, started),
+            )
+            logger.info(
+                "scrubbed %s in %.2f s (pid %d); name model: %s",
+                file.public_id,
+                time.monotonic() - started,
+                os.getpid(),
+                name_model if name_model != "not_loaded" else "loaded by this file",
             )
             if not report.valid:
                 return _reject(file, _error_from_report(report), report, counter)
@@ -170,6 +216,18 @@ def _scrub(file: File) -> str:
             file,
             _single_error(PROCESSING_FAILED, "Processing failed on our side; upload it again."),
         )
+
+
+def _name_model_state(policy) -> str:
+    """Before a scrub: "loaded before this file" (preloaded or by an earlier file),
+    "not used" (the org's policy leaves PERSON out), or "not_loaded" (this file loads it)."""
+    from longtune.datasets.pii import PERSON
+
+    if PERSON not in policy.entities:
+        return "not used (policy)"
+    from longtune.datasets.pii_names import model_loaded
+
+    return "loaded before this file" if model_loaded() else "not_loaded"
 
 
 def _within_time_limit(count, started: float):

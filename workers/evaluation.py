@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import close_old_connections
 
 from longtune.catalog.resolution import serves_as_adapter
@@ -159,7 +159,22 @@ def run_evaluation_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, 
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-@app.task(name=tasks.EVALUATE, bind=True, acks_late=True, reject_on_worker_lost=True)
+class EvaluateTask(app.Task):
+    """The evaluation task's hard-time-limit hook (see workers.finetuning.TrainTask)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's
+        if isinstance(exc, TimeLimitExceeded) and len(args) >= 2:
+            EVALUATIONS.finish_failed(
+                int(args[0]),
+                int(args[1]),
+                code=TIME_LIMIT_EXCEEDED,
+                message="The evaluation ran past the hard time limit of GPU work and was stopped.",
+            )
+
+
+@app.task(
+    name=tasks.EVALUATE, base=EvaluateTask, bind=True, acks_late=True, reject_on_worker_lost=True
+)
 def run_evaluation(self, evaluation_pk: int, attempt: int) -> dict[str, Any]:
     close_old_connections()
     worker = self.request.hostname or f"{socket.gethostname()}:{os.getpid()}"

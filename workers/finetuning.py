@@ -1,7 +1,8 @@
 """Fine-tuning tasks: train one attempt of a job, and the watchdog that re-queues lost ones.
 
 The train task stays thin: claim the job (longtune.finetuning.lifecycle), fetch data (and the
-validation file, whose loss is reported as ``valid_loss``) and the newest checkpoint from
+validation file, whose loss is reported as ``valid_loss``), the artifact of the fine-tuned
+model the job starts from (``job.parent_model``, if any) and the newest checkpoint from
 object storage, build the TrainConfig, call gpu_runtime.train with
 callbacks that stream progress/events/checkpoints into the database, publish the artifact.
 A job planned for more than one rank (data × sequence parallel, its memory plan) runs under
@@ -25,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.db import close_old_connections
 
 from longtune.catalog import services as catalog
@@ -46,6 +47,7 @@ logger = logging.getLogger("longtune.finetuning")
 CANCELLED = "cancelled"
 SUPERSEDED = "superseded"
 TMP_PREFIX = ".tmp-"  # gpu_runtime.checkpoint ignores (and cleans) directories named like this
+PARENT_MODEL_DIR = "parent_model"  # work_dir/<this>/: the artifact of job.parent_model
 
 
 # --------------------------------------------------------------------------- storage layout
@@ -374,6 +376,30 @@ def restore_checkpoint_from_storage(
     return stored.step
 
 
+def fetch_parent_model(job: FineTuningJob, work_dir: Path, storage: ObjectStorage) -> Path | None:
+    """The artifact of the fine-tuned model the job starts from (``job.parent_model``),
+    downloaded from object storage like a checkpoint (once per machine: a resumed attempt on
+    the same disk reuses it); None when the job starts from its base model."""
+    if job.parent_model_id is None:
+        return None
+    parent = job.parent_model
+    if parent is None or parent.deleted_at is not None or not parent.artifact_prefix:
+        raise TrainingInputError(f"the model the job starts from ({job.model_name}) was deleted")
+    target = work_dir / PARENT_MODEL_DIR
+    if (target / "config.json").is_file():
+        return target
+    tmp = work_dir / f"{TMP_PREFIX}{PARENT_MODEL_DIR}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    storage.download_dir(parent.artifact_prefix, tmp)
+    if not (tmp / "config.json").is_file():
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise TrainingInputError(
+            f"the artifact of the model the job starts from ({parent.name}) is missing"
+        )
+    os.replace(tmp, target)  # appears complete or not at all
+    return target
+
+
 # --------------------------------------------------------------------------- publishing
 
 
@@ -453,11 +479,19 @@ def _train(job, work_dir, output_dir, storage, conf, callbacks):
     torchrun (gpu_runtime.launcher) with the same ``callbacks`` fed from rank 0's records."""
     data_path = fetch_training_data(job, work_dir, storage)
     validation_path = fetch_validation_data(job, work_dir, storage)
+    parent_dir = fetch_parent_model(job, work_dir, storage)
+    if parent_dir is not None:
+        record_event(
+            job,
+            f"Starting from the weights of {job.parent_model.name}.",
+            data={"parent_model": job.parent_model.name},
+        )
     config = train_config_for(
         job,
         output_dir=str(output_dir),
         checkpoint_every_steps=conf.checkpoint_every_steps,
         eval_every_steps=conf.eval_every_steps,
+        parent_model=str(parent_dir) if parent_dir is not None else None,
     )
     world = launch_world_size(config, worker_world_size(conf))
     downloaded = restore_checkpoint_from_storage(job, config.checkpoints_dir, storage)
@@ -516,7 +550,24 @@ def _record_outcome(job, attempt, result, output_dir, storage, work_dir) -> dict
     }
 
 
-@app.task(name=tasks.TRAIN, bind=True, acks_late=True, reject_on_worker_lost=True)
+class TrainTask(app.Task):
+    """The training task's hard-time-limit hook: called with ``TimeLimitExceeded`` by the
+    prefork pool's parent after it killed the child, and by the solo pool's watchdog
+    (workers/time_limits.py) before it ends the process. Fails the attempt through the
+    lifecycle, so neither a redelivered message nor the watchdog runs it again."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 - Celery's
+        if isinstance(exc, TimeLimitExceeded) and len(args) >= 2:
+            lifecycle.finish_failed(
+                int(args[0]),
+                int(args[1]),
+                code=TIME_LIMIT_EXCEEDED,
+                message="Training ran past the hard time limit of GPU work "
+                "(GPU_WORK_TIME_LIMIT_SECONDS + TASK_HARD_TIME_LIMIT_GRACE_SECONDS) and was stopped.",
+            )
+
+
+@app.task(name=tasks.TRAIN, base=TrainTask, bind=True, acks_late=True, reject_on_worker_lost=True)
 def train_job(self, job_pk: int, attempt: int) -> dict[str, Any]:
     close_old_connections()
     try:

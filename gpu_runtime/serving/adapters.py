@@ -51,6 +51,7 @@ from transformers.cache_utils import DynamicLayer
 from gpu_runtime.attention import FLASH_ATTENTION_2, VARLEN_SDPA, select_attention_implementation
 from gpu_runtime.rope import ContextSpec, context_of
 from gpu_runtime.serving.gathered import (
+    DEFAULT_MAX_PLAN_CACHE_BYTES,
     GatheredLora,
     LoraWeights,
     gather_refusal,
@@ -135,6 +136,7 @@ class ModelInstance:
         model: torch.nn.Module | None = None,
         *,
         max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
+        max_plan_cache_bytes: int = DEFAULT_MAX_PLAN_CACHE_BYTES,
     ) -> None:
         self.spec = spec
         if model is None:
@@ -147,7 +149,9 @@ class ModelInstance:
             )
         self.base = model.to(spec.device).eval()
         self.peft: Any | None = None  # PeftModel wrapping `base` once a fallback adapter loads
-        self.gathered = GatheredLora(self.base, max_bytes=max_adapter_bytes)
+        self.gathered = GatheredLora(
+            self.base, max_bytes=max_adapter_bytes, max_plan_cache_bytes=max_plan_cache_bytes
+        )
         self.signature = rope_signature(self.base.config)
         # Several prompts' first chunks may be prefilled as one packed row (engine._prefill).
         self.can_pack_prefill = supports_packed_prefill(self.base)
@@ -342,6 +346,7 @@ class AdapterPool:
         *,
         max_loaded: int,
         max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES,
+        max_plan_cache_bytes: int = DEFAULT_MAX_PLAN_CACHE_BYTES,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         if max_loaded < 1:
@@ -349,6 +354,7 @@ class AdapterPool:
         self.default = default
         self.max_loaded = max_loaded
         self.max_adapter_bytes = max_adapter_bytes
+        self.max_plan_cache_bytes = max_plan_cache_bytes
         self.instances: dict[str, ModelInstance] = {default.signature: default}
         self._resident: OrderedDict[str, _Resident] = OrderedDict()
         self._loads: dict[str, Future[PreparedAdapter]] = {}
@@ -494,5 +500,6 @@ class AdapterPool:
                     spec.model_dir, config, spec.dtype, spec.attn_implementation, spec.device
                 ),
                 max_adapter_bytes=self.max_adapter_bytes,
+                max_plan_cache_bytes=self.max_plan_cache_bytes,
             )
         return self.instances[signature]

@@ -46,6 +46,7 @@ from gpu_runtime.serving.adapters import (
     resolve_adapter_dir,
     saved_context,
 )
+from gpu_runtime.serving.gathered import DEFAULT_MAX_PLAN_CACHE_BYTES
 from gpu_runtime.serving.handle import RequestHandle
 from gpu_runtime.serving.kv_cache import (
     BatchedCache,
@@ -86,6 +87,9 @@ class EngineConfig:
     max_loaded_adapters: int = 8  # resident adapters, all groups (gathered + peft)
     # Bound of each RoPE group's gathered LoRA buffers (pages of every rank, all modules).
     max_adapter_bytes: int = DEFAULT_MAX_ADAPTER_BYTES
+    # Bound of the gathered weight copies each group's cached decode plans keep (a batch's
+    # adapters gathered once per membership instead of every step; gathered.GatherPlan).
+    max_plan_cache_bytes: int = DEFAULT_MAX_PLAN_CACHE_BYTES
     max_batch_size: int = 16  # requests prefilling or decoding at once; the rest wait
     prefill_chunk_size: int = 512  # prompt tokens per scheduler step
 
@@ -159,9 +163,15 @@ class InferenceEngine:
         )
         self._lock = threading.Condition()
         self.pool = AdapterPool(
-            ModelInstance(spec, model, max_adapter_bytes=config.max_adapter_bytes),
+            ModelInstance(
+                spec,
+                model,
+                max_adapter_bytes=config.max_adapter_bytes,
+                max_plan_cache_bytes=config.max_plan_cache_bytes,
+            ),
             max_loaded=config.max_loaded_adapters,
             max_adapter_bytes=config.max_adapter_bytes,
+            max_plan_cache_bytes=config.max_plan_cache_bytes,
             on_ready=self._wake,
         )
         self.stats = EngineStats()
@@ -479,6 +489,7 @@ class InferenceEngine:
         last-token logits are what prefilling it alone gives. If the packed forward fails the
         chunks are retried one by one, so a failure still fails only the request that causes it.
         """
+        chunks = sorted(chunks, key=lambda chunk: _by_adapter(chunk[0]))  # see _by_adapter
         try:
             caches, logits = self._packed_forward(chunks)
         except Exception:
@@ -594,7 +605,7 @@ class InferenceEngine:
             for seq in batch.seqs:
                 if seq.finish_reason is not None:
                     seq.cache = None
-            batch.seqs = staying + new
+            batch.seqs = sorted(staying + new, key=_by_adapter)  # see _by_adapter
             batch.cache = stack_caches([s.cache for s in batch.seqs]) if batch.seqs else None
             for seq in batch.seqs:
                 seq.cache = None  # the batch owns the rows now
@@ -688,6 +699,14 @@ class InferenceEngine:
         # weights), which torch refuses outside inference mode — the base would keep its LoRA.
         with torch.inference_mode():
             self.pool.unload_all()
+
+
+def _by_adapter(seq: Sequence) -> tuple[bool, str]:
+    """Sort key of a decode batch's rows and a packed row's prompts: the base first, then
+    adapter by adapter (stable). WHY: each adapter's rows are then one contiguous run, so the
+    gathered delta of equal-sized runs is a view of the batch (gathered.GatherPlan: no per-module
+    gather of inputs or scatter of outputs); a row's own result does not depend on its place."""
+    return (seq.adapter is not None, seq.adapter or "")
 
 
 def _check_context(prompt_tokens: int, max_tokens: int, instance: ModelInstance) -> None:

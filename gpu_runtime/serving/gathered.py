@@ -20,17 +20,31 @@ that batch* (page 0 is never handed out, so it stays zero; padding uses it: zero
 exactly 0). The buffers grow on demand up to `max_bytes` and never move a resident adapter's pages,
 so loading or evicting one never touches a running request.
 
-Compute — for x [rows, S, d_in] through a pooled linear (the base projection runs first,
-untouched; the delta is added in place by a forward hook):
+Compute — once per forward a `GatherPlan` lays the batch out (every pooled module reads it):
+units are the rows of x [B, S, d_in], or the tokens of a packed prefill row [1, T]; the units
+with an adapter are selected (a range, or an index when base rows sit between them) and cut
+into G groups of m units with one adapter's pages each, pages [G, r]. The forward hook then
+adds the delta after the base projection (which runs untouched):
 
-    one adapter for all rows:  out += (x @ A^T) @ Bs            (its pages; a view if contiguous)
-    adapters repeat (SGMV over rows): rows grouped by adapter, each adapter's pages gathered
-        once: [D, m*S, d_in] @ [D, d_in, r] @ [D, r, d_out]  -> index_add into the rows
-    otherwise (BGMV):  pages [n, r] per row with an adapter
-        A = pool.a[pages] [n, r, d_in],  Bs = pool.b[pages] [n, r, d_out]
-        out[rows] += (x[rows] @ A^T) @ Bs                      [n, S, d_out]
-    packed prefill (SGMV): one row [1, T] of concatenated prompts, one segment per prompt
-        out[s:e] += (x[s:e] @ A_seg^T) @ Bs_seg                 per segment with an adapter
+    A^T = pool.a[pages]^T [G, d_in, r],  Bs = pool.b[pages] [G, r, d_out]
+    xa  = bmm(x_sel.view(G, m*S, d_in), A^T)        [G, m*S, r]
+    out_sel.view(G, m*S, d_out).baddbmm_(xa, Bs)    in place
+
+That is the whole delta — two ops per module, nothing gathered or scattered — whenever the
+selection already is the layout: one adapter (G = 1; its pages are a view of the pool when
+contiguous), or runs of each adapter cut in equal groups. The engine sorts a decode batch's
+rows and a packed row's prompts by adapter (base first) so that round-robin traffic is
+exactly that. Otherwise (unequal runs) the units are taken into G groups of m = ceil(n / D)
+(G <= 2D, at most 2n slots; padding repeats a unit) and the delta is found back per unit
+(`take` / `slots`, two index_selects and an add). Modules no adapter of the plan targets
+are skipped. Decode plans are cached by the batch's adapter list with their gathered A/Bs
+(LRU, `max_plan_cache_bytes` of copies), so a decode batch gathers its adapters' pages once
+per membership instead of once per module per step; installing or evicting an adapter
+clears the cache. WHY all this: at small hidden sizes the LoRA FLOPs are a few percent of
+the base's, and the cost of a mixed batch was per-module bookkeeping — per-row/page gathers,
+index_add scatters, a Python loop over prompt segments — rebuilt in every module of every
+step (the profile in benchmarks/results/inference.md: 2282 aten ops per 32-row decode
+forward with 16 adapters before, 1467 now, the base's 1187).
 
 Rows without an adapter are left out of the gather (the base costs nothing extra). peft
 computes `lora_B(lora_A(x)) * scaling`; folding the scaling into B changes only float rounding
@@ -45,9 +59,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -86,9 +101,9 @@ def gather_refusal(adapter_dir: Path) -> str | None:
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     if config.get("peft_type") != "LORA":
         return f"peft_type {config.get('peft_type')!r} is not LORA"
-    for field in _REFUSED_FIELDS:
-        if config.get(field):
-            return f"{field} is set"
+    for name in _REFUSED_FIELDS:
+        if config.get(name):
+            return f"{name} is set"
     if config.get("bias", "none") != "none":
         return f"bias {config['bias']!r}"
     if not (adapter_dir / WEIGHTS_FILE).is_file():
@@ -163,60 +178,75 @@ def weights_nbytes(weights: LoraWeights) -> int:
 
 
 # --------------------------------------------------------------------------- plans
-@dataclass(frozen=True)
-class RowPlan:
-    """Per-row adapters of one forward (decode batches, or one prompt's chunk).
+@dataclass(eq=False)
+class GatherPlan:
+    """Which units of one forward run which adapter, laid out for batched matmuls. Built
+    once per forward (or found in the plan cache), read by every pooled module.
 
-    rows: indices of the rows that have an adapter (None: every row has one);
-    pages: [n, r] page ids per such row (0-padded to the batch's largest rank), or [r] when
-    every row with an adapter has the same one (`uniform`: no per-row gather), in which case
-    `span` is its pages as a contiguous range when they are one (a view, not a gather)."""
+    A unit is a row of a [B, S] batch, or one token of a packed row [1, T] (`packed`). The
+    units with an adapter are selected — the range `span` [lo, hi), or `index` [n] — and laid
+    out as G groups of m units, one adapter per group: `take` [G*m] picks them from the
+    selection (padding repeats a unit) and `slots` [n] finds each one back in that layout.
+    When both are None the selection already is the layout (the engine sorts its rows and
+    packed prompts by adapter, so equal counts need nothing): the delta is then one in-place
+    `baddbmm_` into a view of the output, with nothing gathered or scattered per module.
 
-    batch_rows: int | None  # None: every row of any batch runs the one adapter
-    rows: torch.Tensor | None
-    pages: torch.Tensor
-    uniform: bool
-    span: tuple[int, int] | None = None
-    grouped: GroupedRows | None = None
+        xa   = bmm(x_sel[take].view(G, m*S, d_in), A^T)     [G, m*S, r]
+        out += bmm(xa, Bs)[slots]                            [n, S, d_out]
 
+    pages: [G, r] each group's pages, 0-padded to the plan's largest rank (page 0 is zeros);
+    page_span: one group whose pages are one contiguous run, read as views of the pools;
+    targets: the pooled modules some adapter of the plan targets (the others are skipped);
+    weights: each pool's gathered (A^T [G, d_in, r], Bs [G, r, d_out]), kept for the plan's
+    lifetime so a cached decode plan gathers once per batch membership, not once per step
+    (None: gathered in every forward, because the plan cache's byte bound is spent).
+    units None: any batch, every row on the one adapter."""
 
-@dataclass(frozen=True)
-class GroupedRows:
-    """Rows grouped by adapter when adapters repeat in a batch (SGMV over rows): each
-    adapter's pages are gathered once, not once per row.
-
-    take: [D * m] batch rows laid out as D groups of m (short groups repeat a row);
-    pages: [D, r] each group's pages; keep: [V] the real slots of the D * m (None: all);
-    rows: [V] the batch row each real slot belongs to."""
-
-    take: torch.Tensor
-    pages: torch.Tensor
-    keep: torch.Tensor | None
-    rows: torch.Tensor
-
-
-@dataclass(frozen=True)
-class Segment:
-    start: int
-    end: int
-    pages: torch.Tensor  # [r]
+    units: int | None
+    packed: bool
     span: tuple[int, int] | None
+    index: torch.Tensor | None
+    take: torch.Tensor | None
+    slots: torch.Tensor | None
+    pages: torch.Tensor
+    page_span: tuple[int, int] | None
+    targets: frozenset[str]
+    weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = field(default_factory=dict)
+
+    @property
+    def groups(self) -> int:
+        return self.pages.shape[0]
+
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse an input the plan was not made for (its rows or packed tokens)."""
+        if self.packed:
+            if x.dim() != 3 or x.shape[0] != 1 or x.shape[1] != self.units:
+                raise ValueError(f"a packed plan of {self.units} tokens, input {tuple(x.shape)}")
+        elif self.units is not None and x.shape[0] != self.units:
+            raise ValueError(f"adapters for {self.units} rows, batch has {x.shape[0]}")
+
+    def as_units(self, t: torch.Tensor) -> torch.Tensor:
+        """`t` [B, S, d] as [U, S, d]: itself, or a packed [1, T, d] as [T, 1, d] (a view)."""
+        return t.view(self.units, 1, t.shape[-1]) if self.packed else t
+
+    def narrow(self, t: torch.Tensor) -> torch.Tensor:
+        """The units of `span` in `t` (rows [lo, hi), or packed tokens [lo, hi)), a view."""
+        lo, hi = self.span
+        return t[:, lo:hi] if self.packed else t[lo:hi]
 
 
-@dataclass(frozen=True)
-class SegmentPlan:
-    """Packed prefill: one row of concatenated prompts; token spans with an adapter."""
-
-    tokens: int
-    segments: tuple[Segment, ...]
+# Plans kept between forwards (decode batches repeat theirs until their membership changes).
+PLAN_CACHE_ENTRIES = 8
+DEFAULT_MAX_PLAN_CACHE_BYTES = 256 << 20  # gathered weight copies the plan cache may keep
 
 
 # --------------------------------------------------------------------------- the pools
 class _ModulePool:
     """The paged buffers of one target linear layer, and the hook that adds the delta."""
 
-    def __init__(self, store: GatheredLora, linear: nn.Linear, pages: int) -> None:
+    def __init__(self, store: GatheredLora, path: str, linear: nn.Linear, pages: int) -> None:
         self.store = store
+        self.path = path
         self.linear = linear
         weight = linear.weight
         self.a = torch.zeros(pages, linear.in_features, dtype=weight.dtype, device=weight.device)
@@ -247,61 +277,56 @@ class _ModulePool:
             self.a[pages[:r]] = module.a.to(self.a)
             self.b[pages[:r]] = (module.b.t() * module.scaling).to(self.b)
 
-    def _pages(self, pages: torch.Tensor, span: tuple[int, int] | None):
-        if span is not None:
-            return self.a[span[0] : span[1]], self.b[span[0] : span[1]]  # views
-        return self.a.index_select(0, pages), self.b.index_select(0, pages)
+    def weights(self, plan: GatherPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """The plan's groups' pages of this pool: A^T [G, d_in, r] (a transposed view) and
+        Bs [G, r, d_out] — views of the pool for one contiguous group, else gathered once per
+        plan (per forward when the plan keeps no weights)."""
+        cached = None if plan.weights is None else plan.weights.get(self.path)
+        if cached is not None:
+            return cached
+        if plan.page_span is not None:  # views: nothing copied
+            lo, hi = plan.page_span
+            a, b = self.a[lo:hi].unsqueeze(0), self.b[lo:hi].unsqueeze(0)
+        else:
+            g, r = plan.pages.shape
+            flat = plan.pages.view(-1)
+            a = self.a.index_select(0, flat).view(g, r, -1)
+            b = self.b.index_select(0, flat).view(g, r, -1)
+        pair = (a.transpose(1, 2), b)
+        if plan.weights is not None:
+            plan.weights[self.path] = pair
+        return pair
 
     def _add_delta(self, _module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         plan = self.store.plan
-        if plan is None:
+        if plan is None or self.path not in plan.targets:
             return output
         x = args[0]
-        if isinstance(plan, SegmentPlan):
-            return self._add_segments(plan, x, output)
-        if plan.batch_rows is not None and x.shape[0] != plan.batch_rows:
-            raise ValueError(f"adapters for {plan.batch_rows} rows, batch has {x.shape[0]}")
-        xs = x if plan.rows is None else x.index_select(0, plan.rows)  # [n, S, d_in]
-        if plan.uniform:  # one adapter: its pages once, no per-row copy
-            a, b = self._pages(plan.pages, plan.span)  # [r, d_in], [r, d_out]
-            if plan.rows is None:
-                out = output.view(-1, output.shape[-1])
-                out.addmm_(xs.reshape(-1, xs.shape[-1]) @ a.t(), b)  # [rows*S, d_out]
-                return output
-            delta = (xs @ a.t()) @ b  # [n, S, d_out]
-        elif plan.grouped is not None:  # SGMV over rows: one gather per adapter
-            g = plan.grouped
-            d, r = g.pages.shape
-            a = self.a.index_select(0, g.pages.view(-1)).view(d, r, -1)  # [D, r, d_in]
-            b = self.b.index_select(0, g.pages.view(-1)).view(d, r, -1)  # [D, r, d_out]
-            xg = x.index_select(0, g.take).reshape(d, -1, x.shape[-1])  # [D, m*S, d_in]
-            delta = torch.bmm(torch.bmm(xg, a.transpose(1, 2)), b)  # [D, m*S, d_out]
-            delta = delta.reshape(g.take.numel(), *x.shape[1:-1], -1)  # [D*m, S, d_out]
-            if g.keep is not None:
-                delta = delta.index_select(0, g.keep)
-            return output.index_add_(0, g.rows, delta)
-        else:  # BGMV: every row its own adapter's pages
-            n, r = plan.pages.shape
-            a = self.a.index_select(0, plan.pages.view(-1)).view(n, r, -1)  # [n, r, d_in]
-            b = self.b.index_select(0, plan.pages.view(-1)).view(n, r, -1)  # [n, r, d_out]
-            flat = xs.reshape(n, -1, xs.shape[-1])  # [n, S, d_in]
-            xa = torch.bmm(flat, a.transpose(1, 2))  # [n, S, r]
-            if plan.rows is None:
-                out = output.view(n, -1, output.shape[-1])
-                out.baddbmm_(xa, b)  # [n, S, d_out]
-                return output
-            delta = torch.bmm(xa, b).view(*xs.shape[:-1], -1)
-        return output.index_add_(0, plan.rows, delta)
-
-    def _add_segments(
-        self, plan: SegmentPlan, x: torch.Tensor, output: torch.Tensor
-    ) -> torch.Tensor:
-        if x.shape[0] != 1 or x.shape[1] != plan.tokens:
-            raise ValueError(f"a packed plan of {plan.tokens} tokens, input {tuple(x.shape)}")
-        for seg in plan.segments:
-            a, b = self._pages(seg.pages, seg.span)
-            out = output[0, seg.start : seg.end]  # [n, d_out] view
-            out.addmm_(x[0, seg.start : seg.end] @ a.t(), b)
+        plan.check(x)
+        a_t, b = self.weights(plan)  # [G, d_in, r], [G, r, d_out]
+        g, d_in, d_out = plan.groups, x.shape[-1], output.shape[-1]
+        if plan.take is None and plan.index is None:  # the output rows are the layout
+            xs, out = x, output
+            if plan.span is not None:  # the base rows before and after are left alone
+                xs, out = plan.narrow(x), plan.narrow(output)
+            xa = torch.bmm(xs.reshape(g, -1, d_in), a_t)  # [G, m*S, r]
+            out.view(g, -1, d_out).baddbmm_(xa, b)
+            return output
+        xu, ou = plan.as_units(x), plan.as_units(output)  # [U, S, d]
+        if plan.index is not None:
+            xs = xu.index_select(0, plan.index)  # [n, S, d_in]
+        else:
+            xs = xu if plan.span is None else xu[plan.span[0] : plan.span[1]]
+        if plan.take is not None:
+            xs = xs.index_select(0, plan.take)  # [G*m, S, d_in]
+        xa = torch.bmm(xs.reshape(g, -1, d_in), a_t)  # [G, m*S, r]
+        delta = torch.bmm(xa, b).view(-1, *xs.shape[1:-1], d_out)  # [G*m, S, d_out]
+        if plan.slots is not None:
+            delta = delta.index_select(0, plan.slots)  # [n, S, d_out]
+        if plan.index is not None:
+            ou.index_add_(0, plan.index, delta)
+        else:
+            (ou if plan.span is None else ou[plan.span[0] : plan.span[1]]).add_(delta)
         return output
 
 
@@ -310,17 +335,29 @@ class GatheredLora:
 
     `max_bytes` bounds the buffers (all pooled modules, pages of every rank); `install`
     returns False when the free pages cannot hold an adapter and the bound forbids growing —
-    the caller evicts and retries."""
+    the caller evicts and retries. `max_plan_cache_bytes` bounds the gathered weight copies kept
+    by cached plans (a decode batch's adapters, gathered once per membership)."""
 
-    def __init__(self, model: nn.Module, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        max_bytes: int,
+        max_plan_cache_bytes: int = DEFAULT_MAX_PLAN_CACHE_BYTES,
+    ) -> None:
         self.model = model
         self.max_bytes = max_bytes
-        self.plan: RowPlan | SegmentPlan | None = None
+        self.max_plan_cache_bytes = max_plan_cache_bytes
+        self.plan: GatherPlan | None = None
         self._pools: dict[str, _ModulePool] = {}
         self._capacity = 1  # pages per pool, page 0 (zeros) included
         self._free: list[int] = []
         self._pages: dict[str, torch.Tensor] = {}  # adapter -> its page ids [r]
+        self._page_ids: dict[str, list[int]] = {}  # the same, as ints (plans are built from)
         self._spans: dict[str, tuple[int, int] | None] = {}  # contiguous pages, if they are
+        self._targets: dict[str, frozenset[str]] = {}  # adapter -> the modules it targets
+        self._plans: OrderedDict[tuple, GatherPlan] = OrderedDict()
+        self._plan_bytes: dict[tuple, int] = {}  # cached plans' weight bytes
         self._device = next(model.parameters()).device
 
     # ------------------------------------------------------------------ residency
@@ -334,6 +371,11 @@ class GatheredLora:
     @property
     def allocated_bytes(self) -> int:
         return self._capacity * sum(p.bytes_per_page for p in self._pools.values())
+
+    @property
+    def plan_cache_bytes(self) -> int:
+        """Bytes the plan cache may hold in gathered weight copies (reserved at plan time)."""
+        return sum(self._plan_bytes.values())
 
     def targets(self, weights: LoraWeights) -> str | None:
         """Why `weights` cannot be pooled on this model (None: every target is an nn.Linear)."""
@@ -357,13 +399,16 @@ class GatheredLora:
             raise ValueError(f"adapter {name!r} is already resident")
         if not self._reserve(weights):
             return False
+        self._clear_plans()  # a grown pool is a new tensor: no plan may keep views of the old
         taken = self._take(weights.rank)
         pages = torch.tensor(taken, device=self._device)
         for path, pool in self._pools.items():
             pool.write(pages, weights.modules.get(path))
         self._pages[name] = pages
+        self._page_ids[name] = taken
         contiguous = taken == list(range(taken[0], taken[0] + len(taken)))
         self._spans[name] = (taken[0], taken[0] + len(taken)) if contiguous else None
+        self._targets[name] = frozenset(weights.modules)
         return True
 
     def _take(self, count: int) -> list[int]:
@@ -381,16 +426,23 @@ class GatheredLora:
 
     def evict(self, name: str) -> None:
         """Free `name`'s pages (zeroed at the next install that takes them)."""
-        self._free.extend(self._pages.pop(name).tolist())
+        self._clear_plans()  # cached plans may name its pages
+        self._pages.pop(name)
+        self._free.extend(self._page_ids.pop(name))
         self._spans.pop(name, None)
+        self._targets.pop(name, None)
         self._free.sort()
 
     def close(self) -> None:
         """Remove the hooks and buffers: the model is left as it was given."""
         for pool in self._pools.values():
             pool.hook.remove()
+        self._clear_plans()
         self._pools.clear()
         self._pages.clear()
+        self._page_ids.clear()
+        self._spans.clear()
+        self._targets.clear()
         self._free.clear()
         self._capacity = 1
 
@@ -406,7 +458,7 @@ class GatheredLora:
         # Grow geometrically (amortized copies), but never past the bound.
         grown = max(wanted, min(2 * self._capacity, self.max_bytes // per_page))
         for path in new_modules:
-            self._pools[path] = _ModulePool(self, self._linear(path), self._capacity)
+            self._pools[path] = _ModulePool(self, path, self._linear(path), self._capacity)
         if grown > self._capacity:
             for pool in self._pools.values():
                 pool.grow(grown)
@@ -427,64 +479,134 @@ class GatheredLora:
         return get_base_layer() if get_base_layer is not None else module
 
     # ------------------------------------------------------------------ plans
-    def row_plan(self, adapters: Sequence[str | None]) -> RowPlan | None:
+    def row_plan(self, adapters: Sequence[str | None]) -> GatherPlan | None:
         """The plan for a batch whose row i runs adapters[i] (None: the base); None when no
         row has an adapter (the plain base forward). One name and no base row: that adapter
-        for every row, whatever the batch size."""
-        rows = [i for i, a in enumerate(adapters) if a is not None]
-        if not rows:
+        for every row, whatever the batch size. Cached: a decode batch asks for the same
+        plan every step until its membership changes."""
+        key = tuple(adapters)
+        plan = self._plans.get(key)
+        if plan is not None:
+            self._plans.move_to_end(key)
+            return plan
+        if all(a is None for a in adapters):
             return None
-        names = [adapters[i] for i in rows]
-        per_row = [self._pages[n] for n in names]  # KeyError: not resident here
-        device = self._device
-        index = None if len(rows) == len(adapters) else torch.tensor(rows, device=device)
-        if len(set(names)) == 1:
-            batch_rows = None if index is None else len(adapters)
-            return RowPlan(batch_rows, index, per_row[0], True, self._spans[names[0]])
-        width = max(p.numel() for p in per_row)
-        groups: dict[str, list[int]] = {}
-        for row, name in zip(rows, names, strict=True):
-            groups.setdefault(name, []).append(row)
-        if 2 * len(groups) <= len(rows):  # adapters repeat: gather each one once
-            return RowPlan(len(adapters), index, per_row[0], False, grouped=self._group(groups))
-        pages = torch.zeros(len(rows), width, dtype=torch.long, device=device)
-        for i, p in enumerate(per_row):
-            pages[i, : p.numel()] = p
-        return RowPlan(len(adapters), index, pages, False)
-
-    def _group(self, groups: dict[str, list[int]]) -> GroupedRows:
-        m = max(len(g) for g in groups.values())
-        width = max(self._pages[name].numel() for name in groups)
-        pages = torch.zeros(len(groups), width, dtype=torch.long, device=self._device)
-        take, keep, rows = [], [], []
-        for k, (name, members) in enumerate(groups.items()):
-            own = self._pages[name]
-            pages[k, : own.numel()] = own
-            take += members + [members[0]] * (m - len(members))
-            keep += range(k * m, k * m + len(members))
-            rows += members
-        device = self._device
-        return GroupedRows(
-            take=torch.tensor(take, device=device),
-            pages=pages,
-            keep=None if len(keep) == len(take) else torch.tensor(keep, device=device),
-            rows=torch.tensor(rows, device=device),
-        )
+        names = {a for a in adapters if a is not None}
+        if len(names) == 1 and None not in key:
+            (name,) = names
+            plan = self._plan([(name, 1)], units=None, packed=False)
+        else:
+            plan = self._plan([(a, 1) for a in adapters], units=len(adapters), packed=False)
+        self._cache_plan(key, plan)
+        return plan
 
     def segment_plan(
         self, adapters: Sequence[str | None], lengths: Sequence[int]
-    ) -> SegmentPlan | None:
-        """The plan of a packed row: prompt k's `lengths[k]` tokens run adapters[k]."""
-        segments, start = [], 0
-        for adapter, length in zip(adapters, lengths, strict=True):
+    ) -> GatherPlan | None:
+        """The plan of a packed row: prompt k's `lengths[k]` tokens run adapters[k]. Not
+        cached (a prefill's mix of prompt lengths does not come back)."""
+        runs = list(zip(adapters, lengths, strict=True))
+        if all(a is None for a, _ in runs):
+            return None
+        plan = self._plan(runs, units=sum(lengths), packed=True)
+        plan.weights = {}  # gathered for this one forward, shared by nothing else
+        return plan
+
+    def _plan(
+        self, runs: Sequence[tuple[str | None, int]], *, units: int | None, packed: bool
+    ) -> GatherPlan:
+        """Lay out `runs` (adapter, units) in unit order: the selection, then the groups."""
+        members: dict[str, list[int]] = {}  # adapter -> its positions in the selection
+        selected: list[int] = []  # the units with an adapter, in order
+        merged: list[list] = []  # [adapter, units] runs of the selection, neighbours merged
+        start = 0
+        for adapter, count in runs:
             if adapter is not None:
-                pages = self._pages[adapter]
-                segments.append(Segment(start, start + length, pages, self._spans[adapter]))
-            start += length
-        return SegmentPlan(start, tuple(segments)) if segments else None
+                if adapter not in self._pages:
+                    raise KeyError(adapter)  # not resident here
+                at = len(selected)
+                members.setdefault(adapter, []).extend(range(at, at + count))
+                selected.extend(range(start, start + count))
+                if merged and merged[-1][0] == adapter:
+                    merged[-1][1] += count
+                else:
+                    merged.append([adapter, count])
+            start += count
+        n = len(selected)
+        device = self._device
+        span = index = None
+        if units is not None:
+            if n == units:
+                pass  # every unit: no narrowing
+            elif selected[-1] - selected[0] + 1 == n:
+                span = (selected[0], selected[-1] + 1)
+            else:
+                index = torch.tensor(selected, device=device)
+        targets = frozenset().union(*(self._targets[a] for a in members))
+        if len(members) == 1:  # one adapter: one group, its own pages (a view if contiguous)
+            (name,) = members
+            return GatherPlan(
+                units, packed, span, index, None, None, self._pages[name][None],
+                self._spans[name], targets,
+            )  # fmt: skip
+        step = math.gcd(*(count for _, count in merged))
+        if n // step <= 2 * len(members):  # runs cut in equal groups: the selection is the layout
+            groups = [name for name, count in merged for _ in range(count // step)]
+            take = slots = None
+        else:
+            groups, take, slots = self._layout_groups(members, n)
+        width = max(len(self._page_ids[a]) for a in members)
+        pages = torch.zeros(len(groups), width, dtype=torch.long, device=device)
+        for k, name in enumerate(groups):
+            ids = self._pages[name]
+            pages[k, : ids.numel()] = ids
+        as_tensor = lambda v: None if v is None else torch.tensor(v, device=device)  # noqa: E731
+        return GatherPlan(
+            units, packed, span, index, as_tensor(take), as_tensor(slots), pages, None, targets
+        )
+
+    @staticmethod
+    def _layout_groups(
+        members: dict[str, list[int]], n: int
+    ) -> tuple[list[str], list[int], list[int]]:
+        """Group the selection by adapter in chunks of m = ceil(n / D) units, padding each
+        adapter's last chunk with its first unit: G <= 2D groups, G*m <= 2n slots."""
+        m = -(-n // len(members))
+        groups, take, slots = [], [], [0] * n
+        for name, positions in members.items():
+            for lo in range(0, len(positions), m):
+                chunk = positions[lo : lo + m]
+                for j, position in enumerate(chunk):
+                    slots[position] = len(take) + j
+                take += chunk + [chunk[0]] * (m - len(chunk))
+                groups.append(name)
+        return groups, take, slots
+
+    def _cache_plan(self, key: tuple, plan: GatherPlan) -> None:
+        """Keep `plan` (LRU of PLAN_CACHE_ENTRIES); its gathered weights only while the
+        copies of all cached plans stay within `max_plan_cache_bytes`."""
+        need = 0
+        if plan.page_span is None:
+            per_page = sum(self._pools[p].bytes_per_page for p in plan.targets)
+            need = plan.pages.numel() * per_page
+        while self._plans and (
+            len(self._plans) >= PLAN_CACHE_ENTRIES
+            or self.plan_cache_bytes + need > self.max_plan_cache_bytes
+        ):
+            old, _ = self._plans.popitem(last=False)
+            self._plan_bytes.pop(old, None)
+        if need > self.max_plan_cache_bytes:
+            plan.weights = None  # too big to keep: gathered in every forward
+            need = 0
+        self._plans[key] = plan
+        self._plan_bytes[key] = need
+
+    def _clear_plans(self) -> None:
+        self._plans.clear()
+        self._plan_bytes.clear()
 
     @contextmanager
-    def using(self, plan: RowPlan | SegmentPlan | None) -> Iterator[None]:
+    def using(self, plan: GatherPlan | None) -> Iterator[None]:
         """Apply `plan` to the forwards run inside (cleared even when the forward raises)."""
         self.plan = plan
         try:

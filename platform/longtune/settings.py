@@ -142,6 +142,10 @@ TASK_HARD_TIME_LIMIT_GRACE_SECONDS = env_int("TASK_HARD_TIME_LIMIT_GRACE_SECONDS
 # worker's other slots (datasets/fairness.py).
 SCRUB_MAX_CONCURRENT_PER_ORG = env_int("SCRUB_MAX_CONCURRENT_PER_ORG", 1)
 SCRUB_DEFER_SECONDS = env_float("SCRUB_DEFER_SECONDS", 5)
+# A worker process that consumes the cpu queue loads the person-name model (spaCy) when it
+# starts (Celery's worker_process_init), so no file's scrub pays the load; off, the first file
+# with names on loads it.
+SCRUB_PRELOAD_NAME_MODEL = env_bool("SCRUB_PRELOAD_NAME_MODEL", True)
 
 # --- runtime knobs (read by finetuning/conf.py and inference/conf.py) --------------------
 # Environment-tunable because the crash-recovery tests need a watchdog that notices a dead worker
@@ -179,6 +183,10 @@ INFERENCE_WORK_DIR = env_str("INFERENCE_WORK_DIR")
 # the ledger of record); the counter is rebuilt from those rows when missing and expires after
 # this long, so any drift (a Redis restart, a lost increment) heals within it.
 INFERENCE_TOKEN_COUNTER_TTL_SECONDS = env_int("INFERENCE_TOKEN_COUNTER_TTL_SECONDS", 3600)
+# The gateway's cached routes (model -> replica, inference/routing.py) are invalidated by a
+# version bumped on every endpoint/replica change; this bounds an entry's life for changes made
+# outside the services (a base model's visibility edited by staff).
+INFERENCE_ROUTE_CACHE_SECONDS = env_int("INFERENCE_ROUTE_CACHE_SECONDS", 30)
 # compute/conf.py: the beat periods and the lost-message sweep.
 COMPUTE_REDISPATCH_AFTER_SECONDS = env_float("COMPUTE_REDISPATCH_AFTER_SECONDS", 600)
 COMPUTE_REDISPATCH_INTERVAL_SECONDS = env_float("COMPUTE_REDISPATCH_INTERVAL_SECONDS", 60)

@@ -54,3 +54,48 @@ def test_the_report_tabulates_means_and_standard_errors(tmp_path):
     assert by_method["none"][2] == "16384: 0.00 ± 0.00 (n=1)"
     assert by_method["none"][3] == "16384: 42.50"
     assert_png(rmc.chart(record, tmp_path / "c.png"))
+
+
+def test_fine_tuned_arms_come_last_at_the_longest_passkey_length():
+    plan = rmc.Plan(
+        methods=("yarn", "linear"),
+        targets=(16384,),
+        passkey={16384: ((16384, 2048), (0.1, 0.9))},
+        perplexity={16384: (16384,)},
+        finetune_steps=3,
+        finetune_methods=("linear",),
+    )
+    cells = rmc.cells_in_order(plan)
+    assert cells[-3:] == [
+        ("passkey", "linear+ft3", 16384, 16384, 0.1),
+        ("passkey", "linear+ft3", 16384, 16384, 0.9),
+        ("ppl", "linear+ft3", 16384, 16384, None),
+    ]
+    assert all("+ft" not in arm for _, arm, *_ in cells[:-3])
+    assert rmc.split_label("linear+ft3") == ("linear", 3)
+    assert rmc.split_label("yarn") == ("yarn", 0)
+
+
+def _rows(cells: dict) -> list:
+    return rmc.summarize({"cells": cells})
+
+
+def test_the_verdict_follows_passkey_then_perplexity_and_ignores_fine_tunes():
+    key = rmc.cell_key
+    cells = {
+        key("passkey", "yarn", 16384, 16384, 0.5): {"accuracy": 1.0, "trials": 1},
+        key("passkey", "ntk", 16384, 16384, 0.5): {"accuracy": 1.0, "trials": 1},
+        key("passkey", "none", 16384, 16384, 0.5): {"accuracy": 0.0, "trials": 1},
+        key("passkey", "none+ft4", 16384, 16384, 0.5): {"accuracy": 1.0, "trials": 1},
+        key("ppl", "yarn", 16384, 16384, None): {"perplexity": 9.0},
+        key("ppl", "ntk", 16384, 16384, None): {"perplexity": 7.0},
+        key("ppl", "none+ft4", 16384, 16384, None): {"perplexity": 3.0},
+    }
+    best, sentence = rmc.verdict(_rows(cells), 16384)
+    assert best == ["ntk"]  # tie on passkey, lower perplexity; the fine-tune is not a candidate
+    assert "DISAGREES" in sentence
+    cells[key("ppl", "ntk", 16384, 16384, None)] = {"perplexity": 9.0}
+    best, sentence = rmc.verdict(_rows(cells), 16384)
+    assert best == ["ntk", "yarn"] and "agrees" in sentence
+    cells[key("passkey", "linear", 16384, 2048, 0.5)] = {"accuracy": 1.0, "trials": 1}
+    assert rmc.verdict(_rows(cells), 16384) is None  # linear has no cell at the target yet

@@ -125,3 +125,111 @@ def test_repeated_strings_are_answered_from_a_bounded_cache(detector, monkeypatc
     assert calls == [prompt]  # the second answer came from the cache
     fresh("one other string"), fresh("and a third one")
     assert len(fresh._cache) == 2 and prompt not in fresh._cache  # oldest evicted
+    assert len(fresh._segment_cache) <= 2  # the model's windows are bounded alike
+
+
+# ----- speed without loss: the gate, the windows, the batches, the pipeline's components
+
+
+def test_the_ner_alone_finds_what_it_found_with_the_shared_tok2vec(detector):
+    """en_core_web_sm's NER has a tok2vec of its own; the shared one feeds tagger and parser."""
+    import spacy
+
+    from longtune.datasets.pii_names import MODEL_PACKAGE
+
+    assert detector._nlp.pipe_names == ["ner"]
+    with_tok2vec = spacy.load(
+        MODEL_PACKAGE, exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
+    )
+    assert with_tok2vec.pipe_names == ["tok2vec", "ner"]
+    texts = [text for text, _ in NAMES] + NOT_NAMES + [text for text, _, _ in _corpus()[:80]]
+
+    def ents(nlp):
+        return [[(e.start_char, e.end_char, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+
+    assert ents(detector._nlp) == ents(with_tok2vec)
+
+
+def _corpus():
+    from benchmarks.pii_names_corpus import names_corpus
+
+    return names_corpus(600)
+
+
+def test_gated_windows_find_what_whole_strings_found_on_the_names_corpus(detector):
+    """The benchmark's corpus (600 messages, seed 11): every gold name the first version
+    found is found, and no span is added that it did not find."""
+    first = NameDetector(NameDetectorConfig(gated=False), nlp=detector._nlp)
+    fast = NameDetector(nlp=detector._nlp)
+    corpus = _corpus()
+    texts = [text for text, _, _ in corpus]
+    answers = fast.detect_many(texts)
+    hits_first = hits_fast = extra = 0
+    for (text, gold, _), mine in zip(corpus, answers, strict=True):
+        theirs = first(text)
+
+        def hits(spans, gold=gold):
+            return sum(any(s < g[1] and g[0] < e for s, e in spans) for g in gold)
+
+        hits_first += hits(theirs)
+        hits_fast += hits(mine)
+        extra += sum(not any(s < e2 and s2 < e for s2, e2 in theirs) for s, e in mine)
+    assert hits_first > 560  # the first version's recall, 0.98 of 622
+    assert hits_fast == hits_first
+    assert extra == 0
+    assert fast.model_chars < 0.7 * first.model_chars  # and it read much less
+
+
+def test_sentences_without_a_possible_name_are_not_read_by_the_model(detector):
+    fast = NameDetector(nlp=detector._nlp)
+    jargon = "The deployment finished at 14:32. Our SLA is 99.95% and the ISBN was fine."
+    assert fast(jargon) == [] and fast.model_chars == 0
+    text = "The deployment finished at 14:32. I forwarded the logs to Kwame Mensah in the team."
+    before = fast.model_chars
+    assert [text[s:e] for s, e in fast(text)] == ["Kwame Mensah"]
+    # the model read the second sentence and a few words before it, not the first one whole
+    assert 0 < fast.model_chars - before <= len(text) - len("The deployment ")
+
+
+def test_a_batch_answers_like_one_call_per_string_and_reads_each_window_once(detector):
+    texts = [text for text, _ in NAMES] + NOT_NAMES + [NAMES[0][0]]
+    one_by_one = NameDetector(nlp=detector._nlp)
+    expected = [one_by_one(text) for text in texts]
+    batched = NameDetector(nlp=detector._nlp)
+    calls = []
+    real_pipe = batched._nlp.pipe
+
+    class Counting:  # the pipeline, counting its pipe calls
+        def __getattr__(self, name):
+            return getattr(detector._nlp, name)
+
+        def pipe(self, texts, **kwargs):
+            calls.append(list(texts))
+            return real_pipe(calls[-1], **kwargs)
+
+    batched._nlp = Counting()
+    assert batched.detect_many(texts) == expected
+    assert len(calls) == 1  # every window of every string in one nlp.pipe
+    assert len(calls[0]) == len(set(calls[0]))  # the repeated string's windows read once
+
+
+def test_the_scrubber_hands_all_strings_of_a_line_to_one_batched_call():
+    seen = []
+
+    class Names:
+        def __call__(self, text):
+            raise AssertionError("each string of the line was answered by detect_many")
+
+        def detect_many(self, texts):
+            seen.append(list(texts))
+            return [[(t.index("Ada"), t.index("Ada") + 3)] if "Ada" in t else [] for t in texts]
+
+    scrubber = PiiScrubber(name_detector=Names())
+    line = (
+        b'{"messages":[{"role":"user","content":"Hello, Ada here"},'
+        b'{"role":"assistant","content":"Hi Ada, how can I help?"}]}'
+    )
+    out = scrubber.scrub_line(line)
+    # one call for the line's strings ("user" is shorter than any detection)
+    assert seen == [["Hello, Ada here", "assistant", "Hi Ada, how can I help?"]]
+    assert b"[PERSON_1] here" in out and b"Hi [PERSON_1]," in out

@@ -27,7 +27,7 @@ from tests.datasets_api.files_helpers import good_upload, quarantined_keys, use_
 from tests.finetuning import conftest as finetuning_fixtures
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
-from tests.fixtures.services import EMBEDDED_CPU_WORKER, REPO_ROOT
+from tests.fixtures.services import EMBEDDED_CPU_WORKER, NAME_MODEL_PRELOADED, REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 MIB = 1024 * 1024
@@ -130,6 +130,7 @@ def test_huge_upload_of_one_org_does_not_hold_the_queue_for_another(
         f"256 MB upload: {decompressed / MIB:.0f} MiB JSONL, {big.stat().st_size / MIB:.1f} MiB gz"
     )
     worker = start_worker(**EMBEDDED_CPU_WORKER)
+    worker.wait_for_log(NAME_MODEL_PRELOADED, count=EMBEDDED_CPU_WORKER["concurrency"])
 
     huge = upload(org_a, big, "huge.jsonl.gz")
     wait_for(
@@ -183,6 +184,7 @@ def test_upload_is_not_blocked_by_a_running_training_job(
     OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)
     make_base_model("tiny-fair", tiny_base_dir, original=TINY_ORIGINAL_CONTEXT, maximum=1024)
     cpu = start_worker(**EMBEDDED_CPU_WORKER)
+    cpu.wait_for_log(NAME_MODEL_PRELOADED, count=EMBEDDED_CPU_WORKER["concurrency"])
     # The training worker of scripts/run.sh (solo), with GPU work limited to 90 s so the job
     # also shows the solo pool's soft time limit: it must fail with time_limit_exceeded.
     gpu = start_worker("gpu", **FAST_WORKER_ENV, GPU_WORK_TIME_LIMIT_SECONDS="90")

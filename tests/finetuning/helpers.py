@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gpu_runtime.contract import ContextSpec
 from longtune.api.ids import new_public_id
-from longtune.catalog.models import BaseModel
+from longtune.catalog import services as catalog
+from longtune.catalog.models import BaseModel, FineTunedModel
 from longtune.compute.models import DedicatedCapacity
 from longtune.datasets.models import File, FileStatus
 from longtune.datasets.services import scrubbed_key
@@ -103,3 +105,53 @@ def make_job(org, **fields) -> FineTuningJob:
 def give_dedicated_queue(org) -> str:
     capacity, _ = DedicatedCapacity.objects.for_org(org).get_or_create(org=org, hosts="training")
     return capacity.queue
+
+
+PARENT_LORA = {"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": ["all-linear"]}
+
+
+def make_parent_model(
+    org,
+    *,
+    method: str = "lora",
+    base: BaseModel | None = None,
+    target: int = 256,
+    rope_method: str = "yarn",
+    checkpoint_step: int | None = None,
+) -> FineTunedModel:
+    """A succeeded job's model on the tiny base (or, with ``checkpoint_step``, one of its epoch
+    checkpoints) as the catalog publishes it: what a new job may start from. ``base``: the
+    caller's registration of "tiny-test", restored after make_job re-registers it."""
+    job = make_job(
+        org,
+        status="succeeded",
+        method=method,
+        lora=PARENT_LORA if method == "lora" else None,
+        context=ContextSpec.plan(
+            original_length=64, target_length=target, rope_method=rope_method
+        ).to_dict(),
+    )
+    if base is not None:  # make_job re-registers "tiny-test" with its own limits
+        base.save()
+    spec = ContextSpec.from_dict(job.context)
+    location = catalog.new_artifact_location(org.public_id)
+    fields = {
+        "public_id": location.public_id,
+        "org": org,
+        "base_model": job.base_model,
+        "method": method,
+        "context": spec.to_dict(),
+        "context_length": spec.target_length,
+        "artifact_prefix": location.prefix,
+        "artifact_bytes": 10,
+    }
+    if checkpoint_step is None:
+        return FineTunedModel.objects.create(
+            name=catalog.fine_tuned_model_name(job), job=job, **fields
+        )
+    return FineTunedModel.objects.create(
+        name=catalog.checkpoint_model_name(job, checkpoint_step),
+        checkpoint_of=job,
+        checkpoint_step=checkpoint_step,
+        **fields,
+    )

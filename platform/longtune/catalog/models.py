@@ -119,6 +119,12 @@ class FineTunedModel(OrgOwnedModelMixin, models.Model):
         related_name="checkpoint_models",
     )
     checkpoint_step = models.PositiveIntegerField(null=True, blank=True)
+    # The fine-tuned model (final or checkpoint) the job that made this one continued from
+    # (its job's ``parent_model``); ``base_model`` stays the base under both. Null: trained
+    # from the base model itself.
+    parent_model = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     artifact_prefix = models.CharField(max_length=500)
     artifact_bytes = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

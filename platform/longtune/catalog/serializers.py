@@ -27,6 +27,8 @@ def fine_tuned_model_payload(model: FineTunedModel) -> dict[str, Any]:
         "created": int(model.created_at.timestamp()),
         "owned_by": model.org.public_id,
         "root": model.base_model.name,
+        # LongTune extension: the fine-tuned model (or checkpoint) its job continued from
+        "parent_model": model.parent_model.name if model.parent_model_id else None,
         "fine_tuning_job": model.job.public_id if model.job_id else None,
         "context_length": model.context_length,
         "method": model.method,

@@ -46,8 +46,10 @@ class Published:
 
 
 def fine_tuned_model_name(job: FineTuningJob) -> str:
-    """OpenAI's shape: ``ft:<base>:<org>:<suffix>:<job id>`` (unique: the job id is)."""
-    return f"ft:{job.model_name}:{job.org.slug}:{job.suffix}:{job.public_id}"
+    """OpenAI's shape: ``ft:<base>:<org>:<suffix>:<job id>`` (unique: the job id is). The base
+    model's name even when the job continued from a fine-tuned model (as OpenAI names it):
+    names do not grow with every generation; ``parent_model`` records the lineage."""
+    return f"ft:{job.base_model.name}:{job.org.slug}:{job.suffix}:{job.public_id}"
 
 
 def new_artifact_location(org_public_id: str) -> ArtifactLocation:
@@ -82,6 +84,7 @@ def publish_fine_tuned_model(
             name=fine_tuned_model_name(job),
             job=job,
             base_model=job.base_model,
+            parent_model=job.parent_model,
             method=job.method,
             context=context.to_dict(),
             context_length=context.target_length,
@@ -114,6 +117,7 @@ def publish_checkpoint_model(
             "checkpoint_of": job,
             "checkpoint_step": step,
             "base_model": job.base_model,
+            "parent_model": job.parent_model,
             "method": job.method,
             "context": context.to_dict(),
             "context_length": context.target_length,

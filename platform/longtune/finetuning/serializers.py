@@ -129,7 +129,12 @@ class RecipeSerializer(serializers.Serializer):
 
 
 class JobCreateSerializer(serializers.Serializer):
-    model = serializers.CharField(max_length=300)
+    model = serializers.CharField(
+        max_length=300,
+        help_text="A base model, or one of the organization's fine-tuned models or per-epoch "
+        "checkpoints (`ft:...`, `ft:...:ckpt-step-<n>`) to continue training from: same base, "
+        "its weights as the start, its method, LoRA shape and RoPE scaling inherited.",
+    )
     training_file = serializers.CharField(max_length=64)
     validation_file = serializers.CharField(max_length=64, required=False, allow_null=True)
     hyperparameters = HyperparametersSerializer(required=False)  # legacy top-level spelling
@@ -196,7 +201,7 @@ def job_payload(job: FineTuningJob) -> dict[str, Any]:
         "id": job.public_id,
         "created_at": unix(job.created_at),
         "finished_at": unix(job.finished_at),
-        "model": job.model_name,
+        "model": job.model_name,  # as given: a base model or the fine-tuned model continued
         "fine_tuned_model": job.fine_tuned_model,
         "organization_id": job.org.public_id,
         "status": job.status,
@@ -214,6 +219,9 @@ def job_payload(job: FineTuningJob) -> dict[str, Any]:
         "integrations": [],
         "metadata": None,
         # LongTune extensions
+        # The fine-tuned model (final or checkpoint) the job starts from, and its base
+        "parent_model": job.parent_model.name if job.parent_model_id else None,
+        "base_model": job.base_model.name,
         "context_length": job.context_length,
         "rope_scaling": {"type": job.rope_method, "factor": job.rope_factor},
         # gpu_runtime.memory_planner.MemoryPlan.to_dict(): accelerator, layout, predicted peak

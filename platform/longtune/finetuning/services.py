@@ -12,15 +12,15 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from longtune.api.errors import ApiError
 from longtune.billing.guard import ensure_billable
-from longtune.catalog.models import BaseModel
-from longtune.catalog.resolution import visible_base_models
+from longtune.catalog.models import BaseModel, FineTunedModel
+from longtune.catalog.resolution import resolve_model
 from longtune.compute.queues import training_queue_for
 from longtune.datasets.models import File, FilePurpose, FileStatus
 from longtune.evaluation import services as evaluation_services
@@ -44,6 +44,9 @@ from longtune.finetuning.quotas import (
 from longtune.finetuning.serializers import MAX_SEED, JobCreateSerializer
 from longtune.tenancy.models import ApiKey, Organization
 from longtune.tenancy.quotas import reserve_quota
+
+if TYPE_CHECKING:
+    from gpu_runtime.contract import ContextSpec
 
 DEFAULT_LORA = {"r": 16, "alpha": 32.0, "dropout": 0.05}  # + target_modules: _default_lora()
 
@@ -100,16 +103,94 @@ def _file_for(org: Organization, file_id: str, param: str) -> File:
     return file
 
 
-def _base_model_for(org: Organization, name: str) -> BaseModel:
-    model = visible_base_models(org).filter(name=name).first()
-    if model is None:
-        raise ApiError(
-            status=404,
-            code="model_not_found",
-            message=f"The model {name[:100]!r} does not exist or you do not have access to it.",
-            param="model",
+PARENT_MODEL_CONFLICT = "parent_model_conflict"
+# The LoRA settings that make an adapter's shape and scale: a job from a LoRA fine-tune keeps
+# them (it trains the same adapter on); dropout is a training-time choice and may change.
+LORA_SHAPE = ("r", "alpha", "target_modules")
+
+
+@dataclass(frozen=True)
+class StartingModel:
+    """What ``model`` names: the base model trained on, and the org's fine-tuned model (final
+    or per-epoch checkpoint) whose weights the job starts from, if any."""
+
+    base: BaseModel
+    parent: FineTunedModel | None
+
+
+def _starting_model_for(org: Organization, name: str) -> StartingModel:
+    """The base model or the org's own live fine-tuned model called ``name``: another org's
+    model, a deleted one and a missing one are the same 404 ``model_not_found``
+    (``catalog.resolution.resolve_model``)."""
+    resolved = resolve_model(org, name)
+    return StartingModel(resolved.base, resolved.fine_tuned)
+
+
+def _conflict(param: str, message: str) -> ApiError:
+    return ApiError(status=400, code=PARENT_MODEL_CONFLICT, message=message, param=param)
+
+
+def _parent_lora(parent: FineTunedModel) -> dict[str, Any]:
+    """The LoRA settings the parent's adapter was trained with (its job's; a checkpoint's is
+    the job it is a checkpoint of)."""
+    job = parent.job or parent.checkpoint_of
+    if job is None or not job.lora:
+        raise _conflict(
+            "model",
+            f"The model {parent.name!r} no longer records the LoRA settings it was trained "
+            "with, so a job cannot continue its adapter; start from its base model.",
         )
-    return model
+    return dict(job.lora)
+
+
+def _same_lora_setting(key: str, given: Any, inherited: Any) -> bool:
+    if key == "target_modules":
+        return sorted(given) == sorted(inherited)
+    return float(given) == float(inherited)
+
+
+def _method_and_lora(
+    data: dict[str, Any], parent: FineTunedModel | None
+) -> tuple[str, dict[str, Any] | None]:
+    """The job's method and LoRA settings. From a base model: as requested. From a fine-tuned
+    model: its method, and for LoRA its adapter's shape (rank, alpha, targets), because the job
+    keeps training THAT adapter; a request asking otherwise is a 400 naming the field."""
+    full = bool(data.get("full"))
+    given_lora = data.get("lora") or {}
+    if parent is None:
+        return ("full", None) if full else ("lora", {**_default_lora(), **given_lora})
+    if parent.method == "full":
+        if "lora" in data:
+            raise _conflict(
+                "lora",
+                f"{parent.name!r} is a full fine-tune: a job from it trains its full weights "
+                "further, so `lora` settings do not apply.",
+            )
+        return "full", None
+    if full:
+        raise _conflict(
+            "full",
+            f"{parent.name!r} is a LoRA fine-tune: a job from it keeps training its adapter. "
+            "For a full fine-tune, start from its base model.",
+        )
+    inherited = _parent_lora(parent)
+    for key in LORA_SHAPE:
+        if key in given_lora and not _same_lora_setting(key, given_lora[key], inherited[key]):
+            raise _conflict(
+                f"lora.{key}",
+                f"lora.{key} {given_lora[key]!r} differs from the {inherited[key]!r} that "
+                f"{parent.name!r}'s adapter was trained with; a job from it keeps that "
+                f"adapter's {key} (leave lora.{key} out).",
+            )
+    return "lora", {**inherited, **{k: v for k, v in given_lora.items() if k not in LORA_SHAPE}}
+
+
+def _parent_context(parent: FineTunedModel | None) -> ContextSpec | None:
+    if parent is None or not parent.context:
+        return None
+    from gpu_runtime.contract import ContextSpec
+
+    return ContextSpec.from_dict(parent.context)
 
 
 def _given_hyperparameters(data: dict[str, Any]) -> dict[str, Any]:
@@ -226,35 +307,33 @@ def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, Me
     """An unsaved job with every "auto" resolved and its memory plan (``job.memory_plan``;
     the planning outcome comes along for the creation event); raises coded ApiErrors (4xx),
     ``insufficient_accelerator_memory`` among them."""
-    base_model = _base_model_for(org, data["model"])
+    starting = _starting_model_for(org, data["model"])
+    base_model, parent = starting.base, starting.parent
     training_file = _file_for(org, data["training_file"], "training_file")
     validation_file = (
         _file_for(org, data["validation_file"], "validation_file")
         if data.get("validation_file")
         else None
     )
-    context = plan_context(data, base_model)
+    method, lora = _method_and_lora(data, parent)
+    context = plan_context(data, base_model, parent=_parent_context(parent))
     recipe, recipe_files = _recipe(org, data.get("recipe"))
-    full = bool(data.get("full"))
     hyperparameters = _hyperparameters(
-        data,
-        [training_file, *recipe_files],
-        context.target_length,
-        "full" if full else "lora",
+        data, [training_file, *recipe_files], context.target_length, method
     )
-    lora = None if full else {**_default_lora(), **(data.get("lora") or {})}
     seed = data.get("seed")
     evaluation = _evaluation_option(data.get("evaluation"), context.target_length)
     tokens_per_epoch = _file_tokens(training_file) + sum(_file_tokens(f) for f in recipe_files)
     job = FineTuningJob(
         org=org,
         base_model=base_model,
-        model_name=base_model.name,
+        parent_model=parent,
+        model_name=data["model"],
         training_file=training_file,
         training_file_ref=training_file.public_id,
         validation_file=validation_file,
         validation_file_ref=validation_file.public_id if validation_file else "",
-        method="full" if full else "lora",
+        method=method,
         hyperparameters=hyperparameters,
         lora=lora,
         context=context.to_dict(),
@@ -266,18 +345,23 @@ def plan_job(org: Organization, data: dict[str, Any]) -> tuple[FineTuningJob, Me
         estimated_tokens=tokens_per_epoch * hyperparameters["n_epochs"],
         queue=training_queue_for(org),
     )
-    _check_train_config(job)
+    _check_train_config(job, parent)
     memory = plan_memory(job)  # 400 insufficient_accelerator_memory when nothing fits
     job.memory_plan = memory.plan
     if memory.plan is not None:
-        _check_train_config(job)  # again with the plan's layout (sequence-parallel splits)
+        _check_train_config(job, parent)  # again with the plan's layout (sequence splits)
     return job, memory
 
 
-def _check_train_config(job: FineTuningJob) -> None:
+def _check_train_config(job: FineTuningJob, parent: FineTunedModel | None) -> None:
     """The exact dataclass the worker trains with must build: no surprise there."""
     try:
-        train_config_for(job, output_dir="validate-only", checkpoint_every_steps=1)
+        train_config_for(
+            job,
+            output_dir="validate-only",
+            checkpoint_every_steps=1,
+            parent_model="validate-only" if parent is not None else None,
+        )
     except ValueError as exc:
         raise ApiError(
             status=400, code="invalid_hyperparameters", message=str(exc), param=None
@@ -290,6 +374,16 @@ def _memory_sentence(memory: MemoryPlanning) -> str:
         return f"Memory not planned: {memory.reason}."
     source = memory.capacity.source if memory.capacity else "the shared pool"
     return f"Memory plan on {source}: {memory.plan['summary']}."
+
+
+def job_starting_from(model: FineTunedModel) -> str | None:
+    """The catalog's in-use check (registered in ``FinetuningConfig.ready``): a model an active
+    job starts from keeps its artifact until that job has downloaded and trained from it (a
+    job's checkpoint kept this way outlives the newest-three pruning until then)."""
+    job = FineTuningJob.objects.for_org(model.org).active().filter(parent_model=model).first()
+    if job is None:
+        return None
+    return f"fine-tuning job {job.public_id} ({job.status}) starts from it; wait for it to finish."
 
 
 # --------------------------------------------------------------------------- creation

@@ -36,7 +36,7 @@ class FineTuningJobViewSet(OrgScopedViewSet):
     model = FineTuningJob
 
     def safely_get_queryset(self, queryset: QuerySet) -> QuerySet:
-        return queryset.select_related("org", "metrics_file")
+        return queryset.select_related("org", "metrics_file", "base_model", "parent_model")
 
     @extend_schema(operation_id="fine_tuning_jobs_list", responses={200: OpenApiTypes.OBJECT})
     def list(self, request: Request) -> Response:
@@ -68,7 +68,11 @@ class FineTuningJobViewSet(OrgScopedViewSet):
     def cancel(self, request: Request, id: str) -> Response:
         reject_request_body(request, "cancel")
         job = cancel_job(self.get_object())
-        fresh = FineTuningJob.objects.for_org(request.org).select_related("org").get(pk=job.pk)
+        fresh = (
+            FineTuningJob.objects.for_org(request.org)
+            .select_related("org", "base_model", "parent_model")
+            .get(pk=job.pk)
+        )
         return Response(job_payload(fresh))
 
     @extend_schema(responses={200: OpenApiTypes.OBJECT})

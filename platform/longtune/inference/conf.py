@@ -23,6 +23,7 @@ class InferenceConf:
     shared_max_adapters: int  # adapters a shared server keeps hot (LRU beyond)
     shared_adapter_bytes: int  # its gathered LoRA buffers per RoPE group
     token_counter_ttl_seconds: int  # the Redis month counter is rebuilt from the ledger this often
+    route_cache_seconds: int  # the longest a gateway process keeps a route (0: no route cache)
 
     @property
     def work_dir(self) -> Path:
@@ -41,4 +42,5 @@ def inference_conf() -> InferenceConf:
         shared_max_adapters=int(settings.INFERENCE_SHARED_MAX_ADAPTERS),
         shared_adapter_bytes=int(settings.INFERENCE_SHARED_ADAPTER_BYTES),
         token_counter_ttl_seconds=int(settings.INFERENCE_TOKEN_COUNTER_TTL_SECONDS),
+        route_cache_seconds=int(settings.INFERENCE_ROUTE_CACHE_SECONDS),
     )

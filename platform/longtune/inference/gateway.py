@@ -20,14 +20,15 @@ import json
 import time
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 from asgiref.sync import sync_to_async
 
 from longtune.api.errors import ApiError
+from longtune.inference import routing
 from longtune.inference.conf import inference_conf
 from longtune.inference.services import Metered, Route, record_usage
 
@@ -85,31 +86,61 @@ def _upstream_error(status: int, raw: bytes) -> ApiError:
         return ApiError(status=502, code="replica_error", message="The replica answered badly.")
 
 
-# One pooled client per event loop, shared by every request on it. Why: building an httpx
-# client builds an SSL context (milliseconds of CPU each, ~170 ms on a saturated machine) and a
-# fresh client opens a fresh TCP connection per request; with a client per request the gateway
-# added seconds to the time to first token at a few dozen concurrent streams
-# (benchmarks/gateway_load.py). Keyed by loop: a client's connections belong to its loop.
-_REPLICA_CLIENTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-    weakref.WeakKeyDictionary()
-)
+# One pooled aiohttp session per event loop, shared by every request on it. Why pooled: a
+# client per request builds an SSL context (milliseconds of CPU each) and opens a fresh TCP
+# connection per request; the gateway then added seconds to the time to first token at a few
+# dozen concurrent streams. Why aiohttp and not httpx: the same 200 concurrent streams of 18
+# NDJSON lines cost ~5 ms of gateway CPU per request through httpx's pure-Python pool and h11
+# parser, ~0.7 ms through aiohttp's C parser (benchmarks/results/gateway_per_request_cpu.md).
+# Keyed by loop: a session's connections belong to its loop.
+_REPLICA_SESSIONS: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, tuple[aiohttp.ClientSession, AsyncGenerator[None, None]]
+] = weakref.WeakKeyDictionary()
+# What a replica connection may fail with: aiohttp's own errors, and timeouts (a connect or
+# read timeout is an asyncio.TimeoutError).
+UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
-def replica_client() -> httpx.AsyncClient:
+async def _closed_with_its_loop(
+    loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession
+) -> AsyncGenerator[None, None]:
+    """Held open for the loop's lifetime; the loop finalizes it when it shuts down
+    (``asyncio.run`` — uvicorn's and asgiref's ``async_to_sync`` loops alike — closes every
+    live async generator), which closes the session on its own loop: no loop leaves an
+    unclosed session (and its sockets) behind."""
+    try:
+        yield
+    finally:
+        _REPLICA_SESSIONS.pop(loop, None)
+        await session.close()
+
+
+async def replica_session() -> aiohttp.ClientSession:
+    """The running loop's shared session (made on first use)."""
     loop = asyncio.get_running_loop()
-    client = _REPLICA_CLIENTS.get(loop)
-    if client is None:
-        client = httpx.AsyncClient(
-            trust_env=False,
-            # No cap on connections: each concurrent stream holds one; the replica bounds load.
-            # Idle sockets expire well before a server's keep-alive timeout (uvicorn: 5 s), so
-            # a request never goes out on a socket the replica is closing (a ReadError).
-            limits=httpx.Limits(
-                max_connections=None, max_keepalive_connections=100, keepalive_expiry=1.0
-            ),
-        )
-        _REPLICA_CLIENTS[loop] = client
-    return client
+    held = _REPLICA_SESSIONS.get(loop)
+    if held is not None and not held[0].closed:
+        return held[0]
+    session = aiohttp.ClientSession(
+        # No cap on connections: each concurrent stream holds one; the replica bounds load.
+        # Idle sockets expire well before a server's keep-alive timeout (uvicorn: 5 s), so a
+        # request never goes out on a socket the replica is closing.
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0),
+        trust_env=False,
+    )
+    keeper = _closed_with_its_loop(loop, session)
+    await keeper.asend(None)
+    _REPLICA_SESSIONS[loop] = (session, keeper)
+    return session
+
+
+def _lines(buffer: bytearray, chunk: bytes) -> list[bytes]:
+    """Append ``chunk``; return the complete lines it finished (``buffer`` keeps the rest).
+    Split by hand rather than with the stream's readline: a line has no length limit here."""
+    buffer += chunk
+    *lines, rest = bytes(buffer).split(b"\n")
+    buffer[:] = rest
+    return lines
 
 
 class Upstream:
@@ -117,51 +148,74 @@ class Upstream:
 
     def __init__(self, call: GatewayCall) -> None:
         self.call = call
-        self._client = replica_client()
-        self._response: httpx.Response | None = None
+        self._response: aiohttp.ClientResponse | None = None
 
     async def open(self) -> None:
         body = {**self.call.body, "request_id": self.call.request_id}
-        request = self._client.build_request(
-            "POST",
-            self.call.route.internal_url.rstrip("/") + "/generate",
-            json=body,
-            timeout=httpx.Timeout(inference_conf().request_timeout_seconds, connect=5.0),
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=5.0, sock_read=inference_conf().request_timeout_seconds
         )
+        session = await replica_session()
         try:
-            self._response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            self._response = await session.post(
+                self.call.route.internal_url.rstrip("/") + "/generate", json=body, timeout=timeout
+            )
+        except UPSTREAM_ERRORS as exc:
             await self.close()
+            # A cached route to a replica that died without saying so: the next request
+            # resolves from the database (inference/routing.py) instead of trying it again.
+            routing.forget(self.call.org, self.call.route.model)
             raise ApiError(
                 status=503,
                 code="replica_unavailable",
                 message=f"The endpoint's replica could not be reached ({type(exc).__name__}).",
                 headers={"Retry-After": "5"},
             ) from exc
-        if self._response.status_code != 200:
-            raw = await self._response.aread()
-            status = self._response.status_code
+        if self._response.status != 200:
+            status = self._response.status
+            try:
+                raw = await self._response.read()
+            except UPSTREAM_ERRORS:
+                raw = b""
             await self.close()
             raise _upstream_error(status, raw)
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         assert self._response is not None, "open() first"
+        buffer = bytearray()
         try:
-            async for line in self._response.aiter_lines():
-                if line.strip():
-                    yield json.loads(line)
-        except httpx.HTTPError as exc:
+            async for chunk in self._response.content.iter_any():
+                for line in _lines(buffer, chunk):
+                    if line.strip():
+                        yield json.loads(line)
+            if buffer.strip():
+                yield json.loads(bytes(buffer))
+        except UPSTREAM_ERRORS as exc:
             yield {
                 "type": "error",
                 "code": "replica_unavailable",
                 "message": f"The replica stream broke ({type(exc).__name__}).",
             }
 
+    async def drain(self) -> None:
+        """Read what is left of the body (after the ``done`` line only the body's end), so
+        that ``close`` can hand the connection back to the pool instead of closing it."""
+        if self._response is None:
+            return
+        try:
+            await self._response.content.read()
+        except UPSTREAM_ERRORS:
+            pass  # close() then closes the connection
+
     async def close(self) -> None:
-        """Release this request's connection (back to the shared pool, or closed mid-stream,
-        which cancels the generation on the replica)."""
-        if self._response is not None:
-            await self._response.aclose()
+        """Release this request's connection: back to the shared pool when the body was read
+        to its end, closed mid-stream otherwise (which cancels the generation on the replica)."""
+        if self._response is None:
+            return
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
 
 
 # --------------------------------------------------------------------------- metering
@@ -319,6 +373,7 @@ async def sse_stream(call: GatewayCall, upstream: Upstream) -> AsyncIterator[byt
                 if call.include_usage:
                     yield _sse(_chunk(call, [], usage=usage))
                 yield _sse("[DONE]")
+                await upstream.drain()  # the body's end: the connection goes back to the pool
                 return
             else:
                 yield _sse(_failed(event).body())

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
@@ -25,7 +25,7 @@ from longtune.catalog.resolution import ResolvedModel, resolve_model, serves_as_
 from longtune.compute import broker, tasks
 from longtune.compute.queues import serving_queue_for
 from longtune.evaluation.gate import ensure_deployable
-from longtune.inference import token_meter
+from longtune.inference import routing, token_meter
 from longtune.inference.conf import inference_conf
 from longtune.inference.events import record_event
 from longtune.inference.models import (
@@ -40,6 +40,7 @@ from longtune.inference.models import (
     UsageRecord,
 )
 from longtune.inference.quotas import active_endpoint_count
+from longtune.inference.routing import Route
 from longtune.inference.shared_servers import ensure_shared_server
 from longtune.tenancy.models import Organization
 from longtune.tenancy.quotas import reserve_quota
@@ -423,21 +424,28 @@ def recover_lost_replicas() -> list[str]:
 # --------------------------------------------------------------------------- gateway side
 
 
-@dataclass(frozen=True)
-class Route:
-    endpoint_pk: int
-    endpoint_public_id: str
-    model: str
-    context_length: int
-    adapter: str | None
-    internal_url: str
-
-
 def route_for(org: Organization, model_name: str) -> Route:
-    """The org's ready endpoint for ``model_name`` with a live replica, or a coded 4xx/503."""
+    """The org's ready endpoint for ``model_name`` with a live replica, or a coded 4xx/503.
+
+    The gateway's hot path: a route this process resolved before is re-checked with one
+    query (``routing.is_live``) instead of resolved again (inference/routing.py)."""
+    conf = inference_conf()
+    fresh_after = routing.fresh_after(conf.stale_after_seconds, timezone.now())
+    cached = routing.ROUTES.get(org, model_name)
+    if cached is not None:
+        if routing.is_live(org, cached, fresh_after):
+            return cached
+        routing.ROUTES.forget(org, model_name)
+    route = resolve_route(org, model_name, fresh_after)
+    routing.ROUTES.put(org, model_name, route, conf.route_cache_seconds)
+    return route
+
+
+def resolve_route(org: Organization, model_name: str, fresh_after: datetime) -> Route:
+    """``route_for`` from the database alone: the catalog's answer for the name, then the
+    freshest ready replica of the current generation of a ready endpoint for it."""
     resolved = resolve_model(org, model_name)
     endpoints = Endpoint.objects.for_org(org).live().filter(model=resolved.name)
-    fresh_after = timezone.now() - timedelta(seconds=inference_conf().stale_after_seconds)
     replica = (
         Replica.objects.for_org(org)
         .filter(
@@ -459,6 +467,7 @@ def route_for(org: Organization, model_name: str) -> Route:
             context_length=endpoint.context_length,
             adapter=resolved.name if serves_as_adapter(endpoint.fine_tuned_model) else None,
             internal_url=replica.internal_url,
+            replica_pk=replica.pk,
         )
     if endpoints.filter(status__in=ACTIVE_ENDPOINT_STATUSES).exists():
         raise ApiError(

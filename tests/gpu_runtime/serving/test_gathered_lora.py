@@ -315,3 +315,123 @@ def test_cold_adapter_is_read_while_the_batch_keeps_decoding(
     _assert_engine_logits_match_peft(
         reference, running_ids, "g1", running_result, record_logits[500]
     )
+
+
+# --------------------------------------------------------------------------- plan layouts
+def _assert_rows_equal_peft(reference, adapters, mixed, input_ids) -> None:
+    for row, adapter in enumerate(adapters):
+        alone = peft_alone(reference, adapter, input_ids=input_ids[row : row + 1])[0]
+        diff = (mixed[row] - alone).abs().max().item()
+        assert diff <= LOGITS_ATOL, (row, adapter, diff)
+
+
+# (rows, what the plan must be; span None: every row) sorted equal runs are a view of the batch;
+# unequal runs and base rows in the middle take the padded-group layout and/or an index.
+LAYOUTS = [
+    (["g0", "g0", "g1", "g1", "g2", "g2"], {"span": None, "take": False, "groups": 3}),
+    ([None, "g3", "g3", "g7", "g7"], {"span": (1, 5), "take": False, "groups": 2}),
+    (["g3", "g3", "g3", "g3", "g1", "g1"], {"span": None, "take": False, "groups": 3}),
+    (["g0"] * 5 + ["g1"], {"span": None, "take": True, "groups": 3}),
+    (["g2", None, "g2", "g5", None, "g5", "g5"], {"span": None, "take": True, "groups": 2}),
+]
+
+
+@pytest.mark.parametrize(("adapters", "layout"), LAYOUTS)
+@torch.inference_mode()
+def test_each_plan_layout_equals_peft_alone(instance, reference, adapters, layout):
+    """Every layout the planner picks gives each row peft's logits alone: the in-place view
+    of sorted equal runs (no gather of inputs, no scatter of outputs), runs cut in equal
+    groups, and padded groups of m = ceil(n / D) rows with an index around base rows."""
+    plan = instance.gathered.row_plan(adapters)
+    assert plan.span == layout["span"] and (plan.take is not None) == layout["take"]
+    assert plan.groups == layout["groups"]
+    assert plan.targets  # only modules some adapter of the plan targets are touched
+    input_ids = torch.randint(
+        6, 500, (len(adapters), 6), generator=torch.Generator().manual_seed(len(adapters))
+    )
+    mixed = instance.forward_rows(adapters, input_ids=input_ids).logits
+    _assert_rows_equal_peft(reference, adapters, mixed, input_ids)
+
+
+@torch.inference_mode()
+def test_sorted_packed_prompts_are_a_view_and_equal_peft(instance, reference):
+    """A packed row sorted by adapter with equal token counts per adapter: one group per
+    adapter over a span of the row (the layout the engine's prefill gets), still peft's."""
+    adapters, lengths = [None, "g0", "g0", "g9", "g9"], [4, 3, 5, 6, 2]
+    plan = instance.gathered.segment_plan(adapters, lengths)
+    assert (plan.span, plan.take, plan.index, plan.groups) == ((4, 20), None, None, 2)
+    generator = torch.Generator().manual_seed(8)
+    prompts = [torch.randint(6, 500, (n,), generator=generator) for n in lengths]
+    position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+    packed = instance.forward_packed(
+        adapters, lengths, input_ids=torch.cat(prompts)[None], position_ids=position_ids
+    ).logits[0]
+    start = 0
+    for adapter, ids in zip(adapters, prompts, strict=True):
+        alone = peft_alone(reference, adapter, input_ids=ids[None])[0]
+        assert (packed[start : start + len(ids)] - alone).abs().max().item() <= LOGITS_ATOL
+        start += len(ids)
+
+
+@torch.inference_mode()
+def test_decode_plan_is_cached_until_residency_changes(base_dir, gathered_dirs, reference):
+    """The same batch asks for the same plan (its gathered weights reused, within the cache's
+    byte bound); evicting or installing an adapter drops every cached plan; with no room in
+    the bound a plan gathers in every forward and answers the same."""
+    from gpu_runtime.serving.adapters import InstanceSpec
+
+    model = load_model(str(base_dir))
+    spec = InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu"))
+    loaded = ModelInstance(spec, model)
+    try:
+        for name in ("g0", "g1", "g3"):
+            loaded.load_adapter(name, gathered_dirs[name])
+        store = loaded.gathered
+        adapters = ["g0", "g1", "g1", "g3"]
+        input_ids = torch.randint(6, 500, (4, 5), generator=torch.Generator().manual_seed(9))
+        first = loaded.forward_rows(adapters, input_ids=input_ids).logits
+        plan = store.row_plan(adapters)
+        assert store.row_plan(list(adapters)) is plan and plan.weights
+        assert set(plan.weights) == plan.targets  # one gathered pair per targeted module
+        assert 0 < store.plan_cache_bytes <= store.max_plan_cache_bytes
+        again = loaded.forward_rows(adapters, input_ids=input_ids).logits
+        assert torch.equal(first, again)
+        _assert_rows_equal_peft(reference, adapters, again, input_ids)
+
+        loaded.unload_adapter("g3")
+        assert store.plan_cache_bytes == 0 and store.row_plan(["g0", "g1"]) is not plan
+        loaded.load_adapter("g3", gathered_dirs["g3"])
+        assert store.row_plan(adapters) is not plan
+
+        store.max_plan_cache_bytes = 0
+        store._clear_plans()
+        uncached = store.row_plan(adapters)
+        assert uncached.weights is None and store.plan_cache_bytes == 0
+        mixed = loaded.forward_rows(adapters, input_ids=input_ids).logits
+        assert uncached.weights is None
+        _assert_rows_equal_peft(reference, adapters, mixed, input_ids)
+    finally:
+        loaded.close()
+
+
+def test_engine_sorts_rows_by_adapter_so_equal_runs_are_views(engine_factory, gathered_dirs):
+    """The decode batch holds its rows base first, then adapter by adapter, whatever the
+    submission order: the plan of a round-robin batch is then the view layout (no take, no
+    index), and the requests still finish."""
+    engine = engine_factory(autostart=False, max_batch_size=16)
+    for name in ("g0", "g1", "g2"):
+        engine.register_adapter(name, str(gathered_dirs[name]))
+    order = ["g2", None, "g0", "g1", "g0", None, "g2", "g1"]
+    handles = [
+        engine.submit(_greedy([7 + i, 8, 9], adapter, 6, 700 + i))
+        for i, adapter in enumerate(order)
+    ]
+    with torch.inference_mode():
+        engine._step()  # admit (inline loads), packed prefill, first decode step
+    (batch,) = engine._batches.values()
+    rows = [seq.adapter for seq in batch.seqs]
+    assert rows == [None, None, "g0", "g0", "g1", "g1", "g2", "g2"]
+    plan = batch.instance.gathered.row_plan(rows)
+    assert (plan.span, plan.take, plan.index, plan.groups) == ((2, 8), None, None, 3)
+    engine.start()
+    assert [h.result(60).finish_reason for h in handles] == ["length"] * len(order)

@@ -44,3 +44,25 @@ def test_mixed_adapter_verdict_reads_the_16_adapter_rows():
     assert inference.verdicts(latency, fast, mix)["mixed_adapters"] is True
     mix.append({"adapters": 16, "vs_single_model": 0.79})  # another size misses it
     assert inference.verdicts(latency, fast, mix)["mixed_adapters"] is False
+
+
+def test_profile_only_records_the_decode_forward_and_the_report_shows_it(tmp_path):
+    """--profile-only writes the decode-forward profile as JSON (what the report's 'before' is
+    recorded with); the full report has the same table, and the gathered arms add aten ops
+    over the base forward."""
+    import json
+
+    record_path = tmp_path / "profile.json"
+    cache = str(tmp_path / "cache")
+    inference.main(["--quick", "--profile-only", str(record_path), "--cache-dir", cache])
+    record = json.loads(record_path.read_text())
+    assert record["commit"] and record["threads"] >= 1
+    rows = {row["adapters"]: row for row in record["rows"]}
+    assert sorted(rows) == [0, 1, 2] and {r["concurrency"] for r in rows.values()} == {4}
+    assert all(rows[k]["aten_ops"] > rows[0]["aten_ops"] and rows[k]["added_ops"] for k in (1, 2))
+    assert all(r["wall_ms"] > 0 and r["cpu_ms"] > 0 for r in rows.values())
+
+    report = inference.main(["--quick", "--out", str(tmp_path / "r.md"), "--cache-dir", cache])
+    assert "### One decode forward, 4 rows" in report
+    assert all(f"| this run | {k} |" in report for k in ("none", "1", "2"))
+    assert "Load average at the start / end:" in report

@@ -222,6 +222,10 @@ def job_new(request: HttpRequest) -> HttpResponse:
             "non_field_errors": errors.get(NON_FIELD, []),
             "values": values,
             "base_models": visible_base_models(request.org).order_by("name"),
+            # a job may continue from the org's fine-tuned models and checkpoints too
+            "fine_tuned_models": visible_fine_tuned_models(request.org)
+            .select_related("base_model")
+            .order_by("-pk"),
             "files": processed.order_by("-pk"),
             "rope_methods": ROPE_METHODS,
             "default_rope": DEFAULT_ROPE_METHOD,
@@ -232,7 +236,9 @@ def job_new(request: HttpRequest) -> HttpResponse:
 
 def _job(request: HttpRequest, job_id: str) -> FineTuningJob:
     return _one(
-        FineTuningJob.objects.for_org(request.org).select_related("base_model"), job_id, "job"
+        FineTuningJob.objects.for_org(request.org).select_related("base_model", "parent_model"),
+        job_id,
+        "job",
     )
 
 

@@ -311,10 +311,15 @@
       if (!option) { hint.textContent = ""; return; }
       var original = parseInt(option.dataset.original, 10);
       var maximum = parseInt(option.dataset.max, 10);
-      var target = parseInt(length.value, 10) || original;
-      var rope = method.value || hint.dataset.defaultRope;
+      /* A fine-tuned starting model: its trained context is the default and the floor, its
+         RoPE method (when it was scaled) is kept; factors stay relative to the base's original. */
+      var trained = parseInt(option.dataset.trained, 10) || original;
+      var target = parseInt(length.value, 10) || trained;
+      var rope = option.dataset.rope || method.value || hint.dataset.defaultRope;
       if (target > maximum) {
         hint.textContent = "Longer than this model's maximum (" + maximum + " tokens).";
+      } else if (target < trained) {
+        hint.textContent = "Shorter than the " + trained + " tokens this model was trained at.";
       } else if (target <= original) {
         hint.textContent = "Within the model's trained context (" + original + "): no RoPE scaling.";
       } else {
