@@ -23,8 +23,9 @@ generic rule of thumb:
 - the loss: ``gpu_runtime.loss`` never builds [tokens x vocab]; one fp32 [chunk x vocab] block
   and the log-sum-exp temporary exist at a time, in forward and in backward.
 - attention: flash-attn / per-document SDPA never build [L x L]; their backward keeps an fp32
-  dq accumulator. Ulysses adds the head-sharded copies of q/k/v/out (all-to-all), ring the
-  double-buffered K/V blocks in flight.
+  dq accumulator. Ulysses' head-sharded q/k/v/out replace the sequence-sharded ones byte for
+  byte (only KV heads replicated over more ranks than there are heads add memory:
+  ``_ulysses_replicated_kv_units``); ring adds the double-buffered K/V blocks in flight.
 - buffers: DDP gradient buckets, FSDP's gathered layer (plus prefetch) and its reduce-scatter
   buffer, and a runtime reserve per accelerator (CUDA context + NCCL, or on CPU the Python +
   torch process itself).
@@ -471,6 +472,31 @@ def _mlp_saved_units(model: ModelShape, setup: TrainingSetup, act: float) -> flo
     return 4 * ratio + dropout
 
 
+def _ulysses_replicated_kv_units(model: ModelShape, degree: int) -> float:
+    """Units (of hidden) Ulysses saves per layer BEYOND the single-process inventory: only the
+    KV heads replicated when the ranks outnumber them; 0 whenever ``kv_heads % degree == 0``.
+
+    Why not the head-sharded q/k/v/out on top (what this planner counted until the 32K/64K
+    per-rank measurements came out +18-21% high): the head-sharded copies REPLACE the tensors
+    of ``_attention_saved_units``, they do not add to them. In
+    ``gpu_runtime.sequence_parallel.ulysses_attention`` the rotated q/k and v of this rank's
+    L/N tokens go only into ``_AllToAll``, which saves nothing for backward (its backward is
+    the same exchange of the gradient), so they are freed once exchanged; the per-document
+    kernel then saves the head-sharded q/k/v [B, H/N, L, D] and its output, which hold
+    exactly the bytes of the [L/N, H, D] tensors the single-process kernel saves. The
+    all-to-all back and the transposes after it save nothing either, and o_proj saves its
+    [L/N x hidden] input as it does without sequence parallelism. (Checked with
+    ``torch.autograd.graph.saved_tensors_hooks`` on one HF Llama layer: the same [t x hidden]
+    units are saved per rank under Ulysses x 2 as in one process holding t tokens.)
+
+    The exception: with fewer KV heads than ranks each rank receives lcm(Hkv, N)/N repeated
+    KV heads over all L tokens (``repeat_kv_heads`` before the exchange), so its saved k and v
+    are lcm(Hkv, N)/Hkv times the [t x kv_hidden] the inventory counts.
+    """
+    replicated = math.lcm(model.kv_heads, degree)
+    return 2 * (replicated - model.kv_heads) * model.head_dim / model.hidden
+
+
 # A tiled MLP slice in backward: its recomputed gate/up/act/product plus their gradients
 # (each [chunk x intermediate]) while the slice's backward runs.
 MLP_TILE_UNITS_OF_INTERMEDIATE = 6
@@ -547,10 +573,7 @@ def estimate(
     # ---- attention workspace (backward): fp32 dq accumulator + log-sum-exp, per rank
     attention_workspace = t * model.hidden * 4.0 + t * model.heads * 4.0
     if sp > 1 and layout.sequence_parallel_mode == "ulysses":
-        # head-sharded q, k, v, out over the whole sequence: the same bytes as [t x hidden]
-        # slices, kept for backward; kv heads are replicated when there are fewer than ranks
-        kv = max(model.kv_heads, sp) * model.head_dim / model.hidden
-        layer_working += (2 + 2 * kv) * unit
+        layer_working += _ulysses_replicated_kv_units(model, sp) * unit
     elif sp > 1:
         # ring: the K/V block being used and the one arriving, + fp32 out/lse accumulators
         kv_block = 2 * t * model.kv_hidden * act
