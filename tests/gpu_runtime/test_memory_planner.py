@@ -168,6 +168,33 @@ def test_sequence_parallelism_divides_per_rank_activations(mode):
         assert 1 / sp < ratio < 1.35 / sp, (sp, ratio)  # communication buffers cost a little
 
 
+@pytest.mark.parametrize(("model", "sp"), [(TOY, 2), (TOY, 8), (mp.LLAMA3_8B, 8)])
+def test_ulysses_rank_holds_what_one_process_holds_on_its_tokens(model, sp):
+    """Ulysses' head-sharded q/k/v/out replace the sequence-sharded tensors byte for byte
+    (test_sequence_parallel.py measures it on a real layer): a rank of N at L tokens holds
+    the activations of one process at L/N, when the KV heads divide over the ranks."""
+    tokens = 65536
+    ulysses = estimate(model, context_length=tokens, sequence_parallel=sp)
+    single = estimate(model, context_length=tokens // sp)
+    for component in ("activations", "attention_workspace", "logits_loss"):
+        assert ulysses.breakdown[component] == single.breakdown[component], component
+    assert ulysses.peak_phase == single.peak_phase
+
+
+def test_ulysses_over_more_ranks_than_kv_heads_pays_for_the_replicas():
+    """8 KV heads over 16 ranks: each rank receives one KV head repeated over all L tokens,
+    so its saved k and v are twice the [L/16 x kv_hidden] one process on L/16 tokens keeps."""
+    model, sp, tokens = mp.LLAMA3_8B, 16, 262144
+    ulysses = estimate(
+        model, context_length=tokens, sequence_parallel=sp, sequence_parallel_mode="ulysses"
+    )
+    single = estimate(model, context_length=tokens // sp)
+    unit = tokens // sp * model.hidden * 2  # bf16 [L/N x hidden]
+    assert ulysses.peak_phase == "layer"
+    extra = ulysses.breakdown["activations"] - single.breakdown["activations"]
+    assert extra == pytest.approx(2 * model.kv_hidden / model.hidden * unit, abs=1)
+
+
 def test_sequence_parallel_mode_rule():
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 8) == "ulysses"  # 8 kv heads
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 16) == "ring"

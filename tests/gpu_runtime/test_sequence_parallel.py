@@ -29,6 +29,7 @@ from gpu_runtime.tiny import build_tiny_model_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).with_name("sequence_parallel_worker.py")
+SAVED_TENSORS_WORKER = Path(__file__).with_name("saved_tensors_worker.py")
 STEPS = 3
 
 
@@ -257,6 +258,26 @@ def test_two_ranks_attention_and_step_match_one_process(tmp_path, base_model):
 def test_four_ranks_attention_and_step_match_one_process(tmp_path, base_model):
     """4 ranks: Ulysses replicates the 2 KV heads; ring runs a 4-step ring."""
     _check_worker_results(_worker_results(tmp_path, base_model, 4), 4)
+
+
+@pytest.mark.parametrize("nproc", [2, pytest.param(4, marks=pytest.mark.slow)])
+def test_ulysses_saves_what_the_memory_planner_counts(tmp_path, nproc):
+    """The bytes autograd saves for one HF Llama layer under Ulysses over N ranks, against
+    the same layer in one process on the rank's L/N tokens: the head-sharded q/k/v/out
+    replace the sequence-sharded tensors byte for byte, so the difference is exactly the
+    planner's Ulysses term (0 at 2 ranks; at 4 ranks the 2 KV heads are replicated)."""
+    from gpu_runtime import memory_planner as mp
+
+    _torchrun(nproc, [str(SAVED_TENSORS_WORKER), str(tmp_path)])
+    for rank in range(nproc):
+        record = json.loads((tmp_path / f"rank-{rank}.json").read_text())
+        assert record["world_size"] == nproc
+        shape = mp.ModelShape(layers=1, vocab=16, **record["shape"])
+        unit = record["tokens"] * shape.hidden * 4  # one fp32 [L/N x hidden]
+        extra = mp._ulysses_replicated_kv_units(shape, nproc) * unit
+        assert record["single_saved_bytes"] > 10 * unit  # the inventory was really recorded
+        assert record["ulysses_saved_bytes"] - record["single_saved_bytes"] == extra, record
+    assert (extra > 0) == (nproc > shape.kv_heads)
 
 
 # --------------------------------------------------------------------------- the training CLI
