@@ -443,22 +443,36 @@ def _lora_params(model: ModelShape, setup: TrainingSetup) -> int:
 
 def _attention_saved_units(model: ModelShape, setup: TrainingSetup, act: float) -> float:
     """Bytes per token (in units of ``hidden`` elements at ``act`` bytes each) that one
-    decoder layer's attention half saves for backward. Inventory of HF's Llama layer:
+    decoder layer's attention half saves for backward, beyond the layer's input (the
+    checkpoint). Inventory of HF's Llama layer, tensor by tensor (what
+    ``torch.autograd.graph.saved_tensors_hooks`` sees; tests/gpu_runtime/
+    test_sequence_parallel.py holds it against a real layer):
 
-    input RMSNorm: its output (read by q/k/v) + an fp32 copy of its input when computing in
-    16 bits; q and k (saved by RoPE's ``q * cos``), rotate_half(q), rotate_half(k) (saved by
-    ``* sin``), the rotated q and k (saved by attention), v, the attention output, its
-    contiguous [tokens x hidden] copy (saved by o_proj), the residual sum (saved by the
-    post-attention RMSNorm, + its fp32 copy in 16 bits) and that norm's output (the MLP's
-    input). LoRA with dropout > 0 keeps a dropped-out copy of each adapted linear's input.
+    - each RMSNorm (input and post-attention) saves its input in fp32 (``pow``/``* rsqrt``),
+      its normalised ``x * rsqrt(...)`` cast back to the compute dtype (``weight *``) and,
+      through the linears that read it, its output. The input norm's fp32 input is the
+      checkpoint itself in fp32 (nothing extra) and an fp32 copy of it in 16 bits; the post
+      norm's is the residual sum in fp32 and its fp32 copy in 16 bits (then the 16-bit sum
+      itself is saved by no one).
+    - RoPE saves no [tokens x hidden] tensor: ``q * cos`` and ``rotate_half(q) * sin`` keep
+      cos/sin only, since those need no gradient (autograd saves a factor only for the other
+      factor's gradient). The rotated q and k (1 + g) and v (g) are saved by the attention
+      kernel, with its output (1); o_proj saves the output's contiguous [tokens x hidden] copy.
+    - LoRA with dropout > 0 keeps a dropped-out copy of each adapted linear's input.
+
+    (Until 2026-12-02 this counted q, k and rotate_half(q/k) as saved by RoPE and missed the
+    norms' normalised tensors: +2 units per layer in fp32 with g = 1.)
     """
     g = model.kv_hidden / model.hidden  # kv tensors relative to hidden
-    units = 1 + 2 * (1 + g) + (1 + g) + g + 1 + 1 + 1 + 1  # norm out .. residual .. norm out
-    upcast = 2 * (4.0 / act) if act < 4 else 0.0  # two RMSNorms' fp32 input copies
+    fp32_input = 4.0 / act  # an RMSNorm's input in fp32, in units of the compute dtype
+    input_norm = (fp32_input if act < 4 else 0.0) + 1 + 1  # fp32 copy, normalised, output
+    attention = (1 + g) + g + 1 + 1  # rotated q/k, v, kernel output, o_proj's input
+    post_norm = fp32_input + 1 + 1  # fp32 residual sum (or its copy), normalised, output
+    units = input_norm + attention + post_norm
     dropout = 0.0
     if setup.lora_dropout > 0:
         dropout = sum(1 for name in ("q_proj", "k_proj", "v_proj", "o_proj") if setup.adapted(name))
-    return units + upcast + dropout
+    return units + dropout
 
 
 def _mlp_saved_units(model: ModelShape, setup: TrainingSetup, act: float) -> float:

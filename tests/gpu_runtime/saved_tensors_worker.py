@@ -48,7 +48,9 @@ def saved_bytes(layer: torch.nn.Module, run) -> int:
     return sum(storages.values())
 
 
-def layer_for(implementation: str) -> tuple[LlamaDecoderLayer, LlamaRotaryEmbedding]:
+def layer_for(
+    implementation: str, dtype: torch.dtype = torch.float32
+) -> tuple[LlamaDecoderLayer, LlamaRotaryEmbedding]:
     config = LlamaConfig(
         hidden_size=HIDDEN,
         intermediate_size=INTERMEDIATE,
@@ -59,7 +61,7 @@ def layer_for(implementation: str) -> tuple[LlamaDecoderLayer, LlamaRotaryEmbedd
     )
     config._attn_implementation = implementation
     torch.manual_seed(0)
-    return LlamaDecoderLayer(config, 0), LlamaRotaryEmbedding(config)
+    return LlamaDecoderLayer(config, 0).to(dtype), LlamaRotaryEmbedding(config)
 
 
 def main(out_dir: Path) -> None:
@@ -98,11 +100,24 @@ def main(out_dir: Path) -> None:
             attention_mask=None,
         ),
     )
+    # the same single-process layer computing in bf16 (the RMSNorms' fp32 copies appear)
+    layer, rope = layer_for(VARLEN_SDPA, torch.bfloat16)
+    source = x.to(torch.bfloat16).requires_grad_(True)
+    single_bf16 = saved_bytes(
+        layer,
+        lambda: layer(
+            source,
+            position_embeddings=rope(source, single_positions),
+            position_ids=single_positions,
+            attention_mask=None,
+        ),
+    )
     record = {
         "world_size": world,
         "tokens": tokens,
         "ulysses_saved_bytes": ulysses,
         "single_saved_bytes": single,
+        "single_bf16_saved_bytes": single_bf16,
         "shape": {
             "hidden": HIDDEN,
             "heads": HEADS,

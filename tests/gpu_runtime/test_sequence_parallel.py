@@ -12,6 +12,7 @@ Three levels, all on real torch.distributed process groups started by torchrun:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -262,10 +263,10 @@ def test_four_ranks_attention_and_step_match_one_process(tmp_path, base_model):
 
 @pytest.mark.parametrize("nproc", [2, pytest.param(4, marks=pytest.mark.slow)])
 def test_ulysses_saves_what_the_memory_planner_counts(tmp_path, nproc):
-    """The bytes autograd saves for one HF Llama layer under Ulysses over N ranks, against
-    the same layer in one process on the rank's L/N tokens: the head-sharded q/k/v/out
-    replace the sequence-sharded tensors byte for byte, so the difference is exactly the
-    planner's Ulysses term (0 at 2 ranks; at 4 ranks the 2 KV heads are replicated)."""
+    """The bytes autograd saves for one HF Llama layer (fp32) in one process on L/N tokens
+    are the planner's per-layer inventory; under Ulysses over N ranks the head-sharded
+    q/k/v/out replace the sequence-sharded tensors byte for byte, so the difference is
+    exactly the planner's Ulysses term (0 at 2 ranks; at 4 the 2 KV heads are replicated)."""
     from gpu_runtime import memory_planner as mp
 
     _torchrun(nproc, [str(SAVED_TENSORS_WORKER), str(tmp_path)])
@@ -275,7 +276,24 @@ def test_ulysses_saves_what_the_memory_planner_counts(tmp_path, nproc):
         shape = mp.ModelShape(layers=1, vocab=16, **record["shape"])
         unit = record["tokens"] * shape.hidden * 4  # one fp32 [L/N x hidden]
         extra = mp._ulysses_replicated_kv_units(shape, nproc) * unit
-        assert record["single_saved_bytes"] > 10 * unit  # the inventory was really recorded
+        # One process: the planner's inventory of a layer (its input = the checkpoint, the
+        # attention half, the untiled MLP) + what it leaves to other terms or neglects: RoPE's
+        # cos/sin [t x head_dim] (shared by all layers), the kernel's fp32 log-sum-exp
+        # [heads x t] (attention_workspace), the two norms' rsqrt [t x 1].
+        setup = mp.TrainingSetup(
+            context_length=record["tokens"], lora_dropout=0.0, compute_dtype="float32"
+        )
+        inventory = 1 + mp._attention_saved_units(shape, setup, 4.0)
+        inventory += mp._mlp_saved_units(shape, setup, 4.0)
+        small = record["tokens"] * 4 * (2 * shape.head_dim + shape.heads + 2)
+        assert record["single_saved_bytes"] == inventory * unit + small, record
+        # bf16: the layer input itself is saved by no one (its fp32 copy is, in the inventory);
+        # cos/sin are bf16, the log-sum-exp and rsqrt stay fp32
+        bf16 = dataclasses.replace(setup, compute_dtype="bfloat16")
+        inventory = mp._attention_saved_units(shape, bf16, 2.0)
+        inventory += mp._mlp_saved_units(shape, bf16, 2.0)
+        small = record["tokens"] * (2 * shape.head_dim * 2 + (shape.heads + 2) * 4)
+        assert record["single_bf16_saved_bytes"] == inventory * (unit // 2) + small, record
         assert record["ulysses_saved_bytes"] - record["single_saved_bytes"] == extra, record
     assert (extra > 0) == (nproc > shape.kv_heads)
 
