@@ -92,10 +92,29 @@ def test_the_verdict_follows_passkey_then_perplexity_and_ignores_fine_tunes():
         key("ppl", "none+ft4", 16384, 16384, None): {"perplexity": 3.0},
     }
     best, sentence = rmc.verdict(_rows(cells), 16384)
-    assert best == ["ntk"]  # tie on passkey, lower perplexity; the fine-tune is not a candidate
+    # none's 0/1 is within noise of 1/1: all tied on passkey; perplexity decides (none has
+    # none, so it cannot win), and the fine-tune is not a candidate
+    assert best == ["ntk"]
     assert "DISAGREES" in sentence
     cells[key("ppl", "ntk", 16384, 16384, None)] = {"perplexity": 9.0}
     best, sentence = rmc.verdict(_rows(cells), 16384)
     assert best == ["ntk", "yarn"] and "agrees" in sentence
     cells[key("passkey", "linear", 16384, 2048, 0.5)] = {"accuracy": 1.0, "trials": 1}
     assert rmc.verdict(_rows(cells), 16384) is None  # linear has no cell at the target yet
+
+
+def test_a_significant_passkey_difference_beats_perplexity():
+    key = rmc.cell_key
+    cells = {
+        key("passkey", "yarn", 16384, 16384, 0.5): {"accuracy": 0.0, "trials": 10},
+        key("passkey", "ntk", 16384, 16384, 0.5): {"accuracy": 1.0, "trials": 10},
+        key("ppl", "yarn", 16384, 16384, None): {"perplexity": 5.0},
+        key("ppl", "ntk", 16384, 16384, None): {"perplexity": 9.0},
+    }
+    best, sentence = rmc.verdict(_rows(cells), 16384)
+    assert best == ["ntk"] and "DISAGREES" in sentence
+    # one trial apart out of three is a tie: perplexity decides
+    cells[key("passkey", "yarn", 16384, 16384, 0.5)] = {"accuracy": 2 / 3, "trials": 3}
+    cells[key("passkey", "ntk", 16384, 16384, 0.5)] = {"accuracy": 1.0, "trials": 3}
+    best, sentence = rmc.verdict(_rows(cells), 16384)
+    assert best == ["yarn"] and "agrees" in sentence and "highest passkey accuracy ntk" in sentence
