@@ -86,6 +86,7 @@ class Plan:
     finetune_methods: tuple[str, ...] = ()
     finetune_learning_rate: float = 5e-4
     finetune_row_length: int | None = None  # tokens per training row; None: the target
+    dtype: str = "float32"  # compute dtype of every arm (and of the fine-tune): float32 | bfloat16
 
 
 QUICK = Plan(
@@ -97,7 +98,16 @@ QUICK = Plan(
 )
 
 
-def load(model_dir: Path, method: str, target: int) -> tuple[Any, Any]:
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def record_name(dtype: str) -> str:
+    """The record's file stem: one record per compute dtype, never mixed (a bf16 cell and an
+    fp32 cell of the same arm are different measurements)."""
+    return "real_model_context" + ("" if dtype == "float32" else f"_{dtype}")
+
+
+def load(model_dir: Path, method: str, target: int, dtype: str = "float32") -> tuple[Any, Any]:
     """The checkpoint with `method` scaling to `target` tokens (training-free), eval mode."""
     from transformers import AutoConfig
 
@@ -106,7 +116,7 @@ def load(model_dir: Path, method: str, target: int) -> tuple[Any, Any]:
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     scaled = apply_rope_scaling(config, method, target)
     model = load_model(
-        str(model_dir), rope_method=method, target_context=target, dtype=torch.float32
+        str(model_dir), rope_method=method, target_context=target, dtype=DTYPES[dtype]
     )
     assert model.config.rope_parameters == scaled.rope_parameters
     return model.eval(), load_tokenizer(str(model_dir))
@@ -229,6 +239,7 @@ def finetune(
         checkpoint_every_steps=1,
         keep_checkpoints=1,
         seed=plan.seed,
+        dtype=plan.dtype,
     )
     result = train(config, str(data), [_StepPrinter()])
     summary = {
@@ -238,13 +249,14 @@ def finetune(
         "trained_tokens": result.trained_tokens,
         "learning_rate": plan.finetune_learning_rate,
         "row_length": row_length,
+        "dtype": plan.dtype,
     }
     summary_path.write_text(json.dumps(summary, indent=1))
     assert result.artifact_dir is not None, result.stop_reason
     return Path(result.artifact_dir), summary
 
 
-def load_finetuned(model_dir: Path, artifact: Path) -> tuple[Any, Any]:
+def load_finetuned(model_dir: Path, artifact: Path, dtype: str = "float32") -> tuple[Any, Any]:
     """The fine-tune (adapter merged: evaluation pays no LoRA overhead), with the RoPE scaling
     it was trained under and the same attention as the training-free arms."""
     from gpu_runtime.attention import select_attention_implementation
@@ -253,7 +265,7 @@ def load_finetuned(model_dir: Path, artifact: Path) -> tuple[Any, Any]:
     model, tokenizer = load_trained_model(
         artifact,
         base_model=str(model_dir),
-        dtype=torch.float32,
+        dtype=DTYPES[dtype],
         attn_implementation=select_attention_implementation("auto"),
         merge=True,
     )
@@ -265,6 +277,12 @@ def run(plan: Plan, model_dir: Path, out_json: Path, resume: bool = True) -> dic
     record: dict[str, Any] = {"cells": {}, "plan": None}
     if resume and out_json.is_file():
         record = json.loads(out_json.read_text())
+        measured_in = (record.get("plan") or {}).get("dtype", "float32")
+        if measured_in != plan.dtype:
+            raise SystemExit(
+                f"{out_json} was measured in {measured_in}, this run computes in {plan.dtype}: "
+                "one record per dtype (pass --output-dir elsewhere or --no-resume)"
+            )
     record["plan"] = json.loads(json.dumps(asdict(plan)))
     record["model"] = (
         str(model_dir.relative_to(REPO_ROOT))
@@ -288,14 +306,16 @@ def run(plan: Plan, model_dir: Path, out_json: Path, resume: bool = True) -> dic
             rope_method, steps = split_label(method)
             if steps:
                 loaded.clear()  # training needs the memory the cached arms (0.5 GB each) hold
-                work = model_dir.parent / "real-model-context-ft" / f"{method}-{target}"
+                work = (
+                    model_dir.parent / "real-model-context-ft" / f"{method}-{target}-{plan.dtype}"
+                )
                 artifact, finetunes[f"{method}|{target}"] = finetune(
                     model_dir, rope_method, target, plan, skip_tokens, work
                 )
                 save()
-                loaded[(method, target)] = load_finetuned(model_dir, artifact)
+                loaded[(method, target)] = load_finetuned(model_dir, artifact, plan.dtype)
             else:
-                loaded[(method, target)] = load(model_dir, method, target)
+                loaded[(method, target)] = load(model_dir, method, target, plan.dtype)
         model, tokenizer = loaded[(method, target)]
         started = time.perf_counter()
         if kind == "passkey":
@@ -380,12 +400,14 @@ def verdict(rows: list[dict[str, Any]], target: int) -> tuple[list[str], str] | 
     return best, sentence
 
 
-def markdown(record: dict[str, Any], command: str) -> str:
+def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
     rows = summarize(record)
     lines = [
         "# Context extension on a real model (SmolLM2-135M-Instruct, native 8192)",
         "",
-        f"Reproduce: `{command}`",
+        "Reproduce (the record's runs, in order; each resumes the record):",
+        "",
+        *(f"    {command}" for command in commands),
         "",
         f"Training-free arms; `default` = `{DEFAULT_ROPE_METHOD}` (the product's default, "
         "the same arm). Passkey: exact match of a 5-digit key, mean over needle depths "
@@ -406,7 +428,8 @@ def markdown(record: dict[str, Any], command: str) -> str:
     lines += [
         "",
         f"Measured cells: {len(record['cells'])}, {seconds / 60:.0f} min of compute "
-        f"({record.get('threads')} torch threads).",
+        f"({record.get('threads')} torch threads, compute dtype "
+        f"{(record.get('plan') or {}).get('dtype', 'float32')}).",
     ]
     for target in sorted({r["target"] for r in rows}):
         found = verdict(rows, target)
@@ -466,7 +489,10 @@ def chart(record: dict[str, Any], path: Path) -> Path:
         ax.legend(fontsize=7)
     right.set_yscale("log")
     left.set_ylim(-0.05, 1.05)
-    fig.suptitle("SmolLM2-135M-Instruct, training-free RoPE scaling", fontsize=10)
+    dtype = (record.get("plan") or {}).get("dtype", "float32")
+    fig.suptitle(
+        f"SmolLM2-135M-Instruct, RoPE scaling ({dtype}; +ftN: after N LoRA steps)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -497,6 +523,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="methods to fine-tune (default: --methods)",
     )
     parser.add_argument("--finetune-lr", type=float, default=Plan.finetune_learning_rate)
+    parser.add_argument(
+        "--dtype",
+        choices=sorted(DTYPES),
+        default="float32",
+        help="compute dtype of every arm; bfloat16 is ~2.8x faster on CPUs with AMX/AVX512-BF16 "
+        "and is what a GPU serves in (a separate record: real_model_context_bfloat16.*)",
+    )
     args = parser.parse_args(argv)
     plan = (
         QUICK
@@ -523,18 +556,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             finetune_methods=tuple(args.finetune_methods or plan.methods),
             finetune_learning_rate=args.finetune_lr,
         )
+    plan = dataclasses.replace(plan, dtype=args.dtype)
     for method in plan.methods:
         if method not in TRAINING_FREE_METHODS:
             parser.error(f"--methods: {method!r} is not one of {TRAINING_FREE_METHODS}")
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    out_json = args.output_dir / "real_model_context.json"
+    stem = record_name(plan.dtype)
+    out_json = args.output_dir / f"{stem}.json"
     record = run(plan, ensure_model(args.model_dir), out_json, resume=not args.no_resume)
     command = "python benchmarks/real_model_context.py " + shlex.join(
         list(argv) if argv is not None else sys.argv[1:]
     )
-    report = markdown(record, command.strip())
-    (args.output_dir / "real_model_context.md").write_text(report)
-    chart(record, args.output_dir / "real_model_context.png")
+    commands = record.setdefault("commands", [])
+    if command.strip() not in commands:  # every run that added cells to this record, in order
+        commands.append(command.strip())
+    out_json.write_text(json.dumps(record, indent=1, sort_keys=True))
+    report = markdown(record, commands)
+    (args.output_dir / f"{stem}.md").write_text(report)
+    chart(record, args.output_dir / f"{stem}.png")
     print(report)
     return 0
 

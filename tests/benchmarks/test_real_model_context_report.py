@@ -47,7 +47,7 @@ def test_the_report_tabulates_means_and_standard_errors(tmp_path):
     }
     record = {"cells": cells, "plan": {"finetune_steps": 0}, "threads": 2}
     rows = markdown_table(
-        rmc.markdown(record, "python benchmarks/real_model_context.py"), "| target"
+        rmc.markdown(record, ["python benchmarks/real_model_context.py"]), "| target"
     )
     by_method = {r[1]: r for r in rows}
     assert by_method["yarn (default)"][2] == "16384: 0.50 ± 0.35 (n=2)"
