@@ -102,6 +102,21 @@ def api_client(secret: str | None = None):
     return client
 
 
+def openai_client(secret: str, live_server, timeout: float = 120):
+    """The official ``openai`` client against the live server, the way a customer's code holds
+    it, minus what would make a test lie or hang: no retries (a 5xx must fail the test, not be
+    retried into a pass) and no proxy from the environment."""
+    import httpx
+    import openai
+
+    return openai.OpenAI(
+        api_key=secret,
+        base_url=f"{live_server.url}/v1",
+        max_retries=0,
+        http_client=httpx.Client(trust_env=False, timeout=timeout),
+    )
+
+
 def signup_token(outbox, email: str) -> str:
     """The confirmation token from the newest signup mail to ``email`` (tenancy.services.signup)."""
     import re

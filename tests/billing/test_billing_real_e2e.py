@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import openai
 import pytest
 
@@ -25,7 +24,7 @@ from longtune.inference.models import UsageRecord
 from longtune.tenancy.models import Organization, OrgQuota, User
 from longtune.tenancy.quotas import PLAN_QUOTAS, effective_quota
 from tests.billing.conftest import API_KEY, WEBHOOK_SECRET
-from tests.conftest import OrgHandle, api_client, signup_and_confirm
+from tests.conftest import OrgHandle, api_client, openai_client, signup_and_confirm
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
 from tests.inference.test_serving_e2e import FAST_REPLICA_ENV, train_fine_tuned_model
@@ -103,12 +102,7 @@ def test_real_fine_tune_and_chat_are_metered_and_dunning_suspends_and_restores(
         worker=replica_worker,
     )
     assert owner.get(endpoint_url).json()["status"] == "ready", replica_worker.read_log()[-3000:]
-    chat = openai.OpenAI(
-        api_key=handle.key("member", scopes=["inference"]),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=120),
-    )
+    chat = openai_client(handle.key("member", scopes=["inference"]), live_server)
     replies = [
         chat.chat.completions.create(
             model=model_name,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import openai
 import pytest
 
 from longtune.datasets.models import File, FileStatus
 from longtune.storage import get_storage
+from tests.conftest import openai_client as make_openai_client
 from tests.datasets_api.files_helpers import (
     BAD_FILES,
     RAW_SECRETS,
@@ -36,12 +36,7 @@ def shared_storage(settings, worker_env):
 @pytest.fixture
 def openai_client(live_server, make_org):
     handle = make_org("E2E Org", plan="pro")
-    client = openai.OpenAI(
-        api_key=handle.key("member"),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=60),
-    )
+    client = make_openai_client(handle.key("member"), live_server, timeout=60)
     return handle, client
 
 

@@ -28,6 +28,7 @@ from longtune.storage import (
     get_storage,
 )
 from longtune.tenancy.models import OrgQuota
+from tests.conftest import openai_client
 from tests.datasets_api.files_helpers import (
     RAW_SECRETS,
     good_chat_examples,
@@ -407,12 +408,7 @@ def wait_until_done(file_id: str, worker, timeout: float = 120.0) -> File:
 @pytest.mark.django_db(transaction=True)
 def test_openai_client_uploads_flow(live_server, make_org, shared_storage, start_worker, tmp_path):
     handle = make_org("Uploads Org", plan="pro")
-    client = openai.OpenAI(
-        api_key=handle.key("member"),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=60),
-    )
+    client = openai_client(handle.key("member"), live_server, timeout=60)
     worker = start_worker(queues="cpu")
     data = good_upload()
     chunks = split(data, 3)

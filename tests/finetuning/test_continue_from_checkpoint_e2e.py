@@ -6,12 +6,10 @@ lineage, and its model serves."""
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 
 from longtune.tenancy.models import OrgQuota
-from tests.conftest import api_client
+from tests.conftest import api_client, openai_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
 
@@ -54,12 +52,7 @@ def test_a_job_from_a_checkpoint_starts_from_its_weights_and_serves(
     OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)  # we poll
     make_base_model("tiny-cont", tiny_base_dir, original=64, maximum=1024)
     trainer = start_worker(queues="cpu,gpu", **FAST_WORKER_ENV)
-    client = openai.OpenAI(
-        api_key=handle.key(),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=120),
-    )
+    client = openai_client(handle.key(), live_server)
     file = make_file(handle.org, chat_examples(6))  # 2 rows of 256 tokens: 2 steps per epoch
 
     first = client.fine_tuning.jobs.create(
@@ -138,12 +131,7 @@ def test_a_full_fine_tune_continues_from_a_full_fine_tunes_weights(
     OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)
     make_base_model("tiny-cont-full", tiny_base_dir, original=64, maximum=1024)
     trainer = start_worker(queues="cpu,gpu", **FAST_WORKER_ENV)
-    client = openai.OpenAI(
-        api_key=handle.key(),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=120),
-    )
+    client = openai_client(handle.key(), live_server)
     file = make_file(handle.org, chat_examples(6))
     body = {
         "training_file": file.public_id,

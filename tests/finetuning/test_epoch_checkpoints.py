@@ -5,13 +5,11 @@ training and serving workers."""
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 
 from longtune.catalog.models import FineTunedModel
 from longtune.tenancy.models import OrgQuota
-from tests.conftest import api_client
+from tests.conftest import api_client, openai_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
 
@@ -27,12 +25,7 @@ def test_one_deployable_checkpoint_per_epoch_the_newest_three_kept(
     make_base_model("tiny-ckpt", tiny_base_dir, original=64, maximum=1024)
     trainer = start_worker(queues="cpu,gpu", **FAST_WORKER_ENV)
     owner = api_client(handle.key())
-    client = openai.OpenAI(
-        api_key=handle.key(),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=120),
-    )
+    client = openai_client(handle.key(), live_server)
     file = make_file(handle.org, chat_examples(6))  # 2 rows of 256 tokens: 2 steps per epoch
     created = client.fine_tuning.jobs.create(
         model="tiny-ckpt",

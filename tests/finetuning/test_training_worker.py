@@ -13,14 +13,12 @@ import csv
 import io
 import json
 
-import httpx
-import openai
 import pytest
 
 from longtune.catalog.models import FineTunedModel
 from longtune.finetuning.models import FineTuningJob, JobCheckpoint
 from longtune.tenancy.models import OrgQuota
-from tests.conftest import api_client
+from tests.conftest import api_client, openai_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import (
     chat_examples,
@@ -54,12 +52,7 @@ def test_openai_client_end_to_end(
 ):
     handle = roomy_org(make_org, "E2E Tune")
     make_base_model("tiny-e2e", tiny_base_dir, original=TINY_ORIGINAL_CONTEXT, maximum=1024)
-    client = openai.OpenAI(
-        api_key=handle.key("member"),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=60),
-    )
+    client = openai_client(handle.key("member"), live_server, timeout=60)
     worker = start_worker(queues="cpu,gpu", **FAST_WORKER_ENV)
 
     uploaded = client.files.create(

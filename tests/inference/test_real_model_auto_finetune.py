@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
 import openai
 import pytest
 from django.core.management import call_command
@@ -26,7 +25,7 @@ from benchmarks.auto_hyperparameters import (
     in_support_style,
 )
 from longtune.tenancy.models import OrgQuota
-from tests.conftest import api_client
+from tests.conftest import api_client, openai_client
 from tests.finetuning.conftest import wait_for
 from tests.fixtures.services import REPO_ROOT
 from tests.inference.test_real_model_e2e import MODELS_CACHE, REAL, REPLICA_ENV, wait_ready
@@ -68,12 +67,7 @@ def test_auto_hyperparameters_teach_the_real_model_the_support_style(
     handle = make_org("Auto Real", plan="pro")
     OrgQuota.objects.create(org=handle.org, requests_per_minute=100_000)  # we poll
     owner = api_client(handle.key())
-    client = openai.OpenAI(
-        api_key=handle.key(),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=600),
-    )
+    client = openai_client(handle.key(), live_server, timeout=600)
     trainer = start_worker(queues="cpu,gpu", **TRAINER_ENV)
     data = (REPO_ROOT / "examples" / "support_chat.jsonl").read_bytes()
     uploaded = client.files.create(file=("support_chat.jsonl", data), purpose="fine-tune")

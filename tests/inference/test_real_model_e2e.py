@@ -9,14 +9,12 @@ speed). The converted checkpoint is cached under var/test-models/ across runs.
 
 from __future__ import annotations
 
-import httpx
-import openai
 import pytest
 from django.core.management import call_command
 
 from longtune.catalog.models import BaseModel
 from longtune.tenancy.models import OrgQuota
-from tests.conftest import api_client
+from tests.conftest import api_client, openai_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, wait_for
 from tests.finetuning.helpers import chat_examples, make_file
 from tests.fixtures.services import REPO_ROOT
@@ -54,12 +52,7 @@ def test_real_model_answers_and_fine_tunes(live_server, make_org, start_worker, 
     assert created.status_code == 201, created.content
     wait_ready(owner, f"/v1/endpoints/{created.json()['id']}", server)
 
-    client = openai.OpenAI(
-        api_key=handle.key("member", scopes=["inference"]),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=300),
-    )
+    client = openai_client(handle.key("member", scopes=["inference"]), live_server, timeout=300)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     reply = client.chat.completions.create(
         model=REAL, messages=question, max_tokens=16, temperature=0

@@ -6,14 +6,13 @@ server) calls it, streaming and not; usage rows match; another org gets 404; sto
 
 from __future__ import annotations
 
-import httpx
 import openai
 import pytest
 from transformers import AutoTokenizer
 
 from longtune.inference.models import Endpoint, Replica, UsageRecord
 from longtune.tenancy.models import OrgQuota
-from tests.conftest import api_client
+from tests.conftest import api_client, openai_client
 from tests.finetuning.conftest import FAST_WORKER_ENV, TINY_ORIGINAL_CONTEXT, wait_for
 from tests.finetuning.helpers import chat_examples, make_base_model, make_file
 from tests.fixtures.services import asgi_server
@@ -86,12 +85,7 @@ def test_fine_tuned_model_served_through_openai_client(
     replica = Replica.objects.unscoped_across_orgs().get(endpoint__public_id=created.json()["id"])
     assert replica.internal_url.startswith("http://127.0.0.1:") and replica.pid
 
-    client = openai.OpenAI(
-        api_key=handle.key("member", scopes=["inference"]),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=120),
-    )
+    client = openai_client(handle.key("member", scopes=["inference"]), live_server)
     messages = [{"role": "user", "content": "hello there number 3 how are you today"}]
 
     # Non-streaming chat (chat template of the fine-tuned tokenizer, adapter on the base).
@@ -150,12 +144,7 @@ def test_fine_tuned_model_served_through_openai_client(
 
     # Another org's key: the model does not exist for it.
     other = make_org("Serve Other")
-    stranger = openai.OpenAI(
-        api_key=other.key("member", scopes=["inference"]),
-        base_url=f"{live_server.url}/v1",
-        max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=30),
-    )
+    stranger = openai_client(other.key("member", scopes=["inference"]), live_server, timeout=30)
     with pytest.raises(openai.NotFoundError) as not_found:
         stranger.chat.completions.create(model=model_name, messages=messages, max_tokens=2)
     assert not_found.value.code == "model_not_found"
