@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import real_model_context as rmc
 from tests.benchmarks.test_benchmarks_smoke import assert_png, markdown_table
 
@@ -118,3 +120,17 @@ def test_a_significant_passkey_difference_beats_perplexity():
     cells[key("passkey", "ntk", 16384, 16384, 0.5)] = {"accuracy": 1.0, "trials": 3}
     best, sentence = rmc.verdict(_rows(cells), 16384)
     assert best == ["yarn"] and "agrees" in sentence and "highest passkey accuracy ntk" in sentence
+
+
+def test_a_record_is_never_resumed_in_another_dtype(tmp_path, monkeypatch):
+    """bf16 and fp32 cells of one arm are different measurements: one record per dtype, and
+    resuming a record in the other dtype stops before loading anything."""
+    plan = rmc.Plan(methods=("yarn",), targets=(16384,), passkey={16384: ((2048,), (0.5,))},
+                    perplexity={}, dtype="bfloat16")  # fmt: skip
+    out = tmp_path / "r.json"
+    out.write_text(json.dumps({"cells": {}, "plan": {"dtype": "float32"}}))
+    monkeypatch.setattr(rmc, "load", lambda *a: (_ for _ in ()).throw(AssertionError("loaded")))
+    with pytest.raises(SystemExit, match="measured in float32, this run computes in bfloat16"):
+        rmc.run(plan, tmp_path, out)
+    assert rmc.record_name("float32") == "real_model_context"
+    assert rmc.record_name("bfloat16") == "real_model_context_bfloat16"
