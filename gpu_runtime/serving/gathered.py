@@ -238,6 +238,14 @@ class GatherPlan:
 # Plans kept between forwards (decode batches repeat theirs until their membership changes).
 PLAN_CACHE_ENTRIES = 8
 DEFAULT_MAX_PLAN_CACHE_BYTES = 256 << 20  # gathered weight copies the plan cache may keep
+# On CPU a module's delta of at most this many multiply-adds runs on the calling thread (torch's
+# intra-op thread count set to 1 around it, put back after). WHY: a decode step's delta is tiny
+# (64 rows x rank 8 x (d_in + d_out) ~ 0.5M at hidden 256), yet torch runs bmm / baddbmm_ as
+# OpenMP parallel regions; forking and joining one costs more than the work on an idle machine,
+# and on a shared one a region waits for its second thread to be scheduled at all (p90 of one
+# such bmm on 2 loaded cores: 20 ms against a 4 us median; benchmarks/results/inference.md). The
+# base projections keep every thread. A packed prefill's delta is larger and keeps them too.
+SERIAL_DELTA_MACS = 1 << 20
 
 
 # --------------------------------------------------------------------------- the pools
@@ -303,7 +311,27 @@ class _ModulePool:
             return output
         x = args[0]
         plan.check(x)
-        a_t, b = self.weights(plan)  # [G, d_in, r], [G, r, d_out]
+        threads = self.store.serial_threads
+        # work of this delta (multiply-adds): its tokens x the plan's rank x (d_in + d_out)
+        if (
+            threads
+            and x.numel() // x.shape[-1] * plan.pages.shape[1] * (x.shape[-1] + output.shape[-1])
+            <= SERIAL_DELTA_MACS
+        ):
+            torch.set_num_threads(1)  # see SERIAL_DELTA_MACS
+            try:
+                self._delta(plan, x, output)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            self._delta(plan, x, output)
+        return output
+
+    def _delta(self, plan: GatherPlan, x: torch.Tensor, output: torch.Tensor) -> None:
+        """Add the plan's LoRA delta of input `x` [B, S, d_in] into `output` [B, S, d_out]."""
+        cached = plan.weights
+        pair = None if cached is None else cached.get(self.path)
+        a_t, b = self.weights(plan) if pair is None else pair  # [G, d_in, r], [G, r, d_out]
         g, d_in, d_out = plan.groups, x.shape[-1], output.shape[-1]
         if plan.take is None and plan.index is None:  # the output rows are the layout
             xs, out = x, output
@@ -311,7 +339,7 @@ class _ModulePool:
                 xs, out = plan.narrow(x), plan.narrow(output)
             xa = torch.bmm(xs.reshape(g, -1, d_in), a_t)  # [G, m*S, r]
             out.view(g, -1, d_out).baddbmm_(xa, b)
-            return output
+            return
         xu, ou = plan.as_units(x), plan.as_units(output)  # [U, S, d]
         if plan.index is not None:
             xs = xu.index_select(0, plan.index)  # [n, S, d_in]
@@ -327,7 +355,6 @@ class _ModulePool:
             ou.index_add_(0, plan.index, delta)
         else:
             (ou if plan.span is None else ou[plan.span[0] : plan.span[1]]).add_(delta)
-        return output
 
 
 class GatheredLora:
@@ -349,6 +376,9 @@ class GatheredLora:
         self.max_bytes = max_bytes
         self.max_plan_cache_bytes = max_plan_cache_bytes
         self.plan: GatherPlan | None = None
+        # torch's intra-op threads to restore after a small delta run on one (0: leave them,
+        # on CUDA or with one thread; set per forward by `using`, see SERIAL_DELTA_MACS).
+        self.serial_threads = 0
         self._pools: dict[str, _ModulePool] = {}
         self._capacity = 1  # pages per pool, page 0 (zeros) included
         self._free: list[int] = []
@@ -609,10 +639,13 @@ class GatheredLora:
     def using(self, plan: GatherPlan | None) -> Iterator[None]:
         """Apply `plan` to the forwards run inside (cleared even when the forward raises)."""
         self.plan = plan
+        threads = torch.get_num_threads() if plan is not None else 1
+        self.serial_threads = threads if threads > 1 and self._device.type == "cpu" else 0
         try:
             yield
         finally:
             self.plan = None
+            self.serial_threads = 0
 
 
 def _page_bytes(linear: nn.Module) -> int:
