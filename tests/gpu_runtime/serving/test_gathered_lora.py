@@ -435,3 +435,57 @@ def test_engine_sorts_rows_by_adapter_so_equal_runs_are_views(engine_factory, ga
     assert (plan.span, plan.take, plan.index, plan.groups) == ((2, 8), None, None, 3)
     engine.start()
     assert [h.result(60).finish_reason for h in handles] == ["length"] * len(order)
+
+
+# --------------------------------------------------------------------------- threads
+@torch.inference_mode()
+def test_small_deltas_run_on_one_thread_and_the_thread_count_comes_back(
+    instance, reference, monkeypatch
+):
+    """On CPU with 2 intra-op threads, every delta of a small batch (below SERIAL_DELTA_MACS)
+    runs with torch's thread count at 1 while the base projections keep 2, the count is 2
+    again after every module and after a forward that raises, and the logits are peft's.
+    Above the bound the deltas keep every thread."""
+    from gpu_runtime.serving import gathered as gathered_module
+
+    adapters = ["g0", "g1", "g3", "g3"]
+    input_ids = torch.randint(6, 500, (4, 5), generator=torch.Generator().manual_seed(11))
+    store = instance.gathered
+    path = "model.layers.0.self_attn.q_proj"  # g1 and g3 target it
+    delta_threads: list[int] = []
+    base_threads: list[int] = []
+    real_delta = gathered_module._ModulePool._delta
+
+    def recording_delta(pool, plan, x, output):
+        delta_threads.append(torch.get_num_threads())
+        return real_delta(pool, plan, x, output)
+
+    monkeypatch.setattr(gathered_module._ModulePool, "_delta", recording_delta)
+    before = store._pools[path].linear.register_forward_pre_hook(
+        lambda _m, _a: base_threads.append(torch.get_num_threads())
+    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mixed = instance.forward_rows(adapters, input_ids=input_ids).logits
+        assert delta_threads and set(delta_threads) == {1}
+        assert base_threads == [2] and torch.get_num_threads() == 2
+        _assert_rows_equal_peft(reference, adapters, mixed, input_ids)
+
+        def failing_delta(pool, plan, x, output):
+            raise RuntimeError("delta failed")
+
+        monkeypatch.setattr(gathered_module._ModulePool, "_delta", failing_delta)
+        with pytest.raises(RuntimeError, match="delta failed"):
+            instance.forward_rows(adapters, input_ids=input_ids)
+        assert torch.get_num_threads() == 2 and store.serial_threads == 0
+
+        monkeypatch.setattr(gathered_module._ModulePool, "_delta", recording_delta)
+        monkeypatch.setattr(gathered_module, "SERIAL_DELTA_MACS", 0)  # every delta is "big"
+        delta_threads.clear()
+        again = instance.forward_rows(adapters, input_ids=input_ids).logits
+        assert delta_threads and set(delta_threads) == {2}
+        _assert_rows_equal_peft(reference, adapters, again, input_ids)
+    finally:
+        before.remove()
+        torch.set_num_threads(previous)
