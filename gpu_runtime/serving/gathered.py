@@ -199,7 +199,10 @@ class GatherPlan:
     targets: the pooled modules some adapter of the plan targets (the others are skipped);
     weights: each pool's gathered (A^T [G, d_in, r], Bs [G, r, d_out]), kept for the plan's
     lifetime so a cached decode plan gathers once per batch membership, not once per step
-    (None: gathered in every forward, because the plan cache's byte bound is spent).
+    (None: gathered in every forward, because the plan cache's byte bound is spent);
+    signature: the groups' adapters and the rank width — plans with equal signatures have
+    equal pages, so a packed prefill and the decode batch its prompts join share one
+    gathered copy (`GatheredLora.segment_plan`).
     units None: any batch, every row on the one adapter."""
 
     units: int | None
@@ -212,6 +215,7 @@ class GatherPlan:
     page_span: tuple[int, int] | None
     targets: frozenset[str]
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = field(default_factory=dict)
+    signature: tuple = ()
 
     @property
     def groups(self) -> int:
@@ -388,6 +392,9 @@ class GatheredLora:
         self._targets: dict[str, frozenset[str]] = {}  # adapter -> the modules it targets
         self._plans: OrderedDict[tuple, GatherPlan] = OrderedDict()
         self._plan_bytes: dict[tuple, int] = {}  # cached plans' weight bytes
+        self._by_signature: dict[tuple, GatherPlan] = {}  # cached plans by their pages
+        # The last packed prefill's gathered weights, for the decode plan of its prompts.
+        self._segment_weights: tuple[tuple, dict] | None = None
         self._device = next(model.parameters()).device
 
     # ------------------------------------------------------------------ residency
@@ -527,6 +534,9 @@ class GatheredLora:
             plan = self._plan([(name, 1)], units=None, packed=False)
         else:
             plan = self._plan([(a, 1) for a in adapters], units=len(adapters), packed=False)
+        if self._segment_weights is not None and self._segment_weights[0] == plan.signature:
+            plan.weights = self._segment_weights[1]  # its prompts' prefill gathered them
+            self._segment_weights = None
         self._cache_plan(key, plan)
         return plan
 
@@ -534,12 +544,23 @@ class GatheredLora:
         self, adapters: Sequence[str | None], lengths: Sequence[int]
     ) -> GatherPlan | None:
         """The plan of a packed row: prompt k's `lengths[k]` tokens run adapters[k]. Not
-        cached (a prefill's mix of prompt lengths does not come back)."""
+        cached (a prefill's mix of prompt lengths does not come back), but its gathered
+        weights are shared by signature: a cached decode plan's are reused, and the decode
+        plan made next adopts these. WHY: the engine sorts both the packed prompts and the
+        decode rows by adapter, so the prompts of one admission and the batch they join have
+        the same groups; without sharing each new batch gathered its adapters' pages twice."""
         runs = list(zip(adapters, lengths, strict=True))
         if all(a is None for a, _ in runs):
             return None
         plan = self._plan(runs, units=sum(lengths), packed=True)
-        plan.weights = {}  # gathered for this one forward, shared by nothing else
+        cached = self._by_signature.get(plan.signature)
+        if cached is not None and cached.weights is not None:
+            plan.weights = cached.weights
+        else:
+            plan.weights = {}
+            # kept for the decode plan only within the plan cache's byte bound
+            fits = self._weights_bytes(plan) <= self.max_plan_cache_bytes
+            self._segment_weights = (plan.signature, plan.weights) if fits else None
         return plan
 
     def _plan(
@@ -577,7 +598,7 @@ class GatheredLora:
             (name,) = members
             return GatherPlan(
                 units, packed, span, index, None, None, self._pages[name][None],
-                self._spans[name], targets,
+                self._spans[name], targets, signature=((name,), len(self._page_ids[name])),
             )  # fmt: skip
         step = math.gcd(*(count for _, count in merged))
         if n // step <= 2 * len(members):  # runs cut in equal groups: the selection is the layout
@@ -592,8 +613,9 @@ class GatheredLora:
             pages[k, : ids.numel()] = ids
         as_tensor = lambda v: None if v is None else torch.tensor(v, device=device)  # noqa: E731
         return GatherPlan(
-            units, packed, span, index, as_tensor(take), as_tensor(slots), pages, None, targets
-        )
+            units, packed, span, index, as_tensor(take), as_tensor(slots), pages, None, targets,
+            signature=(tuple(groups), width),
+        )  # fmt: skip
 
     @staticmethod
     def _layout_groups(
@@ -615,25 +637,34 @@ class GatheredLora:
     def _cache_plan(self, key: tuple, plan: GatherPlan) -> None:
         """Keep `plan` (LRU of PLAN_CACHE_ENTRIES); its gathered weights only while the
         copies of all cached plans stay within `max_plan_cache_bytes`."""
-        need = 0
-        if plan.page_span is None:
-            per_page = sum(self._pools[p].bytes_per_page for p in plan.targets)
-            need = plan.pages.numel() * per_page
+        need = self._weights_bytes(plan)
         while self._plans and (
             len(self._plans) >= PLAN_CACHE_ENTRIES
             or self.plan_cache_bytes + need > self.max_plan_cache_bytes
         ):
-            old, _ = self._plans.popitem(last=False)
+            old, dropped = self._plans.popitem(last=False)
             self._plan_bytes.pop(old, None)
+            if self._by_signature.get(dropped.signature) is dropped:
+                del self._by_signature[dropped.signature]
         if need > self.max_plan_cache_bytes:
             plan.weights = None  # too big to keep: gathered in every forward
             need = 0
         self._plans[key] = plan
         self._plan_bytes[key] = need
+        if plan.weights is not None:
+            self._by_signature[plan.signature] = plan
+
+    def _weights_bytes(self, plan: GatherPlan) -> int:
+        """Bytes of the plan's gathered weight copies (0: views of the pools)."""
+        if plan.page_span is not None:
+            return 0
+        return plan.pages.numel() * sum(self._pools[p].bytes_per_page for p in plan.targets)
 
     def _clear_plans(self) -> None:
         self._plans.clear()
         self._plan_bytes.clear()
+        self._by_signature.clear()
+        self._segment_weights = None
 
     @contextmanager
     def using(self, plan: GatherPlan | None) -> Iterator[None]:

@@ -489,3 +489,50 @@ def test_small_deltas_run_on_one_thread_and_the_thread_count_comes_back(
     finally:
         before.remove()
         torch.set_num_threads(previous)
+
+
+@torch.inference_mode()
+def test_prefill_and_decode_of_the_same_adapters_gather_once(base_dir, gathered_dirs, reference):
+    """A packed prefill sorted by adapter and the decode batch its prompts join have the same
+    groups: the decode plan adopts the prefill's gathered weights (the very tensors), the next
+    prefill over the same adapters reuses the cached decode plan's, and both still give
+    peft's logits; installing an adapter drops the sharing."""
+    from gpu_runtime.serving.adapters import InstanceSpec
+
+    model = load_model(str(base_dir))
+    spec = InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu"))
+    loaded = ModelInstance(spec, model)
+    try:
+        for name in ("g0", "g1", "g3"):
+            loaded.load_adapter(name, gathered_dirs[name])
+        store = loaded.gathered
+        adapters, lengths = ["g0", "g1", "g3"], [4, 4, 4]
+        generator = torch.Generator().manual_seed(12)
+        prompts = [torch.randint(6, 500, (n,), generator=generator) for n in lengths]
+        packed_ids = torch.cat(prompts)[None]
+        position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+
+        def prefill():
+            plan = store.segment_plan(adapters, lengths)
+            with store.using(plan):
+                logits = loaded.base(input_ids=packed_ids, position_ids=position_ids).logits[0]
+            return plan, logits
+
+        first, packed = prefill()
+        assert set(first.weights) == first.targets  # gathered in that forward
+        decode = store.row_plan(adapters)
+        assert decode.weights is first.weights and decode.signature == first.signature
+        rows = torch.stack(prompts)  # [3, 4]: each prompt as one decode-batch row
+        mixed = loaded.forward_rows(adapters, input_ids=rows).logits
+        _assert_rows_equal_peft(reference, adapters, mixed, rows)
+        assert torch.allclose(mixed.reshape(-1, mixed.shape[-1]), packed, atol=1e-5)
+
+        second, again = prefill()  # the decode plan is cached: its weights are reused
+        assert second.weights is decode.weights and torch.equal(again, packed)
+
+        loaded.unload_adapter("g3")
+        loaded.load_adapter("g3", gathered_dirs["g3"])
+        third, _ = prefill()
+        assert third.weights is not decode.weights
+    finally:
+        loaded.close()
