@@ -170,6 +170,65 @@ def measure(rows_list: list[int], repeats: int) -> list[dict]:
     return results
 
 
+def probe_ops(calls: int = 2000) -> list[dict]:
+    """Two probes of what one module's delta costs, at the shapes of a 32-row step (16 groups
+    of 2 rows, rank 8, d_in 256 / d_out 688):
+
+    - the latency spread of one `bmm` and one `baddbmm_` at torch's current threads (median
+      and 90th percentile of `calls` calls): with 2 threads on busy cores an OpenMP region
+      waits for its second thread, which the median hides and the tail shows;
+    - streaming vs bmm from cold caches, on one thread: 28 modules' worth of distinct A matrices (the 4
+      layers x 7 modules of the model), caches flushed between rounds, per module: the bmm
+      against a plain `A.sum()` over the same bytes (a memory-bound floor)."""
+    g, m, r = 16, 2, 8
+    x, a = torch.randn(g, m, 256), torch.randn(g, r, 256)
+    xa, b, out = torch.randn(g, m, r), torch.randn(g, r, 688), torch.randn(g, m, 688)
+    rows = []
+    with torch.inference_mode():
+        for name, op in (
+            ("bmm A [16,2,256]x[16,256,8]", lambda: torch.bmm(x, a.transpose(1, 2))),
+            ("baddbmm_ B [16,2,8]x[16,8,688]", lambda: out.baddbmm_(xa, b)),
+        ):
+            times = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                op()
+                times.append(time.perf_counter() - start)
+            times.sort()
+            rows.append(
+                {
+                    "probe": f"{name}, latency",
+                    "median_us": times[len(times) // 2] * 1e6,
+                    "p90_us": times[int(len(times) * 0.9)] * 1e6,
+                }
+            )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # the cold probe measures memory, not thread scheduling
+        dims = [(256, 256), (256, 128), (256, 128), (256, 256), (256, 688), (256, 688), (688, 256)]
+        mats = [(torch.randn(g, m, d), torch.randn(g, r, d)) for d, _ in dims * 4]
+        flush = [torch.randn(256, 688) for _ in range(40)]  # ~28 MB through the caches
+        for name, op in (
+            ("bmm(x, A^T), cold", lambda x_, a_: torch.bmm(x_, a_.transpose(1, 2))),
+            ("A.sum(), cold", lambda x_, a_: a_.sum()),
+        ):
+            best = float("inf")
+            for _ in range(20):
+                for t in flush:
+                    t.add_(1.0)
+                start = time.process_time()
+                for x_, a_ in mats:
+                    op(x_, a_)
+                best = min(best, (time.process_time() - start) / len(mats))
+            kb = sum(a_.numel() * 4 for _, a_ in mats) / len(mats) / 1e3
+            rows.append(
+                {"probe": f"{name}, 1 thread ({kb:.0f} KB of A a module)", "best_us": best * 1e6}
+            )
+        torch.set_num_threads(threads)
+    for row in rows:
+        print(f"  {row}", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[8, 32])
@@ -200,6 +259,12 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r['rows']} | {r['variant']} | {r['wall_ms']:.2f} | {r['vs_base_wall']:.2f} | "
             f"{r['cpu_ms']:.2f} | {r['vs_base_cpu']:.2f} | {r['max_abs_diff']:.1e} |"
         )
+    probes = probe_ops()
+    print("\n| probe | median us | p90 us | best us |")
+    print("|---|---|---|---|")
+    for p in probes:
+        cells = [f"{p[k]:.1f}" if k in p else "—" for k in ("median_us", "p90_us", "best_us")]
+        print(f"| {p['probe']} | " + " | ".join(cells) + " |")
     print(f"\nreproduce: {shlex.join(shlex.split(command))}")
 
 
