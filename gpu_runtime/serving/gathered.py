@@ -39,12 +39,21 @@ exactly that. Otherwise (unequal runs) the units are taken into G groups of m = 
 (`take` / `slots`, two index_selects and an add). Modules no adapter of the plan targets
 are skipped. Decode plans are cached by the batch's adapter list with their gathered A/Bs
 (LRU, `max_plan_cache_bytes` of copies), so a decode batch gathers its adapters' pages once
-per membership instead of once per module per step; installing or evicting an adapter
-clears the cache. WHY all this: at small hidden sizes the LoRA FLOPs are a few percent of
+per membership instead of once per module per step; a packed prefill shares its gathered
+copy with the decode plan of the same groups (`GatherPlan.signature`: the engine sorts both
+by adapter, so an admission's prompts and the batch they join gather once, not twice);
+installing or evicting an adapter clears the cache. On CPU a small delta (a decode step's,
+`SERIAL_DELTA_MACS`) runs with torch's intra-op threads at 1 and puts them back: torch runs
+even these tiny bmms as OpenMP regions, whose fork/join costs more than the work and, on a
+shared machine, waits for a second thread to be scheduled (benchmarks/results/
+gathered_delta.md); the base projections keep every thread. WHY all this: at small hidden sizes the LoRA FLOPs are a few percent of
 the base's, and the cost of a mixed batch was per-module bookkeeping — per-row/page gathers,
 index_add scatters, a Python loop over prompt segments — rebuilt in every module of every
 step (the profile in benchmarks/results/inference.md: 2282 aten ops per 32-row decode
-forward with 16 adapters before, 1467 now, the base's 1187).
+forward with 16 adapters before, 1467 now, the base's 1187). What is left is the bytes: a
+decode step reads every adapter's A and B once (16 rank-8 adapters on all 7 layers of the
+hidden-256 benchmark model: 0.8x the base's own weights); one A matmul shared by q/k/v (and
+gate/up) was measured, reads the same bytes and was not faster, so it is not done.
 
 Rows without an adapter are left out of the gather (the base costs nothing extra). peft
 computes `lora_B(lora_A(x)) * scaling`; folding the scaling into B changes only float rounding
