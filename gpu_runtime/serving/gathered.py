@@ -39,12 +39,21 @@ exactly that. Otherwise (unequal runs) the units are taken into G groups of m = 
 (`take` / `slots`, two index_selects and an add). Modules no adapter of the plan targets
 are skipped. Decode plans are cached by the batch's adapter list with their gathered A/Bs
 (LRU, `max_plan_cache_bytes` of copies), so a decode batch gathers its adapters' pages once
-per membership instead of once per module per step; installing or evicting an adapter
-clears the cache. WHY all this: at small hidden sizes the LoRA FLOPs are a few percent of
+per membership instead of once per module per step; a packed prefill shares its gathered
+copy with the decode plan of the same groups (`GatherPlan.signature`: the engine sorts both
+by adapter, so an admission's prompts and the batch they join gather once, not twice);
+installing or evicting an adapter clears the cache. On CPU a small delta (a decode step's,
+`SERIAL_DELTA_MACS`) runs with torch's intra-op threads at 1 and puts them back: torch runs
+even these tiny bmms as OpenMP regions, whose fork/join costs more than the work and, on a
+shared machine, waits for a second thread to be scheduled (benchmarks/results/
+gathered_delta.md); the base projections keep every thread. WHY all this: at small hidden sizes the LoRA FLOPs are a few percent of
 the base's, and the cost of a mixed batch was per-module bookkeeping — per-row/page gathers,
 index_add scatters, a Python loop over prompt segments — rebuilt in every module of every
 step (the profile in benchmarks/results/inference.md: 2282 aten ops per 32-row decode
-forward with 16 adapters before, 1467 now, the base's 1187).
+forward with 16 adapters before, 1467 now, the base's 1187). What is left is the bytes: a
+decode step reads every adapter's A and B once (16 rank-8 adapters on all 7 layers of the
+hidden-256 benchmark model: 0.8x the base's own weights); one A matmul shared by q/k/v (and
+gate/up) was measured, reads the same bytes and was not faster, so it is not done.
 
 Rows without an adapter are left out of the gather (the base costs nothing extra). peft
 computes `lora_B(lora_A(x)) * scaling`; folding the scaling into B changes only float rounding
@@ -199,7 +208,10 @@ class GatherPlan:
     targets: the pooled modules some adapter of the plan targets (the others are skipped);
     weights: each pool's gathered (A^T [G, d_in, r], Bs [G, r, d_out]), kept for the plan's
     lifetime so a cached decode plan gathers once per batch membership, not once per step
-    (None: gathered in every forward, because the plan cache's byte bound is spent).
+    (None: gathered in every forward, because the plan cache's byte bound is spent);
+    signature: the groups' adapters and the rank width — plans with equal signatures have
+    equal pages, so a packed prefill and the decode batch its prompts join share one
+    gathered copy (`GatheredLora.segment_plan`).
     units None: any batch, every row on the one adapter."""
 
     units: int | None
@@ -212,6 +224,7 @@ class GatherPlan:
     page_span: tuple[int, int] | None
     targets: frozenset[str]
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = field(default_factory=dict)
+    signature: tuple = ()
 
     @property
     def groups(self) -> int:
@@ -238,6 +251,14 @@ class GatherPlan:
 # Plans kept between forwards (decode batches repeat theirs until their membership changes).
 PLAN_CACHE_ENTRIES = 8
 DEFAULT_MAX_PLAN_CACHE_BYTES = 256 << 20  # gathered weight copies the plan cache may keep
+# On CPU a module's delta of at most this many multiply-adds runs on the calling thread (torch's
+# intra-op thread count set to 1 around it, put back after). WHY: a decode step's delta is tiny
+# (64 rows x rank 8 x (d_in + d_out) ~ 0.5M at hidden 256), yet torch runs bmm / baddbmm_ as
+# OpenMP parallel regions; forking and joining one costs more than the work on an idle machine,
+# and on a shared one a region waits for its second thread to be scheduled at all (p90 of one
+# such bmm on 2 loaded cores: 20 ms against a 4 us median; benchmarks/results/inference.md). The
+# base projections keep every thread. A packed prefill's delta is larger and keeps them too.
+SERIAL_DELTA_MACS = 1 << 20
 
 
 # --------------------------------------------------------------------------- the pools
@@ -303,7 +324,27 @@ class _ModulePool:
             return output
         x = args[0]
         plan.check(x)
-        a_t, b = self.weights(plan)  # [G, d_in, r], [G, r, d_out]
+        threads = self.store.serial_threads
+        # work of this delta (multiply-adds): its tokens x the plan's rank x (d_in + d_out)
+        if (
+            threads
+            and x.numel() // x.shape[-1] * plan.pages.shape[1] * (x.shape[-1] + output.shape[-1])
+            <= SERIAL_DELTA_MACS
+        ):
+            torch.set_num_threads(1)  # see SERIAL_DELTA_MACS
+            try:
+                self._delta(plan, x, output)
+            finally:
+                torch.set_num_threads(threads)
+        else:
+            self._delta(plan, x, output)
+        return output
+
+    def _delta(self, plan: GatherPlan, x: torch.Tensor, output: torch.Tensor) -> None:
+        """Add the plan's LoRA delta of input `x` [B, S, d_in] into `output` [B, S, d_out]."""
+        cached = plan.weights
+        pair = None if cached is None else cached.get(self.path)
+        a_t, b = self.weights(plan) if pair is None else pair  # [G, d_in, r], [G, r, d_out]
         g, d_in, d_out = plan.groups, x.shape[-1], output.shape[-1]
         if plan.take is None and plan.index is None:  # the output rows are the layout
             xs, out = x, output
@@ -311,7 +352,7 @@ class _ModulePool:
                 xs, out = plan.narrow(x), plan.narrow(output)
             xa = torch.bmm(xs.reshape(g, -1, d_in), a_t)  # [G, m*S, r]
             out.view(g, -1, d_out).baddbmm_(xa, b)
-            return output
+            return
         xu, ou = plan.as_units(x), plan.as_units(output)  # [U, S, d]
         if plan.index is not None:
             xs = xu.index_select(0, plan.index)  # [n, S, d_in]
@@ -327,7 +368,6 @@ class _ModulePool:
             ou.index_add_(0, plan.index, delta)
         else:
             (ou if plan.span is None else ou[plan.span[0] : plan.span[1]]).add_(delta)
-        return output
 
 
 class GatheredLora:
@@ -349,6 +389,9 @@ class GatheredLora:
         self.max_bytes = max_bytes
         self.max_plan_cache_bytes = max_plan_cache_bytes
         self.plan: GatherPlan | None = None
+        # torch's intra-op threads to restore after a small delta run on one (0: leave them,
+        # on CUDA or with one thread; set per forward by `using`, see SERIAL_DELTA_MACS).
+        self.serial_threads = 0
         self._pools: dict[str, _ModulePool] = {}
         self._capacity = 1  # pages per pool, page 0 (zeros) included
         self._free: list[int] = []
@@ -358,6 +401,9 @@ class GatheredLora:
         self._targets: dict[str, frozenset[str]] = {}  # adapter -> the modules it targets
         self._plans: OrderedDict[tuple, GatherPlan] = OrderedDict()
         self._plan_bytes: dict[tuple, int] = {}  # cached plans' weight bytes
+        self._by_signature: dict[tuple, GatherPlan] = {}  # cached plans by their pages
+        # The last packed prefill's gathered weights, for the decode plan of its prompts.
+        self._segment_weights: tuple[tuple, dict] | None = None
         self._device = next(model.parameters()).device
 
     # ------------------------------------------------------------------ residency
@@ -497,6 +543,9 @@ class GatheredLora:
             plan = self._plan([(name, 1)], units=None, packed=False)
         else:
             plan = self._plan([(a, 1) for a in adapters], units=len(adapters), packed=False)
+        if self._segment_weights is not None and self._segment_weights[0] == plan.signature:
+            plan.weights = self._segment_weights[1]  # its prompts' prefill gathered them
+            self._segment_weights = None
         self._cache_plan(key, plan)
         return plan
 
@@ -504,12 +553,23 @@ class GatheredLora:
         self, adapters: Sequence[str | None], lengths: Sequence[int]
     ) -> GatherPlan | None:
         """The plan of a packed row: prompt k's `lengths[k]` tokens run adapters[k]. Not
-        cached (a prefill's mix of prompt lengths does not come back)."""
+        cached (a prefill's mix of prompt lengths does not come back), but its gathered
+        weights are shared by signature: a cached decode plan's are reused, and the decode
+        plan made next adopts these. WHY: the engine sorts both the packed prompts and the
+        decode rows by adapter, so the prompts of one admission and the batch they join have
+        the same groups; without sharing each new batch gathered its adapters' pages twice."""
         runs = list(zip(adapters, lengths, strict=True))
         if all(a is None for a, _ in runs):
             return None
         plan = self._plan(runs, units=sum(lengths), packed=True)
-        plan.weights = {}  # gathered for this one forward, shared by nothing else
+        cached = self._by_signature.get(plan.signature)
+        if cached is not None and cached.weights is not None:
+            plan.weights = cached.weights
+        else:
+            plan.weights = {}
+            # kept for the decode plan only within the plan cache's byte bound
+            fits = self._weights_bytes(plan) <= self.max_plan_cache_bytes
+            self._segment_weights = (plan.signature, plan.weights) if fits else None
         return plan
 
     def _plan(
@@ -547,7 +607,7 @@ class GatheredLora:
             (name,) = members
             return GatherPlan(
                 units, packed, span, index, None, None, self._pages[name][None],
-                self._spans[name], targets,
+                self._spans[name], targets, signature=((name,), len(self._page_ids[name])),
             )  # fmt: skip
         step = math.gcd(*(count for _, count in merged))
         if n // step <= 2 * len(members):  # runs cut in equal groups: the selection is the layout
@@ -562,8 +622,9 @@ class GatheredLora:
             pages[k, : ids.numel()] = ids
         as_tensor = lambda v: None if v is None else torch.tensor(v, device=device)  # noqa: E731
         return GatherPlan(
-            units, packed, span, index, as_tensor(take), as_tensor(slots), pages, None, targets
-        )
+            units, packed, span, index, as_tensor(take), as_tensor(slots), pages, None, targets,
+            signature=(tuple(groups), width),
+        )  # fmt: skip
 
     @staticmethod
     def _layout_groups(
@@ -585,34 +646,46 @@ class GatheredLora:
     def _cache_plan(self, key: tuple, plan: GatherPlan) -> None:
         """Keep `plan` (LRU of PLAN_CACHE_ENTRIES); its gathered weights only while the
         copies of all cached plans stay within `max_plan_cache_bytes`."""
-        need = 0
-        if plan.page_span is None:
-            per_page = sum(self._pools[p].bytes_per_page for p in plan.targets)
-            need = plan.pages.numel() * per_page
+        need = self._weights_bytes(plan)
         while self._plans and (
             len(self._plans) >= PLAN_CACHE_ENTRIES
             or self.plan_cache_bytes + need > self.max_plan_cache_bytes
         ):
-            old, _ = self._plans.popitem(last=False)
+            old, dropped = self._plans.popitem(last=False)
             self._plan_bytes.pop(old, None)
+            if self._by_signature.get(dropped.signature) is dropped:
+                del self._by_signature[dropped.signature]
         if need > self.max_plan_cache_bytes:
             plan.weights = None  # too big to keep: gathered in every forward
             need = 0
         self._plans[key] = plan
         self._plan_bytes[key] = need
+        if plan.weights is not None:
+            self._by_signature[plan.signature] = plan
+
+    def _weights_bytes(self, plan: GatherPlan) -> int:
+        """Bytes of the plan's gathered weight copies (0: views of the pools)."""
+        if plan.page_span is not None:
+            return 0
+        return plan.pages.numel() * sum(self._pools[p].bytes_per_page for p in plan.targets)
 
     def _clear_plans(self) -> None:
         self._plans.clear()
         self._plan_bytes.clear()
+        self._by_signature.clear()
+        self._segment_weights = None
 
     @contextmanager
     def using(self, plan: GatherPlan | None) -> Iterator[None]:
         """Apply `plan` to the forwards run inside (cleared even when the forward raises)."""
         self.plan = plan
+        threads = torch.get_num_threads() if plan is not None else 1
+        self.serial_threads = threads if threads > 1 and self._device.type == "cpu" else 0
         try:
             yield
         finally:
             self.plan = None
+            self.serial_threads = 0
 
 
 def _page_bytes(linear: nn.Module) -> int:

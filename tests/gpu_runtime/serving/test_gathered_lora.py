@@ -435,3 +435,104 @@ def test_engine_sorts_rows_by_adapter_so_equal_runs_are_views(engine_factory, ga
     assert (plan.span, plan.take, plan.index, plan.groups) == ((2, 8), None, None, 3)
     engine.start()
     assert [h.result(60).finish_reason for h in handles] == ["length"] * len(order)
+
+
+# --------------------------------------------------------------------------- threads
+@torch.inference_mode()
+def test_small_deltas_run_on_one_thread_and_the_thread_count_comes_back(
+    instance, reference, monkeypatch
+):
+    """On CPU with 2 intra-op threads, every delta of a small batch (below SERIAL_DELTA_MACS)
+    runs with torch's thread count at 1 while the base projections keep 2, the count is 2
+    again after every module and after a forward that raises, and the logits are peft's.
+    Above the bound the deltas keep every thread."""
+    from gpu_runtime.serving import gathered as gathered_module
+
+    adapters = ["g0", "g1", "g3", "g3"]
+    input_ids = torch.randint(6, 500, (4, 5), generator=torch.Generator().manual_seed(11))
+    store = instance.gathered
+    path = "model.layers.0.self_attn.q_proj"  # g1 and g3 target it
+    delta_threads: list[int] = []
+    base_threads: list[int] = []
+    real_delta = gathered_module._ModulePool._delta
+
+    def recording_delta(pool, plan, x, output):
+        delta_threads.append(torch.get_num_threads())
+        return real_delta(pool, plan, x, output)
+
+    monkeypatch.setattr(gathered_module._ModulePool, "_delta", recording_delta)
+    before = store._pools[path].linear.register_forward_pre_hook(
+        lambda _m, _a: base_threads.append(torch.get_num_threads())
+    )
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mixed = instance.forward_rows(adapters, input_ids=input_ids).logits
+        assert delta_threads and set(delta_threads) == {1}
+        assert base_threads == [2] and torch.get_num_threads() == 2
+        _assert_rows_equal_peft(reference, adapters, mixed, input_ids)
+
+        def failing_delta(pool, plan, x, output):
+            raise RuntimeError("delta failed")
+
+        monkeypatch.setattr(gathered_module._ModulePool, "_delta", failing_delta)
+        with pytest.raises(RuntimeError, match="delta failed"):
+            instance.forward_rows(adapters, input_ids=input_ids)
+        assert torch.get_num_threads() == 2 and store.serial_threads == 0
+
+        monkeypatch.setattr(gathered_module._ModulePool, "_delta", recording_delta)
+        monkeypatch.setattr(gathered_module, "SERIAL_DELTA_MACS", 0)  # every delta is "big"
+        delta_threads.clear()
+        again = instance.forward_rows(adapters, input_ids=input_ids).logits
+        assert delta_threads and set(delta_threads) == {2}
+        _assert_rows_equal_peft(reference, adapters, again, input_ids)
+    finally:
+        before.remove()
+        torch.set_num_threads(previous)
+
+
+@torch.inference_mode()
+def test_prefill_and_decode_of_the_same_adapters_gather_once(base_dir, gathered_dirs, reference):
+    """A packed prefill sorted by adapter and the decode batch its prompts join have the same
+    groups: the decode plan adopts the prefill's gathered weights (the very tensors), the next
+    prefill over the same adapters reuses the cached decode plan's, and both still give
+    peft's logits; installing an adapter drops the sharing."""
+    from gpu_runtime.serving.adapters import InstanceSpec
+
+    model = load_model(str(base_dir))
+    spec = InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu"))
+    loaded = ModelInstance(spec, model)
+    try:
+        for name in ("g0", "g1", "g3"):
+            loaded.load_adapter(name, gathered_dirs[name])
+        store = loaded.gathered
+        adapters, lengths = ["g0", "g1", "g3"], [4, 4, 4]
+        generator = torch.Generator().manual_seed(12)
+        prompts = [torch.randint(6, 500, (n,), generator=generator) for n in lengths]
+        packed_ids = torch.cat(prompts)[None]
+        position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
+
+        def prefill():
+            plan = store.segment_plan(adapters, lengths)
+            with store.using(plan):
+                logits = loaded.base(input_ids=packed_ids, position_ids=position_ids).logits[0]
+            return plan, logits
+
+        first, packed = prefill()
+        assert set(first.weights) == first.targets  # gathered in that forward
+        decode = store.row_plan(adapters)
+        assert decode.weights is first.weights and decode.signature == first.signature
+        rows = torch.stack(prompts)  # [3, 4]: each prompt as one decode-batch row
+        mixed = loaded.forward_rows(adapters, input_ids=rows).logits
+        _assert_rows_equal_peft(reference, adapters, mixed, rows)
+        assert torch.allclose(mixed.reshape(-1, mixed.shape[-1]), packed, atol=1e-5)
+
+        second, again = prefill()  # the decode plan is cached: its weights are reused
+        assert second.weights is decode.weights and torch.equal(again, packed)
+
+        loaded.unload_adapter("g3")
+        loaded.load_adapter("g3", gathered_dirs["g3"])
+        third, _ = prefill()
+        assert third.weights is not decode.weights
+    finally:
+        loaded.close()
