@@ -131,6 +131,100 @@ def quick_config() -> BenchmarkConfig:
 
 
 # --------------------------------------------------------------------------- child: one rank
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field_name}")
+
+
+class PhasePeaks:
+    """Peak RSS of each phase of one step, exactly (no sampling).
+
+    WHY: ru_maxrss says how much a rank needed, not what for; attributing the part that does
+    not shrink with N (issue 16: x4 held 0.52 of the single process, not 0.25) needs the
+    peak of every phase. At each phase change this reads the kernel's high-water mark
+    (VmHWM, the peak since the last reset) into the phase that ends and resets it to the
+    current RSS (``echo 5 > /proc/self/clear_refs``), so each phase's peak is the true peak
+    of its own allocations on top of what was live when it began. Side effect: the process's
+    ru_maxrss is reset too, so the step's peak is the max over the phases (`peak_mb`).
+    """
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.peak_kb: dict[str, int] = {}
+        self.entry_kb: dict[str, int] = {}  # RSS when the phase first began
+        self.available = os.access("/proc/self/clear_refs", os.W_OK)
+
+    def enter(self, name: str) -> None:
+        if not self.available or name == self.phase:
+            return
+        self._close()
+        self.entry_kb.setdefault(name, _status_kb("VmRSS"))
+        self.phase = name
+
+    def _close(self) -> None:
+        if self.phase is not None:
+            high = _status_kb("VmHWM")
+            self.peak_kb[self.phase] = max(self.peak_kb.get(self.phase, 0), high)
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        """{phase: {"peak_mb", "entry_mb"}} in the order the phases first began."""
+        if not self.available:
+            return {}
+        self._close()
+        self.phase = None
+        return {
+            name: {"peak_mb": self.peak_kb[name] / 1024, "entry_mb": self.entry_kb[name] / 1024}
+            for name in self.entry_kb
+        }
+
+
+def instrument(objective, optimizer, phases: PhasePeaks) -> None:
+    """Hooks that move `phases` along one training step: the decoder's forward, the loss
+    (between the decoder's output and the objective's), the loss's backward (from the
+    objective's output gradient until the decoder output's gradient arrives), each decoder
+    layer's recompute + backward (its forward pre-hook while in backward), the optimizer."""
+    decoder = objective.causal_lm.get_decoder()
+    state = {"backward": False}
+
+    def start_forward(*_):
+        state["backward"] = False
+        phases.enter("forward: decoder")
+
+    def decoder_done(_module, _args, output):
+        phases.enter("forward: loss")
+        hidden = output.last_hidden_state
+        if hidden.requires_grad:
+            hidden.register_hook(lambda grad: phases.enter("backward: layers") or None)
+
+    def objective_done(_module, _args, output):
+        if output.requires_grad:
+
+            def backward_starts(grad):
+                state["backward"] = True
+                phases.enter("backward: loss")
+
+            output.register_hook(backward_starts)
+
+    def layer_starts(index: int):
+        def hook(*_):
+            if state["backward"]:
+                phases.enter(f"backward: layer {index}")
+
+        return hook
+
+    objective.register_forward_pre_hook(start_forward)
+    decoder.register_forward_hook(decoder_done)
+    objective.register_forward_hook(objective_done)
+    for index, layer in enumerate(decoder.layers):
+        layer.register_forward_pre_hook(layer_starts(index))
+    optimizer.register_step_pre_hook(lambda *_: phases.enter("optimizer + reductions"))
+
+
 def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
     """One training step of one packed row (one document filling it, or documents of
     ``config.document_tokens``) on this rank."""
@@ -178,19 +272,28 @@ def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
         "position_ids": positions[None],
         "labels": input_ids,
     }
+    phases = PhasePeaks()
+    instrument(objective, optimizer, phases)
     baseline = settled_rss_mb()
+    loading_peak = peak_rss_mb()  # before the phases reset the high-water mark
+    phases.enter("step setup")  # from here every byte the step takes lands in some phase
     started = time.perf_counter()
     outcome = trainer.train_step(
         wrapped, [batch], optimizer, train_config, ctx, torch.float32, layout
     )
     seconds = time.perf_counter() - started
+    phases.enter("after the step")
+    by_phase = phases.finish()
     result = {
         "rank": ctx.rank,
         "world": ctx.world_size,
         "mode": layout.mode if layout.enabled else "none",
         "tokens": case.tokens,
         "baseline_mb": baseline,
-        "peak_mb": peak_rss_mb(),
+        # ru_maxrss over the whole process as before: the clear_refs resets make it the max
+        # of the peak before the step (loading) and every phase's high-water mark
+        "peak_mb": max([loading_peak, peak_rss_mb(), *(p["peak_mb"] for p in by_phase.values())]),
+        "phases": by_phase,
         "seconds": seconds,
         "loss": outcome.loss,
         "attn_implementation": causal_lm.config._attn_implementation,
