@@ -43,9 +43,10 @@ is priced and the cheapest one that fits wins. "Cheapest" = fewest accelerators 
 holding fewer devices leaves the rest of the pool to other jobs, and communication is never
 free), then the least extra compute: no recompute before checkpointing (+1 forward), before
 the tiled MLP, before offload (host transfers), before sequence parallelism (collectives in
-every layer). Sequence-parallel mode rule: Ulysses when the KV heads divide evenly over the
-ranks (two all-to-alls per layer, bandwidth-optimal), else ring attention (works for any
-head count; K/V blocks passed around the ring).
+every layer). Sequence-parallel mode rule: the engine's own, ``contract.
+resolve_sequence_parallel_mode`` (``default_sequence_parallel_mode`` only delegates): Ulysses
+when the query heads split over the ranks and the KV heads either split too or divide the
+ranks (each then replicated), else ring attention (any head count; K/V blocks around the ring).
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from typing import Any
 from gpu_runtime.contract import (
     ALL_LINEAR,
     METHODS,
+    resolve_sequence_parallel_mode,
     sequence_parallel_splits,
     strict_from_dict,
 )
@@ -328,8 +330,16 @@ class Layout:
 
 
 def default_sequence_parallel_mode(model: ModelShape, degree: int) -> str:
-    """Ulysses when the KV heads split evenly over the ranks, else ring attention."""
-    return "ulysses" if model.kv_heads % degree == 0 else "ring"
+    """The scheme ``sequence_parallel_mode="auto"`` runs for this model on ``degree`` ranks.
+
+    Why a delegate and not a rule of its own: a plan's layout is handed to the trainer
+    verbatim (``finetuning/planning.py`` puts its mode in the TrainConfig), so the planner must
+    price exactly what the engine's "auto" would run. Until 2026-12-02 the planner said
+    "ulysses only when ``kv_heads % N == 0``" while the contract also takes Ulysses when each
+    KV head is replicated over ``N / kv_heads`` ranks (Llama-3-8B on 16 ranks: the planner
+    planned ring, "auto" ran Ulysses). Now there is one rule,
+    ``contract.resolve_sequence_parallel_mode`` (its docstring gives the argument)."""
+    return resolve_sequence_parallel_mode(AUTO, degree, model.heads, model.kv_heads)
 
 
 @dataclass(frozen=True)

@@ -197,8 +197,35 @@ def test_ulysses_over_more_ranks_than_kv_heads_pays_for_the_replicas():
 
 def test_sequence_parallel_mode_rule():
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 8) == "ulysses"  # 8 kv heads
-    assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 16) == "ring"
+    # 8 KV heads over 16 ranks: each KV head replicated to 2 ranks, still Ulysses (the
+    # planner used to say ring here while the engine's "auto" ran Ulysses)
+    assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 16) == "ulysses"
+    assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 64) == "ring"  # 32 heads over 64
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 1) == "ulysses"
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads"),
+    [(h, kv) for h in (4, 8, 12, 24, 32, 64) for kv in (1, 2, 4, 8) if h % kv == 0],
+)
+@pytest.mark.parametrize("degree", [1, 2, 4, 8, 16, 32])
+def test_planner_and_engine_share_one_mode_rule(heads, kv_heads, degree):
+    """The plan's layout goes to the trainer verbatim: the mode the planner prices (in the
+    candidates it offers, too) must be the one the engine's "auto" runs."""
+    from gpu_runtime.contract import resolve_sequence_parallel_mode
+
+    model = mp.ModelShape(
+        layers=2, hidden=64 * heads, intermediate=128, heads=heads, kv_heads=kv_heads, vocab=100
+    )
+    engine = resolve_sequence_parallel_mode("auto", degree, heads, kv_heads)
+    assert mp.default_sequence_parallel_mode(model, degree) == engine
+    setup = mp.TrainingSetup(context_length=64 * degree)
+    offered = {
+        layout.sequence_parallel_mode
+        for layout in mp.candidate_layouts(model, setup, mp.ACCELERATORS["h100_80gb"], degree)
+        if layout.sequence_parallel == degree
+    }
+    assert offered == ({engine} if degree > 1 else {"ulysses"})
 
 
 def test_peak_grows_linearly_with_context_no_quadratic_term():
