@@ -195,6 +195,29 @@ def test_ulysses_over_more_ranks_than_kv_heads_pays_for_the_replicas():
     assert extra == pytest.approx(2 * model.kv_hidden / model.hidden * unit, abs=1)
 
 
+def test_ring_holds_repeated_kv_and_two_blocks_and_gradients_in_flight():
+    """Ring vs Ulysses on the same per-rank tokens (Llama-3-8B bf16, 8 ranks, 8 KV heads:
+    Ulysses replicates nothing there). Ring saves k/v repeated to the 32 query heads
+    (+2·(1 − 8/32) units) and its backward holds the local and the arriving K/V block (bf16,
+    query heads) and the travelling fp32 block gradient and the one arriving, where one
+    process produces dk/dv [t x kv_hidden] in bf16 (benchmarks/results/attention_memory.md
+    measured that sum, 6.0 units in fp32 without GQA)."""
+    model, sp, tokens = mp.LLAMA3_8B, 8, 262144
+    t, h, kv = tokens // sp, model.hidden, model.kv_hidden
+    ring = estimate(
+        model, context_length=tokens, sequence_parallel=sp, sequence_parallel_mode="ring"
+    )
+    ulysses = estimate(
+        model, context_length=tokens, sequence_parallel=sp, sequence_parallel_mode="ulysses"
+    )
+    assert ring.peak_phase == ulysses.peak_phase == "layer"
+    unit = t * h * 2  # bf16 [t x hidden]
+    saved = ring.breakdown["activations"] - ulysses.breakdown["activations"]
+    assert saved == pytest.approx(2 * (1 - kv / h) * unit, abs=2)
+    in_flight = ring.breakdown["attention_workspace"] - ulysses.breakdown["attention_workspace"]
+    assert in_flight == pytest.approx(2 * 2 * t * h * 2 + 2 * 2 * t * h * 4 - 2 * t * kv * 2, abs=2)
+
+
 def test_sequence_parallel_mode_rule():
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 8) == "ulysses"  # 8 kv heads
     # 8 KV heads over 16 ranks: each KV head replicated to 2 ranks, still Ulysses (the
