@@ -59,6 +59,7 @@ from benchmarks.train_memory import (  # noqa: E402  (after the sys.path line ab
 from benchmarks.train_memory import BenchmarkConfig as TrainMemoryConfig  # noqa: E402
 
 RESULT_PREFIX = "SEQUENCE_PARALLEL_RESULT "
+LOSS_PHASES = ("forward: loss", "backward: loss")  # PhasePeaks' names for the chunked loss
 LOSS_TOLERANCE = 1e-5
 
 
@@ -332,6 +333,51 @@ class Measurement:
     def loss(self) -> float | None:
         return self.ranks[0]["loss"] if self.ranks else None
 
+    @property
+    def has_phases(self) -> bool:
+        return bool(self.ranks) and all(r.get("phases") for r in self.ranks)
+
+    @property
+    def loss_transient_mb(self) -> float | None:
+        """The worst rank's loss-chunk transient: the most the chunked loss's forward or
+        backward rose above what was live when it began (one [chunk × vocab] fp32 logits
+        block, the log-sum-exp temporary, the GEMM's workspace; in backward also the
+        [tokens × hidden] gradient of the hidden states). Measured per phase, not assumed."""
+        if not self.has_phases:
+            return None
+        return max(
+            phase["peak_mb"] - phase["entry_mb"]
+            for r in self.ranks
+            for name, phase in r["phases"].items()
+            if name in LOSS_PHASES
+        )
+
+    @property
+    def activation_delta_mb(self) -> float | None:
+        """The worst rank's delta with the loss-chunk transient left out: the highest of
+        every other phase's peak and of the RSS each loss phase began with, minus the
+        baseline. What the step holds for its tokens (checkpoints, one layer's recompute,
+        attention's buffers), which is what sequence parallelism divides."""
+        if not self.has_phases:
+            return None
+        return max(
+            max(
+                phase["entry_mb"] if name in LOSS_PHASES else phase["peak_mb"]
+                for name, phase in r["phases"].items()
+            )
+            - r["baseline_mb"]
+            for r in self.ranks
+        )
+
+    @property
+    def peak_phase(self) -> str | None:
+        """Where the worst rank peaked ("backward: layer 3" → "layer")."""
+        if not self.has_phases:
+            return None
+        worst = max(self.ranks, key=lambda r: r["peak_mb"])
+        name = max(worst["phases"], key=lambda n: worst["phases"][n]["peak_mb"])
+        return "loss" if name in LOSS_PHASES else ("layer" if "layer" in name else name)
+
 
 def tree_rss_mb(pid: int) -> float:
     import psutil
@@ -445,6 +491,15 @@ def activation_ratio(results: Sequence[Measurement], m: Measurement) -> float | 
     return m.delta_mb / base.delta_mb
 
 
+def activation_only_ratio(results: Sequence[Measurement], m: Measurement) -> float | None:
+    """`activation_delta_mb` of the worst rank / the single process's, same length: the
+    per-rank delta ratio with the (measured) loss-chunk transient left out on both sides."""
+    base = single(results, m.case.tokens)
+    if base is None or m.activation_delta_mb is None or not base.activation_delta_mb:
+        return None
+    return m.activation_delta_mb / base.activation_delta_mb
+
+
 def loss_gap(results: Sequence[Measurement], m: Measurement) -> float | None:
     base = single(results, m.case.tokens)
     if base is None or m.loss is None or base.loss is None:
@@ -532,6 +587,38 @@ def results_table(results: Sequence[Measurement], config: BenchmarkConfig) -> st
     return "\n".join(rows)
 
 
+def attribution_table(results: Sequence[Measurement], config: BenchmarkConfig) -> list[str]:
+    """Where each case's per-rank delta goes (rows with per-phase peaks only)."""
+    measured = [m for m in results if m.has_phases]
+    if not measured:
+        return []
+    rows = [
+        "### Where the per-rank delta goes",
+        "",
+        "Per-phase peaks of every rank (`PhasePeaks`: the kernel's RSS high-water mark read and "
+        "reset at each phase change; worst rank shown). Loss-chunk transient = the most the "
+        "chunked loss (forward or backward) rose above what was live when it began: one "
+        f"[{config.loss_chunk_size} × {config.model.vocab}] fp32 logits block and the "
+        "log-sum-exp temporary (and the GEMM's workspace, and in backward the hidden states' "
+        "gradient), a cost each rank pays whatever N is. Delta without it = the highest of "
+        "every other phase's peak and of the RSS each loss phase began with, minus the "
+        "baseline: what the step holds for its tokens. Peak phase: where the worst rank peaked.",
+        "",
+        "| tokens | layout | per-rank delta | loss-chunk transient | delta without it "
+        "| ratio to single (raw) | ratio to single (without the transient) | 1/N | peak phase |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in measured:
+        raw, act = activation_ratio(results, m), activation_only_ratio(results, m)
+        rows.append(
+            f"| {m.case.tokens:,} | {m.case.label} | {fmt_mb(m.delta_mb)} "
+            f"| {fmt_mb(m.loss_transient_mb)} | {fmt_mb(m.activation_delta_mb)} "
+            f"| {'—' if raw is None else f'{raw:.2f}'} | {'—' if act is None else f'{act:.2f}'} "
+            f"| {1 / m.case.world:.2f} | {m.peak_phase} |"
+        )
+    return [*rows, ""]
+
+
 def planner_verdict(results: Sequence[Measurement], config: BenchmarkConfig) -> list[str]:
     errors = [(m, e) for m in results if (e := planner_error(m, config)) is not None]
     if not errors:
@@ -571,11 +658,39 @@ def verdict_lines(results: Sequence[Measurement]) -> list[str]:
         # "≈ 1/N": within 1.5× of it (the loss chunk's [1024 × vocab] logits and the LoRA
         # state do not shrink with N; see the README).
         met = "MET" if ratio <= 1.5 * target else "NOT MET"
-        lines.append(
+        line = (
             f"- {m.case.label} at {m.case.tokens:,}: per-rank delta {ratio:.2f} of the single "
             f"process (1/N = {target:.2f}; target ≤ {1.5 * target:.2f}) → {met}"
         )
+        act = activation_only_ratio(results, m)
+        if act is not None:
+            act_met = "MET" if act <= 1.5 * target else "NOT MET"
+            line += (
+                f"; without the loss-chunk transient ({fmt_mb(m.loss_transient_mb)} on this "
+                f"rank, {fmt_mb(single(results, m.case.tokens).loss_transient_mb)} in the "
+                f"single process, measured) {act:.2f} → {act_met}"
+            )
+        lines.append(line)
     return lines
+
+
+def render_argv(argv: Sequence[str]) -> list[str]:
+    """The measuring command's arguments: without the re-rendering options (--report-only and
+    --machine-load describe how the report was written, not how the steps ran)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--report-only":
+            continue
+        if arg == "--machine-load":
+            skip = True
+            continue
+        if arg.startswith("--machine-load="):
+            continue
+        kept.append(arg)
+    return kept
 
 
 def reproduce_command(argv: Sequence[str]) -> str:
@@ -583,7 +698,11 @@ def reproduce_command(argv: Sequence[str]) -> str:
 
 
 def markdown_report(
-    results: Sequence[Measurement], config: BenchmarkConfig, argv: Sequence[str], total_s: float
+    results: Sequence[Measurement],
+    config: BenchmarkConfig,
+    argv: Sequence[str],
+    total_s: float,
+    machine_load: str | None = None,
 ) -> str:
     import torch
 
@@ -613,12 +732,14 @@ def markdown_report(
             "",
             results_table(results, config),
             "",
+            *attribution_table(results, config),
             *verdict_lines(results),
             *planner_verdict(results, config),
             "",
             f"Total time: {total_s / 60:.1f} min (torch {torch.__version__}).",
+            *(["", f"Machine load: {machine_load}"] if machine_load else []),
             "",
-            f"Reproduce: `{reproduce_command(argv)}`",
+            f"Reproduce: `{reproduce_command(render_argv(argv))}`",
             "",
         ]
     )
@@ -641,7 +762,32 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--output-name", default="sequence_parallel", help="report file stem (.md and .json)"
     )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render <output-name>.md from the saved .json of an earlier run with the same "
+        "arguments (no step re-run; the total time is read from the old report)",
+    )
+    parser.add_argument(
+        "--machine-load", help="say in the report what load the steps ran under (uptime)"
+    )
     return parser.parse_args(argv)
+
+
+def load_results(path: Path) -> list[Measurement]:
+    """The measurements a run saved (its .json)."""
+    return [
+        Measurement(Case(**item["case"]), item["ranks"], item.get("skipped"))
+        for item in json.loads(path.read_text())
+    ]
+
+
+def _previous_total_s(report_path: Path) -> float:
+    if report_path.is_file():
+        for line in report_path.read_text().splitlines():
+            if line.startswith("Total time: "):
+                return float(line.split()[2]) * 60
+    return 0.0
 
 
 def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
@@ -659,13 +805,24 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
         config = dataclasses.replace(config, four_up_to=args.four_up_to)
     if args.document_tokens:
         config = dataclasses.replace(config, document_tokens=args.document_tokens)
+    report_path = args.output_dir / f"{args.output_name}.md"
+    if args.report_only:
+        results = load_results(args.output_dir / f"{args.output_name}.json")
+        total_s = _previous_total_s(report_path)
+        report = markdown_report(results, config, argv, total_s, args.machine_load)
+        if len(results) < len(config.cases()):
+            report += f"\nPartial: {len(results)} of {len(config.cases())} cases.\n"
+        report_path.write_text(report)
+        print(report)
+        return results, report_path
     started = time.perf_counter()
     model_dir = ensure_base_model(config.train_memory_config(), args.cache_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    report_path = args.output_dir / f"{args.output_name}.md"
 
     def write(results: Sequence[Measurement]) -> str:
-        report = markdown_report(results, config, argv, time.perf_counter() - started)
+        report = markdown_report(
+            results, config, argv, time.perf_counter() - started, args.machine_load
+        )
         if len(results) < len(config.cases()):
             report += f"\nPartial: {len(results)} of {len(config.cases())} cases so far.\n"
         report_path.write_text(report)
