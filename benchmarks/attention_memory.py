@@ -16,7 +16,7 @@ in units of one [t x hidden] fp32 tensor. The baseline is the one-process varlen
 the same t tokens, measured in the same run; the planner's ring figure is printed beside.
 
 Run:  python benchmarks/attention_memory.py                 (t = 8,192 per rank; N = 2, 4)
-      python benchmarks/attention_memory.py --tokens 2048   (seconds)
+      python benchmarks/attention_memory.py --quick         (seconds: t = 1,024, N = 2)
 """
 
 from __future__ import annotations
@@ -189,16 +189,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--document-tokens", type=int, default=4096)
     parser.add_argument("--worlds", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--output", type=Path, help="write the report here too")
+    parser.add_argument("--quick", action="store_true", help="t = 1,024 per rank, N = 2")
     args = parser.parse_args(argv)
-    rows = [run_case("single", 1, args.tokens, args.document_tokens)]
-    for world in args.worlds:
-        for mode in ("ulysses", "ring"):
-            rows.append(run_case(mode, world, args.tokens, args.document_tokens))
+    if args.quick:
+        args.tokens, args.document_tokens, args.worlds = 1024, 512, [2]
+    rows = run_cases(args.tokens, args.document_tokens, args.worlds)
     text = report(rows, args.tokens, args.document_tokens, argv)
     print(text)
     if args.output:
         args.output.write_text(text)
     return 0
+
+
+def run_cases(per_rank: int, document: int, worlds: Sequence[int]) -> list[dict]:
+    """The worst rank of every case: the one-process baseline first, then Ulysses and ring
+    at each world size."""
+    rows = [run_case("single", 1, per_rank, document)]
+    rows += [run_case(mode, w, per_rank, document) for w in worlds for mode in ("ulysses", "ring")]
+    return rows
 
 
 if __name__ == "__main__":

@@ -535,6 +535,15 @@ def per_token_ratio(results: Sequence[Measurement], m: Measurement) -> float | N
 def predicted_peak_mb(case: Case, config: BenchmarkConfig) -> float:
     """The memory planner's per-rank peak for this case's step (its layout on the ``cpu``
     accelerator): what job creation would plan with."""
+    return _planner_estimate(case, config).peak_bytes / MB
+
+
+def predicted_peak_phase(case: Case, config: BenchmarkConfig) -> str:
+    """Where the planner puts this case's peak: "loss" or "layer"."""
+    return _planner_estimate(case, config).peak_phase
+
+
+def _planner_estimate(case: Case, config: BenchmarkConfig):
     from benchmarks.memory_planner import planner_shape
     from gpu_runtime import memory_planner as mp
 
@@ -551,10 +560,7 @@ def predicted_peak_mb(case: Case, config: BenchmarkConfig) -> float:
         mlp_chunk_size=config.mlp_chunk_size,
         loss_chunk_size=config.loss_chunk_size,
     )
-    estimate = mp.estimate(
-        planner_shape(config.model), setup, layout, mp.cpu_accelerator(64 * mp.GIB)
-    )
-    return estimate.peak_bytes / MB
+    return mp.estimate(planner_shape(config.model), setup, layout, mp.cpu_accelerator(64 * mp.GIB))
 
 
 def planner_error(m: Measurement, config: BenchmarkConfig) -> float | None:
@@ -602,10 +608,12 @@ def attribution_table(results: Sequence[Measurement], config: BenchmarkConfig) -
         "log-sum-exp temporary (and the GEMM's workspace, and in backward the hidden states' "
         "gradient), a cost each rank pays whatever N is. Delta without it = the highest of "
         "every other phase's peak and of the RSS each loss phase began with, minus the "
-        "baseline: what the step holds for its tokens. Peak phase: where the worst rank peaked.",
+        "baseline: what the step holds for its tokens. Peak phase: where the worst rank peaked "
+        "(loss chunk, or one layer's recompute + backward), and where the planner puts it.",
         "",
         "| tokens | layout | per-rank delta | loss-chunk transient | delta without it "
-        "| ratio to single (raw) | ratio to single (without the transient) | 1/N | peak phase |",
+        "| ratio to single (raw) | ratio to single (without the transient) | 1/N "
+        "| peak phase: measured / planner |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for m in measured:
@@ -614,7 +622,7 @@ def attribution_table(results: Sequence[Measurement], config: BenchmarkConfig) -
             f"| {m.case.tokens:,} | {m.case.label} | {fmt_mb(m.delta_mb)} "
             f"| {fmt_mb(m.loss_transient_mb)} | {fmt_mb(m.activation_delta_mb)} "
             f"| {'—' if raw is None else f'{raw:.2f}'} | {'—' if act is None else f'{act:.2f}'} "
-            f"| {1 / m.case.world:.2f} | {m.peak_phase} |"
+            f"| {1 / m.case.world:.2f} | {m.peak_phase} / {predicted_peak_phase(m.case, config)} |"
         )
     return [*rows, ""]
 

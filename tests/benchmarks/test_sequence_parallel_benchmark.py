@@ -110,3 +110,18 @@ def test_quick_run_measures_one_and_two_ranks_in_fresh_processes(tmp_path: Path)
     assert "| tokens | layout | ranks |" in text
     assert f"Reproduce: `python benchmarks/sequence_parallel.py {' '.join(argv)}`" in text
     assert (out / "sequence_parallel.json").is_file()
+
+
+@pytest.mark.memory
+@pytest.mark.slow
+def test_attention_memory_ring_backward_extra_is_what_the_planner_counts() -> None:
+    """benchmarks/attention_memory.py at --quick sizes (real gloo ranks, fresh processes):
+    ring's backward holds more than Ulysses' and the one process's, and the planner's ring
+    term is within ±15% of the measured extra."""
+    from benchmarks import attention_memory as am
+
+    rows = am.run_cases(1024, 512, [2])
+    single, ulysses, ring = rows
+    extra = ring["backward_peak_units"] - single["backward_peak_units"]
+    assert ring["backward_peak_units"] > ulysses["backward_peak_units"] + 3
+    assert am.planner_ring_extra_units(1024) == pytest.approx(extra, rel=0.15)
