@@ -16,6 +16,8 @@ in units of one [t x hidden] fp32 tensor. The baseline is the one-process varlen
 the same t tokens, measured in the same run; the planner's ring figure is printed beside.
 
 Run:  python benchmarks/attention_memory.py                 (t = 8,192 per rank; N = 2, 4)
+      python benchmarks/attention_memory.py --kv-heads 2 [--dtype bfloat16]
+                                                          (grouped-query attention, 16 bits)
       python benchmarks/attention_memory.py --quick         (seconds: t = 1,024, N = 2)
 """
 
@@ -51,8 +53,9 @@ def _reset_peak() -> None:
         refs.write("5")
 
 
-def child(mode: str, per_rank: int, document: int) -> dict:
-    """One rank: the op's forward and backward on [1, HEADS, per_rank, HEAD_DIM] fp32."""
+def child(mode: str, per_rank: int, document: int, kv_heads: int, dtype_name: str) -> dict:
+    """One rank: the op's forward and backward on q [1, HEADS, per_rank, HEAD_DIM] and k/v
+    [1, kv_heads, per_rank, HEAD_DIM] in `dtype_name`."""
     import gc
     from dataclasses import replace
 
@@ -69,10 +72,13 @@ def child(mode: str, per_rank: int, document: int) -> dict:
     total = per_rank * degree
     positions = (torch.arange(total) % document)[None]  # [1, L]: a document every `document`
     generator = torch.Generator().manual_seed(ctx.rank)
-    q, k, v = (
-        torch.randn(1, HEADS, per_rank, HEAD_DIM, generator=generator, requires_grad=True)
-        for _ in range(3)
-    )  # [1, H, t, D] each
+    dtype = getattr(torch, dtype_name)
+
+    def leaf(heads: int) -> torch.Tensor:  # [1, heads, t, D]
+        x = torch.randn(1, heads, per_rank, HEAD_DIM, generator=generator)
+        return x.to(dtype).requires_grad_()
+
+    q, k, v = leaf(HEADS), leaf(kv_heads), leaf(kv_heads)
     unit_kb = per_rank * HEADS * HEAD_DIM * 4 / 1024
     gc.collect()
     before = _kb("VmRSS")
@@ -85,7 +91,7 @@ def child(mode: str, per_rank: int, document: int) -> dict:
         attend = sp.ulysses_attention if mode == "ulysses" else sp.ring_attention
         out = attend(q, k, v, shard)  # [1, t, H, D]
     forward_peak, after_forward = _kb("VmHWM"), _kb("VmRSS")
-    grad = torch.randn(out.shape, generator=generator)
+    grad = torch.randn(out.shape, generator=generator).to(dtype)
     gc.collect()
     before_backward = _kb("VmRSS")
     _reset_peak()
@@ -104,9 +110,12 @@ def child(mode: str, per_rank: int, document: int) -> dict:
     }
 
 
-def run_case(mode: str, world: int, per_rank: int, document: int) -> dict:
+def run_case(
+    mode: str, world: int, per_rank: int, document: int, kv_heads: int = HEADS, dtype="float32"
+) -> dict:
     """The worst rank of one case, in fresh processes."""
     args = [str(Path(__file__).resolve()), "--child", mode, str(per_rank), str(document)]
+    args += [str(kv_heads), dtype]
     if world == 1:
         command = [sys.executable, *args]
     else:
@@ -121,8 +130,9 @@ def run_case(mode: str, world: int, per_rank: int, document: int) -> dict:
     return max(ranks, key=lambda r: r["backward_peak_units"])
 
 
-def planner_ring_extra_units(per_rank: int) -> float:
-    """memory_planner's ring backward extra for this op, in the same units."""
+def planner_ring_extra_units(per_rank: int, kv_heads: int = HEADS, dtype="float32") -> float:
+    """memory_planner's ring backward extra for this op, in the same units ([t x hidden]
+    fp32)."""
     from gpu_runtime import memory_planner as mp
 
     model = mp.ModelShape(
@@ -130,19 +140,28 @@ def planner_ring_extra_units(per_rank: int) -> float:
         hidden=HEADS * HEAD_DIM,
         intermediate=1,
         heads=HEADS,
-        kv_heads=HEADS,
+        kv_heads=kv_heads,
         vocab=1,
     )
     unit = per_rank * model.hidden * 4.0
-    return mp._ring_backward_extra_bytes(model, per_rank, 4.0) / unit
+    act = mp.DTYPE_BYTES[dtype]
+    return mp._ring_backward_extra_bytes(model, per_rank, act) / unit
 
 
-def report(rows: list[dict], per_rank: int, document: int, argv: Sequence[str]) -> str:
+def report(
+    rows: list[dict],
+    per_rank: int,
+    document: int,
+    argv: Sequence[str],
+    kv_heads: int = HEADS,
+    dtype: str = "float32",
+) -> str:
     single = next(r for r in rows if r["world"] == 1)
     lines = [
         "# One attention op's per-rank memory: one process, Ulysses, ring",
         "",
-        f"q/k/v [1, {HEADS}, t, {HEAD_DIM}] fp32 per rank, t = {per_rank:,} tokens, documents "
+        f"q [1, {HEADS}, t, {HEAD_DIM}], k/v [1, {kv_heads}, t, {HEAD_DIM}], {dtype}, per rank, "
+        f"t = {per_rank:,} tokens, documents "
         f"of {document:,} tokens, one thread per rank, gloo. Units: one [t x hidden] fp32 "
         f"tensor ({per_rank * HEADS * HEAD_DIM * 4 / 2**20:.0f} MB). Peaks from VmHWM (reset "
         "before each pass); worst rank shown. Baseline: the one-process kernel on t tokens.",
@@ -157,7 +176,7 @@ def report(rows: list[dict], per_rank: int, document: int, argv: Sequence[str]) 
             f"| {label} | {r['forward_peak_units']:.2f} | {r['saved_units']:.2f} "
             f"| {r['backward_peak_units']:.2f} | {extra:+.2f} |"
         )
-    planner = planner_ring_extra_units(per_rank)
+    planner = planner_ring_extra_units(per_rank, kv_heads, dtype)
     rings = [
         r["backward_peak_units"] - single["backward_peak_units"]
         for r in rows
@@ -182,7 +201,8 @@ def report(rows: list[dict], per_rank: int, document: int, argv: Sequence[str]) 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
-        print(RESULT_PREFIX + json.dumps(child(argv[1], int(argv[2]), int(argv[3]))), flush=True)
+        result = child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), argv[5])
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=8192, help="tokens per rank")
@@ -190,22 +210,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worlds", type=int, nargs="+", default=[2, 4])
     parser.add_argument("--output", type=Path, help="write the report here too")
     parser.add_argument("--quick", action="store_true", help="t = 1,024 per rank, N = 2")
+    parser.add_argument("--kv-heads", type=int, default=HEADS, help=f"of {HEADS} query heads")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     if args.quick:
         args.tokens, args.document_tokens, args.worlds = 1024, 512, [2]
-    rows = run_cases(args.tokens, args.document_tokens, args.worlds)
-    text = report(rows, args.tokens, args.document_tokens, argv)
+    rows = run_cases(args.tokens, args.document_tokens, args.worlds, args.kv_heads, args.dtype)
+    text = report(rows, args.tokens, args.document_tokens, argv, args.kv_heads, args.dtype)
     print(text)
     if args.output:
         args.output.write_text(text)
     return 0
 
 
-def run_cases(per_rank: int, document: int, worlds: Sequence[int]) -> list[dict]:
+def run_cases(
+    per_rank: int,
+    document: int,
+    worlds: Sequence[int],
+    kv_heads: int = HEADS,
+    dtype: str = "float32",
+) -> list[dict]:
     """The worst rank of every case: the one-process baseline first, then Ulysses and ring
     at each world size."""
-    rows = [run_case("single", 1, per_rank, document)]
-    rows += [run_case(mode, w, per_rank, document) for w in worlds for mode in ("ulysses", "ring")]
+    rows = [run_case("single", 1, per_rank, document, kv_heads, dtype)]
+    rows += [
+        run_case(mode, w, per_rank, document, kv_heads, dtype)
+        for w in worlds
+        for mode in ("ulysses", "ring")
+    ]
     return rows
 
 

@@ -545,18 +545,25 @@ def _ring_backward_extra_bytes(model: ModelShape, t: int, act: float) -> float:
       kernel produces dk/dv [t x kv_hidden] in the compute dtype instead, so the difference is
       what ring adds.
 
-    The per-pair kernel outputs (dq/dk/dv of at most half a slice under zig-zag) are freed
-    before the gradient exchange and stay under the arriving gradient, so they do not add.
-    Measured (fp32, 8 heads x 64, one attention op's fwd + bwd, per rank, peak above the RSS
-    the backward began with, in units of [t x hidden] fp32): ring 10.56 (N = 2 and 4, 4K
-    documents or one 16K document), one process on the same t tokens 4.60, Ulysses 5.2-5.3;
-    this formula says 6.0 above one process. (Until 2026-12-02 the planner counted two
+    In fp32 the per-pair kernel outputs (dq/dk/dv of at most half a slice under zig-zag) are
+    freed before the gradient exchange and stay under the arriving gradient, so they do not
+    add. Measured by ``benchmarks/attention_memory.py`` (8 heads x 64, one attention op's fwd +
+    bwd, per rank, peak above the RSS the backward began with, in units of [t x hidden] fp32,
+    ring minus one process on the same t tokens): fp32 5.97 (N = 2 and 4; 4K documents or one
+    16K document), this formula 6.0; fp32 with 2 KV heads 8.46, formula 7.5; bf16 with 2 KV
+    heads 7.95, formula 7.25. CPU kernels only: flash-attn's on a GPU were not measured. (Until 2026-12-02 the planner counted two
     [t x kv_hidden] blocks and an fp32 out accumulator that is freed before backward: 5 units,
     missing the travelling gradients and the repetition to the query heads.)"""
     blocks = 2 * (2 * t * model.hidden * act)
     block_grads = 2 * (2 * t * model.hidden * 4.0)
     one_process_dk_dv = 2 * t * model.kv_hidden * act
-    return blocks + block_grads - one_process_dk_dv
+    # 16-bit only: each block's dq/dk/dv come out of the kernel in the compute dtype and are
+    # upcast (``_acc``) before they are added, so a block's fp32 copies (zig-zag blocks are
+    # at most half a slice) exist beside the buffers above; in fp32 the kernel's outputs are
+    # the fp32 tensors themselves. Measured (bf16, 2 of 8 KV heads): 7.95 units over one
+    # process; without this term the formula says 5.75, with it 7.25.
+    upcasts = 3 * math.ceil(t / 2) * model.hidden * 4.0 if act < 4 else 0.0
+    return blocks + block_grads - one_process_dk_dv + upcasts
 
 
 # A tiled MLP slice in backward: its recomputed gate/up/act/product plus their gradients
