@@ -364,10 +364,13 @@ def per_rank_section(path: Path) -> list[str]:
         "",
         "Each rank's fresh-process `ru_maxrss` (the worst rank) against "
         "`memory_planner.estimate` of the same layout; see that report for the setup "
-        "(documents per row, threads).",
+        "(documents per row, threads). Phase: where the planner puts the peak, and (runs "
+        "with per-phase peaks) where the worst rank measured it: the loss chunk, or one "
+        "layer's recompute + backward, where ring's blocks in flight count.",
         "",
-        "| tokens | layout | measured peak (worst rank) | predicted peak | error |",
-        "|---|---|---|---|---|",
+        "| tokens | layout | measured peak (worst rank) | predicted peak | error "
+        "| phase: predicted / measured |",
+        "|---|---|---|---|---|---|",
     ]
     errors = []
     for item in raw:
@@ -380,7 +383,8 @@ def per_rank_section(path: Path) -> list[str]:
         lines.append(
             f"| {case.tokens:,} | {case.label} "
             f"| {measurement.skipped or tm.fmt_mb(measurement.peak_mb)} | {tm.fmt_mb(predicted)} "
-            f"| {'—' if error is None else f'{error * 100:+.1f}%'} |"
+            f"| {'—' if error is None else f'{error * 100:+.1f}%'} "
+            f"| {sp.predicted_peak_phase(case, config)} / {measurement.peak_phase or '—'} |"
         )
     if errors:
         worst, case = max(errors, key=lambda item: abs(item[0]))
@@ -404,7 +408,7 @@ def markdown_report(
     argv: Sequence[str],
     provenance: str,
     quick: bool,
-    per_rank: Path | None = None,
+    per_rank: Sequence[Path] = (),
 ) -> str:
     m = config.model
     sections = [
@@ -427,8 +431,8 @@ def markdown_report(
         *accuracy_verdict(rows),
         "",
     ]
-    if per_rank is not None:
-        sections += per_rank_section(per_rank)
+    for path in per_rank:
+        sections += per_rank_section(path)
     if not quick:
         sections += [
             "## On paper: the cheapest layout LongTune's engine would run",
@@ -480,7 +484,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--sequence-parallel-measured",
         type=Path,
-        help="benchmarks/sequence_parallel.py's JSON: add its per-rank predicted-vs-measured",
+        nargs="+",
+        default=[],
+        help="benchmarks/sequence_parallel.py's JSON files: add their per-rank "
+        "predicted-vs-measured tables",
     )
     parser.add_argument("--output-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)

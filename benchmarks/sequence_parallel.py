@@ -59,6 +59,7 @@ from benchmarks.train_memory import (  # noqa: E402  (after the sys.path line ab
 from benchmarks.train_memory import BenchmarkConfig as TrainMemoryConfig  # noqa: E402
 
 RESULT_PREFIX = "SEQUENCE_PARALLEL_RESULT "
+LOSS_PHASES = ("forward: loss", "backward: loss")  # PhasePeaks' names for the chunked loss
 LOSS_TOLERANCE = 1e-5
 
 
@@ -131,6 +132,100 @@ def quick_config() -> BenchmarkConfig:
 
 
 # --------------------------------------------------------------------------- child: one rank
+def _status_kb(field_name: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field_name}")
+
+
+class PhasePeaks:
+    """Peak RSS of each phase of one step, exactly (no sampling).
+
+    WHY: ru_maxrss says how much a rank needed, not what for; attributing the part that does
+    not shrink with N (issue 16: x4 held 0.52 of the single process, not 0.25) needs the
+    peak of every phase. At each phase change this reads the kernel's high-water mark
+    (VmHWM, the peak since the last reset) into the phase that ends and resets it to the
+    current RSS (``echo 5 > /proc/self/clear_refs``), so each phase's peak is the true peak
+    of its own allocations on top of what was live when it began. Side effect: the process's
+    ru_maxrss is reset too, so the step's peak is the max over the phases (`peak_mb`).
+    """
+
+    def __init__(self) -> None:
+        self.phase: str | None = None
+        self.peak_kb: dict[str, int] = {}
+        self.entry_kb: dict[str, int] = {}  # RSS when the phase first began
+        self.available = os.access("/proc/self/clear_refs", os.W_OK)
+
+    def enter(self, name: str) -> None:
+        if not self.available or name == self.phase:
+            return
+        self._close()
+        self.entry_kb.setdefault(name, _status_kb("VmRSS"))
+        self.phase = name
+
+    def _close(self) -> None:
+        if self.phase is not None:
+            high = _status_kb("VmHWM")
+            self.peak_kb[self.phase] = max(self.peak_kb.get(self.phase, 0), high)
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+
+    def finish(self) -> dict[str, dict[str, float]]:
+        """{phase: {"peak_mb", "entry_mb"}} in the order the phases first began."""
+        if not self.available:
+            return {}
+        self._close()
+        self.phase = None
+        return {
+            name: {"peak_mb": self.peak_kb[name] / 1024, "entry_mb": self.entry_kb[name] / 1024}
+            for name in self.entry_kb
+        }
+
+
+def instrument(objective, optimizer, phases: PhasePeaks) -> None:
+    """Hooks that move `phases` along one training step: the decoder's forward, the loss
+    (between the decoder's output and the objective's), the loss's backward (from the
+    objective's output gradient until the decoder output's gradient arrives), each decoder
+    layer's recompute + backward (its forward pre-hook while in backward), the optimizer."""
+    decoder = objective.causal_lm.get_decoder()
+    state = {"backward": False}
+
+    def start_forward(*_):
+        state["backward"] = False
+        phases.enter("forward: decoder")
+
+    def decoder_done(_module, _args, output):
+        phases.enter("forward: loss")
+        hidden = output.last_hidden_state
+        if hidden.requires_grad:
+            hidden.register_hook(lambda grad: phases.enter("backward: layers") or None)
+
+    def objective_done(_module, _args, output):
+        if output.requires_grad:
+
+            def backward_starts(grad):
+                state["backward"] = True
+                phases.enter("backward: loss")
+
+            output.register_hook(backward_starts)
+
+    def layer_starts(index: int):
+        def hook(*_):
+            if state["backward"]:
+                phases.enter(f"backward: layer {index}")
+
+        return hook
+
+    objective.register_forward_pre_hook(start_forward)
+    decoder.register_forward_hook(decoder_done)
+    objective.register_forward_hook(objective_done)
+    for index, layer in enumerate(decoder.layers):
+        layer.register_forward_pre_hook(layer_starts(index))
+    optimizer.register_step_pre_hook(lambda *_: phases.enter("optimizer + reductions"))
+
+
 def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
     """One training step of one packed row (one document filling it, or documents of
     ``config.document_tokens``) on this rank."""
@@ -178,19 +273,28 @@ def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
         "position_ids": positions[None],
         "labels": input_ids,
     }
+    phases = PhasePeaks()
+    instrument(objective, optimizer, phases)
     baseline = settled_rss_mb()
+    loading_peak = peak_rss_mb()  # before the phases reset the high-water mark
+    phases.enter("step setup")  # from here every byte the step takes lands in some phase
     started = time.perf_counter()
     outcome = trainer.train_step(
         wrapped, [batch], optimizer, train_config, ctx, torch.float32, layout
     )
     seconds = time.perf_counter() - started
+    phases.enter("after the step")
+    by_phase = phases.finish()
     result = {
         "rank": ctx.rank,
         "world": ctx.world_size,
         "mode": layout.mode if layout.enabled else "none",
         "tokens": case.tokens,
         "baseline_mb": baseline,
-        "peak_mb": peak_rss_mb(),
+        # ru_maxrss over the whole process as before: the clear_refs resets make it the max
+        # of the peak before the step (loading) and every phase's high-water mark
+        "peak_mb": max([loading_peak, peak_rss_mb(), *(p["peak_mb"] for p in by_phase.values())]),
+        "phases": by_phase,
         "seconds": seconds,
         "loss": outcome.loss,
         "attn_implementation": causal_lm.config._attn_implementation,
@@ -228,6 +332,51 @@ class Measurement:
     @property
     def loss(self) -> float | None:
         return self.ranks[0]["loss"] if self.ranks else None
+
+    @property
+    def has_phases(self) -> bool:
+        return bool(self.ranks) and all(r.get("phases") for r in self.ranks)
+
+    @property
+    def loss_transient_mb(self) -> float | None:
+        """The worst rank's loss-chunk transient: the most the chunked loss's forward or
+        backward rose above what was live when it began (one [chunk × vocab] fp32 logits
+        block, the log-sum-exp temporary, the GEMM's workspace; in backward also the
+        [tokens × hidden] gradient of the hidden states). Measured per phase, not assumed."""
+        if not self.has_phases:
+            return None
+        return max(
+            phase["peak_mb"] - phase["entry_mb"]
+            for r in self.ranks
+            for name, phase in r["phases"].items()
+            if name in LOSS_PHASES
+        )
+
+    @property
+    def activation_delta_mb(self) -> float | None:
+        """The worst rank's delta with the loss-chunk transient left out: the highest of
+        every other phase's peak and of the RSS each loss phase began with, minus the
+        baseline. What the step holds for its tokens (checkpoints, one layer's recompute,
+        attention's buffers), which is what sequence parallelism divides."""
+        if not self.has_phases:
+            return None
+        return max(
+            max(
+                phase["entry_mb"] if name in LOSS_PHASES else phase["peak_mb"]
+                for name, phase in r["phases"].items()
+            )
+            - r["baseline_mb"]
+            for r in self.ranks
+        )
+
+    @property
+    def peak_phase(self) -> str | None:
+        """Where the worst rank peaked ("backward: layer 3" → "layer")."""
+        if not self.has_phases:
+            return None
+        worst = max(self.ranks, key=lambda r: r["peak_mb"])
+        name = max(worst["phases"], key=lambda n: worst["phases"][n]["peak_mb"])
+        return "loss" if name in LOSS_PHASES else ("layer" if "layer" in name else name)
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -342,6 +491,15 @@ def activation_ratio(results: Sequence[Measurement], m: Measurement) -> float | 
     return m.delta_mb / base.delta_mb
 
 
+def activation_only_ratio(results: Sequence[Measurement], m: Measurement) -> float | None:
+    """`activation_delta_mb` of the worst rank / the single process's, same length: the
+    per-rank delta ratio with the (measured) loss-chunk transient left out on both sides."""
+    base = single(results, m.case.tokens)
+    if base is None or m.activation_delta_mb is None or not base.activation_delta_mb:
+        return None
+    return m.activation_delta_mb / base.activation_delta_mb
+
+
 def loss_gap(results: Sequence[Measurement], m: Measurement) -> float | None:
     base = single(results, m.case.tokens)
     if base is None or m.loss is None or base.loss is None:
@@ -377,6 +535,15 @@ def per_token_ratio(results: Sequence[Measurement], m: Measurement) -> float | N
 def predicted_peak_mb(case: Case, config: BenchmarkConfig) -> float:
     """The memory planner's per-rank peak for this case's step (its layout on the ``cpu``
     accelerator): what job creation would plan with."""
+    return _planner_estimate(case, config).peak_bytes / MB
+
+
+def predicted_peak_phase(case: Case, config: BenchmarkConfig) -> str:
+    """Where the planner puts this case's peak: "loss" or "layer"."""
+    return _planner_estimate(case, config).peak_phase
+
+
+def _planner_estimate(case: Case, config: BenchmarkConfig):
     from benchmarks.memory_planner import planner_shape
     from gpu_runtime import memory_planner as mp
 
@@ -393,10 +560,7 @@ def predicted_peak_mb(case: Case, config: BenchmarkConfig) -> float:
         mlp_chunk_size=config.mlp_chunk_size,
         loss_chunk_size=config.loss_chunk_size,
     )
-    estimate = mp.estimate(
-        planner_shape(config.model), setup, layout, mp.cpu_accelerator(64 * mp.GIB)
-    )
-    return estimate.peak_bytes / MB
+    return mp.estimate(planner_shape(config.model), setup, layout, mp.cpu_accelerator(64 * mp.GIB))
 
 
 def planner_error(m: Measurement, config: BenchmarkConfig) -> float | None:
@@ -427,6 +591,40 @@ def results_table(results: Sequence[Measurement], config: BenchmarkConfig) -> st
             f"| {'—' if error is None else f'{error:+.1%}'} |"
         )
     return "\n".join(rows)
+
+
+def attribution_table(results: Sequence[Measurement], config: BenchmarkConfig) -> list[str]:
+    """Where each case's per-rank delta goes (rows with per-phase peaks only)."""
+    measured = [m for m in results if m.has_phases]
+    if not measured:
+        return []
+    rows = [
+        "### Where the per-rank delta goes",
+        "",
+        "Per-phase peaks of every rank (`PhasePeaks`: the kernel's RSS high-water mark read and "
+        "reset at each phase change; worst rank shown). Loss-chunk transient = the most the "
+        "chunked loss (forward or backward) rose above what was live when it began: one "
+        f"[{config.loss_chunk_size} × {config.model.vocab}] fp32 logits block and the "
+        "log-sum-exp temporary (and the GEMM's workspace, and in backward the hidden states' "
+        "gradient), a cost each rank pays whatever N is. Delta without it = the highest of "
+        "every other phase's peak and of the RSS each loss phase began with, minus the "
+        "baseline: what the step holds for its tokens. Peak phase: where the worst rank peaked "
+        "(loss chunk, or one layer's recompute + backward), and where the planner puts it.",
+        "",
+        "| tokens | layout | per-rank delta | loss-chunk transient | delta without it "
+        "| ratio to single (raw) | ratio to single (without the transient) | 1/N "
+        "| peak phase: measured / planner |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for m in measured:
+        raw, act = activation_ratio(results, m), activation_only_ratio(results, m)
+        rows.append(
+            f"| {m.case.tokens:,} | {m.case.label} | {fmt_mb(m.delta_mb)} "
+            f"| {fmt_mb(m.loss_transient_mb)} | {fmt_mb(m.activation_delta_mb)} "
+            f"| {'—' if raw is None else f'{raw:.2f}'} | {'—' if act is None else f'{act:.2f}'} "
+            f"| {1 / m.case.world:.2f} | {m.peak_phase} / {predicted_peak_phase(m.case, config)} |"
+        )
+    return [*rows, ""]
 
 
 def planner_verdict(results: Sequence[Measurement], config: BenchmarkConfig) -> list[str]:
@@ -468,11 +666,39 @@ def verdict_lines(results: Sequence[Measurement]) -> list[str]:
         # "≈ 1/N": within 1.5× of it (the loss chunk's [1024 × vocab] logits and the LoRA
         # state do not shrink with N; see the README).
         met = "MET" if ratio <= 1.5 * target else "NOT MET"
-        lines.append(
+        line = (
             f"- {m.case.label} at {m.case.tokens:,}: per-rank delta {ratio:.2f} of the single "
             f"process (1/N = {target:.2f}; target ≤ {1.5 * target:.2f}) → {met}"
         )
+        act = activation_only_ratio(results, m)
+        if act is not None:
+            act_met = "MET" if act <= 1.5 * target else "NOT MET"
+            line += (
+                f"; without the loss-chunk transient ({fmt_mb(m.loss_transient_mb)} on this "
+                f"rank, {fmt_mb(single(results, m.case.tokens).loss_transient_mb)} in the "
+                f"single process, measured) {act:.2f} → {act_met}"
+            )
+        lines.append(line)
     return lines
+
+
+def render_argv(argv: Sequence[str]) -> list[str]:
+    """The measuring command's arguments: without the re-rendering options (--report-only and
+    --machine-load describe how the report was written, not how the steps ran)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--report-only":
+            continue
+        if arg == "--machine-load":
+            skip = True
+            continue
+        if arg.startswith("--machine-load="):
+            continue
+        kept.append(arg)
+    return kept
 
 
 def reproduce_command(argv: Sequence[str]) -> str:
@@ -480,7 +706,11 @@ def reproduce_command(argv: Sequence[str]) -> str:
 
 
 def markdown_report(
-    results: Sequence[Measurement], config: BenchmarkConfig, argv: Sequence[str], total_s: float
+    results: Sequence[Measurement],
+    config: BenchmarkConfig,
+    argv: Sequence[str],
+    total_s: float,
+    machine_load: str | None = None,
 ) -> str:
     import torch
 
@@ -510,12 +740,14 @@ def markdown_report(
             "",
             results_table(results, config),
             "",
+            *attribution_table(results, config),
             *verdict_lines(results),
             *planner_verdict(results, config),
             "",
             f"Total time: {total_s / 60:.1f} min (torch {torch.__version__}).",
+            *(["", f"Machine load: {machine_load}"] if machine_load else []),
             "",
-            f"Reproduce: `{reproduce_command(argv)}`",
+            f"Reproduce: `{reproduce_command(render_argv(argv))}`",
             "",
         ]
     )
@@ -538,7 +770,32 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--output-name", default="sequence_parallel", help="report file stem (.md and .json)"
     )
     parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="re-render <output-name>.md from the saved .json of an earlier run with the same "
+        "arguments (no step re-run; the total time is read from the old report)",
+    )
+    parser.add_argument(
+        "--machine-load", help="say in the report what load the steps ran under (uptime)"
+    )
     return parser.parse_args(argv)
+
+
+def load_results(path: Path) -> list[Measurement]:
+    """The measurements a run saved (its .json)."""
+    return [
+        Measurement(Case(**item["case"]), item["ranks"], item.get("skipped"))
+        for item in json.loads(path.read_text())
+    ]
+
+
+def _previous_total_s(report_path: Path) -> float:
+    if report_path.is_file():
+        for line in report_path.read_text().splitlines():
+            if line.startswith("Total time: "):
+                return float(line.split()[2]) * 60
+    return 0.0
 
 
 def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
@@ -556,13 +813,24 @@ def run_benchmark(argv: Sequence[str]) -> tuple[list[Measurement], Path]:
         config = dataclasses.replace(config, four_up_to=args.four_up_to)
     if args.document_tokens:
         config = dataclasses.replace(config, document_tokens=args.document_tokens)
+    report_path = args.output_dir / f"{args.output_name}.md"
+    if args.report_only:
+        results = load_results(args.output_dir / f"{args.output_name}.json")
+        total_s = _previous_total_s(report_path)
+        report = markdown_report(results, config, argv, total_s, args.machine_load)
+        if len(results) < len(config.cases()):
+            report += f"\nPartial: {len(results)} of {len(config.cases())} cases.\n"
+        report_path.write_text(report)
+        print(report)
+        return results, report_path
     started = time.perf_counter()
     model_dir = ensure_base_model(config.train_memory_config(), args.cache_dir)
     args.output_dir.mkdir(parents=True, exist_ok=True)
-    report_path = args.output_dir / f"{args.output_name}.md"
 
     def write(results: Sequence[Measurement]) -> str:
-        report = markdown_report(results, config, argv, time.perf_counter() - started)
+        report = markdown_report(
+            results, config, argv, time.perf_counter() - started, args.machine_load
+        )
         if len(results) < len(config.cases()):
             report += f"\nPartial: {len(results)} of {len(config.cases())} cases so far.\n"
         report_path.write_text(report)

@@ -25,7 +25,9 @@ generic rule of thumb:
 - attention: flash-attn / per-document SDPA never build [L x L]; their backward keeps an fp32
   dq accumulator. Ulysses' head-sharded q/k/v/out replace the sequence-sharded ones byte for
   byte (only KV heads replicated over more ranks than there are heads add memory:
-  ``_ulysses_replicated_kv_units``); ring adds the double-buffered K/V blocks in flight.
+  ``_ulysses_replicated_kv_units``); ring saves K/V repeated to the query heads and its
+  backward holds two K/V blocks and two fp32 block gradients in flight
+  (``_ring_backward_extra_bytes``).
 - buffers: DDP gradient buckets, FSDP's gathered layer (plus prefetch) and its reduce-scatter
   buffer, and a runtime reserve per accelerator (CUDA context + NCCL, or on CPU the Python +
   torch process itself).
@@ -43,9 +45,10 @@ is priced and the cheapest one that fits wins. "Cheapest" = fewest accelerators 
 holding fewer devices leaves the rest of the pool to other jobs, and communication is never
 free), then the least extra compute: no recompute before checkpointing (+1 forward), before
 the tiled MLP, before offload (host transfers), before sequence parallelism (collectives in
-every layer). Sequence-parallel mode rule: Ulysses when the KV heads divide evenly over the
-ranks (two all-to-alls per layer, bandwidth-optimal), else ring attention (works for any
-head count; K/V blocks passed around the ring).
+every layer). Sequence-parallel mode rule: the engine's own, ``contract.
+resolve_sequence_parallel_mode`` (``default_sequence_parallel_mode`` only delegates): Ulysses
+when the query heads split over the ranks and the KV heads either split too or divide the
+ranks (each then replicated), else ring attention (any head count; K/V blocks around the ring).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from typing import Any
 from gpu_runtime.contract import (
     ALL_LINEAR,
     METHODS,
+    resolve_sequence_parallel_mode,
     sequence_parallel_splits,
     strict_from_dict,
 )
@@ -328,8 +332,16 @@ class Layout:
 
 
 def default_sequence_parallel_mode(model: ModelShape, degree: int) -> str:
-    """Ulysses when the KV heads split evenly over the ranks, else ring attention."""
-    return "ulysses" if model.kv_heads % degree == 0 else "ring"
+    """The scheme ``sequence_parallel_mode="auto"`` runs for this model on ``degree`` ranks.
+
+    Why a delegate and not a rule of its own: a plan's layout is handed to the trainer
+    verbatim (``finetuning/planning.py`` puts its mode in the TrainConfig), so the planner must
+    price exactly what the engine's "auto" would run. Until 2026-12-02 the planner said
+    "ulysses only when ``kv_heads % N == 0``" while the contract also takes Ulysses when each
+    KV head is replicated over ``N / kv_heads`` ranks (Llama-3-8B on 16 ranks: the planner
+    planned ring, "auto" ran Ulysses). Now there is one rule,
+    ``contract.resolve_sequence_parallel_mode`` (its docstring gives the argument)."""
+    return resolve_sequence_parallel_mode(AUTO, degree, model.heads, model.kv_heads)
 
 
 @dataclass(frozen=True)
@@ -511,6 +523,49 @@ def _ulysses_replicated_kv_units(model: ModelShape, degree: int) -> float:
     return 2 * (replicated - model.kv_heads) * model.head_dim / model.hidden
 
 
+def _ring_replicated_kv_units(model: ModelShape) -> float:
+    """Units (of hidden) ring attention saves per layer BEYOND the single-process inventory:
+    ``sequence_parallel.ring_attention`` repeats the KV heads to the query heads BEFORE the
+    ring (one K/V block per query head travels), and ``_RingAttention`` saves those repeated
+    k and v, [t x hidden] each, where one process's kernel saves [t x kv_hidden] each.
+    0 without grouped-query attention."""
+    return 2 * (1 - model.kv_hidden / model.hidden)
+
+
+def _ring_backward_extra_bytes(model: ModelShape, t: int, act: float) -> float:
+    """What ``_RingAttention.backward`` holds BEYOND the single-process attention backward
+    (whose dq accumulator and log-sum-exp are ``attention_workspace`` for every layout), at
+    its worst moment: the block gradient's exchange while a K/V block is still arriving.
+
+    - the local K/V block ``torch.stack([k, v])`` and the one arriving from the previous rank
+      (``_exchange`` allocates it before the step's kernels run): 2 x [2, t x hidden] in the
+      compute dtype (KV heads already repeated to the query heads by ``ring_attention``),
+    - the fp32 block gradient accumulator [2, t x hidden] that travels with the block, and the
+      one arriving while it is sent (both alive until the send completes); the one-process
+      kernel produces dk/dv [t x kv_hidden] in the compute dtype instead, so the difference is
+      what ring adds.
+
+    In fp32 the per-pair kernel outputs (dq/dk/dv of at most half a slice under zig-zag) are
+    freed before the gradient exchange and stay under the arriving gradient, so they do not
+    add. Measured by ``benchmarks/attention_memory.py`` (8 heads x 64, one attention op's fwd +
+    bwd, per rank, peak above the RSS the backward began with, in units of [t x hidden] fp32,
+    ring minus one process on the same t tokens): fp32 5.97 (N = 2 and 4; 4K documents or one
+    16K document), this formula 6.0; fp32 with 2 KV heads 8.46, formula 7.5; bf16 with 2 KV
+    heads 7.95, formula 7.25. CPU kernels only: flash-attn's on a GPU were not measured. (Until 2026-12-02 the planner counted two
+    [t x kv_hidden] blocks and an fp32 out accumulator that is freed before backward: 5 units,
+    missing the travelling gradients and the repetition to the query heads.)"""
+    blocks = 2 * (2 * t * model.hidden * act)
+    block_grads = 2 * (2 * t * model.hidden * 4.0)
+    one_process_dk_dv = 2 * t * model.kv_hidden * act
+    # 16-bit only: each block's dq/dk/dv come out of the kernel in the compute dtype and are
+    # upcast (``_acc``) before they are added, so a block's fp32 copies (zig-zag blocks are
+    # at most half a slice) exist beside the buffers above; in fp32 the kernel's outputs are
+    # the fp32 tensors themselves. Measured (bf16, 2 of 8 KV heads): 7.95 units over one
+    # process; without this term the formula says 5.75, with it 7.25.
+    upcasts = 3 * math.ceil(t / 2) * model.hidden * 4.0 if act < 4 else 0.0
+    return blocks + block_grads - one_process_dk_dv + upcasts
+
+
 # A tiled MLP slice in backward: its recomputed gate/up/act/product plus their gradients
 # (each [chunk x intermediate]) while the slice's backward runs.
 MLP_TILE_UNITS_OF_INTERMEDIATE = 6
@@ -589,9 +644,8 @@ def estimate(
     if sp > 1 and layout.sequence_parallel_mode == "ulysses":
         layer_working += _ulysses_replicated_kv_units(model, sp) * unit
     elif sp > 1:
-        # ring: the K/V block being used and the one arriving, + fp32 out/lse accumulators
-        kv_block = 2 * t * model.kv_hidden * act
-        attention_workspace += 2 * kv_block + t * model.hidden * 4.0
+        layer_working += _ring_replicated_kv_units(model) * unit
+        attention_workspace += _ring_backward_extra_bytes(model, t, act)
 
     # ---- the loss phase: final hidden states + their gradient + loss chunk blocks
     chunk = layout.loss_chunk_size or t

@@ -440,13 +440,16 @@ def _cpu_forward(q, k, v, causal: bool, scale: float):
 
 
 def _cpu_backward(dout, q, k, v, out, lse, causal: bool, scale: float):
+    """The CPU flash kernel's block backward. Its log-sum-exp stays in the accumulation dtype
+    (what its forward returns: fp32 for bf16/fp16 inputs); cast to a 16-bit q dtype the
+    kernel refuses it ("expected scalar type Float but found BFloat16")."""
     dq, dk, dv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
         dout.to(q.dtype),
         q,
         k,
         v,
         out.to(q.dtype),
-        lse.to(q.dtype),
+        lse.to(torch.promote_types(q.dtype, torch.float32)),
         0.0,
         causal,
         scale=scale,

@@ -39,6 +39,57 @@ def test_per_token_ratio_removes_the_fixed_part():
     assert "NOT MET" in lines[0]  # the 2e-5 loss gap is over the 1e-5 tolerance
 
 
+def _phased(world: int, tokens: int, baseline: float, phases: dict[str, tuple[float, float]]):
+    """A measurement whose one rank carries per-phase (entry, peak) RSS."""
+    by_phase = {name: {"entry_mb": e, "peak_mb": p} for name, (e, p) in phases.items()}
+    peak = max(p for _, p in phases.values())
+    rank = {"rank": 0, "peak_mb": peak, "baseline_mb": baseline, "seconds": 1.0, "loss": 1.0}
+    mode = "none" if world == 1 else "ulysses"
+    return bench.Measurement(bench.Case(world, mode, tokens), [{**rank, "phases": by_phase}])
+
+
+def test_the_loss_transient_is_taken_out_of_the_delta_from_the_phase_peaks():
+    """The loss phases' rise above their entry is the transient; the delta without it is the
+    highest other peak or loss-phase entry. Here the rank peaks in the loss (300 + 100 over a
+    baseline of 100) while its layers need only 80: raw ratio 400/800, without 80/500."""
+    single = _phased(
+        1,
+        8192,
+        100,
+        {
+            "forward: decoder": (100, 400),
+            "forward: loss": (300, 700),  # transient 400
+            "backward: loss": (310, 900),  # transient 590 (the worst)
+            "backward: layers": (320, 600),
+        },
+    )
+    four = _phased(
+        4,
+        8192,
+        100,
+        {
+            "forward: decoder": (100, 150),
+            "forward: loss": (120, 480),
+            "backward: loss": (125, 500),
+            "backward: layers": (126, 180),
+        },
+    )
+    results = [single, four]
+    assert single.loss_transient_mb == 590 and single.activation_delta_mb == 500
+    assert four.loss_transient_mb == 375 and four.activation_delta_mb == 80
+    assert four.peak_phase == "loss" and single.peak_phase == "loss"
+    assert bench.activation_ratio(results, four) == pytest.approx(400 / 800)
+    assert bench.activation_only_ratio(results, four) == pytest.approx(80 / 500)
+    line = next(x for x in bench.verdict_lines(results) if x.startswith("- ulysses × 4 at"))
+    assert "0.50 of the single process" in line and "NOT MET" in line
+    assert line.endswith("0.16 → MET")
+
+
+def test_the_reproduce_line_drops_the_rendering_options():
+    argv = ["--lengths", "8192", "--report-only", "--machine-load", "load 3", "--worlds", "4"]
+    assert bench.render_argv(argv) == ["--lengths", "8192", "--worlds", "4"]
+
+
 @pytest.mark.memory
 @pytest.mark.slow
 def test_quick_run_measures_one_and_two_ranks_in_fresh_processes(tmp_path: Path) -> None:
@@ -59,3 +110,18 @@ def test_quick_run_measures_one_and_two_ranks_in_fresh_processes(tmp_path: Path)
     assert "| tokens | layout | ranks |" in text
     assert f"Reproduce: `python benchmarks/sequence_parallel.py {' '.join(argv)}`" in text
     assert (out / "sequence_parallel.json").is_file()
+
+
+@pytest.mark.memory
+@pytest.mark.slow
+def test_attention_memory_ring_backward_extra_is_what_the_planner_counts() -> None:
+    """benchmarks/attention_memory.py at --quick sizes (real gloo ranks, fresh processes):
+    ring's backward holds more than Ulysses' and the one process's, and the planner's ring
+    term is within ±15% of the measured extra."""
+    from benchmarks import attention_memory as am
+
+    rows = am.run_cases(1024, 512, [2])
+    single, ulysses, ring = rows
+    extra = ring["backward_peak_units"] - single["backward_peak_units"]
+    assert ring["backward_peak_units"] > ulysses["backward_peak_units"] + 3
+    assert am.planner_ring_extra_units(1024) == pytest.approx(extra, rel=0.15)

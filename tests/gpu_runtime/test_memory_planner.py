@@ -195,10 +195,62 @@ def test_ulysses_over_more_ranks_than_kv_heads_pays_for_the_replicas():
     assert extra == pytest.approx(2 * model.kv_hidden / model.hidden * unit, abs=1)
 
 
+def test_ring_holds_repeated_kv_and_two_blocks_and_gradients_in_flight():
+    """Ring vs Ulysses on the same per-rank tokens (Llama-3-8B bf16, 8 ranks, 8 KV heads:
+    Ulysses replicates nothing there). Ring saves k/v repeated to the 32 query heads
+    (+2·(1 − 8/32) units) and its backward holds the local and the arriving K/V block (bf16,
+    query heads) and the travelling fp32 block gradient and the one arriving, where one
+    process produces dk/dv [t x kv_hidden] in bf16, plus in 16 bits one block's fp32 upcast
+    dq/dk/dv (benchmarks/results/attention_memory*.md measure the sums)."""
+    model, sp, tokens = mp.LLAMA3_8B, 8, 262144
+    t, h, kv = tokens // sp, model.hidden, model.kv_hidden
+    ring = estimate(
+        model, context_length=tokens, sequence_parallel=sp, sequence_parallel_mode="ring"
+    )
+    ulysses = estimate(
+        model, context_length=tokens, sequence_parallel=sp, sequence_parallel_mode="ulysses"
+    )
+    assert ring.peak_phase == ulysses.peak_phase == "layer"
+    unit = t * h * 2  # bf16 [t x hidden]
+    saved = ring.breakdown["activations"] - ulysses.breakdown["activations"]
+    assert saved == pytest.approx(2 * (1 - kv / h) * unit, abs=2)
+    in_flight = ring.breakdown["attention_workspace"] - ulysses.breakdown["attention_workspace"]
+    upcasts = 3 * (t // 2) * h * 4  # bf16: each block's dq/dk/dv upcast to fp32 beside them
+    expected = 2 * 2 * t * h * 2 + 2 * 2 * t * h * 4 - 2 * t * kv * 2 + upcasts
+    assert in_flight == pytest.approx(expected, abs=2)
+
+
 def test_sequence_parallel_mode_rule():
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 8) == "ulysses"  # 8 kv heads
-    assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 16) == "ring"
+    # 8 KV heads over 16 ranks: each KV head replicated to 2 ranks, still Ulysses (the
+    # planner used to say ring here while the engine's "auto" ran Ulysses)
+    assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 16) == "ulysses"
+    assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 64) == "ring"  # 32 heads over 64
     assert mp.default_sequence_parallel_mode(mp.LLAMA3_8B, 1) == "ulysses"
+
+
+@pytest.mark.parametrize(
+    ("heads", "kv_heads"),
+    [(h, kv) for h in (4, 8, 12, 24, 32, 64) for kv in (1, 2, 4, 8) if h % kv == 0],
+)
+@pytest.mark.parametrize("degree", [1, 2, 4, 8, 16, 32])
+def test_planner_and_engine_share_one_mode_rule(heads, kv_heads, degree):
+    """The plan's layout goes to the trainer verbatim: the mode the planner prices (in the
+    candidates it offers, too) must be the one the engine's "auto" runs."""
+    from gpu_runtime.contract import resolve_sequence_parallel_mode
+
+    model = mp.ModelShape(
+        layers=2, hidden=64 * heads, intermediate=128, heads=heads, kv_heads=kv_heads, vocab=100
+    )
+    engine = resolve_sequence_parallel_mode("auto", degree, heads, kv_heads)
+    assert mp.default_sequence_parallel_mode(model, degree) == engine
+    setup = mp.TrainingSetup(context_length=64 * degree)
+    offered = {
+        layout.sequence_parallel_mode
+        for layout in mp.candidate_layouts(model, setup, mp.ACCELERATORS["h100_80gb"], degree)
+        if layout.sequence_parallel == degree
+    }
+    assert offered == ({engine} if degree > 1 else {"ulysses"})
 
 
 def test_peak_grows_linearly_with_context_no_quadratic_term():
