@@ -90,14 +90,20 @@ def peft_alone(reference: PeftModel, adapter: str | None, **inputs) -> torch.Ten
     return reference(**inputs).logits
 
 
-@pytest.fixture(scope="module")
-def instance(base_dir, gathered_dirs, dora_dir) -> ModelInstance:
-    """A base with a DoRA adapter in peft (wrapping the layers first) and the 16 gathered."""
+def fresh_instance(base_dir) -> ModelInstance:
+    """The base on CPU in a ModelInstance of its own (tests that change its residency)."""
     from gpu_runtime.serving.adapters import InstanceSpec
 
     model = load_model(str(base_dir))
-    spec = InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu"))
-    loaded = ModelInstance(spec, model)
+    return ModelInstance(
+        InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu")), model
+    )
+
+
+@pytest.fixture(scope="module")
+def instance(base_dir, gathered_dirs, dora_dir) -> ModelInstance:
+    """A base with a DoRA adapter in peft (wrapping the layers first) and the 16 gathered."""
+    loaded = fresh_instance(base_dir)
     loaded.load_adapter("dora", dora_dir)
     for name, path in gathered_dirs.items():
         loaded.load_adapter(name, path)
@@ -378,11 +384,7 @@ def test_decode_plan_is_cached_until_residency_changes(base_dir, gathered_dirs, 
     """The same batch asks for the same plan (its gathered weights reused, within the cache's
     byte bound); evicting or installing an adapter drops every cached plan; with no room in
     the bound a plan gathers in every forward and answers the same."""
-    from gpu_runtime.serving.adapters import InstanceSpec
-
-    model = load_model(str(base_dir))
-    spec = InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu"))
-    loaded = ModelInstance(spec, model)
+    loaded = fresh_instance(base_dir)
     try:
         for name in ("g0", "g1", "g3"):
             loaded.load_adapter(name, gathered_dirs[name])
@@ -497,11 +499,7 @@ def test_prefill_and_decode_of_the_same_adapters_gather_once(base_dir, gathered_
     groups: the decode plan adopts the prefill's gathered weights (the very tensors), the next
     prefill over the same adapters reuses the cached decode plan's, and both still give
     peft's logits; installing an adapter drops the sharing."""
-    from gpu_runtime.serving.adapters import InstanceSpec
-
-    model = load_model(str(base_dir))
-    spec = InstanceSpec(base_dir, model.config, None, "auto", torch.device("cpu"))
-    loaded = ModelInstance(spec, model)
+    loaded = fresh_instance(base_dir)
     try:
         for name in ("g0", "g1", "g3"):
             loaded.load_adapter(name, gathered_dirs[name])
