@@ -24,11 +24,11 @@ Run:  python benchmarks/attention_memory.py                 (t = 8,192 per rank;
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shlex
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -36,7 +36,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-RESULT_PREFIX = "ATTENTION_MEMORY_RESULT "
 HEADS, HEAD_DIM = 8, 64  # train_memory.py's model: hidden 512, 8 heads, no GQA
 
 
@@ -121,12 +120,16 @@ def run_case(
     else:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         command = [*launcher, "--nproc_per_node", str(world), *args]
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith(RESULT_PREFIX)]
-    if done.returncode or len(lines) != world:
-        raise RuntimeError(f"{mode} x {world} failed:\n{done.stderr[-3000:]}")
-    ranks = [json.loads(ln[len(RESULT_PREFIX) :]) for ln in lines]
+    from benchmarks import rank_results
+
+    with tempfile.TemporaryDirectory() as results_dir:
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
+        env[rank_results.ENV] = results_dir
+        done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+        try:
+            ranks = rank_results.read(Path(results_dir), world, done)
+        except RuntimeError as error:
+            raise RuntimeError(f"{mode} x {world} failed: {error}") from None
     return max(ranks, key=lambda r: r["backward_peak_units"])
 
 
@@ -201,8 +204,9 @@ def report(
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
-        result = child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), argv[5])
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        from benchmarks import rank_results
+
+        rank_results.write(child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), argv[5]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tokens", type=int, default=8192, help="tokens per rank")

@@ -46,6 +46,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/sequence_parallel.py`
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks import rank_results  # noqa: E402
 from benchmarks.train_memory import (  # noqa: E402  (after the sys.path line above)
     DEFAULT_CACHE_DIR,
     DEFAULT_RESULTS_DIR,
@@ -58,7 +59,6 @@ from benchmarks.train_memory import (  # noqa: E402  (after the sys.path line ab
 )
 from benchmarks.train_memory import BenchmarkConfig as TrainMemoryConfig  # noqa: E402
 
-RESULT_PREFIX = "SEQUENCE_PARALLEL_RESULT "
 LOSS_PHASES = ("forward: loss", "backward: loss")  # PhasePeaks' names for the chunked loss
 LOSS_TOLERANCE = 1e-5
 
@@ -410,7 +410,8 @@ def measure(case: Case, config: BenchmarkConfig, model_dir: Path) -> Measurement
     """Run one case in fresh processes; kill the whole tree if its RSS passes the cap."""
     env = child_environment(config.train_memory_config())
     env["OMP_NUM_THREADS"] = str(max(1, config.threads // case.world))
-    with tempfile.TemporaryFile(mode="w+") as stderr_file:
+    with tempfile.TemporaryFile(mode="w+") as stderr_file, tempfile.TemporaryDirectory() as out:
+        env[rank_results.ENV] = out
         process = subprocess.Popen(
             command_for(case, config, model_dir),
             cwd=REPO_ROOT,
@@ -436,15 +437,14 @@ def measure(case: Case, config: BenchmarkConfig, model_dir: Path) -> Measurement
                 process.wait()
         stderr_file.seek(0)
         stderr = stderr_file.read()
-    if killed_at is not None:
-        return Measurement(case, skipped=f"killed at {killed_at / 1024:.1f} GB RSS")
-    lines = [line for line in stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if process.returncode != 0 or len(lines) != case.world:
-        raise RuntimeError(f"{case} failed (exit {process.returncode}):\n{stderr[-3000:]}")
-    ranks = sorted(
-        (json.loads(line[len(RESULT_PREFIX) :]) for line in lines), key=lambda r: r["rank"]
-    )
-    return Measurement(case, ranks)
+        if killed_at is not None:
+            return Measurement(case, skipped=f"killed at {killed_at / 1024:.1f} GB RSS")
+        done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        try:
+            ranks = rank_results.read(Path(out), case.world, done)
+        except RuntimeError as error:
+            raise RuntimeError(f"{case} failed: {error}") from None
+    return Measurement(case, sorted(ranks, key=lambda r: r["rank"]))
 
 
 def run_all(
@@ -861,8 +861,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
         case = Case(**json.loads(argv[1]))
-        result = rank_step(case, config_from_json(argv[2]), Path(argv[3]))
-        print(RESULT_PREFIX + json.dumps(result), flush=True)
+        rank_results.write(rank_step(case, config_from_json(argv[2]), Path(argv[3])))
         return 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     run_benchmark(argv)

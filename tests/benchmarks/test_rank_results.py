@@ -1,0 +1,57 @@
+"""benchmarks/rank_results: a torchrun'd child's per-rank results travel as files, so ranks that
+finish together under PYTHONUNBUFFERED (stdout lines interleaved) cannot lose one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import rank_results
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_rank_is_read_back_by_rank(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(rank_results.ENV, str(tmp_path))
+    for rank in (1, 0):
+        monkeypatch.setenv("RANK", str(rank))
+        rank_results.write({"rank": rank, "peak": 10.0 + rank})
+    assert rank_results.read(tmp_path, 2) == [{"rank": 0, "peak": 10.0}, {"rank": 1, "peak": 11.0}]
+    assert not list(tmp_path.glob(".*.partial"))
+
+
+def test_a_silent_rank_names_itself_and_shows_both_streams(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(rank_results.ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "0")
+    rank_results.write({"rank": 0})
+    done = subprocess.CompletedProcess(["x"], 0, "rank 0 said this", "")
+    with pytest.raises(RuntimeError, match=r"rank-1\.json \(exit 0\)\nstdout:\nrank 0 said this"):
+        rank_results.read(tmp_path, 2, done)
+
+
+def test_a_failed_launch_is_an_error_even_when_every_file_is_there(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(rank_results.ENV, str(tmp_path))
+    monkeypatch.setenv("RANK", "0")
+    rank_results.write({"rank": 0})
+    done = subprocess.CompletedProcess(["x"], 1, "", "Traceback: boom")
+    with pytest.raises(RuntimeError, match=r"(?s)exit 1.*Traceback: boom"):
+        rank_results.read(tmp_path, 1, done)
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_that_finish_together_unbuffered_both_report() -> None:
+    """The CI failure itself: Ulysses x 2 under PYTHONUNBUFFERED=1, several times."""
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    code = (
+        "from benchmarks import attention_memory as am\n"
+        "for _ in range(3): assert am.run_case('ulysses', 2, 256, 128)['world'] == 2\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
