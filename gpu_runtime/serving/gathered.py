@@ -258,6 +258,9 @@ DEFAULT_MAX_PLAN_CACHE_BYTES = 256 << 20  # gathered weight copies the plan cach
 # and on a shared one a region waits for its second thread to be scheduled at all (p90 of one
 # such bmm on 2 loaded cores: 20 ms against a 4 us median; benchmarks/results/inference.md). The
 # base projections keep every thread. A packed prefill's delta is larger and keeps them too.
+# Scope: OpenMP's thread count is the calling thread's, but MKL's is the process's; that is
+# safe because every forward of an engine runs on its one step-loop thread (the adapter
+# loader thread only reads files; the copy into pages happens on the step-loop thread).
 SERIAL_DELTA_MACS = 1 << 20
 
 
