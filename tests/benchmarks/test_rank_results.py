@@ -24,22 +24,24 @@ def test_every_rank_is_read_back_by_rank(tmp_path, monkeypatch) -> None:
     assert not list(tmp_path.glob(".*.partial"))
 
 
-def test_a_silent_rank_names_itself_and_shows_both_streams(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("world", "returncode", "stdout", "stderr", "expected"),
+    [
+        # rank 1 never wrote: named, with the exit code and what rank 0 printed
+        (2, 0, "rank 0 said this", "", r"rank-1\.json \(exit 0\)\nstdout:\nrank 0 said this"),
+        # every file is there but the launch failed: still an error, with its stderr
+        (1, 1, "", "Traceback: boom", r"(?s)exit 1.*Traceback: boom"),
+    ],
+)
+def test_a_failed_case_says_which_rank_and_shows_both_streams(
+    tmp_path, monkeypatch, world, returncode, stdout, stderr, expected
+) -> None:
     monkeypatch.setenv(rank_results.ENV, str(tmp_path))
     monkeypatch.setenv("RANK", "0")
     rank_results.write({"rank": 0})
-    done = subprocess.CompletedProcess(["x"], 0, "rank 0 said this", "")
-    with pytest.raises(RuntimeError, match=r"rank-1\.json \(exit 0\)\nstdout:\nrank 0 said this"):
-        rank_results.read(tmp_path, 2, done)
-
-
-def test_a_failed_launch_is_an_error_even_when_every_file_is_there(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv(rank_results.ENV, str(tmp_path))
-    monkeypatch.setenv("RANK", "0")
-    rank_results.write({"rank": 0})
-    done = subprocess.CompletedProcess(["x"], 1, "", "Traceback: boom")
-    with pytest.raises(RuntimeError, match=r"(?s)exit 1.*Traceback: boom"):
-        rank_results.read(tmp_path, 1, done)
+    done = subprocess.CompletedProcess(["x"], returncode, stdout, stderr)
+    with pytest.raises(RuntimeError, match=expected):
+        rank_results.read(tmp_path, world, done)
 
 
 @pytest.mark.slow
