@@ -341,8 +341,9 @@ class Measurement:
     def loss_transient_mb(self) -> float | None:
         """The worst rank's loss-chunk transient: the most the chunked loss's forward or
         backward rose above what was live when it began (one [chunk × vocab] fp32 logits
-        block, the log-sum-exp temporary, the GEMM's workspace; in backward also the
-        [tokens × hidden] gradient of the hidden states). Measured per phase, not assumed."""
+        block, whose log-sum-exp / softmax gpu_runtime.loss takes in place, the GEMM's
+        workspace; in backward also the [tokens × hidden] gradient of the hidden states).
+        Measured per phase, not assumed."""
         if not self.has_phases:
             return None
         return max(
@@ -604,11 +605,12 @@ def attribution_table(results: Sequence[Measurement], config: BenchmarkConfig) -
         "Per-phase peaks of every rank (`PhasePeaks`: the kernel's RSS high-water mark read and "
         "reset at each phase change; worst rank shown). Loss-chunk transient = the most the "
         "chunked loss (forward or backward) rose above what was live when it began: one "
-        f"[{config.loss_chunk_size} × {config.model.vocab}] fp32 logits block and the "
-        "log-sum-exp temporary (and the GEMM's workspace, and in backward the hidden states' "
-        "gradient), a cost each rank pays whatever N is. Delta without it = the highest of "
-        "every other phase's peak and of the RSS each loss phase began with, minus the "
-        "baseline: what the step holds for its tokens. Peak phase: where the worst rank peaked "
+        f"[{config.loss_chunk_size} × {config.model.vocab}] fp32 logits block, its "
+        "log-sum-exp and softmax taken in place (and the GEMM's workspace, and in backward the "
+        "hidden states' gradient), a cost each rank pays whatever N is. Delta without it = "
+        "the highest of every other phase's peak and of the RSS each loss phase began with, "
+        "minus the baseline: what the step holds for its tokens. Peak phase: where the worst "
+        "rank peaked "
         "(loss chunk, or one layer's recompute + backward), and where the planner puts it.",
         "",
         "| tokens | layout | per-rank delta | loss-chunk transient | delta without it "

@@ -6,6 +6,16 @@ chunks; a custom autograd.Function keeps only the inputs and recomputes each chu
 backward, so one [chunk, vocab] block (plus its gradient) exists at any moment, in forward and
 in backward. It returns the same value and gradients as F.cross_entropy on the full logits.
 
+The log-sum-exp is computed in place on that block, never with `torch.logsumexp`: that call
+allocates its own [chunk, vocab] temporary (exp(logits - max)), so it doubled the loss's
+transient — at a 1024-token chunk and a 32K vocabulary 2 × 131 MB in fp32, a cost every
+sequence-parallel rank pays whatever its share of the tokens (benchmarks/results/
+sequence_parallel_4ranks_long.md). Instead the row max m [c, 1] is taken, the block itself is
+turned into exp(logits - m) and lse = log(row sum) + m; the backward does the same and divides
+by the row sum in place, which is the softmax. The target's logit is gathered before the block
+is overwritten. Each chunk's block is also deleted before the next is computed: rebinding the
+name would keep the previous block alive while its successor is allocated — two blocks again.
+
 Label convention: labels are aligned with the inputs (labels[t] is token t or -100) and are
 shifted here: position t is trained to predict labels[t + 1]; the last position of each row
 predicts nothing. For packed rows the caller must put -100 on the first token of every
@@ -34,6 +44,28 @@ def _chunk_logits(
     return F.linear(hidden, weight, bias).float()
 
 
+def _exp_shifted_in_place(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits [c, V] -> exp(logits - m) in the same storage; returns (m [c, 1], row sum [c, 1]).
+
+    No second [c, V] buffer: amax and sum reduce to [c, 1], sub_ and exp_ write in place.
+    """
+    m = logits.amax(dim=-1, keepdim=True)  # [c, 1]
+    logits.sub_(m).exp_()  # [c, V], each row's largest entry is exp(0) = 1
+    return m, logits.sum(dim=-1, keepdim=True)  # [c, 1], [c, 1] (>= 1, so log is finite)
+
+
+def _logsumexp_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """log(sum(exp(logits), -1)) [c, 1]; overwrites logits [c, V] with exp(logits - m)."""
+    m, row_sum = _exp_shifted_in_place(logits)
+    return row_sum.log_().add_(m)  # [c, 1]
+
+
+def _softmax_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """softmax(logits, -1) written into logits [c, V] itself; returns it."""
+    _, row_sum = _exp_shifted_in_place(logits)
+    return logits.div_(row_sum)  # [c, V] / [c, 1]
+
+
 class _ChunkedCrossEntropy(torch.autograd.Function):
     """Sum of token losses; saves (hidden, weight, bias, targets) only, recomputes logits."""
 
@@ -46,9 +78,12 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 continue
             logits = _chunk_logits(hidden[start : start + chunk_size], weight, bias)  # [c, V]
             counted = chunk_targets != IGNORE_INDEX  # [c]
-            # CE = logsumexp(logits) - logits[target], summed over counted rows
+            # CE = logsumexp(logits) - logits[target], summed over counted rows; the target's
+            # logit first, since the block is overwritten by exp(logits - m) below
             picked = logits.gather(1, chunk_targets.clamp(min=0)[:, None]).squeeze(1)  # [c]
-            total += ((torch.logsumexp(logits, dim=-1) - picked) * counted).sum()
+            lse = _logsumexp_in_place(logits).squeeze(1)  # [c]; logits now exp(logits - m)
+            total += ((lse - picked) * counted).sum()
+            del logits  # freed before the next chunk's logits exist, not when rebound
         ctx.save_for_backward(hidden, weight, bias, targets)
         ctx.chunk_size = chunk_size
         return total
@@ -70,7 +105,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             chunk_hidden = hidden[start : start + ctx.chunk_size]  # [c, H]
             # d(sum CE)/d logits = softmax - one_hot(target), zero on ignored rows
             grad_logits = _chunk_logits(chunk_hidden, weight, bias)  # [c, V], softmaxed in place
-            grad_logits.sub_(torch.logsumexp(grad_logits, dim=-1, keepdim=True)).exp_()
+            _softmax_in_place(grad_logits)  # [c, V]
             rows = counted.nonzero().view(-1)
             grad_logits[rows, chunk_targets[rows]] -= 1.0
             grad_logits[~counted] = 0.0
@@ -79,10 +114,12 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
                 grad_hidden[start : start + ctx.chunk_size] = (
                     grad_logits.to(weight.dtype) @ weight
                 ).to(hidden.dtype)  # [c, H]
-            if grad_weight is not None:
-                grad_weight += grad_logits.T @ chunk_hidden.float()  # [V, H]
+            if grad_weight is not None:  # += [V, c] @ [c, H], accumulated in place
+                grad_weight.addmm_(grad_logits.T, chunk_hidden.float())  # [V, H]
             if grad_bias is not None:
-                grad_bias += grad_logits.sum(0)
+                grad_bias += grad_logits.sum(0)  # [V]
+            # freed before the next chunk's logits exist, not when the name is rebound
+            del grad_logits
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         if grad_bias is not None:

@@ -21,7 +21,8 @@ generic rule of thumb:
   tensors (listed in ``_attention_saved_units``) live until its backward ends. The tiled MLP
   keeps the MLP's [tokens x intermediate] tensors to one ``mlp_chunk_size`` slice.
 - the loss: ``gpu_runtime.loss`` never builds [tokens x vocab]; one fp32 [chunk x vocab] block
-  and the log-sum-exp temporary exist at a time, in forward and in backward.
+  exists at a time, in forward and in backward (its log-sum-exp and softmax are taken in
+  place, so no second block for ``torch.logsumexp``'s temporary).
 - attention: flash-attn / per-document SDPA never build [L x L]; their backward keeps an fp32
   dq accumulator. Ulysses' head-sharded q/k/v/out replace the sequence-sharded ones byte for
   byte (only KV heads replicated over more ranks than there are heads add memory:
@@ -650,9 +651,14 @@ def estimate(
     # ---- the loss phase: final hidden states + their gradient + loss chunk blocks
     chunk = layout.loss_chunk_size or t
     chunk = min(chunk, t)
-    loss_blocks = 2 * chunk * model.vocab * 4.0  # fp32 logits + the log-sum-exp temporary
-    if not layout.loss_chunk_size:
-        loss_blocks += t * model.vocab * act  # plain step: the compute-dtype logits as well
+    if layout.loss_chunk_size:
+        # gpu_runtime.loss: one fp32 [chunk x vocab] block, its log-sum-exp (forward) and
+        # softmax (backward) taken in place, freed before the next chunk's block exists
+        loss_blocks = chunk * model.vocab * 4.0
+    else:
+        # plain step (F.cross_entropy on all logits): the compute-dtype logits, their fp32
+        # upcast and the log-softmax's fp32 output, all [tokens x vocab]
+        loss_blocks = 2 * t * model.vocab * 4.0 + t * model.vocab * act
     loss_hidden = 3 * unit  # last layer's output, final norm's output, d(loss)/d(hidden)
 
     loss_phase = {"activations": layer_inputs + loss_hidden, "logits_loss": loss_blocks}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 
 from gpu_runtime.loss import IGNORE_INDEX, chunked_causal_lm_loss
 
@@ -113,3 +116,50 @@ def test_shape_mismatch_is_rejected():
     hidden, weight, _, labels = _inputs()
     with pytest.raises(ValueError, match="leading dimensions"):
         chunked_causal_lm_loss(hidden, weight, labels[:-1])
+
+
+def _peak_bytes_allocated(run, trace_path) -> int:
+    """Most bytes the CPU allocator held during run() above what it held when run() began.
+
+    The profiler's memory events (profile_memory=True) report every allocation and free made
+    while profiling, internal temporaries of ops included (torch.logsumexp's exp buffer), so the
+    running sum of their sizes is the live bytes allocated since the start.
+    """
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        run()
+    prof.export_chrome_trace(str(trace_path))
+    trace = json.loads(trace_path.read_text())
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    assert memory, "the profiler recorded no allocation"
+    live = peak = 0
+    for event in memory:
+        live += event["args"]["Bytes"]
+        peak = max(peak, live)
+    return peak
+
+
+@pytest.mark.parametrize("train_head", [False, True])
+def test_forward_and_backward_hold_one_fp32_block_at_a_time(tmp_path, train_head):
+    """No second [chunk, vocab] buffer: the log-sum-exp and the softmax are taken in place, and
+    a chunk's block is freed before the next one is computed (the old torch.logsumexp version
+    peaked at 2 blocks in forward and in backward)."""
+    chunk, vocab, hidden_size, tokens = 64, 4096, 16, 256
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(tokens, hidden_size, generator=g, requires_grad=True)  # [N, H]
+    weight = torch.randn(vocab, hidden_size, generator=g, requires_grad=train_head)  # [V, H]
+    labels = torch.randint(0, vocab, (tokens,), generator=g)  # [N]
+    block = chunk * vocab * 4  # one [c, V] fp32 block: 1 MiB
+    slack = block // 10  # [c]-sized vectors, index tensors, the [c, H] products
+    # what backward must hold besides the block: the gradients it returns (fp32 here)
+    gradients = hidden.numel() * 4 + (weight.numel() * 4 if train_head else 0)
+
+    outputs = {}
+
+    def forward():
+        outputs["loss"], _ = chunked_causal_lm_loss(hidden, weight, labels, chunk_size=chunk)
+
+    forward_peak = _peak_bytes_allocated(forward, tmp_path / "forward.json")
+    backward_peak = _peak_bytes_allocated(outputs["loss"].backward, tmp_path / "backward.json")
+    assert block <= forward_peak <= block + slack
+    assert block <= backward_peak <= block + gradients + slack
