@@ -12,6 +12,18 @@ S3_PORT=${LONGTUNE_S3_PORT:-53900}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1)
 PG_DATA="$SVC/pg"  # owned by the postgres OS user when we are root
 
+# Each daemon gets /dev/null as stdin: started with stdin CLOSED (a CI runner with no stdin),
+# redis-server's first pipe() takes fd 0 and it crashes at start ("Error registering the
+# readable event for the module pipe"), and every test that needs Redis then errors.
+await_ready() {  # name, log file, command that succeeds once the service answers
+  local name=$1 log=$2
+  shift 2
+  for _ in $(seq 100); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
+  echo "services: $name did not come up; the end of $log:" >&2
+  tail -n 20 "$log" >&2 2>/dev/null || true
+  return 1
+}
+
 as_pg() {
   if [ "$(id -u)" = 0 ]; then su postgres -s /bin/bash -c "$*"; else bash -c "$*"; fi
 }
@@ -23,7 +35,7 @@ start_postgres() {
     as_pg "'$PG_BIN/initdb' -D '$PG_DATA' -U postgres --auth=trust -E UTF8 >/dev/null"
   fi
   if ! as_pg "'$PG_BIN/pg_ctl' -D '$PG_DATA' status" >/dev/null 2>&1; then
-    as_pg "'$PG_BIN/pg_ctl' -D '$PG_DATA' -l '$PG_DATA/server.log' -w -o \"-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off\" start" >/dev/null
+    as_pg "'$PG_BIN/pg_ctl' -D '$PG_DATA' -l '$PG_DATA/server.log' -w -o \"-p $PG_PORT -k /tmp -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off\" start" >/dev/null </dev/null
   fi
   psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='longtune'" | grep -q 1 \
     || psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc "CREATE DATABASE longtune" >/dev/null
@@ -33,17 +45,17 @@ start_redis() {
   mkdir -p "$SVC/redis"
   if ! redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; then
     redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$SVC/redis" --save '' --appendonly no \
-      --daemonize yes --logfile "$SVC/redis/redis.log" --pidfile "$SVC/redis/redis.pid"
-    for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+      --daemonize yes --logfile "$SVC/redis/redis.log" --pidfile "$SVC/redis/redis.pid" </dev/null
+    await_ready redis "$SVC/redis/redis.log" redis-cli -p "$REDIS_PORT" ping
   fi
 }
 
 start_s3() {
   mkdir -p "$SVC/s3"
   if ! curl -fsS "http://127.0.0.1:$S3_PORT/" >/dev/null 2>&1; then
-    nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$SVC/s3/moto.log" 2>&1 &
+    nohup python3 -m moto.server -H 127.0.0.1 -p "$S3_PORT" >"$SVC/s3/moto.log" 2>&1 </dev/null &
     echo $! >"$SVC/s3/moto.pid"
-    for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$S3_PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
+    await_ready s3 "$SVC/s3/moto.log" curl -fsS "http://127.0.0.1:$S3_PORT/"
   fi
 }
 
