@@ -36,6 +36,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchmarks import rank_results  # noqa: E402  (after the sys.path line above)
+
 HEADS, HEAD_DIM = 8, 64  # train_memory.py's model: hidden 512, 8 heads, no GQA
 
 
@@ -120,8 +122,6 @@ def run_case(
     else:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         command = [*launcher, "--nproc_per_node", str(world), *args]
-    from benchmarks import rank_results
-
     with tempfile.TemporaryDirectory() as results_dir:
         env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072", "OMP_NUM_THREADS": "1"}
         env[rank_results.ENV] = results_dir
@@ -204,8 +204,6 @@ def report(
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "--child":
-        from benchmarks import rank_results
-
         rank_results.write(child(argv[1], int(argv[2]), int(argv[3]), int(argv[4]), argv[5]))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -145,7 +145,7 @@ def test_bfloat16_on_a_cpu_that_emulates_it_is_refused_before_any_work(tmp_path,
     assert (
         refusal is not None and "--dtype float32" in refusal and "--allow-emulated-bf16" in refusal
     )
-    monkeypatch.setattr(rmc, "emulated_bf16_refusal", lambda dtype: refusal if dtype else None)
+    monkeypatch.setattr(rmc, "emulated_bf16_refusal", lambda dtype: refusal)
     monkeypatch.setattr(rmc, "run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("ran")))
     with pytest.raises(SystemExit) as stopped:
         rmc.main(["--dtype", "bfloat16", "--output-dir", str(tmp_path)])
