@@ -395,15 +395,24 @@ def _tied(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
     return abs(pa - pb) <= spread
 
 
-def verdict(rows: list[dict[str, Any]], target: int) -> tuple[list[str], str] | None:
-    """(best training-free methods at `target`, the rule's sentence) or None before the target
-    length was measured for every training-free method that has cells.
+def verdict(
+    rows: list[dict[str, Any]], target: int, steps: int = 0
+) -> tuple[list[str], str] | None:
+    """(best methods at `target`, the rule's sentence) or None before the target length was
+    measured for every arm of that kind that has cells. `steps` = 0 judges the training-free
+    arms; `steps` = N judges the `<method>+ftN` arms (named by their method), the case
+    DEFAULT_ROPE_METHOD decides in the product: a fine-tune job past the base's context trains
+    with it.
 
     Rule: the methods whose passkey accuracy at the target length is statistically tied with
     the highest one (``_tied``) are candidates; of those, the lowest perplexity at the target
     length wins. The point-estimate leader is reported too, so a reader sees when only the
     noise separates them."""
-    candidates = [r for r in rows if r["target"] == target and not split_label(r["method"])[1]]
+    candidates = [
+        {**r, "method": split_label(r["method"])[0]}
+        for r in rows
+        if r["target"] == target and split_label(r["method"])[1] == steps
+    ]
     if not candidates or any(target not in r["passkey"] for r in candidates):
         return None
     top = max(r["passkey"][target][0] for r in candidates)
@@ -413,8 +422,17 @@ def verdict(rows: list[dict[str, Any]], target: int) -> tuple[list[str], str] | 
     best_ppl = min(r["ppl"].get(target, math.inf) for r in tied)
     best = sorted(r["method"] for r in tied if r["ppl"].get(target, math.inf) == best_ppl)
     agrees = DEFAULT_ROPE_METHOD in best
+    judged = sorted(r["method"] for r in candidates)
+    missing = [m for m in TRAINING_FREE_METHODS if m not in judged]
+    scope = (
+        f"After {steps} LoRA steps at {target} (fine-tuned: {', '.join(judged)}"
+        + (f"; not fine-tuned: {', '.join(missing)}" if missing else "")
+        + "): "
+        if steps
+        else f"At {target}: "
+    )
     sentence = (
-        f"At {target}: highest passkey accuracy {', '.join(leaders)} ({top:.2f}); "
+        f"{scope}highest passkey accuracy {', '.join(leaders)} ({top:.2f}); "
         f"statistically tied with it: {', '.join(sorted(r['method'] for r in tied))}; "
         f"of those, lowest perplexity: {', '.join(best)} — "
         + (
@@ -465,11 +483,23 @@ def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
             else f"Verdict at {target}: not every training-free method has its passkey cells "
             "at the target length yet."
         )
+        arms = {split_label(r["method"])[1] for r in rows if r["target"] == target}
+        for steps in sorted(arms - {0}):
+            found = verdict(rows, target, steps)
+            lines.append(
+                found[1]
+                if found
+                else f"Verdict after {steps} LoRA steps at {target}: not every fine-tuned arm "
+                "has its passkey cells at the target length yet."
+            )
     lines.append(
-        "Rule: the training-free methods whose passkey accuracy at the target length is within "
-        "two standard errors of the highest (pooled two-proportion test) are tied; of those, "
-        "the lowest perplexity at the target length is best, and the default should be (one "
-        "of) the best."
+        "Rule: the methods whose passkey accuracy at the target length is within two standard "
+        "errors of the highest (pooled two-proportion test) are tied; of those, the lowest "
+        "perplexity at the target length is best. It is applied to the training-free arms and, "
+        "separately, to the arms fine-tuned for the same number of steps. The default should "
+        "be (one of) the best in both; where the two verdicts differ, the fine-tuned one "
+        "decides, because a fine-tune job past the base's context is what trains with "
+        "DEFAULT_ROPE_METHOD (serving a base model past its context uses it untrained)."
     )
     for name, ft in sorted(record.get("finetunes", {}).items()):
         arm, target = name.split("|")
@@ -523,6 +553,21 @@ def chart(record: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def recorded_arguments(argv: Sequence[str]) -> list[str]:
+    """The run's arguments as the record lists them: without `--output-dir`, whose value is a
+    path on the measuring machine (the record's home is the directory it is committed in)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--output-dir":
+            skip = True
+        elif not arg.startswith("--output-dir="):
+            out.append(arg)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -599,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out_json = args.output_dir / f"{stem}.json"
     record = run(plan, ensure_model(args.model_dir), out_json, resume=not args.no_resume)
     command = "python benchmarks/real_model_context.py " + shlex.join(
-        list(argv) if argv is not None else sys.argv[1:]
+        recorded_arguments(list(argv) if argv is not None else sys.argv[1:])
     )
     commands = record.setdefault("commands", [])
     if command.strip() not in commands:  # every run that added cells to this record, in order

@@ -122,6 +122,42 @@ def test_a_significant_passkey_difference_beats_perplexity():
     assert best == ["yarn"] and "agrees" in sentence and "highest passkey accuracy ntk" in sentence
 
 
+def test_the_fine_tuned_arms_get_their_own_verdict_by_the_same_rule(tmp_path):
+    key = rmc.cell_key
+    cells = {
+        key("passkey", "yarn", 16384, 16384, 0.5): {"accuracy": 1.0, "trials": 6},
+        key("ppl", "yarn", 16384, 16384, None): {"perplexity": 5.0},
+        key("passkey", "linear", 16384, 16384, 0.5): {"accuracy": 0.0, "trials": 6},
+        key("ppl", "linear", 16384, 16384, None): {"perplexity": 20.0},
+        key("passkey", "yarn+ft3", 16384, 16384, 0.5): {"accuracy": 0.0, "trials": 6},
+        key("ppl", "yarn+ft3", 16384, 16384, None): {"perplexity": 4.0},
+        key("passkey", "ntk+ft3", 16384, 16384, 0.5): {"accuracy": 1.0, "trials": 6},
+        key("ppl", "ntk+ft3", 16384, 16384, None): {"perplexity": 6.0},
+    }
+    rows = _rows(cells)
+    best, sentence = rmc.verdict(rows, 16384)
+    assert best == ["yarn"] and "agrees" in sentence  # the fine-tunes are not candidates here
+    best, sentence = rmc.verdict(rows, 16384, steps=3)
+    # 6/6 against 0/6 is significant: ntk's fine-tune wins despite yarn's lower perplexity
+    assert best == ["ntk"] and "DISAGREES" in sentence
+    assert sentence.startswith("After 3 LoRA steps at 16384 (fine-tuned: ntk, yarn; not fine-")
+    assert "not fine-tuned: none, linear, dynamic" in sentence
+    report = rmc.markdown({"cells": cells, "plan": {}, "threads": 2}, ["python x"])
+    assert sentence in report and rmc.verdict(rows, 16384)[1] in report
+    assert rmc.verdict(rows, 16384, steps=5) is None  # no arm fine-tuned for 5 steps
+    cells[key("passkey", "linear+ft3", 16384, 2048, 0.5)] = {"accuracy": 1.0, "trials": 1}
+    assert rmc.verdict(_rows(cells), 16384, steps=3) is None  # linear+ft3 lacks the target
+    assert "Verdict after 3 LoRA steps at 16384: not every fine-tuned arm" in rmc.markdown(
+        {"cells": cells, "plan": {}, "threads": 2}, ["python x"]
+    )
+
+
+def test_the_recorded_command_leaves_out_the_machine_local_output_dir():
+    argv = ["--targets", "16384", "--output-dir", "/work/x", "--dtype", "bfloat16"]
+    assert rmc.recorded_arguments(argv) == ["--targets", "16384", "--dtype", "bfloat16"]
+    assert rmc.recorded_arguments(["--output-dir=/tmp/y", "--quick"]) == ["--quick"]
+
+
 def test_a_record_is_never_resumed_in_another_dtype(tmp_path, monkeypatch):
     """bf16 and fp32 cells of one arm are different measurements: one record per dtype, and
     resuming a record in the other dtype stops before loading anything."""
