@@ -570,6 +570,12 @@ def recorded_arguments(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def recorded_command(command: str) -> str:
+    """A command line as the record lists it (``recorded_arguments`` of its arguments)."""
+    words = shlex.split(command)
+    return shlex.join(words[:2] + recorded_arguments(words[2:]))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(TRAINING_FREE_METHODS))
@@ -646,9 +652,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = "python benchmarks/real_model_context.py " + shlex.join(
         recorded_arguments(list(argv) if argv is not None else sys.argv[1:])
     )
-    commands = record.setdefault("commands", [])
-    if command.strip() not in commands:  # every run that added cells to this record, in order
+    # every run that added cells to this record, in order (older entries re-read without a
+    # machine-local --output-dir)
+    commands = list(dict.fromkeys(recorded_command(c) for c in record.get("commands", [])))
+    if command.strip() not in commands:
         commands.append(command.strip())
+    record["commands"] = commands
     out_json.write_text(json.dumps(record, indent=1, sort_keys=True))
     report = markdown(record, commands)
     (args.output_dir / f"{stem}.md").write_text(report)

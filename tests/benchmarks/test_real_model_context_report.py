@@ -156,6 +156,8 @@ def test_the_recorded_command_leaves_out_the_machine_local_output_dir():
     argv = ["--targets", "16384", "--output-dir", "/work/x", "--dtype", "bfloat16"]
     assert rmc.recorded_arguments(argv) == ["--targets", "16384", "--dtype", "bfloat16"]
     assert rmc.recorded_arguments(["--output-dir=/tmp/y", "--quick"]) == ["--quick"]
+    old = "python benchmarks/real_model_context.py --dtype bfloat16 --output-dir /work/rmc"
+    assert rmc.recorded_command(old) == "python benchmarks/real_model_context.py --dtype bfloat16"
 
 
 def test_a_record_is_never_resumed_in_another_dtype(tmp_path, monkeypatch):
