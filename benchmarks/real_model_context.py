@@ -649,14 +649,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     stem = record_name(plan.dtype)
     out_json = args.output_dir / f"{stem}.json"
     record = run(plan, ensure_model(args.model_dir), out_json, resume=not args.no_resume)
-    command = "python benchmarks/real_model_context.py " + shlex.join(
-        recorded_arguments(list(argv) if argv is not None else sys.argv[1:])
+    command = recorded_command(
+        shlex.join(
+            [
+                "python",
+                "benchmarks/real_model_context.py",
+                *(argv if argv is not None else sys.argv[1:]),
+            ]
+        )
     )
     # every run that added cells to this record, in order (older entries re-read without a
     # machine-local --output-dir)
     commands = list(dict.fromkeys(recorded_command(c) for c in record.get("commands", [])))
-    if command.strip() not in commands:
-        commands.append(command.strip())
+    if command not in commands:
+        commands.append(command)
     record["commands"] = commands
     out_json.write_text(json.dumps(record, indent=1, sort_keys=True))
     report = markdown(record, commands)
