@@ -20,12 +20,20 @@ perplexity text takes), checkpointing every step so an interrupted run resumes; 
 passkey / perplexity cells are measured on the fine-tune (`<method>+ft<N>`). One 16K
 training step of this model is several minutes on 2 cores, so N is small: say it.
 
+Seeds (`--seed S`, default 0): a fine-tune arm with seed S > 0 is its own arm,
+`<method>+ft<N>@seed<S>`: LoRA initialisation, passkey keys and the training text all change
+(seed S trains on the S-th next stretch of the standard library's text), so repeating an arm
+under a few seeds measures how far its fine-tuned perplexity moves by chance. The fine-tuned
+verdict pools an arm's seeds (passkey trials summed, perplexity averaged with its standard
+error over seeds).
+
 Verdict rule (printed with the table): among the training-free methods, those whose passkey
 accuracy at the target length is within two standard errors of the highest (a pooled
 two-proportion test: with 3 trials a method, one trial apart is noise) are tied, and of
-those the lowest perplexity at the target length is best; the real model agrees with
-`DEFAULT_ROPE_METHOD` when the default is (one of) the best. If it does not, the default
-should follow this evidence.
+those the lowest perplexity at the target length is best -- together with any whose mean
+perplexity over two or more seeds is within two standard errors of the difference from it
+(seed noise, measured, not assumed); the real model agrees with `DEFAULT_ROPE_METHOD` when
+the default is (one of) the best. If it does not, the default should follow this evidence.
 
 Compute dtype (`--dtype`): fp32 by default; `bfloat16` is what a GPU serves in and ~2.8x faster
 on CPUs with AMX/AVX512-BF16. Each dtype keeps its own record (`real_model_context[_bfloat16]`),
@@ -161,15 +169,21 @@ def emulated_bf16_refusal(dtype: str, native_bf16: bool | None = None) -> str | 
     )
 
 
-def finetuned_label(method: str, steps: int) -> str:
-    """The arm name of `method` after the fine-tune: ``yarn+ft4``."""
-    return f"{method}+ft{steps}"
+def finetuned_label(method: str, steps: int, seed: int = 0) -> str:
+    """The arm name of `method` after the fine-tune: ``yarn+ft4``; ``yarn+ft4@seed1`` for a
+    repeat under another seed (seed 0 keeps the plain name the older records use)."""
+    return f"{method}+ft{steps}" + (f"@seed{seed}" if seed else "")
 
 
 def split_label(label: str) -> tuple[str, int]:
     """(rope method, fine-tune steps) of an arm name; 0 steps for a training-free arm."""
-    method, _, steps = label.partition("+ft")
+    method, _, steps = label.partition("@seed")[0].partition("+ft")
     return method, int(steps or 0)
+
+
+def label_seed(label: str) -> int:
+    """The fine-tune seed of an arm name (0 for the plain name)."""
+    return int(label.partition("@seed")[2] or 0)
 
 
 def cells_in_order(plan: Plan) -> list[tuple[str, str, int, int, float | None]]:
@@ -190,7 +204,7 @@ def cells_in_order(plan: Plan) -> list[tuple[str, str, int, int, float | None]]:
         for target in plan.targets:
             lengths, depths = plan.passkey.get(target, ((), ()))
             for method in plan.finetune_methods:
-                arm = finetuned_label(method, plan.finetune_steps)
+                arm = finetuned_label(method, plan.finetune_steps, plan.seed)
                 out += [("passkey", arm, target, max(lengths), d) for d in depths if lengths]
                 out += [("ppl", arm, target, n, None) for n in plan.perplexity.get(target, ())]
     return out
@@ -245,7 +259,8 @@ def finetune(
         load_tokenizer(str(model_dir)),
         row_length,
         plan.finetune_steps,
-        skip_tokens,
+        # seed S trains on the S-th next stretch of text: the repeats differ in data too
+        skip_tokens + plan.seed * plan.finetune_steps * row_length,
         work_dir / "data.jsonl",
     )
     config = TrainConfig(
@@ -276,6 +291,7 @@ def finetune(
         "learning_rate": plan.finetune_learning_rate,
         "row_length": row_length,
         "dtype": plan.dtype,
+        "seed": plan.seed,
     }
     summary_path.write_text(json.dumps(summary, indent=1))
     assert result.artifact_dir is not None, result.stop_reason
@@ -395,46 +411,113 @@ def _tied(a: tuple[float, float, int], b: tuple[float, float, int]) -> bool:
     return abs(pa - pb) <= spread
 
 
+def pooled_arms(rows: list[dict[str, Any]], target: int, steps: int) -> list[dict[str, Any]]:
+    """The arms of `steps` fine-tune steps (0: training-free) at `target`, one per RoPE
+    method with its seeds pooled: passkey at the target (trials summed), the perplexity at
+    the target of each seed, and the seeds. Arms without a passkey cell at the target have
+    ``passkey`` None."""
+    by_method: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        method, arm_steps = split_label(r["method"])
+        if r["target"] != target or arm_steps != steps:
+            continue
+        arm = by_method.setdefault(method, {"method": method, "cells": [], "ppl": [], "seeds": []})
+        arm["seeds"].append(label_seed(r["method"]))
+        if target in r["passkey"]:
+            mean, _, trials = r["passkey"][target]
+            arm["cells"].append((mean, trials))
+        if target in r["ppl"]:
+            arm["ppl"].append(r["ppl"][target])
+    out = []
+    for method, arm in sorted(by_method.items()):
+        passkey = None
+        if arm["cells"]:
+            trials = sum(t for _, t in arm["cells"])
+            mean = sum(a * t for a, t in arm["cells"]) / trials
+            passkey = (mean, math.sqrt(mean * (1 - mean) / trials), trials)
+        out.append({"method": method, "passkey": passkey, "ppl": arm["ppl"],
+                    "seeds": sorted(arm["seeds"])})  # fmt: skip
+    return out
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (None below two values: no spread measured)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def _ppl_tied(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Two arms' perplexities (one value per seed) are within two standard errors of their
+    difference. Only a measured spread can tie: with fewer than two seeds on either side,
+    only equal values are."""
+    (ma, sa), (mb, sb) = mean_se(a), mean_se(b)
+    if sa is None or sb is None:
+        return ma == mb
+    return abs(ma - mb) <= 2 * math.sqrt(sa**2 + sb**2)
+
+
+def _ppl_text(values: Sequence[float]) -> str:
+    mean, se = mean_se(values)
+    return f"{mean:.3f}" if se is None else f"{mean:.3f} ± {se:.3f}, {len(values)} seeds"
+
+
 def verdict(
     rows: list[dict[str, Any]], target: int, steps: int = 0
 ) -> tuple[list[str], str] | None:
     """(best methods at `target`, the rule's sentence) or None before the target length was
     measured for every arm of that kind that has cells. `steps` = 0 judges the training-free
-    arms; `steps` = N judges the `<method>+ftN` arms (named by their method), the case
-    DEFAULT_ROPE_METHOD decides in the product: a fine-tune job past the base's context trains
-    with it.
+    arms; `steps` = N judges the `<method>+ftN[@seedS]` arms (named by their method, seeds
+    pooled), the case DEFAULT_ROPE_METHOD decides in the product: a fine-tune job past the
+    base's context trains with it.
 
     Rule: the methods whose passkey accuracy at the target length is statistically tied with
-    the highest one (``_tied``) are candidates; of those, the lowest perplexity at the target
-    length wins. The point-estimate leader is reported too, so a reader sees when only the
-    noise separates them."""
-    candidates = [
-        {**r, "method": split_label(r["method"])[0]}
-        for r in rows
-        if r["target"] == target and split_label(r["method"])[1] == steps
-    ]
-    if not candidates or any(target not in r["passkey"] for r in candidates):
+    the highest one (``_tied``) are candidates; of those, the lowest mean perplexity at the
+    target length wins, with any whose perplexity is tied with it over measured seeds
+    (``_ppl_tied``). The point-estimate leader is reported too, so a reader sees when only
+    the noise separates them."""
+    candidates = pooled_arms(rows, target, steps)
+    if not candidates or any(r["passkey"] is None for r in candidates):
         return None
-    top = max(r["passkey"][target][0] for r in candidates)
-    leaders = sorted(r["method"] for r in candidates if r["passkey"][target][0] == top)
+    top = max(r["passkey"][0] for r in candidates)
+    leaders = sorted(r["method"] for r in candidates if r["passkey"][0] == top)
     leader = next(r for r in candidates if r["method"] == leaders[0])
-    tied = [r for r in candidates if _tied(r["passkey"][target], leader["passkey"][target])]
-    best_ppl = min(r["ppl"].get(target, math.inf) for r in tied)
-    best = sorted(r["method"] for r in tied if r["ppl"].get(target, math.inf) == best_ppl)
+    tied = [r for r in candidates if _tied(r["passkey"], leader["passkey"])]
+    measured = [r for r in tied if r["ppl"]]
+    lowest = min(measured, key=lambda r: (mean_se(r["ppl"])[0], r["method"]), default=None)
+    best = sorted(r["method"] for r in measured if _ppl_tied(r["ppl"], lowest["ppl"]))
     agrees = DEFAULT_ROPE_METHOD in best
     judged = sorted(r["method"] for r in candidates)
     missing = [m for m in TRAINING_FREE_METHODS if m not in judged]
+    seeds = sorted({s for r in candidates for s in r["seeds"]})
     scope = (
         f"After {steps} LoRA steps at {target} (fine-tuned: {', '.join(judged)}"
         + (f"; not fine-tuned: {', '.join(missing)}" if missing else "")
+        + (f"; seeds {', '.join(map(str, seeds))} pooled" if len(seeds) > 1 else "")
         + "): "
         if steps
         else f"At {target}: "
     )
+    lowest_text = (
+        f"{lowest['method']} ({_ppl_text(lowest['ppl'])})" if lowest is not None else "none"
+    )
+    within = [m for m in best if lowest is None or m != lowest["method"]]
     sentence = (
         f"{scope}highest passkey accuracy {', '.join(leaders)} ({top:.2f}); "
         f"statistically tied with it: {', '.join(sorted(r['method'] for r in tied))}; "
-        f"of those, lowest perplexity: {', '.join(best)} — "
+        f"of those, lowest perplexity: {lowest_text}"
+        + (
+            "; within seed noise of it: "
+            + ", ".join(
+                f"{m} ({_ppl_text(next(r for r in tied if r['method'] == m)['ppl'])})"
+                for m in within
+            )  # fmt: skip
+            if within
+            else ""
+        )
+        + " — "
         + (
             f"the real model agrees with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
             if agrees
@@ -485,6 +568,22 @@ def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
         )
         arms = {split_label(r["method"])[1] for r in rows if r["target"] == target}
         for steps in sorted(arms - {0}):
+            pooled = pooled_arms(rows, target, steps)
+            if any(len(r["seeds"]) > 1 for r in pooled):
+                lines.append(
+                    f"Fine-tuned arms after {steps} steps at {target}, seeds pooled: "
+                    + "; ".join(
+                        f"{r['method']} (seeds {', '.join(map(str, r['seeds']))}): passkey "
+                        + (
+                            f"{r['passkey'][0]:.2f} ± {r['passkey'][1]:.2f} (n={r['passkey'][2]})"
+                            if r["passkey"]
+                            else "—"
+                        )
+                        + (f", perplexity {_ppl_text(r['ppl'])}" if r["ppl"] else "")
+                        for r in pooled
+                    )
+                    + "."
+                )
             found = verdict(rows, target, steps)
             lines.append(
                 found[1]
@@ -495,7 +594,9 @@ def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
     lines.append(
         "Rule: the methods whose passkey accuracy at the target length is within two standard "
         "errors of the highest (pooled two-proportion test) are tied; of those, the lowest "
-        "perplexity at the target length is best. It is applied to the training-free arms and, "
+        "perplexity at the target length is best, together with any whose mean perplexity over "
+        "two or more seeds is within two standard errors of the difference from it (a spread "
+        "measured over seeds, never assumed). It is applied to the training-free arms and, "
         "separately, to the arms fine-tuned for the same number of steps. The default should "
         "be (one of) the best in both; where the two verdicts differ, the fine-tuned one "
         "decides, because a fine-tune job past the base's context is what trains with "
@@ -505,8 +606,9 @@ def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
         arm, target = name.split("|")
         lines.append(
             f"Fine-tune `{arm}` at {target}: {ft['steps']} LoRA steps of one "
-            f"{ft.get('row_length', target)}-token row "
-            f"(lr {ft['learning_rate']}, constant), final loss {ft['final_loss']:.3f}, "
+            f"{ft.get('row_length', target)}-token row each "
+            f"(seed {ft.get('seed', 0)}; "
+            f"lr {ft['learning_rate']}, constant), final loss {ft['final_loss']:.3f}, "
             f"{ft['wall_time_s'] / 60:.0f} min of training."
         )
     if not record.get("finetunes"):
@@ -582,6 +684,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--targets", nargs="+", type=int, default=[16384, 32768])
     parser.add_argument("--samples", type=int, default=1)
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="fine-tune seed (LoRA init, training text, passkey keys); S > 0 makes the "
+        "fine-tuned arms separate `<method>+ftN@seedS` arms, pooled in the verdict",
+    )
+    parser.add_argument(
         "--passkey-lengths", nargs="+", type=int, help="passkey lengths (every target)"
     )
     parser.add_argument("--depths", nargs="+", type=float, help="passkey needle depths")
@@ -641,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finetune_methods=tuple(args.finetune_methods or plan.methods),
             finetune_learning_rate=args.finetune_lr,
         )
-    plan = dataclasses.replace(plan, dtype=args.dtype)
+    plan = dataclasses.replace(plan, dtype=args.dtype, seed=args.seed)
     for method in plan.methods:
         if method not in TRAINING_FREE_METHODS:
             parser.error(f"--methods: {method!r} is not one of {TRAINING_FREE_METHODS}")

@@ -188,3 +188,74 @@ def test_bfloat16_on_a_cpu_that_emulates_it_is_refused_before_any_work(tmp_path,
     with pytest.raises(SystemExit) as stopped:
         rmc.main(["--dtype", "bfloat16", "--output-dir", str(tmp_path)])
     assert stopped.value.code == 2 and not list(tmp_path.iterdir())
+
+
+def test_a_seed_repeat_is_its_own_arm_trained_on_other_text(tmp_path, monkeypatch):
+    """`--seed S` repeats a fine-tune arm as `<method>+ftN@seedS`: the plain name stays seed
+    0's (older records read the same), and seed S trains on the S-th next stretch of text."""
+    assert rmc.finetuned_label("ntk", 3) == "ntk+ft3"
+    assert rmc.finetuned_label("ntk", 3, seed=2) == "ntk+ft3@seed2"
+    assert rmc.split_label("ntk+ft3@seed2") == ("ntk", 3)
+    assert (rmc.label_seed("ntk+ft3@seed2"), rmc.label_seed("ntk+ft3"), rmc.label_seed("ntk")) == (
+        2,
+        0,
+        0,
+    )
+    plan = rmc.Plan(methods=("ntk",), targets=(16384,), passkey={16384: ((16384,), (0.5,))},
+                    perplexity={16384: (8192,)}, finetune_steps=3, finetune_methods=("ntk",),
+                    seed=2)  # fmt: skip
+    assert rmc.cells_in_order(plan)[-2:] == [
+        ("passkey", "ntk+ft3@seed2", 16384, 16384, 0.5),
+        ("ppl", "ntk+ft3@seed2", 16384, 8192, None),
+    ]
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_data(tokenizer, target, rows, skip_tokens, path):
+        seen.update(target=target, rows=rows, skip=skip_tokens)
+        raise Stop
+
+    import gpu_runtime.registry
+
+    monkeypatch.setattr(gpu_runtime.registry, "load_tokenizer", lambda path: None)
+    monkeypatch.setattr(rmc, "finetune_data", fake_data)
+    with pytest.raises(Stop):
+        rmc.finetune(tmp_path, "ntk", 16384, plan, 8192, tmp_path / "work")
+    assert seen == {"target": 16384, "rows": 3, "skip": 8192 + 2 * 3 * 16384}
+
+
+def test_seeds_are_pooled_and_only_a_measured_spread_ties_perplexities():
+    key = rmc.cell_key
+    cells = {}
+    for seed, (yarn, ntk) in enumerate([(5.09, 5.07), (5.11, 5.08), (5.13, 5.12)]):
+        for method, ppl, hits in (("yarn", yarn, 1.0), ("ntk", ntk, 0.5)):
+            arm = rmc.finetuned_label(method, 3, seed)
+            cells[key("passkey", arm, 16384, 16384, 0.5)] = {"accuracy": hits, "trials": 4}
+            cells[key("ppl", arm, 16384, 16384, None)] = {"perplexity": ppl}
+    pooled = {r["method"]: r for r in rmc.pooled_arms(_rows(cells), 16384, 3)}
+    assert pooled["ntk"]["passkey"][0] == 0.5 and pooled["ntk"]["passkey"][2] == 12
+    assert pooled["yarn"]["seeds"] == [0, 1, 2]
+    assert rmc.mean_se([5.09, 5.11, 5.13]) == pytest.approx((5.11, 0.02 / 3**0.5))
+    assert rmc.mean_se([5.0]) == (5.0, None)
+    # 12/12 against 6/12 is significant: yarn is the only candidate whatever the perplexity
+    best, sentence = rmc.verdict(_rows(cells), 16384, steps=3)
+    assert best == ["yarn"] and "agrees" in sentence and "seeds 0, 1, 2 pooled" in sentence
+    for seed in range(3):
+        cells[key("passkey", rmc.finetuned_label("ntk", 3, seed), 16384, 16384, 0.5)] = {
+            "accuracy": 1.0,
+            "trials": 4,
+        }
+    # passkey tied; ntk's mean perplexity 5.090 is lower than yarn's 5.110, but the difference
+    # (0.020) is within two standard errors of it over three seeds (0.038): both are best
+    best, sentence = rmc.verdict(_rows(cells), 16384, steps=3)
+    assert best == ["ntk", "yarn"] and "agrees" in sentence
+    assert "lowest perplexity: ntk (5.090 ± 0.015, 3 seeds)" in sentence
+    assert "within seed noise of it: yarn (5.110 ± 0.012, 3 seeds)" in sentence
+    report = rmc.markdown({"cells": cells, "plan": {}, "threads": 2}, ["python x"])
+    assert "Fine-tuned arms after 3 steps at 16384, seeds pooled: ntk (seeds 0, 1, 2)" in report
+    # the same gap from a single seed each has no measured spread: the strict minimum wins
+    one_seed = {k: v for k, v in cells.items() if "@seed" not in k}
+    best, sentence = rmc.verdict(_rows(one_seed), 16384, steps=3)
+    assert best == ["ntk"] and "DISAGREES" in sentence and "seed noise" not in sentence
