@@ -28,6 +28,7 @@ from longtune.compute.queues import CPU
 from longtune.compute.time_limits import (
     TIME_LIMIT_EXCEEDED,
     TaskKind,
+    discard_interrupted_connections,
     is_time_limit,
     limit_for_kind,
 )
@@ -204,12 +205,10 @@ def _scrub(file: File) -> str:
                 return _reject(file, _error_from_report(report), report, counter)
             scrubbed.seek(0)
             return _accept(file, scrubbed, report, counter)
-    except SoftTimeLimitExceeded:
-        logger.warning("processing %s hit its soft time limit", file.public_id)
-        return _reject(file, _time_limit_error())
     except Exception as exc:
-        if is_time_limit(exc):  # wrapped by a library on the way (boto's S3 calls)
+        if is_time_limit(exc):  # raised here, or wrapped by a library (boto's S3 calls)
             logger.warning("processing %s hit its soft time limit", file.public_id)
+            discard_interrupted_connections()  # it may have landed mid-query
             return _reject(file, _time_limit_error())
         logger.exception("processing %s failed", file.public_id)
         return _reject(

@@ -24,7 +24,7 @@ from django.db import close_old_connections
 from longtune.catalog.resolution import serves_as_adapter
 from longtune.compute import tasks
 from longtune.compute.models import WorkStatus
-from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED
+from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED, discard_interrupted_connections
 from longtune.evaluation.lifecycle import EVALUATIONS, record_event
 from longtune.evaluation.models import EvaluationJob, Suite
 from longtune.evaluation.services import save_heatmap
@@ -142,6 +142,7 @@ def run_evaluation_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, 
         return {"evaluation": job.public_id, "status": "superseded"}
     except SoftTimeLimitExceeded:
         logger.warning("evaluation %s attempt %s hit its soft time limit", job.public_id, attempt)
+        discard_interrupted_connections()  # it may have landed mid-query
         EVALUATIONS.finish_failed(
             job.pk,
             attempt,

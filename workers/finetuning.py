@@ -26,12 +26,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.exceptions import TimeLimitExceeded
 from django.db import close_old_connections
 
 from longtune.catalog import services as catalog
 from longtune.compute import tasks
-from longtune.compute.time_limits import TIME_LIMIT_EXCEEDED, is_time_limit
+from longtune.compute.time_limits import (
+    TIME_LIMIT_EXCEEDED,
+    discard_interrupted_connections,
+    is_time_limit,
+)
 from longtune.finetuning import lifecycle
 from longtune.finetuning import services as finetuning_services
 from longtune.finetuning.conf import FinetuneConf, finetune_conf
@@ -446,18 +450,10 @@ def run_training_attempt(job_pk: int, attempt: int, worker: str) -> dict[str, An
                 job.pk, attempt, code=INSUFFICIENT_WORKER_CAPACITY, message=str(exc)
             )
             return {"job": job.public_id, "status": "failed"}
-        except SoftTimeLimitExceeded:
-            logger.warning("job %s attempt %s hit its soft time limit", job.public_id, attempt)
-            lifecycle.finish_failed(
-                job.pk,
-                attempt,
-                code=TIME_LIMIT_EXCEEDED,
-                message="Training ran past the time limit of GPU work (GPU_WORK_TIME_LIMIT_SECONDS).",
-            )
-            return {"job": job.public_id, "status": "failed"}
         except Exception as exc:
-            if is_time_limit(exc):  # raised inside a library that wrapped it (boto's S3 calls)
+            if is_time_limit(exc):  # raised here, or inside a library that wrapped it (boto's S3)
                 logger.warning("job %s attempt %s hit its soft time limit", job.public_id, attempt)
+                discard_interrupted_connections()  # it may have landed mid-query
                 lifecycle.finish_failed(
                     job.pk,
                     attempt,

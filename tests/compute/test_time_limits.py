@@ -86,3 +86,42 @@ def test_a_time_limit_is_recognised_through_the_wrappers_libraries_put_around_it
     assert not is_time_limit(HTTPClientError(error=ConnectionError("reset")))
     assert not is_time_limit(ValueError("bad"))
     assert not is_time_limit(None)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_limit_landing_mid_query_leaves_a_connection_the_handler_discards():
+    """The soft limit's signal can arrive while psycopg waits on PostgreSQL's answer (it did,
+    in CI: the job then could not be failed). The handler's cleanup closes that connection, and
+    the write that fails the work goes through on a fresh one."""
+    import signal
+
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.db import connection, transaction
+    from psycopg.pq import TransactionStatus
+
+    from longtune.compute.time_limits import discard_interrupted_connections
+    from workers.time_limits import _raise_soft_limit
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert discard_interrupted_connections() == 0  # an idle connection is left open
+    idle = connection.connection
+    assert idle is not None and not idle.closed
+
+    previous = signal.signal(signal.SIGALRM, _raise_soft_limit)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(SoftTimeLimitExceeded):
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_sleep(10)")
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert connection.connection.info.transaction_status == TransactionStatus.ACTIVE
+
+    assert discard_interrupted_connections() == 1
+    with transaction.atomic():  # what failing the work does; it raised before the cleanup
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 2")
+            assert cursor.fetchone() == (2,)
+    assert connection.connection is not idle

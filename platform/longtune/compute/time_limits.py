@@ -107,3 +107,27 @@ def is_time_limit(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def discard_interrupted_connections() -> int:
+    """Close every database connection a time limit left in the middle of a statement; return
+    how many. Call it first in a handler of the limit, before the work is failed.
+
+    Why: the soft limit is a signal, raised wherever the task is -- also while psycopg waits on
+    a query's answer. That connection is then still ``ACTIVE`` (its statement sent, its result
+    never read), and every later use of it fails (``can't change 'autocommit' now``), so the
+    handler's own write -- failing the job -- would fail too and leave it "running" until the
+    watchdog's heartbeat check. A closed connection is reopened by Django on the next query.
+    Connections that are idle (or inside an ``atomic`` block the caller still owns) are left."""
+    from django.db import connections
+    from psycopg.pq import TransactionStatus
+
+    closed = 0
+    for connection in connections.all(initialized_only=True):
+        raw = connection.connection
+        if raw is None or connection.in_atomic_block or connection.vendor != "postgresql":
+            continue
+        if raw.info.transaction_status != TransactionStatus.IDLE:
+            connection.close()
+            closed += 1
+    return closed
