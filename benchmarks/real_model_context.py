@@ -70,6 +70,7 @@ if str(REPO_ROOT) not in sys.path:  # allow `python benchmarks/real_model_contex
 import torch  # noqa: E402
 
 from gpu_runtime import context_eval  # noqa: E402
+from gpu_runtime.contract import LENGTH_DEPENDENT_ROPE_METHODS  # noqa: E402
 from gpu_runtime.rope import DEFAULT_ROPE_METHOD, apply_rope_scaling  # noqa: E402
 
 DEFAULT_RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
@@ -464,23 +465,9 @@ def _ppl_text(values: Sequence[float]) -> str:
     return f"{mean:.3f}" if se is None else f"{mean:.3f} ± {se:.3f}, {len(values)} seeds"
 
 
-def verdict(
-    rows: list[dict[str, Any]], target: int, steps: int = 0
-) -> tuple[list[str], str] | None:
-    """(best methods at `target`, the rule's sentence) or None before the target length was
-    measured for every arm of that kind that has cells. `steps` = 0 judges the training-free
-    arms; `steps` = N judges the `<method>+ftN[@seedS]` arms (named by their method, seeds
-    pooled), the case DEFAULT_ROPE_METHOD decides in the product: a fine-tune job past the
-    base's context trains with it.
-
-    Rule: the methods whose passkey accuracy at the target length is statistically tied with
-    the highest one (``_tied``) are candidates; of those, the lowest mean perplexity at the
-    target length wins, with any whose perplexity is tied with it over measured seeds
-    (``_ppl_tied``). The point-estimate leader is reported too, so a reader sees when only
-    the noise separates them."""
-    candidates = pooled_arms(rows, target, steps)
-    if not candidates or any(r["passkey"] is None for r in candidates):
-        return None
+def _judge(candidates: list[dict[str, Any]]) -> dict[str, Any]:
+    """The rule on pooled arms: the passkey leaders, the arms tied with them, the lowest
+    perplexity among those, and the best (it plus any within seed noise of it)."""
     top = max(r["passkey"][0] for r in candidates)
     leaders = sorted(r["method"] for r in candidates if r["passkey"][0] == top)
     leader = next(r for r in candidates if r["method"] == leaders[0])
@@ -488,24 +475,17 @@ def verdict(
     measured = [r for r in tied if r["ppl"]]
     lowest = min(measured, key=lambda r: (mean_se(r["ppl"])[0], r["method"]), default=None)
     best = sorted(r["method"] for r in measured if _ppl_tied(r["ppl"], lowest["ppl"]))
-    agrees = DEFAULT_ROPE_METHOD in best
-    judged = sorted(r["method"] for r in candidates)
-    missing = [m for m in TRAINING_FREE_METHODS if m not in judged]
-    seeds = sorted({s for r in candidates for s in r["seeds"]})
-    scope = (
-        f"After {steps} LoRA steps at {target} (fine-tuned: {', '.join(judged)}"
-        + (f"; not fine-tuned: {', '.join(missing)}" if missing else "")
-        + (f"; seeds {', '.join(map(str, seeds))} pooled" if len(seeds) > 1 else "")
-        + "): "
-        if steps
-        else f"At {target}: "
-    )
+    return {"top": top, "leaders": leaders, "tied": tied, "lowest": lowest, "best": best}
+
+
+def _judgement_text(judged: dict[str, Any]) -> str:
+    lowest, tied = judged["lowest"], judged["tied"]
     lowest_text = (
         f"{lowest['method']} ({_ppl_text(lowest['ppl'])})" if lowest is not None else "none"
     )
-    within = [m for m in best if lowest is None or m != lowest["method"]]
-    sentence = (
-        f"{scope}highest passkey accuracy {', '.join(leaders)} ({top:.2f}); "
+    within = [m for m in judged["best"] if lowest is None or m != lowest["method"]]
+    return (
+        f"highest passkey accuracy {', '.join(judged['leaders'])} ({judged['top']:.2f}); "
         f"statistically tied with it: {', '.join(sorted(r['method'] for r in tied))}; "
         f"of those, lowest perplexity: {lowest_text}"
         + (
@@ -517,14 +497,61 @@ def verdict(
             if within
             else ""
         )
-        + " — "
-        + (
-            f"the real model agrees with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
-            if agrees
-            else f"the real model DISAGREES with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
-        )
     )
-    return best, sentence
+
+
+def verdict(
+    rows: list[dict[str, Any]], target: int, steps: int = 0
+) -> tuple[list[str], str] | None:
+    """(the methods the default may be at `target`, the rule's sentence) or None before the
+    target length was measured for every arm of that kind that has cells. `steps` = 0 judges
+    the training-free arms; `steps` = N judges the `<method>+ftN[@seedS]` arms (named by their
+    method, seeds pooled), the case DEFAULT_ROPE_METHOD decides in the product: a fine-tune
+    job past the base's context trains with it.
+
+    Rule: the methods whose passkey accuracy at the target length is statistically tied with
+    the highest one (``_tied``) are candidates; of those, the lowest mean perplexity at the
+    target length wins, with any whose perplexity is tied with it over measured seeds
+    (``_ppl_tied``). The point-estimate leader is reported too, so a reader sees when only
+    the noise separates them. A winner in ``LENGTH_DEPENDENT_ROPE_METHODS`` is reported but
+    cannot be the default: its frequencies follow the forward's length, so the serving
+    engine's chunked prefill does not serve the model measured here in one forward; when
+    no other method is among the best, the rule is applied again to the others."""
+    candidates = pooled_arms(rows, target, steps)
+    if not candidates or any(r["passkey"] is None for r in candidates):
+        return None
+    judged = sorted(r["method"] for r in candidates)
+    missing = [m for m in TRAINING_FREE_METHODS if m not in judged]
+    seeds = sorted({s for r in candidates for s in r["seeds"]})
+    scope = (
+        f"After {steps} LoRA steps at {target} (fine-tuned: {', '.join(judged)}"
+        + (f"; not fine-tuned: {', '.join(missing)}" if missing else "")
+        + (f"; seeds {', '.join(map(str, seeds))} pooled" if len(seeds) > 1 else "")
+        + "): "
+        if steps
+        else f"At {target}: "
+    )
+    first = _judge(candidates)
+    sentence = scope + _judgement_text(first)
+    servable = [m for m in first["best"] if m not in LENGTH_DEPENDENT_ROPE_METHODS]
+    excluded = [m for m in first["best"] if m in LENGTH_DEPENDENT_ROPE_METHODS]
+    others = [r for r in candidates if r["method"] not in LENGTH_DEPENDENT_ROPE_METHODS]
+    if excluded:
+        sentence += (
+            f"; {', '.join(excluded)} cannot be the default (its frequencies follow the "
+            "forward's length: served in chunks, it is not the model measured here)"
+        )
+        if not servable and others:
+            second = _judge(others)
+            servable = [m for m in second["best"] if m not in LENGTH_DEPENDENT_ROPE_METHODS]
+            sentence += "; among the others: " + _judgement_text(second)
+    agrees = DEFAULT_ROPE_METHOD in servable
+    sentence += " — " + (
+        f"the real model agrees with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
+        if agrees
+        else f"the real model DISAGREES with DEFAULT_ROPE_METHOD = `{DEFAULT_ROPE_METHOD}`."
+    )
+    return servable, sentence
 
 
 def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
@@ -600,7 +627,11 @@ def markdown(record: dict[str, Any], commands: Sequence[str]) -> str:
         "separately, to the arms fine-tuned for the same number of steps. The default should "
         "be (one of) the best in both; where the two verdicts differ, the fine-tuned one "
         "decides, because a fine-tune job past the base's context is what trains with "
-        "DEFAULT_ROPE_METHOD (serving a base model past its context uses it untrained)."
+        "DEFAULT_ROPE_METHOD (serving a base model past its context uses it untrained). A "
+        "method whose rotary frequencies follow the forward's length "
+        f"({', '.join(sorted(LENGTH_DEPENDENT_ROPE_METHODS))}: the serving engine prefills "
+        "in chunks, so served it is not the model measured here in one forward) is reported "
+        "but cannot be the default; if it alone is best, the rule picks among the others."
     )
     for name, ft in sorted(record.get("finetunes", {}).items()):
         arm, target = name.split("|")

@@ -32,6 +32,13 @@ ROPE_METHODS: tuple[str, ...] = ("none", "linear", "yarn", "dynamic", "ntk", "ll
 # reaches 0.89 (NTK 0.53). A single base model once ranked NTK first (0.99 vs 0.94): one seed
 # does not decide this — re-run the across-seed script before changing it.
 DEFAULT_ROPE_METHOD: RopeMethod = "yarn"
+# Methods whose rotary frequencies follow the largest position id of each forward (HF dynamic
+# NTK rescales theta by the current length). A prompt the serving engine prefills in chunks
+# then has its early keys rotated with other frequencies than its later queries, and prompts
+# batched together share the longest one's: served, such a method is not the model that was
+# measured with one forward. A job may ask for one; the default never is one
+# (tests/gpu_runtime/test_rope_length_dependence.py shows both halves).
+LENGTH_DEPENDENT_ROPE_METHODS: frozenset[str] = frozenset({"dynamic"})
 
 # The one error code for "the prompt plus the completion budget does not fit the model's context".
 # The serving engine raises it (ContextSpec.overflow, its one fits check); the replica and the

@@ -259,3 +259,31 @@ def test_seeds_are_pooled_and_only_a_measured_spread_ties_perplexities():
     one_seed = {k: v for k, v in cells.items() if "@seed" not in k}
     best, sentence = rmc.verdict(_rows(one_seed), 16384, steps=3)
     assert best == ["ntk"] and "DISAGREES" in sentence and "seed noise" not in sentence
+
+
+def test_a_length_dependent_winner_is_reported_but_the_default_is_judged_among_the_others():
+    key = rmc.cell_key
+    cells = {}
+    for seed in range(2):
+        for method, hits, ppl in (("dynamic", 1.0, 5.10), ("yarn", 0.5, 5.20), ("ntk", 0.5, 5.0)):
+            arm = rmc.finetuned_label(method, 3, seed)
+            cells[key("passkey", arm, 16384, 16384, 0.5)] = {"accuracy": hits, "trials": 6}
+            cells[key("ppl", arm, 16384, 16384, None)] = {"perplexity": ppl + 0.01 * seed}
+    # 12/12 against 6/12: dynamic alone is best, but it cannot be the default; among the
+    # others ntk (5.005) beats yarn (5.205) by far more than their seed spread
+    best, sentence = rmc.verdict(_rows(cells), 16384, steps=3)
+    assert best == ["ntk"] and "DISAGREES" in sentence
+    assert "of those, lowest perplexity: dynamic (5.105 ± 0.005, 2 seeds)" in sentence
+    assert "dynamic cannot be the default" in sentence
+    assert "among the others: highest passkey accuracy ntk, yarn (0.50)" in sentence
+    assert "of those, lowest perplexity: ntk (5.005 ± 0.005, 2 seeds)" in sentence
+    # dynamic tied with yarn: yarn is the one the default may be, no second judgement
+    for seed in range(2):
+        arm = rmc.finetuned_label("yarn", 3, seed)
+        cells[key("passkey", arm, 16384, 16384, 0.5)] = {"accuracy": 1.0, "trials": 6}
+        cells[key("ppl", arm, 16384, 16384, None)] = {"perplexity": 5.10 + 0.01 * seed}
+    best, sentence = rmc.verdict(_rows(cells), 16384, steps=3)
+    assert best == ["yarn"] and "agrees" in sentence
+    assert "dynamic cannot be the default" in sentence and "among the others" not in sentence
+    report = rmc.markdown({"cells": cells, "plan": {}, "threads": 2}, ["python x"])
+    assert "cannot be the default; if it alone is best" in report
