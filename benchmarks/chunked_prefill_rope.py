@@ -67,13 +67,18 @@ def cell_key(label: str, chunk: int | None, depth: float) -> str:
 
 
 def run(args: argparse.Namespace, out_json: Path) -> dict[str, Any]:
-    record: dict[str, Any] = {"cells": {}}
+    setup = {"length": args.length, "target": args.target, "chunk": args.chunk,
+             "dtype": args.dtype, "seed": args.seed}  # fmt: skip
+    record: dict[str, Any] = {"cells": {}, **setup}
     if out_json.is_file():
         record = json.loads(out_json.read_text())
-    record.update(
-        length=args.length, target=args.target, chunk=args.chunk, dtype=args.dtype,
-        samples=args.samples, seed=args.seed,
-    )  # fmt: skip
+        # cells are keyed by arm, mode and depth only: another setup would be mixed in unseen
+        changed = {k: (record.get(k), v) for k, v in setup.items() if record.get(k) != v}
+        if changed:
+            raise SystemExit(
+                f"{out_json} was measured with another setup ({changed}: recorded, asked); "
+                "use another --output-dir"
+            )
     cells = record["cells"]
     model_dir = rmc.ensure_model(args.model_dir)
     for label in args.arms:
@@ -107,9 +112,7 @@ def run(args: argparse.Namespace, out_json: Path) -> dict[str, Any]:
 def pooled(record: dict[str, Any], label: str, chunk: int | None) -> tuple[float, float, int]:
     """(accuracy, binomial s.e., trials) of an arm in one mode, over every depth measured."""
     mode = str(chunk or "whole")
-    found = [
-        v for k, v in record["cells"].items() if k.split("|")[:2] == [label, mode]
-    ]  # fmt: skip
+    found = [v for k, v in record["cells"].items() if k.split("|")[:2] == [label, mode]]
     trials = sum(v["trials"] for v in found)
     if not trials:
         return math.nan, math.nan, 0

@@ -49,6 +49,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache, Pretrai
 from transformers.cache_utils import DynamicLayer
 
 from gpu_runtime.attention import FLASH_ATTENTION_2, VARLEN_SDPA, select_attention_implementation
+from gpu_runtime.contract import LENGTH_DEPENDENT_ROPE_METHODS
 from gpu_runtime.rope import ContextSpec, context_of
 from gpu_runtime.serving.gathered import (
     DEFAULT_MAX_PLAN_CACHE_BYTES,
@@ -67,9 +68,10 @@ DEFAULT_MAX_ADAPTER_BYTES = 1 << 30  # gathered buffers per RoPE group (EngineCo
 # flash_attention_2 via `prepare_fa_kwargs_from_position_ids`). "sdpa"/"eager" would run one
 # causal mask over the whole row, letting a prompt attend the prompts packed before it.
 PACKED_PREFILL_ATTENTION = frozenset({VARLEN_SDPA, FLASH_ATTENTION_2})
-# RoPE types whose frequencies follow the largest position id of the forward (HF dynamic NTK,
-# LongRoPE's long/short factor switch): packed, every prompt would get the longest one's.
-_FORWARD_DEPENDENT_ROPE = frozenset({"dynamic", "longrope"})
+# RoPE types whose frequencies follow the largest position id of the forward: LongTune's
+# length-dependent methods (HF dynamic NTK: method name = HF rope_type) and LongRoPE's
+# long/short factor switch. Packed, every prompt would get the longest one's.
+_FORWARD_DEPENDENT_ROPE = LENGTH_DEPENDENT_ROPE_METHODS | {"longrope"}
 
 
 def rope_signature(config: PretrainedConfig) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchmarks import chunked_prefill_rope as cpr
 from gpu_runtime.tiny import build_tiny_model_dir
 from tests.benchmarks.test_benchmarks_smoke import markdown_table
@@ -30,6 +32,10 @@ def test_every_arm_is_measured_in_one_forward_and_in_chunks_and_a_rerun_resumes(
     assert cpr.main(argv) == 0
     resumed = json.loads((tmp_path / "out" / "chunked_prefill_rope_float32.json").read_text())
     assert cpr.pooled(resumed, "yarn", 64) == (0.25, (0.25 * 0.75 / 2) ** 0.5, 2)
+    other = [*argv]
+    other[other.index("--chunk") + 1] = "32"  # its cells would be keyed like the 64-token ones
+    with pytest.raises(SystemExit, match="another setup.*'chunk': \\(64, 32\\)"):
+        cpr.main(other)
 
 
 def test_the_report_pools_depths_and_shows_the_cost_of_chunks():
