@@ -11,6 +11,7 @@ worker's launcher, gpu_runtime/launcher.py, feeds the job's callbacks and stops 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import sys
@@ -56,6 +57,9 @@ def _load_config(path: Path, overrides: list[str]) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash below Python (gloo, a kernel) prints every thread's stack on stderr, which
+    # the launcher and the tests show: without it a rank just dies with -11.
+    faulthandler.enable(all_threads=True)
     args = _parse(argv)
     try:
         config = _load_config(args.config, args.set)
