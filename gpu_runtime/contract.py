@@ -40,9 +40,17 @@ DEFAULT_ROPE_METHOD: RopeMethod = "yarn"
 # NTK rescales theta by the current length). A prompt the serving engine prefills in chunks
 # then has its early keys rotated with other frequencies than its later queries, and prompts
 # batched together share the longest one's: served, such a method is not the model that was
-# measured with one forward. A job may ask for one; the default never is one
-# (tests/gpu_runtime/test_rope_length_dependence.py shows both halves).
+# measured with one forward: on the real model a dynamic-NTK fine-tune retrieved the passkey at
+# 16K in 3/3 prompts in one forward and 0/3 in 512-token chunks
+# (benchmarks/results/chunked_prefill_rope_bfloat16.md). The default never is one
+# (tests/gpu_runtime/test_rope_length_dependence.py shows both halves), and a fine-tuning job
+# may not ask for one: the API offers JOB_ROPE_METHODS and refuses these with
+# ROPE_METHOD_NOT_SERVABLE. gpu_runtime itself still trains and measures them (benchmarks).
 LENGTH_DEPENDENT_ROPE_METHODS: frozenset[str] = frozenset({"dynamic"})
+JOB_ROPE_METHODS: tuple[str, ...] = tuple(
+    m for m in ROPE_METHODS if m not in LENGTH_DEPENDENT_ROPE_METHODS
+)
+ROPE_METHOD_NOT_SERVABLE = "rope_method_not_servable"
 
 # The one error code for "the prompt plus the completion budget does not fit the model's context".
 # The serving engine raises it (ContextSpec.overflow, its one fits check); the replica and the

@@ -4,6 +4,7 @@ events and checkpoints. (No worker here: on_commit dispatch does not run in thes
 from __future__ import annotations
 
 import pytest
+from drf_spectacular.generators import SchemaGenerator
 
 from gpu_runtime.rope import DEFAULT_ROPE_METHOD
 from longtune.datasets.models import FileStatus
@@ -127,6 +128,29 @@ def test_bad_requests_are_coded_4xx(org_a, base, extra, status, code, param):
     file = make_file(org_a.org)
     assert_error(create(org_a.client(), {**body_for(file), **extra}), status, code, param)
     assert not FineTuningJob.objects.for_org(org_a.org).exists()
+
+
+@pytest.mark.parametrize("factor", [None, 4])
+def test_a_length_dependent_rope_method_is_refused_with_its_reason(org_a, base, factor):
+    """dynamic NTK is a RoPE method gpu_runtime knows, but served in chunks it is not the model
+    trained (benchmarks/results/chunked_prefill_rope_bfloat16.md): its own code, the field,
+    what to use instead -- and the schema no longer offers it."""
+    rope = {"type": "dynamic", **({"factor": factor} if factor else {})}
+    file = make_file(org_a.org)
+    response = create(
+        org_a.client(), {**body_for(file), "context_length": 256, "rope_scaling": rope}
+    )
+    assert_error(response, 400, "rope_method_not_servable", "rope_scaling.type")
+    message = response.json()["error"]["message"]
+    assert "'dynamic'" in message and "'yarn'" in message and "chunks" in message
+    assert not FineTuningJob.objects.for_org(org_a.org).exists()
+    schema = SchemaGenerator().get_schema(request=None, public=True)
+    offered = schema["components"]["schemas"]["RopeScalingRequest"]["properties"]["type"]
+    enum = (
+        offered.get("enum")
+        or schema["components"]["schemas"][offered["$ref"].split("/")[-1]]["enum"]
+    )
+    assert "dynamic" not in enum and {"yarn", "ntk", "linear"} <= set(enum)
 
 
 def test_file_checks(org_a, org_b, base):

@@ -128,6 +128,18 @@ def test_a_deleted_model_is_a_404(org_a, base):
     assert_error(create(org_a, parent.name), 404, "model_not_found", "model")
 
 
+def test_a_parent_trained_with_a_length_dependent_rope_method_cannot_be_continued(org_a, base):
+    """A model trained with dynamic NTK before jobs refused it: a job inheriting its method is
+    refused on `model`, and its base can still be fine-tuned with a servable method."""
+    parent = parent_of(org_a.org, rope_method="dynamic")
+    response = create(org_a, parent.name)
+    assert_error(response, 400, "rope_method_not_servable", "model")
+    assert "'dynamic'" in response.json()["error"]["message"]
+    assert not FineTuningJob.objects.for_org(org_a.org).filter(parent_model=parent).exists()
+    again = create(org_a, base.name, context_length=256, rope_scaling={"type": "ntk"})
+    assert again.status_code == 201, again.content
+
+
 @pytest.mark.parametrize(
     ("extra", "param"),
     [

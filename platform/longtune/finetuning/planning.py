@@ -64,7 +64,12 @@ def plan_context(
     simply ×8 of the original -- factors never compound. A shorter target than the parent's
     would shrink the scaling its weights learned: refused (``context_length_too_small``);
     shorter training rows are ``hyperparameters.sequence_length``."""
-    from gpu_runtime.contract import DEFAULT_ROPE_METHOD, ContextSpec
+    from gpu_runtime.contract import (
+        DEFAULT_ROPE_METHOD,
+        LENGTH_DEPENDENT_ROPE_METHODS,
+        ROPE_METHOD_NOT_SERVABLE,
+        ContextSpec,
+    )
 
     rope = data.get("rope_scaling") or {}
     method = rope.get("type", DEFAULT_ROPE_METHOD)
@@ -79,6 +84,15 @@ def plan_context(
                 param="rope_scaling.type",
             )
         method = parent.rope_method
+        if method in LENGTH_DEPENDENT_ROPE_METHODS:  # a model trained before jobs refused it
+            raise ApiError(
+                status=400,
+                code=ROPE_METHOD_NOT_SERVABLE,
+                message=f"{parent.rope_method!r} RoPE scaling follows each forward's length, so "
+                "a model served in chunks is not the one trained; a job cannot continue it. "
+                "Start from its base model with rope_scaling.type 'yarn' or 'ntk'.",
+                param="model",
+            )
     original = model.original_context_length
     given_factor = rope.get("factor")
     if "context_length" in data:

@@ -8,6 +8,7 @@ from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 
 from longtune.api.fields import unix
 from longtune.billing.prices import training_cost_estimate
@@ -95,10 +96,32 @@ class RopeScalingSerializer(serializers.Serializer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Imported here, not at module level: the web tier reaches gpu_runtime only through
         # its torch-free contract, and only when a request needs it ("none" = no extension).
-        from gpu_runtime.contract import ROPE_METHODS
+        from gpu_runtime.contract import JOB_ROPE_METHODS
 
         super().__init__(*args, **kwargs)
-        self.fields["type"].choices = list(ROPE_METHODS)
+        self.fields["type"].choices = list(JOB_ROPE_METHODS)
+
+    def to_internal_value(self, data: Any) -> Any:
+        # A method gpu_runtime knows but a job may not train with gets its own code and the
+        # reason, rather than DRF's bare "not a valid choice".
+        from gpu_runtime.contract import LENGTH_DEPENDENT_ROPE_METHODS, ROPE_METHOD_NOT_SERVABLE
+
+        if isinstance(data, dict) and data.get("type") in LENGTH_DEPENDENT_ROPE_METHODS:
+            raise serializers.ValidationError(
+                {
+                    "type": [
+                        ErrorDetail(
+                            f"{data['type']!r} RoPE scaling follows each forward's length, and a "
+                            "served model prefills long prompts in chunks and decodes one token "
+                            "at a time, so the model you would chat with is not the one trained "
+                            "(a dynamic-NTK fine-tune found the passkey at 16K in one forward "
+                            "and lost it served in chunks). Use 'yarn' (the default) or 'ntk'.",
+                            code=ROPE_METHOD_NOT_SERVABLE,
+                        )
+                    ]
+                }
+            )
+        return super().to_internal_value(data)
 
 
 class LoraSerializer(serializers.Serializer):

@@ -188,7 +188,7 @@ def jobs(request: HttpRequest) -> HttpResponse:
 
 @org_page()
 def job_new(request: HttpRequest) -> HttpResponse:
-    from gpu_runtime.contract import DEFAULT_ROPE_METHOD, ROPE_METHODS  # stdlib-only contract
+    from gpu_runtime.contract import DEFAULT_ROPE_METHOD, JOB_ROPE_METHODS  # stdlib-only contract
 
     errors: dict[str, list[str]] = {}
     values: dict[str, str] = {
@@ -227,7 +227,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
             .select_related("base_model")
             .order_by("-pk"),
             "files": processed.order_by("-pk"),
-            "rope_methods": ROPE_METHODS,
+            "rope_methods": JOB_ROPE_METHODS,
             "default_rope": DEFAULT_ROPE_METHOD,
         },
         status=400 if errors else 200,
