@@ -59,7 +59,10 @@ def _load_config(path: Path, overrides: list[str]) -> TrainConfig:
 def main(argv: list[str] | None = None) -> int:
     # A crash below Python (gloo, a kernel) prints every thread's stack on stderr, which
     # the launcher and the tests show: without it a rank just dies with -11.
-    faulthandler.enable(all_threads=True)
+    try:
+        faulthandler.enable(all_threads=True)
+    except (AttributeError, ValueError):  # called in-process with a stderr that has no fd
+        pass
     args = _parse(argv)
     try:
         config = _load_config(args.config, args.set)

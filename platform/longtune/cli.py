@@ -19,6 +19,8 @@ from typing import Any
 
 import httpx
 
+from gpu_runtime.contract import JOB_ROPE_METHODS  # stdlib-only
+
 TERMINAL_JOB_STATES = {"succeeded", "failed", "cancelled"}
 TERMINAL_FILE_STATES = {"processed", "error", "deleted"}
 
@@ -147,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--suffix")
     create.add_argument("--seed", type=int)
     create.add_argument("--context-length", type=int)
-    create.add_argument("--rope-scaling", choices=["yarn", "linear", "dynamic", "ntk", "llama3"])
+    create.add_argument("--rope-scaling", choices=JOB_ROPE_METHODS)  # what the API accepts
     create.add_argument("--epochs", type=int)
     create.add_argument("--batch-size", type=int)
     create.add_argument("--lr-multiplier", type=float)
