@@ -99,6 +99,7 @@ def child(mode: str, per_rank: int, document: int, kv_heads: int, dtype_name: st
     out.backward(grad)
     backward_peak = _kb("VmHWM")
     if degree > 1:
+        dist.barrier()  # leave together (gpu_runtime.distributed.shutdown says why)
         dist.destroy_process_group()
     return {
         "rank": ctx.rank,

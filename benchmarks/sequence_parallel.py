@@ -233,7 +233,7 @@ def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
 
     from gpu_runtime import train as trainer
     from gpu_runtime.contract import TrainConfig
-    from gpu_runtime.distributed import init_distributed, shutdown, wrap_for_training
+    from gpu_runtime.distributed import barrier, init_distributed, shutdown, wrap_for_training
     from gpu_runtime.sequence_parallel import (
         enable_sequence_parallel,
         init_sequence_layout,
@@ -299,6 +299,7 @@ def rank_step(case: Case, config: BenchmarkConfig, model_dir: Path) -> dict:
         "loss": outcome.loss,
         "attn_implementation": causal_lm.config._attn_implementation,
     }
+    barrier(ctx)  # leave together (gpu_runtime.distributed.shutdown says why)
     shutdown(ctx)
     return result
 

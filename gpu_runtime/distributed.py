@@ -59,6 +59,12 @@ def init_distributed() -> DistContext:
 
 
 def shutdown(ctx: DistContext) -> None:
+    """Destroy the process group we created. On success, call `barrier` first so the ranks
+    leave together: a rank that tears its gloo pairs down and exits while a peer is still
+    running closes sockets under the peer's transport threads, and one of them may crash at
+    teardown (a minimal FSDP2 script whose rank 0 paused 0.3 s before destroying aborted 3 in
+    30 runs, and 0 in 120 with a barrier first). Not on failure: a rank that raised must exit
+    at once so torchrun stops the others, not wait for peers stuck in another collective."""
     if ctx.initialized_here and dist.is_initialized():
         dist.destroy_process_group()
 

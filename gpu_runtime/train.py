@@ -493,11 +493,8 @@ def train(
     try:
         hooks = CallbackList(callbacks, enabled=ctx.is_main)
         result = _run(config, data, hooks, ctx, eval_data)
-        # Leave together: rank 0 still writes the summary after the last collective, and a
-        # peer that destroys its gloo pairs and exits meanwhile closes sockets under rank 0's
-        # transport loop while it tears its own pairs down (a SIGSEGV in CI, 2-rank FSDP
-        # resume). Only on success: a rank that raised must exit at once so torchrun stops
-        # the others, not wait here for peers stuck in another collective.
+        # Leave together (shutdown says why): rank 0 still writes the summary after the last
+        # collective. A 2-rank FSDP resume died with SIGSEGV at about this point in CI.
         barrier(ctx)
         return result
     finally:

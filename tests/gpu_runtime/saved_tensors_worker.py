@@ -126,6 +126,7 @@ def main(out_dir: Path) -> None:
         },
     }
     (out_dir / f"rank-{rank}.json").write_text(json.dumps(record))
+    dist.barrier()  # leave together (gpu_runtime.distributed.shutdown says why)
     dist.destroy_process_group()
 
 
