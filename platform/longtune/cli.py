@@ -19,8 +19,6 @@ from typing import Any
 
 import httpx
 
-from gpu_runtime.contract import JOB_ROPE_METHODS  # stdlib-only
-
 TERMINAL_JOB_STATES = {"succeeded", "failed", "cancelled"}
 TERMINAL_FILE_STATES = {"processed", "error", "deleted"}
 
@@ -124,6 +122,9 @@ def follow_job(api: ApiClient, job_id: str, poll_seconds: float = 3.0) -> dict[s
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The web tier reaches gpu_runtime only inside functions (its torch-free contract).
+    from gpu_runtime.contract import JOB_ROPE_METHODS
+
     parser = argparse.ArgumentParser(prog="longtune", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--base-url", default=os.environ.get("LONGTUNE_BASE_URL", "http://127.0.0.1:8000")
