@@ -52,6 +52,17 @@ JOB_ROPE_METHODS: tuple[str, ...] = tuple(
 )
 ROPE_METHOD_NOT_SERVABLE = "rope_method_not_servable"
 
+
+def not_servable_reason(method: str) -> str:
+    """Why a job may not train with a length-dependent `method` (the API's refusals say it)."""
+    return (
+        f"{method!r} RoPE scaling follows each forward's length, and a served model prefills "
+        "long prompts in chunks and decodes one token at a time, so the model you would chat "
+        "with is not the one trained (a dynamic-NTK fine-tune found the passkey at 16K in one "
+        "forward and lost it served in chunks)"
+    )
+
+
 # The one error code for "the prompt plus the completion budget does not fit the model's context".
 # The serving engine raises it (ContextSpec.overflow, its one fits check); the replica and the
 # gateway pass it through. tests/gpu_runtime/test_context_spec.py keeps it the only spelling.

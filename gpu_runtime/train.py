@@ -494,7 +494,7 @@ def train(
         hooks = CallbackList(callbacks, enabled=ctx.is_main)
         result = _run(config, data, hooks, ctx, eval_data)
         # Leave together (shutdown says why): rank 0 still writes the summary after the last
-        # collective. A 2-rank FSDP resume died with SIGSEGV at about this point in CI.
+        # collective. The likely cause of a 2-rank FSDP resume's SIGSEGV in CI.
         barrier(ctx)
         return result
     finally:

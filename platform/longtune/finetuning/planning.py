@@ -69,6 +69,7 @@ def plan_context(
         LENGTH_DEPENDENT_ROPE_METHODS,
         ROPE_METHOD_NOT_SERVABLE,
         ContextSpec,
+        not_servable_reason,
     )
 
     rope = data.get("rope_scaling") or {}
@@ -88,9 +89,8 @@ def plan_context(
             raise ApiError(
                 status=400,
                 code=ROPE_METHOD_NOT_SERVABLE,
-                message=f"{parent.rope_method!r} RoPE scaling follows each forward's length, so "
-                "a model served in chunks is not the one trained; a job cannot continue it. "
-                "Start from its base model with rope_scaling.type 'yarn' or 'ntk'.",
+                message=f"{not_servable_reason(method)}; a job cannot continue it. Start from "
+                "its base model with rope_scaling.type 'yarn' or 'ntk'.",
                 param="model",
             )
     original = model.original_context_length

@@ -104,22 +104,16 @@ class RopeScalingSerializer(serializers.Serializer):
     def to_internal_value(self, data: Any) -> Any:
         # A method gpu_runtime knows but a job may not train with gets its own code and the
         # reason, rather than DRF's bare "not a valid choice".
-        from gpu_runtime.contract import LENGTH_DEPENDENT_ROPE_METHODS, ROPE_METHOD_NOT_SERVABLE
+        from gpu_runtime.contract import (
+            LENGTH_DEPENDENT_ROPE_METHODS,
+            ROPE_METHOD_NOT_SERVABLE,
+            not_servable_reason,
+        )
 
         if isinstance(data, dict) and data.get("type") in LENGTH_DEPENDENT_ROPE_METHODS:
+            message = f"{not_servable_reason(data['type'])}. Use 'yarn' (the default) or 'ntk'."
             raise serializers.ValidationError(
-                {
-                    "type": [
-                        ErrorDetail(
-                            f"{data['type']!r} RoPE scaling follows each forward's length, and a "
-                            "served model prefills long prompts in chunks and decodes one token "
-                            "at a time, so the model you would chat with is not the one trained "
-                            "(a dynamic-NTK fine-tune found the passkey at 16K in one forward "
-                            "and lost it served in chunks). Use 'yarn' (the default) or 'ntk'.",
-                            code=ROPE_METHOD_NOT_SERVABLE,
-                        )
-                    ]
-                }
+                {"type": [ErrorDetail(message, code=ROPE_METHOD_NOT_SERVABLE)]}
             )
         return super().to_internal_value(data)
 
